@@ -1,0 +1,102 @@
+# resild: one non-recursive Makefile.  `make` builds the daemon, the CLI and
+# the client library; `make test` installs missing Debian packages, builds and
+# runs every test; `make asan` does the same under ASan+UBSan in build/asan.
+
+BUILD    ?= build
+CC       ?= cc
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+VERSION  := 0.1.0
+
+PKGS     := libuv jansson msgpack
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+            -Wmissing-prototypes -Wno-missing-field-initializers
+OPT      ?= -O2 -g
+CFLAGS   ?=
+CFLAGS   += -std=c11 $(OPT) $(WARN) -D_GNU_SOURCE -DRESIL_VERSION='"$(VERSION)"' \
+            -fPIC -Iproto -Iclient -Idaemon $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+ifeq ($(SAN),1)
+CFLAGS  += $(SAN_FLAGS)
+LDFLAGS += $(SAN_FLAGS)
+endif
+
+PROTO_SRC  := proto/scan.c proto/rpc.c proto/sockpath.c
+DAEMON_CORE := daemon/breaker.c daemon/policy.c daemon/config.c daemon/keys.c \
+               daemon/log.c daemon/permit.c daemon/methods.c
+DAEMON_SRC := $(DAEMON_CORE) daemon/server.c daemon/main.c
+CLIENT_SRC := client/resil.c
+CTL_SRC    := client/resilctl.c
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+UNIT_TESTS := test_scan test_rpc test_breaker test_config test_keys
+INTEG_TESTS := test_integ
+TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
+
+.PHONY: all deps run test check asan install format clean
+all: $(BUILD)/resild $(BUILD)/resilctl $(BUILD)/libresil.a $(BUILD)/libresil.so
+
+deps:
+	@sh scripts/deps.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/resild: $(call obj,$(PROTO_SRC) $(DAEMON_SRC))
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/libresil.a: $(call obj,$(PROTO_SRC) $(CLIENT_SRC))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libresil.so: $(call obj,$(PROTO_SRC) $(CLIENT_SRC))
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,libresil.so.0 -o $@ $^ $(LDLIBS) -lpthread
+
+$(BUILD)/resilctl: $(call obj,$(CTL_SRC)) $(BUILD)/libresil.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lpthread
+
+# Unit tests link the pure modules directly; the integration test links
+# libresil and drives a real daemon.
+$(BUILD)/tests/test_scan: $(call obj,tests/test_scan.c $(PROTO_SRC))
+$(BUILD)/tests/test_rpc: $(call obj,tests/test_rpc.c $(PROTO_SRC))
+$(BUILD)/tests/test_breaker: $(call obj,tests/test_breaker.c daemon/breaker.c)
+$(BUILD)/tests/test_config: $(call obj,tests/test_config.c $(PROTO_SRC) $(DAEMON_CORE))
+$(BUILD)/tests/test_keys: $(call obj,tests/test_keys.c $(PROTO_SRC) $(DAEMON_CORE))
+$(BUILD)/tests/test_integ: $(call obj,tests/test_integ.c tests/daemon_util.c) $(BUILD)/libresil.a
+$(BUILD)/tests/%:
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lpthread
+
+# check: build and run every test without touching the package set.
+check: all $(TEST_BINS)
+	@BUILD=$(BUILD) sh tests/run.sh
+
+test: deps
+	@$(MAKE) --no-print-directory check
+
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 OPT='-O1 -g' check
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	exec $(BUILD)/resild
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
+	install -m 0755 $(BUILD)/resild $(BUILD)/resilctl $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 $(BUILD)/libresil.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 0755 $(BUILD)/libresil.so $(DESTDIR)$(PREFIX)/lib/libresil.so.0
+	ln -sf libresil.so.0 $(DESTDIR)$(PREFIX)/lib/libresil.so
+	install -m 0644 client/resil.h $(DESTDIR)$(PREFIX)/include/
+
+format:
+	clang-format -i daemon/*.[ch] proto/*.[ch] client/*.[ch] tests/*.[ch]
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,137 @@
+/*
+ * resil.h - libresil, the C client of resild.  The only public header.
+ *
+ * A trading service asks resild before calling an exchange ("may I?") and
+ * reports what happened afterwards.  Every call has a deadline (default
+ * 5 ms) and never blocks past it: connect is non-blocking, I/O is polled.
+ * When the daemon is unreachable, stalled or answers garbage, the call
+ * returns a *fallback* decision chosen by the fail mode (RESIL_FAIL_OPEN
+ * allows, RESIL_FAIL_CLOSED denies) with `fallback` set, and the handle
+ * reconnects by itself after a short back-off (calls during the back-off
+ * fall back at once, without touching the socket).
+ *
+ * A handle is safe to share between threads (calls are serialised by a
+ * mutex inside).  No call raises SIGPIPE.  acquire/report/heartbeat
+ * allocate nothing once the handle is open.
+ *
+ * Return values: 0 on an answer from the daemon; a negative RESIL_E* code
+ * otherwise (the out-struct then holds the fallback decision).
+ */
+#ifndef RESIL_H
+#define RESIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct resil resil_t;
+
+enum resil_fail_mode { RESIL_FAIL_OPEN = 0, RESIL_FAIL_CLOSED = 1 };
+
+enum resil_outcome {
+    RESIL_SUCCESS = 0,
+    RESIL_FAILURE = 1,
+    RESIL_IGNORE = 2,
+    RESIL_UNKNOWN = 3,
+};
+
+/* Negative return codes. */
+enum {
+    RESIL_ETIMEDOUT = -1, /* deadline passed before the answer */
+    RESIL_ECONN = -2,     /* cannot connect / connection lost / in back-off */
+    RESIL_EPROTO = -3,    /* daemon answered something unreadable */
+    RESIL_EREMOTE = -4,   /* daemon answered with an error (see error_code) */
+    RESIL_EINVAL = -5,    /* bad argument from the caller */
+    RESIL_ENOMEM = -6,
+};
+
+/* Open a handle.  path NULL resolves like the daemon does: $RESILD_SOCKET,
+ * /run/resild/resild.sock when /run/resild exists, $XDG_RUNTIME_DIR/
+ * resild.sock, /tmp/resild.sock.  Does not connect yet (the first call
+ * does), so it succeeds while the daemon is down.  NULL only on ENOMEM. */
+resil_t *resil_open(const char *path);
+void resil_close(resil_t *r);
+
+/* Defaults for calls that pass deadline_ms = 0 / no fail mode. */
+void resil_set_deadline(resil_t *r, int deadline_ms);  /* default 5 */
+void resil_set_fail_mode(resil_t *r, enum resil_fail_mode m); /* default open */
+/* The socket path in use (borrowed). */
+const char *resil_path(const resil_t *r);
+
+struct resil_acquire_opts {
+    uint32_t cost;      /* 0 means 1 */
+    uint32_t wait_ms;   /* park server-side up to this long; 0 = answer now */
+    int critical;       /* priority "critical" */
+    int deadline_ms;    /* 0 = handle default; should exceed wait_ms */
+    int fail_mode;      /* -1 = handle default, else enum resil_fail_mode */
+};
+
+struct resil_decision {
+    int allow;               /* 1 = go ahead */
+    uint64_t permit;         /* pass to resil_report; 0 when denied/fallback */
+    char state[16];          /* "closed", "open", "half_open", ... */
+    char reason[24];         /* "ok", "circuit_open", ... or "fallback" */
+    uint64_t retry_after_ms; /* when denied: not before this long; 0 unknown */
+    int fallback;            /* 1 = daemon not consulted (see return code) */
+    char error_code[24];     /* daemon's error code on RESIL_EREMOTE */
+};
+
+/* Ask whether `key` may be called.  opts may be NULL. */
+int resil_acquire(resil_t *r, const char *key,
+                  const struct resil_acquire_opts *opts,
+                  struct resil_decision *out);
+
+struct resil_report {
+    const char *key;          /* required */
+    uint64_t permit;          /* from resil_acquire; 0 = none */
+    enum resil_outcome outcome;
+    int64_t latency_ms;       /* < 0 = not given */
+    const char *error_class;  /* e.g. "network.reset"; NULL = none */
+    const char *error_message;/* NULL = none */
+    int64_t retry_after_ms;   /* venue's Retry-After; < 0 = not given */
+    uint32_t attempt;         /* 0 means 1 */
+    int non_idempotent;       /* 1 = idempotent: false */
+    const char *correlation_id; /* NULL = none */
+    int deadline_ms;          /* 0 = handle default */
+};
+
+struct resil_report_result {
+    char state[16];
+    int stale;             /* permit predates the breaker's last change */
+    char severity[12];     /* classification, when the daemon gave one */
+    int transient;
+    int retry;             /* retry advice (failure/unknown outcomes) */
+    uint64_t retry_delay_ms;
+    char retry_reason[20];
+    char error_code[24];   /* daemon's error code on RESIL_EREMOTE */
+};
+
+/* Report the outcome of a call.  out may be NULL. */
+int resil_report(resil_t *r, const struct resil_report *rep,
+                 struct resil_report_result *out);
+
+/* ping: fills version (cap bytes) and pid; either may be NULL. */
+int resil_ping(resil_t *r, int deadline_ms, char *version, size_t cap,
+               long *pid);
+
+/*
+ * Generic call for status, force, reset and anything else: params_mp is a
+ * msgpack-encoded map (or NULL for none).  On 0, *result/*result_len hold
+ * the msgpack-encoded result (malloc'ed, caller frees).  On RESIL_EREMOTE
+ * the error code and message are copied to code/msg (cap bytes each, may be
+ * NULL).
+ */
+int resil_call(resil_t *r, const char *method, const void *params_mp,
+               size_t params_len, int deadline_ms, void **result,
+               size_t *result_len, char *code, char *msg, size_t cap);
+
+/* Text for a negative return code. */
+const char *resil_strerror(int rc);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,194 @@
+/*
+ * rpc.c - MessagePack-RPC message decode and pack helpers over msgpack-c.
+ *
+ * proto_decode() must only be given a frame that proto_scan_next() accepted:
+ * the scanner is what makes msgpack-c's eager allocation safe.  No I/O, no
+ * globals; the zone passed in owns every object decoded.
+ */
+#include "proto.h"
+
+#include <string.h>
+
+int proto_decode(const char *buf, size_t len, msgpack_zone *zone,
+                 struct proto_msg *m, const char **why)
+{
+    msgpack_object obj;
+    size_t off = 0;
+    const msgpack_object *a;
+    uint32_t n;
+
+    memset(m, 0, sizeof(*m));
+    if (msgpack_unpack(buf, len, &off, zone, &obj) != MSGPACK_UNPACK_SUCCESS ||
+        off != len) {
+        *why = "frame is not one msgpack object";
+        return -PROTO_EINVAL;
+    }
+    if (obj.type != MSGPACK_OBJECT_ARRAY || obj.via.array.size < 3) {
+        *why = "message is not a msgpack-rpc array";
+        return -PROTO_EINVAL;
+    }
+    a = obj.via.array.ptr;
+    n = obj.via.array.size;
+    if (a[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[0].via.u64 > 2) {
+        *why = "message type is not 0, 1 or 2";
+        return -PROTO_EINVAL;
+    }
+    m->type = (int)a[0].via.u64;
+    if (m->type == PROTO_NOTIFY) {
+        if (n != 3 || a[1].type != MSGPACK_OBJECT_STR ||
+            a[2].type != MSGPACK_OBJECT_ARRAY) {
+            *why = "notification is not [2, method, params]";
+            return -PROTO_EINVAL;
+        }
+        m->method = a[1].via.str.ptr;
+        m->method_len = a[1].via.str.size;
+        m->notify_params = &a[2];
+        return 0;
+    }
+    if (n != 4 || a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+        a[1].via.u64 > UINT32_MAX) {
+        *why = "message is not [type, msgid(uint32), x, y]";
+        return -PROTO_EINVAL;
+    }
+    m->msgid = (uint32_t)a[1].via.u64;
+    m->msgid_known = 1;
+    if (m->type == PROTO_RESPONSE) {
+        m->error = &a[2];
+        m->result = &a[3];
+        return 0;
+    }
+    if (a[2].type != MSGPACK_OBJECT_STR) {
+        *why = "method is not a string";
+        return -PROTO_EINVAL;
+    }
+    m->method = a[2].via.str.ptr;
+    m->method_len = a[2].via.str.size;
+    if (a[3].type != MSGPACK_OBJECT_ARRAY || a[3].via.array.size > 1 ||
+        (a[3].via.array.size == 1 &&
+         a[3].via.array.ptr[0].type != MSGPACK_OBJECT_MAP)) {
+        *why = "params is not an array of zero or one map";
+        return -PROTO_EINVAL;
+    }
+    if (a[3].via.array.size == 1)
+        m->params = &a[3].via.array.ptr[0];
+    return 0;
+}
+
+const msgpack_object *proto_map_get(const msgpack_object *map,
+                                    const char *name)
+{
+    uint32_t i;
+
+    if (!map || map->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    for (i = 0; i < map->via.map.size; i++)
+        if (proto_str_eq(&map->via.map.ptr[i].key, name))
+            return &map->via.map.ptr[i].val;
+    return NULL;
+}
+
+int proto_str_eq(const msgpack_object *o, const char *s)
+{
+    size_t n = strlen(s);
+
+    return o && o->type == MSGPACK_OBJECT_STR && o->via.str.size == n &&
+           memcmp(o->via.str.ptr, s, n) == 0;
+}
+
+long proto_str_copy(const msgpack_object *o, char *dst, size_t cap)
+{
+    size_t n;
+
+    if (!o || o->type != MSGPACK_OBJECT_STR) {
+        if (cap)
+            dst[0] = '\0';
+        return -1;
+    }
+    n = o->via.str.size;
+    if (cap) {
+        size_t c = n < cap - 1 ? n : cap - 1;
+        memcpy(dst, o->via.str.ptr, c);
+        dst[c] = '\0';
+    }
+    return (long)n;
+}
+
+void proto_pack_strn(msgpack_packer *pk, const char *s, size_t n)
+{
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+void proto_pack_cstr(msgpack_packer *pk, const char *s)
+{
+    proto_pack_strn(pk, s, strlen(s));
+}
+
+void proto_pack_response_head(msgpack_packer *pk, uint32_t msgid)
+{
+    msgpack_pack_array(pk, 4);
+    msgpack_pack_uint8(pk, PROTO_RESPONSE);
+    msgpack_pack_uint32(pk, msgid);
+    msgpack_pack_nil(pk);
+}
+
+void proto_pack_error(msgpack_packer *pk, uint32_t msgid, const char *code,
+                      const char *message)
+{
+    msgpack_pack_array(pk, 4);
+    msgpack_pack_uint8(pk, PROTO_RESPONSE);
+    msgpack_pack_uint32(pk, msgid);
+    msgpack_pack_map(pk, 2);
+    proto_kv_str(pk, "code", code);
+    proto_kv_str(pk, "message", message);
+    msgpack_pack_nil(pk);
+}
+
+void proto_pack_request_head(msgpack_packer *pk, uint32_t msgid,
+                             const char *method)
+{
+    msgpack_pack_array(pk, 4);
+    msgpack_pack_uint8(pk, PROTO_REQUEST);
+    msgpack_pack_uint32(pk, msgid);
+    proto_pack_cstr(pk, method);
+}
+
+void proto_pack_notify_head(msgpack_packer *pk, const char *method)
+{
+    msgpack_pack_array(pk, 3);
+    msgpack_pack_uint8(pk, PROTO_NOTIFY);
+    proto_pack_cstr(pk, method);
+}
+
+void proto_kv_str(msgpack_packer *pk, const char *k, const char *v)
+{
+    proto_pack_cstr(pk, k);
+    proto_pack_cstr(pk, v);
+}
+
+void proto_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
+{
+    proto_pack_cstr(pk, k);
+    msgpack_pack_uint64(pk, v);
+}
+
+void proto_kv_i64(msgpack_packer *pk, const char *k, int64_t v)
+{
+    proto_pack_cstr(pk, k);
+    msgpack_pack_int64(pk, v);
+}
+
+void proto_kv_f64(msgpack_packer *pk, const char *k, double v)
+{
+    proto_pack_cstr(pk, k);
+    msgpack_pack_double(pk, v);
+}
+
+void proto_kv_bool(msgpack_packer *pk, const char *k, int v)
+{
+    proto_pack_cstr(pk, k);
+    if (v)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+}
