@@ -24,15 +24,17 @@ LDFLAGS += $(SAN_FLAGS)
 endif
 
 PROTO_SRC  := proto/scan.c proto/rpc.c proto/sockpath.c
-DAEMON_CORE := daemon/breaker.c daemon/policy.c daemon/config.c daemon/keys.c \
-               daemon/log.c daemon/permit.c daemon/methods.c
+DAEMON_CORE := daemon/breaker.c daemon/limiter.c daemon/bulkhead.c \
+               daemon/retry.c daemon/config.c daemon/keys.c daemon/log.c \
+               daemon/permit.c daemon/admit.c daemon/methods.c
 DAEMON_SRC := $(DAEMON_CORE) daemon/server.c daemon/main.c
 CLIENT_SRC := client/resil.c
 CTL_SRC    := client/resilctl.c
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-UNIT_TESTS := test_scan test_rpc test_breaker test_config test_keys
+UNIT_TESTS := test_breaker test_breaker_model test_limiter \
+              test_retry test_admit test_config test_keys
 INTEG_TESTS := test_integ
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
@@ -64,6 +66,10 @@ $(BUILD)/resilctl: $(call obj,$(CTL_SRC)) $(BUILD)/libresil.a
 $(BUILD)/tests/test_scan: $(call obj,tests/test_scan.c $(PROTO_SRC))
 $(BUILD)/tests/test_rpc: $(call obj,tests/test_rpc.c $(PROTO_SRC))
 $(BUILD)/tests/test_breaker: $(call obj,tests/test_breaker.c daemon/breaker.c)
+$(BUILD)/tests/test_breaker_model: $(call obj,tests/test_breaker_model.c daemon/breaker.c)
+$(BUILD)/tests/test_limiter: $(call obj,tests/test_limiter.c daemon/limiter.c)
+$(BUILD)/tests/test_retry: $(call obj,tests/test_retry.c daemon/retry.c)
+$(BUILD)/tests/test_admit: $(call obj,tests/test_admit.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_config: $(call obj,tests/test_config.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_keys: $(call obj,tests/test_keys.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_integ: $(call obj,tests/test_integ.c tests/daemon_util.c) $(BUILD)/libresil.a

@@ -119,7 +119,7 @@ int resil_ping(resil_t *r, int deadline_ms, char *version, size_t cap,
 
 /*
  * Generic call for status, force, reset and anything else: params_mp is a
- * msgpack-encoded map (or NULL for none).  On 0, *result/*result_len hold
+ * msgpack-encoded map (or NULL for none).  On 0, *result and *result_len hold
  * the msgpack-encoded result (malloc'ed, caller frees).  On RESIL_EREMOTE
  * the error code and message are copied to code/msg (cap bytes each, may be
  * NULL).

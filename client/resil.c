@@ -1,0 +1,894 @@
+/*
+ * resil.c - libresil: the C client of resild (contract in resil.h).
+ *
+ * One handle owns at most one connection.  A call packs its request into a
+ * preallocated send buffer, sends it with poll()-bounded non-blocking I/O,
+ * and reads responses into a preallocated receive buffer until the one with
+ * its msgid arrives.  Every wait is bounded by the call's deadline on
+ * CLOCK_MONOTONIC, including the wait for the handle's mutex, so a caller
+ * never blocks longer than it asked for, whatever the daemon does.
+ *
+ * What this file must not do:
+ *   - block past a deadline (connect is non-blocking: a blocking AF_UNIX
+ *     connect to a live daemon whose backlog is full hangs forever);
+ *   - raise SIGPIPE (send uses MSG_NOSIGNAL);
+ *   - allocate on the acquire/report/ping path once the handle is open (the
+ *     send buffer, receive buffer and msgpack zone are reused; resil_call
+ *     may grow the buffers and mallocs its result copy);
+ *   - hand a frame to msgpack-c before proto_scan_next() has bounded it.
+ *
+ * Failure handling: a connect error, timeout, EOF or unreadable answer
+ * closes the socket and starts a back-off (50 ms doubling to 1 s, reset by
+ * the next answer).  During the back-off calls return RESIL_ECONN with the
+ * fallback decision at once, without a syscall.  On a failure errno is left
+ * holding the underlying cause (ENOENT, ECONNREFUSED, ETIMEDOUT, EPROTO...)
+ * so that tools can print it; resilctl does.
+ */
+#include "resil.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proto.h"
+#include "sockpath.h"
+
+#define DEFAULT_DEADLINE_MS 5
+#define SEND_CAP_BYTES 65536 /* fixed send buffer; resil_call grows it */
+#define RECV_CAP_BYTES 65536 /* acquire/report/ping answers fit in this */
+#define CALL_MAX_RESPONSE_BYTES                                                \
+    (1u << 20)                /* resil_call (status of many keys) */
+#define ZONE_CHUNK_BYTES 8192 /* msgpack zone chunk kept across calls */
+#define BACKOFF_START_MS 50
+#define BACKOFF_MAX_MS 1000
+#define NS_PER_MS 1000000ULL
+
+struct resil {
+    pthread_mutex_t mu;      /* serialises every call on the handle */
+    char path[SOCKPATH_MAX]; /* resolved socket path, immutable */
+    int path_ok;             /* 0 when the path does not fit sun_path */
+    int fd;                  /* connected socket, -1 when none */
+    pid_t fd_pid;            /* process that opened fd (fork safety) */
+    /* Defaults, read before the mutex is taken (the lock wait is bounded by
+     * the deadline), hence accessed with relaxed atomics. */
+    int deadline_ms; /* default per-call deadline */
+    int fail_mode;   /* default enum resil_fail_mode */
+    uint32_t next_msgid;
+    uint64_t backoff_ms;       /* current back-off step, 0 when healthy */
+    uint64_t backoff_until_ns; /* monotonic; calls before this fall back */
+    int backoff_errno;         /* cause of the failure that started it */
+
+    char *sbuf; /* request being sent */
+    size_t sbuf_len, sbuf_cap;
+    int sbuf_overflow; /* a pack did not fit: request too large */
+    msgpack_packer pk; /* writes into sbuf via sbuf_write */
+
+    uint8_t *rbuf;             /* bytes received, object starts at rbuf[0] */
+    size_t rbuf_len, rbuf_cap; /* cap grows to CALL_MAX_RESPONSE_BYTES */
+    struct proto_scan scan;    /* scanner state for the object at rbuf[0] */
+    msgpack_zone zone;         /* decoded objects; cleared after each use */
+};
+
+/* A decoded answer still living in rbuf and the zone. */
+struct answer {
+    struct proto_msg m;
+    size_t frame_len;
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static int sbuf_write(void *data, const char *buf, size_t len)
+{
+    struct resil *r = data;
+
+    if (len > r->sbuf_cap - r->sbuf_len) {
+        r->sbuf_overflow = 1;
+        return -1;
+    }
+    memcpy(r->sbuf + r->sbuf_len, buf, len);
+    r->sbuf_len += len;
+    return 0;
+}
+
+resil_t *resil_open(const char *path)
+{
+    resil_t *r = calloc(1, sizeof(*r));
+
+    if (!r)
+        return NULL;
+    r->fd = -1;
+    r->deadline_ms = DEFAULT_DEADLINE_MS;
+    r->fail_mode = RESIL_FAIL_OPEN;
+    r->next_msgid = 1;
+    r->path_ok = sockpath_resolve(path, r->path, sizeof(r->path)) == 0;
+    r->sbuf_cap = SEND_CAP_BYTES;
+    r->rbuf_cap = RECV_CAP_BYTES;
+    r->sbuf = malloc(r->sbuf_cap);
+    r->rbuf = malloc(r->rbuf_cap);
+    if (!r->sbuf || !r->rbuf || !msgpack_zone_init(&r->zone, ZONE_CHUNK_BYTES))
+        goto fail;
+    if (pthread_mutex_init(&r->mu, NULL) != 0) {
+        msgpack_zone_destroy(&r->zone);
+        goto fail;
+    }
+    msgpack_packer_init(&r->pk, r, sbuf_write);
+    proto_scan_init(&r->scan);
+    return r;
+fail:
+    free(r->sbuf);
+    free(r->rbuf);
+    free(r);
+    return NULL;
+}
+
+void resil_close(resil_t *r)
+{
+    if (!r)
+        return;
+    if (r->fd >= 0)
+        close(r->fd);
+    pthread_mutex_destroy(&r->mu);
+    msgpack_zone_destroy(&r->zone);
+    free(r->sbuf);
+    free(r->rbuf);
+    free(r);
+}
+
+void resil_set_deadline(resil_t *r, int deadline_ms)
+{
+    if (!r || deadline_ms <= 0)
+        return;
+    __atomic_store_n(&r->deadline_ms, deadline_ms, __ATOMIC_RELAXED);
+}
+
+void resil_set_fail_mode(resil_t *r, enum resil_fail_mode m)
+{
+    if (!r || (m != RESIL_FAIL_OPEN && m != RESIL_FAIL_CLOSED))
+        return;
+    __atomic_store_n(&r->fail_mode, (int)m, __ATOMIC_RELAXED);
+}
+
+const char *resil_path(const resil_t *r)
+{
+    return r ? r->path : NULL;
+}
+
+const char *resil_strerror(int rc)
+{
+    switch (rc) {
+    case 0:
+        return "success";
+    case RESIL_ETIMEDOUT:
+        return "deadline passed before the daemon answered";
+    case RESIL_ECONN:
+        return "cannot connect to the daemon (or backing off)";
+    case RESIL_EPROTO:
+        return "daemon answered something unreadable";
+    case RESIL_EREMOTE:
+        return "daemon answered with an error";
+    case RESIL_EINVAL:
+        return "invalid argument";
+    case RESIL_ENOMEM:
+        return "out of memory";
+    }
+    return "unknown error";
+}
+
+/* --- connection state --------------------------------------------------- */
+
+static void drop_connection(struct resil *r)
+{
+    int saved = errno;
+
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = -1;
+    r->rbuf_len = 0;
+    proto_scan_init(&r->scan);
+    msgpack_zone_clear(&r->zone);
+    errno = saved;
+}
+
+/* A call failed for a connection reason: close and back off. */
+static void fail_connection(struct resil *r, uint64_t now)
+{
+    r->backoff_errno = errno;
+    drop_connection(r);
+    r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : BACKOFF_START_MS;
+    if (r->backoff_ms > BACKOFF_MAX_MS)
+        r->backoff_ms = BACKOFF_MAX_MS;
+    r->backoff_until_ns = now + r->backoff_ms * NS_PER_MS;
+}
+
+/* Wait for events on r->fd until deadline.  Returns revents, 0 on timeout,
+ * -1 on a poll error. */
+static int wait_fd(struct resil *r, short events, uint64_t deadline)
+{
+    struct pollfd p = {.fd = r->fd, .events = events};
+    struct timespec ts;
+    uint64_t now, left;
+    int n;
+
+    for (;;) {
+        now = now_ns();
+        if (now >= deadline)
+            return 0;
+        left = deadline - now;
+        ts.tv_sec = (time_t)(left / 1000000000ULL);
+        ts.tv_nsec = (long)(left % 1000000000ULL);
+        n = ppoll(&p, 1, &ts, NULL);
+        if (n > 0)
+            return p.revents;
+        if (n == 0)
+            return 0;
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+/* Connect without blocking.  0, RESIL_ECONN or RESIL_ETIMEDOUT. */
+static int do_connect(struct resil *r, uint64_t deadline)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd, err = 0, rev;
+    socklen_t len = sizeof(err);
+
+    if (!r->path_ok) {
+        errno = ENAMETOOLONG;
+        return RESIL_ECONN;
+    }
+    memcpy(sa.sun_path, r->path, strlen(r->path) + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return RESIL_ECONN;
+    r->fd = fd;
+    r->fd_pid = getpid();
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+        return 0;
+    /* EAGAIN: the listener's backlog is full (a stalled daemon). */
+    if (errno != EINPROGRESS && errno != EINTR)
+        return RESIL_ECONN;
+    rev = wait_fd(r, POLLOUT, deadline);
+    if (rev == 0) {
+        errno = ETIMEDOUT;
+        return RESIL_ETIMEDOUT;
+    }
+    if (rev < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        return RESIL_ECONN;
+    if (err) {
+        errno = err;
+        return RESIL_ECONN;
+    }
+    return 0;
+}
+
+/* Send sbuf whole.  0, RESIL_ECONN or RESIL_ETIMEDOUT.  *sent counts the
+ * bytes that left, so the caller knows whether a retry is safe. */
+static int send_all(struct resil *r, uint64_t deadline, size_t *sent)
+{
+    ssize_t n;
+    int rev;
+
+    *sent = 0;
+    while (*sent < r->sbuf_len) {
+        n = send(r->fd, r->sbuf + *sent, r->sbuf_len - *sent,
+                 MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            *sent += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            return RESIL_ECONN;
+        rev = wait_fd(r, POLLOUT, deadline);
+        if (rev == 0) {
+            errno = ETIMEDOUT;
+            return RESIL_ETIMEDOUT;
+        }
+        if (rev < 0)
+            return RESIL_ECONN;
+        /* POLLERR/POLLHUP: the next send reports the error. */
+    }
+    return 0;
+}
+
+/* Drop the first n bytes of rbuf (one handled object). */
+static void consume(struct resil *r, size_t n)
+{
+    memmove(r->rbuf, r->rbuf + n, r->rbuf_len - n);
+    r->rbuf_len -= n;
+    proto_scan_init(&r->scan);
+    msgpack_zone_clear(&r->zone);
+}
+
+/*
+ * Read until the response to msgid is complete in rbuf, discarding other
+ * messages (late answers, notifications).  Responses larger than max_bytes
+ * are a protocol error.  On 0, a->m borrows from rbuf and the zone until
+ * consume(r, a->frame_len).
+ */
+static int read_answer(struct resil *r, uint32_t msgid, size_t max_bytes,
+                       uint64_t deadline, struct answer *a)
+{
+    const char *why;
+    long got;
+    ssize_t n;
+    int rev;
+
+    for (;;) {
+        got = r->rbuf_len ? proto_scan_next(&r->scan, r->rbuf, r->rbuf_len,
+                                            max_bytes, PROTO_MAX_DEPTH)
+                          : 0;
+        if (got < 0) {
+            errno = EPROTO;
+            return RESIL_EPROTO;
+        }
+        if (got > 0) {
+            if (proto_decode((const char *)r->rbuf, (size_t)got, &r->zone,
+                             &a->m, &why) < 0) {
+                errno = EPROTO;
+                return RESIL_EPROTO;
+            }
+            if (a->m.type == PROTO_RESPONSE && a->m.msgid == msgid) {
+                a->frame_len = (size_t)got;
+                return 0;
+            }
+            consume(r, (size_t)got); /* not ours: a late answer or event */
+            continue;
+        }
+        if (r->rbuf_len == r->rbuf_cap) {
+            /* Only resil_call may grow the buffer (bounded by max_bytes);
+             * the scanner already refused objects over max_bytes. */
+            size_t cap = r->rbuf_cap * 2;
+            uint8_t *p;
+
+            if (cap > max_bytes)
+                cap = max_bytes;
+            if (cap <= r->rbuf_cap) {
+                errno = EMSGSIZE;
+                return RESIL_EPROTO;
+            }
+            p = realloc(r->rbuf, cap);
+            if (!p)
+                return RESIL_ENOMEM;
+            r->rbuf = p;
+            r->rbuf_cap = cap;
+        }
+        n = recv(r->fd, r->rbuf + r->rbuf_len, r->rbuf_cap - r->rbuf_len,
+                 MSG_DONTWAIT);
+        if (n > 0) {
+            r->rbuf_len += (size_t)n;
+            continue;
+        }
+        if (n == 0) {
+            errno = ECONNRESET; /* the daemon closed the connection */
+            return RESIL_ECONN;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return RESIL_ECONN;
+        rev = wait_fd(r, POLLIN, deadline);
+        if (rev == 0) {
+            errno = ETIMEDOUT;
+            return RESIL_ETIMEDOUT;
+        }
+        if (rev < 0)
+            return RESIL_ECONN;
+    }
+}
+
+/*
+ * Send the request in sbuf (whose msgid is msgid) and read its answer.
+ * Handles connecting, one transparent reconnect when a reused connection
+ * turns out to be closed before anything was sent (a restarted daemon),
+ * and the back-off bookkeeping.  Returns 0 with *a filled (including error
+ * answers: the daemon answered), or a negative code.
+ */
+static int roundtrip(struct resil *r, uint32_t msgid, size_t max_bytes,
+                     uint64_t deadline, struct answer *a)
+{
+    size_t sent;
+    int rc, reused, attempt;
+
+    if (r->backoff_until_ns && now_ns() < r->backoff_until_ns) {
+        errno = r->backoff_errno; /* why we are backing off */
+        return RESIL_ECONN;
+    }
+    if (r->fd >= 0 && r->fd_pid != getpid()) {
+        /* Forked child: the connection belongs to the parent. */
+        close(r->fd);
+        r->fd = -1;
+        r->rbuf_len = 0;
+        proto_scan_init(&r->scan);
+    }
+    for (attempt = 0;; attempt++) {
+        reused = r->fd >= 0;
+        if (!reused && (rc = do_connect(r, deadline)) < 0)
+            goto fail;
+        rc = send_all(r, deadline, &sent);
+        if (rc == RESIL_ECONN && reused && sent == 0 && attempt == 0) {
+            drop_connection(r);
+            continue;
+        }
+        if (rc < 0)
+            goto fail;
+        break;
+    }
+    rc = read_answer(r, msgid, max_bytes, deadline, a);
+    if (rc < 0)
+        goto fail;
+    r->backoff_ms = 0;
+    r->backoff_until_ns = 0;
+    return 0;
+fail:
+    if (rc == RESIL_ENOMEM)
+        drop_connection(r); /* not the daemon's fault: no back-off */
+    else
+        fail_connection(r, now_ns());
+    return rc;
+}
+
+/* Lock the handle, waiting no longer than deadline. */
+static int lock_until(struct resil *r, uint64_t deadline)
+{
+    struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000ULL),
+                          .tv_nsec = (long)(deadline % 1000000000ULL)};
+    int e = pthread_mutex_clocklock(&r->mu, CLOCK_MONOTONIC, &ts);
+
+    if (e == 0)
+        return 0;
+    errno = e;
+    return RESIL_ETIMEDOUT;
+}
+
+static uint64_t deadline_of(const struct resil *r, int deadline_ms,
+                            uint64_t start)
+{
+    int ms = deadline_ms > 0
+                 ? deadline_ms
+                 : __atomic_load_n(&r->deadline_ms, __ATOMIC_RELAXED);
+
+    return start + (uint64_t)ms * NS_PER_MS;
+}
+
+/* Begin a request [0, msgid, method, [ ...: the caller packs the params. */
+static uint32_t begin_request(struct resil *r, const char *method)
+{
+    uint32_t id = r->next_msgid++;
+
+    r->sbuf_len = 0;
+    r->sbuf_overflow = 0;
+    proto_pack_request_head(&r->pk, id, method);
+    return id;
+}
+
+/* Copy an error answer's code/message.  Returns RESIL_EREMOTE, or
+ * RESIL_EPROTO when the error is not a map. */
+static int remote_error(const struct proto_msg *m, char *code, size_t code_cap,
+                        char *msg, size_t msg_cap)
+{
+    if (m->error->type != MSGPACK_OBJECT_MAP) {
+        errno = EPROTO;
+        return RESIL_EPROTO;
+    }
+    if (code && code_cap)
+        proto_str_copy(proto_map_get(m->error, "code"), code, code_cap);
+    if (msg && msg_cap)
+        proto_str_copy(proto_map_get(m->error, "message"), msg, msg_cap);
+    return RESIL_EREMOTE;
+}
+
+/* 1 when the daemon closes the connection after sending this error. */
+static int error_closes(const struct proto_msg *m)
+{
+    const msgpack_object *c = proto_map_get(m->error, "code");
+
+    return proto_str_eq(c, "protocol_error") ||
+           proto_str_eq(c, "frame_too_large") || proto_str_eq(c, "busy");
+}
+
+static int get_bool(const msgpack_object *map, const char *name, int *out)
+{
+    const msgpack_object *o = proto_map_get(map, name);
+
+    if (!o || o->type != MSGPACK_OBJECT_BOOLEAN)
+        return -1;
+    *out = o->via.boolean;
+    return 0;
+}
+
+static int get_uint(const msgpack_object *map, const char *name, uint64_t *out)
+{
+    const msgpack_object *o = proto_map_get(map, name);
+
+    if (!o || o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return -1;
+    *out = o->via.u64;
+    return 0;
+}
+
+/* --- acquire ------------------------------------------------------------ */
+
+static void fallback_decision(struct resil_decision *d, int fail_mode)
+{
+    memset(d, 0, sizeof(*d));
+    d->allow = fail_mode == RESIL_FAIL_CLOSED ? 0 : 1;
+    d->fallback = 1;
+    strcpy(d->state, "unknown");
+    strcpy(d->reason, "fallback");
+}
+
+int resil_acquire(resil_t *r, const char *key,
+                  const struct resil_acquire_opts *opts,
+                  struct resil_decision *out)
+{
+    uint64_t start = now_ns(), deadline;
+    int fail_mode, rc, deadline_ms = opts ? opts->deadline_ms : 0;
+    struct answer a;
+    const msgpack_object *res;
+    uint32_t id;
+    int allow;
+
+    if (!out)
+        return RESIL_EINVAL;
+    fail_mode = (opts && opts->fail_mode >= 0) ? opts->fail_mode : -1;
+    if (!r) {
+        fallback_decision(out, fail_mode < 0 ? RESIL_FAIL_OPEN : fail_mode);
+        return RESIL_EINVAL;
+    }
+    if (fail_mode < 0)
+        fail_mode = __atomic_load_n(&r->fail_mode, __ATOMIC_RELAXED);
+    fallback_decision(out, fail_mode);
+    deadline = deadline_of(r, deadline_ms, start);
+    if (!key || deadline_ms < 0 ||
+        (opts && opts->fail_mode > RESIL_FAIL_CLOSED))
+        return RESIL_EINVAL;
+    if ((rc = lock_until(r, deadline)) < 0)
+        return rc;
+    id = begin_request(r, "acquire");
+    msgpack_pack_array(&r->pk, 1);
+    msgpack_pack_map(&r->pk, 4);
+    proto_kv_str(&r->pk, "key", key);
+    proto_kv_u64(&r->pk, "cost", opts && opts->cost ? opts->cost : 1);
+    proto_kv_u64(&r->pk, "wait_ms", opts ? opts->wait_ms : 0);
+    proto_kv_str(&r->pk, "priority",
+                 opts && opts->critical ? "critical" : "normal");
+    if (r->sbuf_overflow) {
+        rc = RESIL_EINVAL; /* a key this long can only be a caller bug */
+        goto out;
+    }
+    if ((rc = roundtrip(r, id, RECV_CAP_BYTES, deadline, &a)) < 0)
+        goto out;
+    if (a.m.error->type != MSGPACK_OBJECT_NIL) {
+        rc = remote_error(&a.m, out->error_code, sizeof(out->error_code), NULL,
+                          0);
+        if (rc == RESIL_EREMOTE) {
+            /* The daemon answered: this is its decision, not a fallback. */
+            out->allow = 0;
+            out->fallback = 0;
+            strcpy(out->reason, "error");
+            if (error_closes(&a.m))
+                drop_connection(r);
+            else
+                consume(r, a.frame_len);
+        } else {
+            fail_connection(r, now_ns());
+        }
+        goto out;
+    }
+    res = a.m.result;
+    if (get_bool(res, "allow", &allow) < 0) {
+        errno = EPROTO;
+        rc = RESIL_EPROTO;
+        fail_connection(r, now_ns());
+        goto out;
+    }
+    out->allow = allow;
+    out->fallback = 0;
+    if (get_uint(res, "permit", &out->permit) < 0)
+        out->permit = 0;
+    if (get_uint(res, "retry_after_ms", &out->retry_after_ms) < 0)
+        out->retry_after_ms = 0;
+    proto_str_copy(proto_map_get(res, "state"), out->state, sizeof(out->state));
+    proto_str_copy(proto_map_get(res, "reason"), out->reason,
+                   sizeof(out->reason));
+    consume(r, a.frame_len);
+    rc = 0;
+out:
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+/* --- report ------------------------------------------------------------- */
+
+int resil_report(resil_t *r, const struct resil_report *rep,
+                 struct resil_report_result *out)
+{
+    static const char *const outcomes[] = {"success", "failure", "ignore",
+                                           "unknown"};
+    struct resil_report_result scratch;
+    uint64_t start = now_ns(), deadline;
+    const msgpack_object *res, *o;
+    struct answer a;
+    uint32_t id, n, nerr;
+    int rc, b;
+
+    if (!out)
+        out = &scratch;
+    memset(out, 0, sizeof(*out));
+    if (!r || !rep || !rep->key || rep->deadline_ms < 0 ||
+        (unsigned)rep->outcome > RESIL_UNKNOWN)
+        return RESIL_EINVAL;
+    deadline = deadline_of(r, rep->deadline_ms, start);
+    if ((rc = lock_until(r, deadline)) < 0)
+        return rc;
+
+    n = 2 + !!rep->permit + (rep->latency_ms >= 0) + (rep->attempt > 1) +
+        !!rep->non_idempotent + !!rep->correlation_id;
+    nerr =
+        !!rep->error_class + !!rep->error_message + (rep->retry_after_ms >= 0);
+    n += nerr > 0;
+    id = begin_request(r, "report");
+    msgpack_pack_array(&r->pk, 1);
+    msgpack_pack_map(&r->pk, n);
+    proto_kv_str(&r->pk, "key", rep->key);
+    proto_kv_str(&r->pk, "outcome", outcomes[rep->outcome]);
+    if (rep->permit)
+        proto_kv_u64(&r->pk, "permit", rep->permit);
+    if (rep->latency_ms >= 0)
+        proto_kv_u64(&r->pk, "latency_ms", (uint64_t)rep->latency_ms);
+    if (rep->attempt > 1)
+        proto_kv_u64(&r->pk, "attempt", rep->attempt);
+    if (rep->non_idempotent)
+        proto_kv_bool(&r->pk, "idempotent", 0);
+    if (rep->correlation_id)
+        proto_kv_str(&r->pk, "correlation_id", rep->correlation_id);
+    if (nerr) {
+        proto_pack_cstr(&r->pk, "error");
+        msgpack_pack_map(&r->pk, nerr);
+        if (rep->error_class)
+            proto_kv_str(&r->pk, "class", rep->error_class);
+        if (rep->error_message)
+            proto_kv_str(&r->pk, "message", rep->error_message);
+        if (rep->retry_after_ms >= 0)
+            proto_kv_u64(&r->pk, "retry_after_ms",
+                         (uint64_t)rep->retry_after_ms);
+    }
+    if (r->sbuf_overflow) {
+        rc = RESIL_EINVAL;
+        goto out;
+    }
+    if ((rc = roundtrip(r, id, RECV_CAP_BYTES, deadline, &a)) < 0)
+        goto out;
+    if (a.m.error->type != MSGPACK_OBJECT_NIL) {
+        rc = remote_error(&a.m, out->error_code, sizeof(out->error_code), NULL,
+                          0);
+        if (rc != RESIL_EREMOTE)
+            fail_connection(r, now_ns());
+        else if (error_closes(&a.m))
+            drop_connection(r);
+        else
+            consume(r, a.frame_len);
+        goto out;
+    }
+    res = a.m.result;
+    if (proto_str_copy(proto_map_get(res, "state"), out->state,
+                       sizeof(out->state)) < 0) {
+        errno = EPROTO;
+        rc = RESIL_EPROTO;
+        fail_connection(r, now_ns());
+        goto out;
+    }
+    if (get_bool(res, "stale", &b) == 0)
+        out->stale = b;
+    if ((o = proto_map_get(res, "classification")) != NULL) {
+        proto_str_copy(proto_map_get(o, "severity"), out->severity,
+                       sizeof(out->severity));
+        if (get_bool(o, "transient", &b) == 0)
+            out->transient = b;
+    }
+    if ((o = proto_map_get(res, "retry")) != NULL) {
+        if (get_bool(o, "retry", &b) == 0)
+            out->retry = b;
+        if (get_uint(o, "delay_ms", &out->retry_delay_ms) < 0)
+            out->retry_delay_ms = 0;
+        proto_str_copy(proto_map_get(o, "reason"), out->retry_reason,
+                       sizeof(out->retry_reason));
+    }
+    consume(r, a.frame_len);
+    rc = 0;
+out:
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+/* --- ping --------------------------------------------------------------- */
+
+int resil_ping(resil_t *r, int deadline_ms, char *version, size_t cap,
+               long *pid)
+{
+    uint64_t start = now_ns(), deadline, u;
+    struct answer a;
+    uint32_t id;
+    int rc;
+
+    if (version && cap)
+        version[0] = '\0';
+    if (pid)
+        *pid = 0;
+    if (!r || deadline_ms < 0)
+        return RESIL_EINVAL;
+    deadline = deadline_of(r, deadline_ms, start);
+    if ((rc = lock_until(r, deadline)) < 0)
+        return rc;
+    id = begin_request(r, "ping");
+    msgpack_pack_array(&r->pk, 0);
+    if ((rc = roundtrip(r, id, RECV_CAP_BYTES, deadline, &a)) < 0)
+        goto out;
+    if (a.m.error->type != MSGPACK_OBJECT_NIL) {
+        rc = remote_error(&a.m, NULL, 0, NULL, 0);
+        if (rc != RESIL_EREMOTE)
+            fail_connection(r, now_ns());
+        else
+            consume(r, a.frame_len);
+        goto out;
+    }
+    if (a.m.result->type != MSGPACK_OBJECT_MAP) {
+        errno = EPROTO;
+        rc = RESIL_EPROTO;
+        fail_connection(r, now_ns());
+        goto out;
+    }
+    if (version && cap)
+        proto_str_copy(proto_map_get(a.m.result, "version"), version, cap);
+    if (pid && get_uint(a.m.result, "pid", &u) == 0)
+        *pid = (long)u;
+    consume(r, a.frame_len);
+    rc = 0;
+out:
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+/* --- generic call ------------------------------------------------------- */
+
+/* Bytes of the header of an array of 4 at p, or 0 if it is not one. */
+static size_t array4_head(uint8_t b)
+{
+    if (b == 0x94)
+        return 1;
+    if (b == 0xdc)
+        return 3;
+    if (b == 0xdd)
+        return 5;
+    return 0;
+}
+
+/*
+ * The result is the last element of [1, msgid, error, result]: skip the
+ * first three with the scanner and copy the rest verbatim (no re-encoding).
+ */
+static int copy_result(const uint8_t *frame, size_t len, void **result,
+                       size_t *result_len)
+{
+    struct proto_scan s;
+    size_t off = array4_head(frame[0]);
+    long n;
+    int i;
+
+    if (!off)
+        return RESIL_EPROTO;
+    for (i = 0; i < 3; i++) {
+        proto_scan_init(&s);
+        n = proto_scan_next(&s, frame + off, len - off, len - off,
+                            PROTO_MAX_DEPTH);
+        if (n <= 0)
+            return RESIL_EPROTO;
+        off += (size_t)n;
+    }
+    if (off >= len)
+        return RESIL_EPROTO;
+    *result = malloc(len - off);
+    if (!*result)
+        return RESIL_ENOMEM;
+    memcpy(*result, frame + off, len - off);
+    *result_len = len - off;
+    return 0;
+}
+
+/* 1 if buf holds exactly one msgpack map (within the nesting limit). */
+static int is_one_map(const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    struct proto_scan s;
+
+    if (!len ||
+        !((p[0] >= 0x80 && p[0] <= 0x8f) || p[0] == 0xde || p[0] == 0xdf))
+        return 0;
+    proto_scan_init(&s);
+    return proto_scan_next(&s, p, len, len, PROTO_MAX_DEPTH) == (long)len;
+}
+
+int resil_call(resil_t *r, const char *method, const void *params_mp,
+               size_t params_len, int deadline_ms, void **result,
+               size_t *result_len, char *code, char *msg, size_t cap)
+{
+    uint64_t start = now_ns(), deadline;
+    struct answer a;
+    uint32_t id;
+    int rc;
+
+    if (code && cap)
+        code[0] = '\0';
+    if (msg && cap)
+        msg[0] = '\0';
+    if (result)
+        *result = NULL;
+    if (result_len)
+        *result_len = 0;
+    if (!r || !method || !result || !result_len || deadline_ms < 0 ||
+        (params_mp && !is_one_map(params_mp, params_len)))
+        return RESIL_EINVAL;
+    deadline = deadline_of(r, deadline_ms, start);
+    if ((rc = lock_until(r, deadline)) < 0)
+        return rc;
+    /* Room for the head (method name + a few bytes) and the params. */
+    if (strlen(method) + params_len + 32 > r->sbuf_cap) {
+        size_t want = strlen(method) + params_len + 32;
+        char *p = realloc(r->sbuf, want);
+
+        if (!p) {
+            rc = RESIL_ENOMEM;
+            goto out;
+        }
+        r->sbuf = p;
+        r->sbuf_cap = want;
+    }
+    id = begin_request(r, method);
+    if (params_mp) {
+        msgpack_pack_array(&r->pk, 1);
+        sbuf_write(r, params_mp, params_len);
+    } else {
+        msgpack_pack_array(&r->pk, 0);
+    }
+    if (r->sbuf_overflow) {
+        rc = RESIL_EINVAL;
+        goto out;
+    }
+    if ((rc = roundtrip(r, id, CALL_MAX_RESPONSE_BYTES, deadline, &a)) < 0)
+        goto out;
+    if (a.m.error->type != MSGPACK_OBJECT_NIL) {
+        rc = remote_error(&a.m, code, cap, msg, cap);
+        if (rc != RESIL_EREMOTE)
+            fail_connection(r, now_ns());
+        else if (error_closes(&a.m))
+            drop_connection(r);
+        else
+            consume(r, a.frame_len);
+        goto out;
+    }
+    rc = copy_result(r->rbuf, a.frame_len, result, result_len);
+    if (rc == RESIL_EPROTO) {
+        errno = EPROTO;
+        fail_connection(r, now_ns());
+        goto out;
+    }
+    consume(r, a.frame_len); /* also on RESIL_ENOMEM: the frame was read */
+out:
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}

@@ -1,0 +1,553 @@
+/*
+ * admit.c - the admission pipeline (see admit.h).
+ *
+ * Order (SPEC §4): forced state and breaker, bulkhead, limiters (the key's
+ * own and every ancestor's, all or nothing).  Nothing is taken until every
+ * check has passed, so a denial takes nothing; the one thing the breaker
+ * hands out while checking, a half-open probe slot, is given back when a
+ * later check denies.
+ *
+ * Parked requests wait in a FIFO per key.  While a key has parked requests,
+ * a new normal request for it does not overtake them: it waits behind them
+ * or is denied with the reason they wait for.  Critical requests are not
+ * queued behind normal ones.
+ */
+#include "admit.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "proto.h"
+
+struct parked {
+    struct parked *qprev, *qnext;  /* key FIFO; qnext is the free list */
+    struct parked *cprev, *cnext;  /* caller's list */
+    struct key *key;
+    struct caller *caller;
+    uint64_t cost;
+    uint64_t deadline_ms;
+    uint32_t msgid;
+    uint8_t critical;
+};
+
+/* Limiter conf for a key whose policy has none: only its pause is used. */
+static const struct limiter_conf no_limiter = {1, 1000, 1, 1000};
+
+enum verdict { V_NOPERMIT = -1, V_ALLOW, V_DENY, V_WAITABLE };
+
+int admit_init(struct resild *d)
+{
+    uint32_t i, n = d->cfg.max_parked;
+
+    d->parked_pool = calloc(n, sizeof(*d->parked_pool));
+    if (!d->parked_pool)
+        return -1;
+    for (i = n; i-- > 0;) {
+        d->parked_pool[i].qnext = d->parked_free;
+        d->parked_free = &d->parked_pool[i];
+    }
+    return 0;
+}
+
+void admit_free(struct resild *d)
+{
+    free(d->parked_pool);
+    d->parked_pool = NULL;
+}
+
+const char *admit_reason_name(enum admit_reason r)
+{
+    switch (r) {
+    case ADMIT_OK:
+        return "ok";
+    case ADMIT_CIRCUIT_OPEN:
+        return "circuit_open";
+    case ADMIT_HALF_OPEN_BUSY:
+        return "half_open_busy";
+    case ADMIT_FORCED_OPEN:
+        return "forced_open";
+    case ADMIT_RATE_LIMITED:
+        return "rate_limited";
+    case ADMIT_BULKHEAD_FULL:
+        return "bulkhead_full";
+    }
+    return "ok";
+}
+
+static const struct limiter_conf *lim_conf(const struct key *k)
+{
+    return k->policy->has_limiter ? &k->policy->limiter : &no_limiter;
+}
+
+static struct limiter_conf crit_conf(const struct key *k)
+{
+    uint64_t rate = k->policy->critical_probe_per_s;
+    struct limiter_conf c = {rate ? rate : 1, 1000, rate ? rate : 1, 1000};
+
+    return c;
+}
+
+int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
+{
+    char prefix[KEY_MAX + 1];
+    struct limiter_conf cc;
+    size_t i;
+
+    if (k->admit_ready)
+        return 0;
+    limiter_init(&k->lim, lim_conf(k), now_ms);
+    cc = crit_conf(k);
+    limiter_init(&k->crit_lim, &cc, now_ms);
+    k->rng = ((uint64_t)(uintptr_t)k * 0x9e3779b97f4a7c15ULL) ^ now_ms;
+    if (!k->rng)
+        k->rng = 1;
+    k->nanc = 0;
+    /* Ancestors, nearest first: "a.b.c" -> "a.b", "a". */
+    for (i = k->len; i-- > 0 && k->nanc < KEY_MAX_ANCESTORS;) {
+        const struct policy *pol;
+        struct key *a;
+        if (k->name[i] != '.')
+            continue;
+        memcpy(prefix, k->name, i);
+        prefix[i] = '\0';
+        pol = config_match(&d->cfg, prefix);
+        if (!pol->has_limiter)
+            continue;
+        if (keys_get(&d->keys, prefix, i, &d->cfg, now_ms, &a) < 0 ||
+            admit_prepare(d, a, now_ms) < 0)
+            return -ADMIT_EKEYS;
+        k->anc[k->nanc++] = a;
+    }
+    k->admit_ready = 1;
+    return 0;
+}
+
+static enum admit_reason from_breaker(enum breaker_reason r)
+{
+    switch (r) {
+    case BREAKER_CIRCUIT_OPEN:
+        return ADMIT_CIRCUIT_OPEN;
+    case BREAKER_HALF_OPEN_BUSY:
+        return ADMIT_HALF_OPEN_BUSY;
+    case BREAKER_FORCED_OPEN:
+        return ADMIT_FORCED_OPEN;
+    case BREAKER_OK:
+        break;
+    }
+    return ADMIT_OK;
+}
+
+/* Longest wait over k's own limiter (or pause) and its ancestors'. */
+static uint64_t limiter_chain_wait(struct key *k, uint64_t cost, int critical,
+                                   uint64_t now_ms, const struct key **culprit)
+{
+    uint64_t w, worst;
+    size_t i;
+
+    if (k->policy->has_limiter)
+        worst = limiter_wait(&k->lim, &k->policy->limiter, now_ms, cost,
+                             k->policy->reserve, critical);
+    else
+        worst = limiter_paused_ms(&k->lim, now_ms);
+    if (culprit)
+        *culprit = k;
+    for (i = 0; i < k->nanc; i++) {
+        struct key *a = k->anc[i];
+        w = limiter_wait(&a->lim, &a->policy->limiter, now_ms, cost,
+                         a->policy->reserve, critical);
+        if (w > worst) {
+            worst = w;
+            if (culprit)
+                *culprit = a;
+        }
+    }
+    return worst;
+}
+
+/*
+ * Every check, then (on V_ALLOW) every take and the permit.  from_queue: k's
+ * queue head being served, so the queue itself does not block it.
+ */
+static enum verdict decide(struct resild *d, struct caller *c, struct key *k,
+                           uint64_t cost, int critical, int from_queue,
+                           uint64_t now_ms, struct admit_result *res)
+{
+    const struct policy *pol = k->policy;
+    struct breaker_verdict v;
+    struct limiter_conf cc = crit_conf(k);
+    struct permit *p;
+    int crit_pass = 0, shadow = 0;
+    enum verdict out = V_ALLOW;
+    uint64_t wait;
+    size_t i;
+
+    memset(res, 0, sizeof(*res));
+    breaker_acquire(&k->br, &pol->breaker, now_ms, &v);
+    if (!v.allow) {
+        if (critical && pol->critical_probe_per_s &&
+            v.reason != BREAKER_FORCED_OPEN &&
+            limiter_wait(&k->crit_lim, &cc, now_ms, 1, 0, 1) == 0) {
+            crit_pass = 1; /* risk-reducing call through an open breaker */
+        } else {
+            res->reason = from_breaker(v.reason);
+            res->retry_after_ms = v.retry_after_ms;
+            out = V_DENY;
+        }
+    }
+    if (out == V_ALLOW && !from_queue && !critical && k->q_len) {
+        /* Others are already waiting: do not overtake them. */
+        res->reason = k->q_head && pol->has_bulkhead &&
+                              !bulkhead_fits(&k->bh, &pol->bulkhead,
+                                             pol->reserve, 0)
+                          ? ADMIT_BULKHEAD_FULL
+                          : ADMIT_RATE_LIMITED;
+        out = V_WAITABLE;
+    }
+    if (out == V_ALLOW && pol->has_bulkhead &&
+        !bulkhead_fits(&k->bh, &pol->bulkhead, pol->reserve, critical)) {
+        res->reason = ADMIT_BULKHEAD_FULL;
+        out = V_WAITABLE;
+    }
+    if (out == V_ALLOW &&
+        (wait = limiter_chain_wait(k, cost, critical, now_ms, NULL)) > 0) {
+        res->reason = ADMIT_RATE_LIMITED;
+        res->retry_after_ms = wait;
+        out = V_WAITABLE;
+    }
+    if (out != V_ALLOW && pol->shadow) {
+        /* Shadow: decide as usual, count the denial, allow anyway. */
+        shadow = 1;
+        res->shadow = 1;
+        res->shadow_reason = res->reason;
+        k->shadow_denied++;
+        d->m.shadow_denied++;
+    } else if (out != V_ALLOW) {
+        if (v.allow)
+            breaker_release(&k->br, v.generation, v.probe);
+        return out;
+    }
+    p = permits_alloc(&d->permits, &c->permits);
+    if (!p) {
+        if (v.allow)
+            breaker_release(&k->br, v.generation, v.probe);
+        return V_NOPERMIT;
+    }
+    if (!shadow) {
+        if (k->policy->has_limiter)
+            limiter_take(&k->lim, &pol->limiter, now_ms, cost);
+        for (i = 0; i < k->nanc; i++)
+            limiter_take(&k->anc[i]->lim, &k->anc[i]->policy->limiter, now_ms,
+                         cost);
+        if (crit_pass) {
+            limiter_take(&k->crit_lim, &cc, now_ms, 1);
+            d->m.critical_probes++;
+        }
+    }
+    if (pol->has_bulkhead) {
+        bulkhead_take(&k->bh);
+        p->holds_slot = 1;
+    } else {
+        p->holds_slot = 0;
+    }
+    p->key = k;
+    p->generation = v.allow ? v.generation : k->br.generation;
+    p->probe = (uint8_t)(v.allow && v.probe);
+    p->expires_ms = now_ms + pol->permit_ttl_ms;
+    k->outstanding++;
+    res->allow = 1;
+    res->reason = ADMIT_OK;
+    res->retry_after_ms = 0;
+    res->permit = p->id;
+    return V_ALLOW;
+}
+
+static void key_queue_unlink(struct resild *d, struct parked *p)
+{
+    struct key *k = p->key;
+
+    if (p->qprev)
+        p->qprev->qnext = p->qnext;
+    else
+        k->q_head = p->qnext;
+    if (p->qnext)
+        p->qnext->qprev = p->qprev;
+    else
+        k->q_tail = p->qprev;
+    if (--k->q_len == 0) {
+        if (k->wait_prev)
+            k->wait_prev->wait_next = k->wait_next;
+        else
+            d->waiting = k->wait_next;
+        if (k->wait_next)
+            k->wait_next->wait_prev = k->wait_prev;
+        k->wait_prev = k->wait_next = NULL;
+    }
+}
+
+/* Remove p from its key and caller, back to the free pool. */
+static void unpark(struct resild *d, struct parked *p)
+{
+    struct caller *c = p->caller;
+
+    key_queue_unlink(d, p);
+    if (p->cprev)
+        p->cprev->cnext = p->cnext;
+    else
+        c->parked = p->cnext;
+    if (p->cnext)
+        p->cnext->cprev = p->cprev;
+    c->nparked--;
+    memset(p, 0, sizeof(*p));
+    p->qnext = d->parked_free;
+    d->parked_free = p;
+    d->parked_used--;
+}
+
+static int park(struct resild *d, struct caller *c, struct key *k,
+                uint64_t cost, int critical, uint64_t deadline_ms,
+                uint32_t msgid)
+{
+    uint32_t bound = k->policy->has_bulkhead ? k->policy->bulkhead.queue
+                                             : ADMIT_DEFAULT_QUEUE;
+    struct parked *p = d->parked_free;
+
+    if (!p || k->q_len >= bound || c->nparked >= ADMIT_MAX_PARKED_PER_CALLER) {
+        d->m.parked_full++;
+        return -1;
+    }
+    d->parked_free = p->qnext;
+    d->parked_used++;
+    memset(p, 0, sizeof(*p));
+    p->key = k;
+    p->caller = c;
+    p->cost = cost;
+    p->critical = (uint8_t)critical;
+    p->deadline_ms = deadline_ms;
+    p->msgid = msgid;
+    p->qprev = k->q_tail;
+    if (k->q_tail)
+        k->q_tail->qnext = p;
+    else
+        k->q_head = p;
+    k->q_tail = p;
+    if (k->q_len++ == 0) {
+        k->wait_prev = NULL;
+        k->wait_next = d->waiting;
+        if (d->waiting)
+            d->waiting->wait_prev = k;
+        d->waiting = k;
+    }
+    p->cnext = c->parked;
+    if (c->parked)
+        c->parked->cprev = p;
+    c->parked = p;
+    c->nparked++;
+    d->m.parked++;
+    return 0;
+}
+
+int admit_acquire(struct resild *d, struct caller *c, struct key *k,
+                  uint64_t cost, int critical, uint64_t wait_ms, uint32_t msgid,
+                  uint64_t now_ms, struct admit_result *res,
+                  const struct key **culprit)
+{
+    enum verdict vd;
+    size_t i;
+
+    /* A cost no limiter in the chain can ever hold is a bad request. */
+    if (k->policy->has_limiter && cost > k->policy->limiter.burst) {
+        *culprit = k;
+        return -ADMIT_E2BIG;
+    }
+    for (i = 0; i < k->nanc; i++)
+        if (cost > k->anc[i]->policy->limiter.burst) {
+            *culprit = k->anc[i];
+            return -ADMIT_E2BIG;
+        }
+    vd = decide(d, c, k, cost, critical, 0, now_ms, res);
+    if (vd == V_NOPERMIT)
+        return -ADMIT_EFULL;
+    if (vd == V_WAITABLE && wait_ms > 0 &&
+        park(d, c, k, cost, critical, now_ms + wait_ms, msgid) == 0) {
+        res->parked = 1;
+    }
+    return 0;
+}
+
+void admit_pack_result(msgpack_packer *pk, const struct key *k,
+                       const struct admit_result *res)
+{
+    msgpack_pack_map(pk, res->shadow ? 6 : 5);
+    proto_kv_bool(pk, "allow", res->allow);
+    proto_kv_u64(pk, "permit", res->permit);
+    proto_kv_str(pk, "state", breaker_state_name(&k->br));
+    proto_kv_str(pk, "reason", admit_reason_name(res->reason));
+    proto_kv_u64(pk, "retry_after_ms", res->retry_after_ms);
+    if (res->shadow)
+        proto_kv_str(pk, "shadow_denied", admit_reason_name(res->shadow_reason));
+}
+
+static void answer_parked(struct resild *d, struct parked *p,
+                          const struct admit_result *res)
+{
+    struct caller *c = p->caller;
+    uint32_t msgid = p->msgid;
+    const struct key *k = p->key;
+
+    unpark(d, p);
+    proto_pack_response_head(c->pk, msgid);
+    admit_pack_result(c->pk, k, res);
+    c->flush(c);
+}
+
+/* Serve k's queue from the head; expire entries past their deadline. */
+static void wake_key(struct resild *d, struct key *k, uint64_t now_ms)
+{
+    struct admit_result res;
+    struct parked *p, *next;
+
+    while ((p = k->q_head)) {
+        enum verdict vd = decide(d, p->caller, k, p->cost, p->critical, 1,
+                                 now_ms, &res);
+        if (vd == V_NOPERMIT)
+            break; /* permit pool full: try again later */
+        if (vd == V_WAITABLE && now_ms < p->deadline_ms)
+            break;
+        answer_parked(d, p, &res);
+    }
+    for (p = k->q_head ? k->q_head->qnext : NULL; p; p = next) {
+        next = p->qnext;
+        if (now_ms >= p->deadline_ms) {
+            memset(&res, 0, sizeof(res));
+            res.reason = k->policy->has_bulkhead &&
+                                 !bulkhead_fits(&k->bh, &k->policy->bulkhead,
+                                                k->policy->reserve, p->critical)
+                             ? ADMIT_BULKHEAD_FULL
+                             : ADMIT_RATE_LIMITED;
+            answer_parked(d, p, &res);
+        }
+    }
+}
+
+void admit_wake(struct resild *d, uint64_t now_ms)
+{
+    struct key *k, *next;
+
+    for (k = d->waiting; k; k = next) {
+        next = k->wait_next; /* k may leave the list */
+        wake_key(d, k, now_ms);
+    }
+}
+
+uint64_t admit_next_wake(const struct resild *d, uint64_t now_ms)
+{
+    uint64_t best = 0;
+    const struct key *k;
+
+    for (k = d->waiting; k; k = k->wait_next) {
+        const struct parked *p;
+        uint64_t w;
+        for (p = k->q_head; p; p = p->qnext)
+            if (!best || p->deadline_ms < best)
+                best = p->deadline_ms;
+        /* The head may pass once its limiters refill. */
+        w = limiter_chain_wait((struct key *)k, k->q_head->cost,
+                               k->q_head->critical, now_ms, NULL);
+        if (w && w != LIMITER_NEVER && now_ms + w < best)
+            best = now_ms + w;
+    }
+    return best;
+}
+
+void admit_caller_gone(struct resild *d, struct caller *c)
+{
+    while (c->parked)
+        unpark(d, c->parked);
+}
+
+void admit_permit_done(struct resild *d, struct permit *p, uint64_t now_ms,
+                       int outcome_counted, int count_failure)
+{
+    struct key *k = p->key;
+
+    if (!outcome_counted) {
+        /* An expired permit or a lost probe is a failure of class
+         * "timeout" (the policy's record/ignore lists still apply). */
+        if (count_failure)
+            breaker_record(&k->br, &k->policy->breaker, now_ms, p->generation,
+                           p->probe, config_failure_kind(k->policy, "timeout"),
+                           -1);
+        else
+            breaker_release(&k->br, p->generation, p->probe);
+    }
+    if (p->holds_slot)
+        bulkhead_give(&k->bh);
+    k->outstanding--;
+    permits_release(&d->permits, p);
+}
+
+/* Self if it has a limiter, else the nearest ancestor with one, else
+ * self (its own pause only). */
+static struct key *nearest_limiter(struct key *k)
+{
+    if (k->policy->has_limiter || k->nanc == 0)
+        return k;
+    return k->anc[0];
+}
+
+void admit_venue_pause(struct resild *d, struct key *k, uint64_t now_ms,
+                       uint64_t ms)
+{
+    struct key *t = nearest_limiter(k);
+
+    d->m.venue_pauses++;
+    limiter_pause(&t->lim, lim_conf(t), now_ms, ms);
+    log_msg(LOG_INFO, "key %s: venue rate limit reported on %s; pausing "
+                      "%llu ms",
+            t->name, k->name,
+            (unsigned long long)limiter_paused_ms(&t->lim, now_ms));
+}
+
+void admit_venue_sync(struct resild *d, struct key *k, uint64_t now_ms,
+                      uint64_t remaining)
+{
+    struct key *t = nearest_limiter(k);
+
+    (void)d;
+    if (t->policy->has_limiter)
+        limiter_sync(&t->lim, &t->policy->limiter, now_ms, remaining);
+}
+
+int admit_status_entries(const struct key *k)
+{
+    (void)k; /* limiter and bulkhead, nil when the policy has none */
+    return 2;
+}
+
+void admit_pack_status(msgpack_packer *pk, struct key *k, uint64_t now_ms)
+{
+    const struct policy *pol = k->policy;
+
+    proto_pack_cstr(pk, "limiter");
+    if (pol->has_limiter) {
+        msgpack_pack_map(pk, 5);
+        proto_kv_u64(pk, "rate", pol->limiter.rate);
+        proto_kv_u64(pk, "per_ms", pol->limiter.per_ms);
+        proto_kv_u64(pk, "burst", pol->limiter.burst);
+        proto_kv_u64(pk, "available",
+                     limiter_available(&k->lim, &pol->limiter, now_ms));
+        proto_kv_u64(pk, "paused_ms", limiter_paused_ms(&k->lim, now_ms));
+    } else {
+        msgpack_pack_nil(pk);
+    }
+    proto_pack_cstr(pk, "bulkhead");
+    if (pol->has_bulkhead) {
+        msgpack_pack_map(pk, 3);
+        proto_kv_u64(pk, "in_use", k->bh.in_use);
+        proto_kv_u64(pk, "max", pol->bulkhead.max_concurrent);
+        proto_kv_u64(pk, "queued", k->q_len);
+    } else {
+        msgpack_pack_nil(pk);
+    }
+}

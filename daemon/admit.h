@@ -1,0 +1,103 @@
+/*
+ * admit.h - the admission pipeline of `acquire` (SPEC §4 "Decisions"):
+ * forced state and breaker, bulkhead, then the key's limiter and every
+ * ancestor limiter, all or nothing; parking of requests that may wait; the
+ * critical lane; venue feedback (429 pauses, rate-limit re-sync).
+ *
+ * No I/O and no clock reads: the caller passes the monotonic now_ms.
+ * Answers to parked requests are packed through caller->pk and sent with
+ * caller->flush.  Nothing is allocated per request: permits and parked
+ * entries come from fixed pools sized at start.
+ */
+#ifndef RESIL_ADMIT_H
+#define RESIL_ADMIT_H
+
+#include <msgpack.h>
+#include <stdint.h>
+
+#include "state.h"
+
+#define ADMIT_DEFAULT_QUEUE 64   /* parked per key when no bulkhead queue */
+#define ADMIT_MAX_PARKED_PER_CALLER 1024 /* requests in flight per conn */
+
+enum admit_reason {
+    ADMIT_OK,
+    ADMIT_CIRCUIT_OPEN,
+    ADMIT_HALF_OPEN_BUSY,
+    ADMIT_FORCED_OPEN,
+    ADMIT_RATE_LIMITED,
+    ADMIT_BULKHEAD_FULL,
+};
+
+enum { ADMIT_E2BIG = 1, ADMIT_EFULL = 2, ADMIT_EKEYS = 3 };
+
+struct admit_result {
+    int allow;
+    int parked;                  /* the answer will come later */
+    enum admit_reason reason;
+    uint64_t retry_after_ms;     /* exact when known, else 0 */
+    uint64_t permit;             /* id when allowed */
+    int shadow;                  /* allowed only because of shadow: true */
+    enum admit_reason shadow_reason;
+};
+
+/* Pools; called once the config is in d. */
+int admit_init(struct resild *d);
+void admit_free(struct resild *d);
+
+/*
+ * Make k ready for admission: its limiter and bulkhead state and its chain
+ * of ancestor keys that have limiters (created when missing).  Idempotent.
+ * Returns 0 or -ADMIT_EKEYS when an ancestor cannot be created (max_keys).
+ */
+int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms);
+
+/*
+ * Decide an acquire of cost for k by caller c.  wait_ms > 0 lets a request
+ * denied by the bulkhead or a limiter wait, parked, for up to wait_ms (it is
+ * then answered through the caller with msgid).  Returns 0 with *res, or
+ * -ADMIT_E2BIG (cost can never fit; *culprit names the limiter's key) or
+ * -ADMIT_EFULL (permit pool exhausted).
+ */
+int admit_acquire(struct resild *d, struct caller *c, struct key *k,
+                  uint64_t cost, int critical, uint64_t wait_ms, uint32_t msgid,
+                  uint64_t now_ms, struct admit_result *res,
+                  const struct key **culprit);
+
+/* Pack an acquire result map (5 or 6 entries). */
+void admit_pack_result(msgpack_packer *pk, const struct key *k,
+                       const struct admit_result *res);
+
+const char *admit_reason_name(enum admit_reason r);
+
+/*
+ * A permit ended.  outcome_counted: the caller already recorded its outcome
+ * in the breaker (a report); otherwise count_failure decides whether it
+ * counts as a "timeout" failure (expired, lost probe) or is released.
+ */
+void admit_permit_done(struct resild *d, struct permit *p, uint64_t now_ms,
+                       int outcome_counted, int count_failure);
+
+/* Serve or expire parked requests that can be answered now. */
+void admit_wake(struct resild *d, uint64_t now_ms);
+
+/* When admit_wake next has something to do: 0 = nothing parked. */
+uint64_t admit_next_wake(const struct resild *d, uint64_t now_ms);
+
+/* The caller's connection closed: drop its parked requests unanswered. */
+void admit_caller_gone(struct resild *d, struct caller *c);
+
+/* Venue feedback for k: a 429 pauses the nearest limiter (self, else the
+ * nearest ancestor with one, else k's own pause) for ms (0 = pause_ms);
+ * `remaining` from the venue's headers re-syncs that limiter. */
+void admit_venue_pause(struct resild *d, struct key *k, uint64_t now_ms,
+                       uint64_t ms);
+void admit_venue_sync(struct resild *d, struct key *k, uint64_t now_ms,
+                      uint64_t remaining);
+
+/* Status: number of extra entries admit_pack_status packs (limiter,
+ * bulkhead) and the packing itself. */
+int admit_status_entries(const struct key *k);
+void admit_pack_status(msgpack_packer *pk, struct key *k, uint64_t now_ms);
+
+#endif

@@ -1,0 +1,435 @@
+/*
+ * breaker.c - circuit breaker state machine (see breaker.h).
+ *
+ * Pure: no I/O, no clock reads, no allocation.  Time only moves forward
+ * through the now_ms arguments; a now_ms older than a stored instant
+ * (callers mixing clocks) is treated as "no time passed", never as a wrap.
+ */
+#include "breaker.h"
+
+#include <string.h>
+
+/* --- sliding window ---------------------------------------------------- */
+
+size_t breaker_window_bytes(const struct breaker_conf *c)
+{
+    if (c->window_time)
+        return (size_t)c->window_size * sizeof(struct breaker_bucket);
+    return c->window_size ? c->window_size : 1;
+}
+
+static void window_clear(struct breaker *b)
+{
+    b->win_pos = b->win_fill = 0;
+    b->win_calls = b->win_failures = b->win_slow = 0;
+    if (b->window_time)
+        memset(b->buckets, 0, (size_t)b->window_size * sizeof(*b->buckets));
+}
+
+/* Totals of the time window as seen at now_ms. */
+static void time_totals(const struct breaker *b, uint64_t now_ms,
+                        uint32_t *calls, uint32_t *failures, uint32_t *slow)
+{
+    uint64_t sec = now_ms / 1000 + 1; /* +1: sec 0 marks an empty bucket */
+    uint32_t i;
+
+    *calls = *failures = *slow = 0;
+    for (i = 0; i < b->window_size; i++) {
+        const struct breaker_bucket *k = &b->buckets[i];
+        if (k->sec && k->sec + b->window_size > sec) {
+            *calls += k->calls;
+            *failures += k->failures;
+            *slow += k->slow;
+        }
+    }
+}
+
+static void window_totals(const struct breaker *b, uint64_t now_ms,
+                          uint32_t *calls, uint32_t *failures, uint32_t *slow)
+{
+    if (b->window_time) {
+        time_totals(b, now_ms, calls, failures, slow);
+    } else {
+        *calls = b->win_calls;
+        *failures = b->win_failures;
+        *slow = b->win_slow;
+    }
+}
+
+static void window_add(struct breaker *b, uint64_t now_ms, int failed,
+                       int slow)
+{
+    if (b->window_time) {
+        uint64_t sec = now_ms / 1000 + 1;
+        struct breaker_bucket *k = &b->buckets[sec % b->window_size];
+        if (k->sec != sec) {
+            memset(k, 0, sizeof(*k));
+            k->sec = sec;
+        }
+        k->calls++;
+        k->failures += (uint32_t)failed;
+        k->slow += (uint32_t)slow;
+        return;
+    }
+    if (b->win_fill == b->window_size) {
+        uint8_t old = b->ring[b->win_pos];
+        b->win_calls--;
+        b->win_failures -= old & 1;
+        b->win_slow -= (old >> 1) & 1;
+    } else {
+        b->win_fill++;
+    }
+    b->ring[b->win_pos] = (uint8_t)(failed | slow << 1);
+    b->win_pos = (b->win_pos + 1) % b->window_size;
+    b->win_calls++;
+    b->win_failures += (uint32_t)failed;
+    b->win_slow += (uint32_t)slow;
+}
+
+/* --- transitions -------------------------------------------------------- */
+
+static void set_state(struct breaker *b, enum breaker_state s, uint64_t now_ms)
+{
+    b->state = s;
+    b->since_ms = now_ms;
+    b->generation++;
+    b->consecutive_failures = 0;
+    b->probes_in_flight = 0;
+    b->probe_successes = 0;
+    /* Entering closed starts a fresh window; while open or half-open the
+     * window keeps the figures that tripped it, for status. */
+    if (s == BREAKER_CLOSED)
+        window_clear(b);
+}
+
+static uint64_t next_random(struct breaker *b)
+{
+    uint64_t x = b->rng; /* xorshift64; never zero */
+
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return b->rng = x;
+}
+
+/* open_ms * backoff^reopens, capped, jittered. */
+static uint64_t open_time(struct breaker *b, const struct breaker_conf *c)
+{
+    uint64_t cap = c->open_max_ms > c->open_ms ? c->open_max_ms : c->open_ms;
+    uint64_t t = c->open_ms;
+    uint32_t i;
+
+    for (i = 0; i < b->reopens && t < cap; i++)
+        t = t * c->open_backoff_milli / 1000;
+    if (t > cap)
+        t = cap;
+    if (c->open_jitter_milli) {
+        /* Uniform in [t - t*j, t + t*j], never below 1 ms. */
+        uint64_t span = t * c->open_jitter_milli / 1000;
+        uint64_t r = next_random(b) % (2 * span + 1);
+        t = t - span + r;
+        if (t == 0)
+            t = 1;
+    }
+    return t;
+}
+
+static void trip(struct breaker *b, const struct breaker_conf *c,
+                 uint64_t now_ms, enum breaker_cause cause)
+{
+    uint64_t t = open_time(b, c);
+
+    set_state(b, BREAKER_OPEN, now_ms);
+    b->open_for_ms = t;
+    b->open_until_ms = now_ms + t;
+    b->cause = cause;
+    b->reopens++;
+    b->opens++;
+}
+
+void breaker_init(struct breaker *b, const struct breaker_conf *c,
+                  void *window, uint64_t seed, uint64_t now_ms)
+{
+    memset(b, 0, sizeof(*b));
+    b->state = BREAKER_CLOSED;
+    b->since_ms = now_ms;
+    b->generation = 1;
+    /* splitmix64 of the seed, so nearby seeds give unrelated sequences. */
+    seed += 0x9e3779b97f4a7c15ULL;
+    seed = (seed ^ (seed >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    seed = (seed ^ (seed >> 27)) * 0x94d049bb133111ebULL;
+    seed ^= seed >> 31;
+    b->rng = seed ? seed : 1;
+    b->window_time = c->window_time;
+    b->window_size = c->window_size ? c->window_size : 1;
+    if (b->window_time)
+        b->buckets = window;
+    else
+        b->ring = window;
+    window_clear(b);
+}
+
+void breaker_advance(struct breaker *b, const struct breaker_conf *c,
+                     uint64_t now_ms)
+{
+    (void)c;
+    if (b->force != BREAKER_AUTO && b->force_until_ms &&
+        now_ms >= b->force_until_ms) {
+        b->force = BREAKER_AUTO;
+        b->force_until_ms = 0;
+        b->since_ms = now_ms;
+        b->generation++;
+        b->probes_in_flight = 0;
+        b->probe_successes = 0;
+    }
+    if (b->state == BREAKER_OPEN && now_ms >= b->open_until_ms) {
+        set_state(b, BREAKER_HALF_OPEN, now_ms);
+        /* Half-open began when the open time ended, whoever looks later. */
+        if (b->force == BREAKER_AUTO)
+            b->since_ms = b->open_until_ms;
+    }
+}
+
+void breaker_acquire(struct breaker *b, const struct breaker_conf *c,
+                     uint64_t now_ms, struct breaker_verdict *v)
+{
+    breaker_advance(b, c, now_ms);
+    memset(v, 0, sizeof(*v));
+    v->generation = b->generation;
+    switch (b->force) {
+    case BREAKER_FORCE_OPEN:
+        v->reason = BREAKER_FORCED_OPEN;
+        v->retry_after_ms = breaker_retry_after(b, now_ms);
+        return;
+    case BREAKER_FORCE_CLOSED:
+    case BREAKER_FORCE_DISABLED:
+        v->allow = 1;
+        return;
+    case BREAKER_AUTO:
+        break;
+    }
+    switch (b->state) {
+    case BREAKER_CLOSED:
+        v->allow = 1;
+        return;
+    case BREAKER_OPEN:
+        v->reason = BREAKER_CIRCUIT_OPEN;
+        v->retry_after_ms = b->open_until_ms - now_ms;
+        return;
+    case BREAKER_HALF_OPEN:
+        if (b->probes_in_flight >= c->half_open_max_calls) {
+            v->reason = BREAKER_HALF_OPEN_BUSY;
+            return;
+        }
+        b->probes_in_flight++;
+        v->allow = 1;
+        v->probe = 1;
+        return;
+    }
+}
+
+/* CLOSED: does the window or the consecutive run say open? */
+static enum breaker_cause should_open(const struct breaker *b,
+                                      const struct breaker_conf *c,
+                                      uint64_t now_ms)
+{
+    uint32_t calls, failures, slow, need = c->minimum_calls;
+
+    if (c->failure_threshold && b->consecutive_failures >= c->failure_threshold)
+        return BREAKER_CAUSE_CONSECUTIVE;
+    window_totals(b, now_ms, &calls, &failures, &slow);
+    /* A count window smaller than minimum_calls is judged when full. */
+    if (!c->window_time && need > b->window_size)
+        need = b->window_size;
+    if (calls == 0 || calls < need)
+        return BREAKER_CAUSE_NONE;
+    if (c->failure_rate_threshold &&
+        (uint64_t)failures * 100 >= (uint64_t)c->failure_rate_threshold * calls)
+        return BREAKER_CAUSE_FAILURE_RATE;
+    if (c->slow_call_ms && c->slow_call_rate_threshold &&
+        (uint64_t)slow * 100 >= (uint64_t)c->slow_call_rate_threshold * calls)
+        return BREAKER_CAUSE_SLOW_RATE;
+    return BREAKER_CAUSE_NONE;
+}
+
+int breaker_record(struct breaker *b, const struct breaker_conf *c,
+                   uint64_t now_ms, uint32_t generation, int probe,
+                   enum breaker_outcome o, int64_t latency_ms)
+{
+    int failed = o == BREAKER_FAILURE;
+    int slow = o != BREAKER_IGNORE && c->slow_call_ms && latency_ms >= 0 &&
+               (uint64_t)latency_ms >= c->slow_call_ms;
+    enum breaker_cause cause;
+
+    breaker_advance(b, c, now_ms);
+    if (o != BREAKER_IGNORE) {
+        b->calls++;
+        b->failures += (uint64_t)failed;
+        b->slow_calls += (uint64_t)slow;
+    }
+    if (generation != b->generation) {
+        return 0;
+    }
+    if (b->force != BREAKER_AUTO)
+        return 0;
+    switch (b->state) {
+    case BREAKER_CLOSED:
+        if (o == BREAKER_IGNORE)
+            return 1;
+        b->consecutive_failures = failed ? b->consecutive_failures + 1 : 0;
+        window_add(b, now_ms, failed, slow);
+        cause = should_open(b, c, now_ms);
+        if (cause != BREAKER_CAUSE_NONE)
+            trip(b, c, now_ms, cause);
+        return 1;
+    case BREAKER_OPEN:
+        /* Only reports without a permit land here with the current
+         * generation: counted above, they change nothing. */
+        return 1;
+    case BREAKER_HALF_OPEN:
+        if (probe && b->probes_in_flight > 0)
+            b->probes_in_flight--;
+        if (failed) {
+            trip(b, c, now_ms, BREAKER_CAUSE_PROBE_FAILED);
+        } else if (slow && c->slow_call_rate_threshold) {
+            trip(b, c, now_ms, BREAKER_CAUSE_PROBE_SLOW);
+        } else if (o == BREAKER_SUCCESS &&
+                   ++b->probe_successes >= c->success_threshold) {
+            set_state(b, BREAKER_CLOSED, now_ms);
+            b->reopens = 0;
+            b->cause = BREAKER_CAUSE_NONE;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+void breaker_release(struct breaker *b, uint32_t generation, int probe)
+{
+    if (probe && generation == b->generation &&
+        b->state == BREAKER_HALF_OPEN && b->probes_in_flight > 0)
+        b->probes_in_flight--;
+}
+
+void breaker_force(struct breaker *b, const struct breaker_conf *c,
+                   uint64_t now_ms, enum breaker_force f, uint64_t ttl_ms)
+{
+    breaker_advance(b, c, now_ms);
+    if (f == b->force) {
+        /* Same visible state: only the TTL changes; permits stay valid. */
+        b->force_until_ms = (f != BREAKER_AUTO && ttl_ms) ? now_ms + ttl_ms : 0;
+        return;
+    }
+    b->force = f;
+    b->force_until_ms = (f != BREAKER_AUTO && ttl_ms) ? now_ms + ttl_ms : 0;
+    b->since_ms = now_ms;
+    b->generation++;
+    b->probes_in_flight = 0;
+    b->probe_successes = 0;
+}
+
+void breaker_reset(struct breaker *b, uint64_t now_ms)
+{
+    b->force = BREAKER_AUTO;
+    b->force_until_ms = 0;
+    b->reopens = 0;
+    b->cause = BREAKER_CAUSE_NONE;
+    set_state(b, BREAKER_CLOSED, now_ms);
+}
+
+double breaker_failure_rate(const struct breaker *b, uint64_t now_ms)
+{
+    uint32_t calls, failures, slow;
+
+    window_totals(b, now_ms, &calls, &failures, &slow);
+    return calls ? 100.0 * failures / calls : 0.0;
+}
+
+double breaker_slow_rate(const struct breaker *b, uint64_t now_ms)
+{
+    uint32_t calls, failures, slow;
+
+    window_totals(b, now_ms, &calls, &failures, &slow);
+    return calls ? 100.0 * slow / calls : 0.0;
+}
+
+const char *breaker_state_name(const struct breaker *b)
+{
+    switch (b->force) {
+    case BREAKER_FORCE_OPEN:
+        return "forced_open";
+    case BREAKER_FORCE_CLOSED:
+        return "forced_closed";
+    case BREAKER_FORCE_DISABLED:
+        return "disabled";
+    case BREAKER_AUTO:
+        break;
+    }
+    switch (b->state) {
+    case BREAKER_CLOSED:
+        return "closed";
+    case BREAKER_OPEN:
+        return "open";
+    case BREAKER_HALF_OPEN:
+        return "half_open";
+    }
+    return "closed";
+}
+
+const char *breaker_reason_name(enum breaker_reason r)
+{
+    switch (r) {
+    case BREAKER_OK:
+        return "ok";
+    case BREAKER_CIRCUIT_OPEN:
+        return "circuit_open";
+    case BREAKER_HALF_OPEN_BUSY:
+        return "half_open_busy";
+    case BREAKER_FORCED_OPEN:
+        return "forced_open";
+    }
+    return "ok";
+}
+
+const char *breaker_cause_name(enum breaker_cause c)
+{
+    switch (c) {
+    case BREAKER_CAUSE_NONE:
+        return "none";
+    case BREAKER_CAUSE_CONSECUTIVE:
+        return "consecutive_failures";
+    case BREAKER_CAUSE_FAILURE_RATE:
+        return "failure_rate";
+    case BREAKER_CAUSE_SLOW_RATE:
+        return "slow_call_rate";
+    case BREAKER_CAUSE_PROBE_FAILED:
+        return "probe_failed";
+    case BREAKER_CAUSE_PROBE_SLOW:
+        return "probe_slow";
+    }
+    return "none";
+}
+
+uint64_t breaker_retry_after(const struct breaker *b, uint64_t now_ms)
+{
+    if (b->force == BREAKER_FORCE_OPEN) {
+        /* Until the force ends, then until the breaker itself would pass:
+         * whichever is later.  Unknown while the force has no TTL. */
+        uint64_t end = b->force_until_ms;
+        if (!end)
+            return 0;
+        if (b->state == BREAKER_OPEN && b->open_until_ms > end)
+            end = b->open_until_ms;
+        return end > now_ms ? end - now_ms : 0;
+    }
+    if (b->force == BREAKER_AUTO && b->state == BREAKER_OPEN &&
+        b->open_until_ms > now_ms)
+        return b->open_until_ms - now_ms;
+    return 0;
+}
+
+int breaker_is_open(const struct breaker *b)
+{
+    return b->force == BREAKER_FORCE_OPEN ||
+           (b->force == BREAKER_AUTO && b->state == BREAKER_OPEN);
+}

@@ -1,0 +1,193 @@
+/*
+ * breaker.h - one circuit breaker, pure: every function takes the monotonic
+ * time in milliseconds, does no I/O, reads no clock, allocates nothing and
+ * holds no globals.  The sliding window's memory is provided by the caller
+ * (breaker_window_bytes() says how much).
+ *
+ * Semantics (SPEC §4 "Breaker", resilience4j's plus a consecutive rule):
+ *  - closed: every counted outcome goes into a sliding window, either the
+ *    last N calls (count) or N one-second buckets (time).  It opens when
+ *    failure_threshold consecutive failures happen, or, once the window
+ *    holds minimum_calls, when the failure rate reaches
+ *    failure_rate_threshold percent or the slow-call rate (latency >=
+ *    slow_call_ms) reaches slow_call_rate_threshold percent.  First rule
+ *    to fire wins.
+ *  - open: denies (circuit_open) with the exact time left.  The open time
+ *    is open_ms * open_backoff^(re-opens since last closed), capped by
+ *    open_max_ms, spread by +-open_jitter (fraction) from a seeded PRNG.
+ *  - half-open: admits up to half_open_max_calls concurrent probes;
+ *    success_threshold probe successes close it (window cleared); a probe
+ *    failure, or a slow probe when the slow rule is on, re-opens it.
+ *  - an operator force (open / closed / disabled) overrides the automatic
+ *    state until set back to auto or its TTL passes; outcomes during a
+ *    force are counted but drive nothing.
+ *
+ * Every visible state change bumps `generation`.  A permit carries the
+ * generation it was granted under; an outcome for an older generation is
+ * stale: counted in the lifetime figures, no transition.
+ */
+#ifndef RESIL_BREAKER_H
+#define RESIL_BREAKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum breaker_state { BREAKER_CLOSED, BREAKER_OPEN, BREAKER_HALF_OPEN };
+
+enum breaker_force {
+    BREAKER_AUTO,
+    BREAKER_FORCE_OPEN,
+    BREAKER_FORCE_CLOSED,
+    BREAKER_FORCE_DISABLED,
+};
+
+enum breaker_outcome { BREAKER_SUCCESS, BREAKER_FAILURE, BREAKER_IGNORE };
+
+enum breaker_reason {
+    BREAKER_OK,
+    BREAKER_CIRCUIT_OPEN,
+    BREAKER_HALF_OPEN_BUSY,
+    BREAKER_FORCED_OPEN,
+};
+
+/* Why the breaker last opened (for logs and status). */
+enum breaker_cause {
+    BREAKER_CAUSE_NONE,
+    BREAKER_CAUSE_CONSECUTIVE,
+    BREAKER_CAUSE_FAILURE_RATE,
+    BREAKER_CAUSE_SLOW_RATE,
+    BREAKER_CAUSE_PROBE_FAILED,
+    BREAKER_CAUSE_PROBE_SLOW,
+};
+
+#define BREAKER_MAX_COUNT_WINDOW 10000 /* calls */
+#define BREAKER_MAX_TIME_WINDOW 3600   /* seconds */
+
+struct breaker_conf {
+    uint32_t failure_threshold;   /* consecutive failures that open; 0 = off */
+    uint64_t open_ms;             /* base time open before half-open */
+    uint32_t half_open_max_calls; /* concurrent probes while half-open, >= 1 */
+    uint32_t success_threshold;   /* probe successes that close, >= 1 */
+    uint8_t window_time;          /* 0: last window_size calls; 1: seconds */
+    uint32_t window_size;         /* calls or seconds, >= 1 */
+    uint32_t minimum_calls;       /* rates judged from this many calls */
+    uint32_t failure_rate_threshold;   /* percent 1..100; 0 = off */
+    uint64_t slow_call_ms;             /* a call this slow is slow; 0 = off */
+    uint32_t slow_call_rate_threshold; /* percent 1..100; 0 = off */
+    uint32_t open_backoff_milli;  /* open_backoff * 1000 (1000 = none) */
+    uint64_t open_max_ms;         /* cap on the backed-off open time */
+    uint32_t open_jitter_milli;   /* open_jitter * 1000, 0..1000 */
+};
+
+/* SPEC §4 defaults. */
+#define BREAKER_CONF_DEFAULT                                                   \
+    {5, 30000, 1, 2, 0, 100, 10, 50, 0, 0, 1000, 300000, 0}
+
+/* One second of a time window. */
+struct breaker_bucket {
+    uint64_t sec;       /* now_ms / 1000 this bucket holds; 0 = empty */
+    uint32_t calls, failures, slow;
+};
+
+struct breaker {
+    enum breaker_state state;      /* automatic state */
+    enum breaker_force force;      /* operator override, BREAKER_AUTO if none */
+    enum breaker_cause cause;      /* why it last opened */
+    uint64_t since_ms;             /* when the visible state last changed */
+    uint64_t open_until_ms;        /* OPEN: first instant half-open may start */
+    uint64_t open_for_ms;          /* OPEN: length of the current open period */
+    uint64_t force_until_ms;       /* force TTL end; 0 = until changed */
+    uint32_t generation;           /* bumped on every visible state change */
+    uint32_t consecutive_failures; /* CLOSED: failures since last success */
+    uint32_t reopens;              /* opens since it was last closed */
+    uint32_t probes_in_flight;     /* HALF_OPEN: admitted, not yet reported */
+    uint32_t probe_successes;      /* HALF_OPEN: successes so far */
+    uint64_t rng;                  /* xorshift64 state for open_jitter */
+    /* Sliding window: fed only while closed, cleared on entering closed,
+     * frozen while open / half-open so status shows what tripped it. */
+    uint8_t window_time;           /* layout of the attached memory */
+    uint32_t window_size;          /* entries attached */
+    uint32_t win_pos;              /* count: next slot */
+    uint32_t win_fill;             /* count: slots in use */
+    uint32_t win_calls, win_failures, win_slow; /* count: totals */
+    uint8_t *ring;                 /* count: bit0 failure, bit1 slow */
+    struct breaker_bucket *buckets; /* time: window_size buckets */
+    /* Lifetime figures. */
+    uint64_t calls;                /* outcomes counted (not ignored) */
+    uint64_t failures;
+    uint64_t slow_calls;
+    uint64_t opens;                /* times it went to open */
+};
+
+struct breaker_verdict {
+    int allow;
+    int probe;                 /* allowed as a half-open probe */
+    uint32_t generation;       /* store in the permit */
+    enum breaker_reason reason;
+    uint64_t retry_after_ms;   /* when denied: exact wait, 0 = unknown */
+};
+
+/* Bytes of window memory a breaker with conf c needs (>= 1). */
+size_t breaker_window_bytes(const struct breaker_conf *c);
+
+/*
+ * Initialise b closed at now_ms.  window points at breaker_window_bytes(c)
+ * bytes owned by the caller (kept for b's life); seed feeds open_jitter.
+ */
+void breaker_init(struct breaker *b, const struct breaker_conf *c,
+                  void *window, uint64_t seed, uint64_t now_ms);
+
+/* Apply time-driven changes (open -> half-open, force TTL end).  Every
+ * other function calls it first; callers only need it before reading
+ * fields directly. */
+void breaker_advance(struct breaker *b, const struct breaker_conf *c,
+                     uint64_t now_ms);
+
+/* Decide one request.  An allowed probe holds a half-open slot until its
+ * outcome is recorded or breaker_release() gives it back. */
+void breaker_acquire(struct breaker *b, const struct breaker_conf *c,
+                     uint64_t now_ms, struct breaker_verdict *v);
+
+/*
+ * Count one outcome of a call admitted under `generation` (a report without
+ * a permit passes the current generation and probe = 0; while half-open it
+ * drives the state like a probe's outcome).  A count window smaller than
+ * minimum_calls is judged once it is full.  latency_ms < 0
+ * means unknown (never slow).  Returns 1 when it counted toward the state,
+ * 0 when stale (older generation) or while forced.
+ */
+int breaker_record(struct breaker *b, const struct breaker_conf *c,
+                   uint64_t now_ms, uint32_t generation, int probe,
+                   enum breaker_outcome o, int64_t latency_ms);
+
+/* A permit ended without an outcome and must not count (its connection
+ * closed while closed; an ignored call): give back a probe slot. */
+void breaker_release(struct breaker *b, uint32_t generation, int probe);
+
+/* Operator override.  ttl_ms 0 = until changed.  BREAKER_AUTO clears it.
+ * Setting the force it already has only changes the TTL. */
+void breaker_force(struct breaker *b, const struct breaker_conf *c,
+                   uint64_t now_ms, enum breaker_force f, uint64_t ttl_ms);
+
+/* Back to closed, window and counters cleared, force cleared; opens and
+ * the lifetime figures are kept. */
+void breaker_reset(struct breaker *b, uint64_t now_ms);
+
+/* Window figures in percent (0 when the window is empty). */
+double breaker_failure_rate(const struct breaker *b, uint64_t now_ms);
+double breaker_slow_rate(const struct breaker *b, uint64_t now_ms);
+
+/* Visible state name: closed, open, half_open, forced_open, forced_closed,
+ * disabled.  Call breaker_advance first. */
+const char *breaker_state_name(const struct breaker *b);
+const char *breaker_reason_name(enum breaker_reason r);
+const char *breaker_cause_name(enum breaker_cause c);
+
+/* Time until a request could pass as far as the breaker knows; 0 if it
+ * would pass now or the wait is unknown. */
+uint64_t breaker_retry_after(const struct breaker *b, uint64_t now_ms);
+
+/* 1 if the visible state is open or forced open. */
+int breaker_is_open(const struct breaker *b);
+
+#endif

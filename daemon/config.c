@@ -1,0 +1,1000 @@
+/*
+ * config.c - load and validate the JSON configuration (see config.h).
+ *
+ * Every value is range-checked here so the rest of the daemon can trust the
+ * struct.  Sections the SPEC names but this version does not implement yet
+ * (limiter, bulkhead, retry, heartbeat, windows, snapshot, redis, ...) are
+ * refused with "not implemented" rather than silently ignored: an operator
+ * who configures a rate limit must not believe it is enforced when it is
+ * not.
+ */
+#include "config.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DEFAULT_PERMIT_TTL_MS 60000
+
+/* Breaker fields a policy may set; `set` bits in struct parsed_policy. */
+enum {
+    SET_FAILURE_THRESHOLD = 1 << 0,
+    SET_OPEN_MS = 1 << 1,
+    SET_HALF_OPEN_MAX = 1 << 2,
+    SET_SUCCESS_THRESHOLD = 1 << 3,
+    SET_CRITICAL = 1 << 4,
+    SET_SHADOW = 1 << 5,
+    SET_PERMIT_TTL = 1 << 6,
+    SET_RESERVE = 1 << 7,
+    SET_WINDOW = 1 << 8,
+    SET_MINIMUM_CALLS = 1 << 9,
+    SET_FAILURE_RATE = 1 << 10,
+    SET_SLOW_MS = 1 << 11,
+    SET_SLOW_RATE = 1 << 12,
+    SET_BACKOFF = 1 << 13,
+    SET_OPEN_MAX = 1 << 14,
+    SET_JITTER = 1 << 15,
+    SET_RECORD = 1 << 16,
+    SET_IGNORE = 1 << 17,
+    SET_LIMITER = 1 << 18,
+    SET_BULKHEAD = 1 << 19,
+    SET_RETRY = 1 << 20,
+    SET_CRITICAL_PROBE = 1 << 21,
+};
+
+struct parse {
+    const char *file;
+    char *err;
+    size_t errcap;
+};
+
+static int fail(struct parse *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int fail(struct parse *p, const char *fmt, ...)
+{
+    va_list ap;
+    int n = snprintf(p->err, p->errcap, "%s: ", p->file);
+
+    if (n < 0 || (size_t)n >= p->errcap)
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf(p->err + n, p->errcap - (size_t)n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int get_uint(struct parse *p, json_t *v, const char *path,
+                    uint64_t min, uint64_t max, uint64_t *out)
+{
+    json_int_t i;
+
+    if (!json_is_integer(v))
+        return fail(p, "%s: must be an integer", path);
+    i = json_integer_value(v);
+    if (i < 0 || (uint64_t)i < min || (uint64_t)i > max)
+        return fail(p, "%s: %lld is out of range [%llu, %llu]", path,
+                    (long long)i, (unsigned long long)min,
+                    (unsigned long long)max);
+    *out = (uint64_t)i;
+    return 0;
+}
+
+static int get_u32(struct parse *p, json_t *v, const char *path, uint32_t min,
+                   uint32_t max, uint32_t *out)
+{
+    uint64_t x = 0;
+
+    if (get_uint(p, v, path, min, max, &x) < 0)
+        return -1;
+    *out = (uint32_t)x;
+    return 0;
+}
+
+static int get_bool(struct parse *p, json_t *v, const char *path, int *out)
+{
+    if (!json_is_boolean(v))
+        return fail(p, "%s: must be true or false", path);
+    *out = json_is_true(v);
+    return 0;
+}
+
+static int get_ids(struct parse *p, json_t *v, const char *path,
+                   struct id_list *out)
+{
+    size_t i;
+    json_t *e;
+    char sub[96];
+
+    if (!json_is_array(v))
+        return fail(p, "%s: must be an array of ids", path);
+    if (json_array_size(v) > CONFIG_MAX_IDS)
+        return fail(p, "%s: more than %d ids", path, CONFIG_MAX_IDS);
+    out->n = 0;
+    json_array_foreach(v, i, e)
+    {
+        uint64_t id;
+        snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
+        if (get_uint(p, e, sub, 0, UINT32_MAX - 1, &id) < 0)
+            return -1;
+        out->id[out->n++] = (uint32_t)id;
+    }
+    return 0;
+}
+
+/* A number in [min, max] as thousandths (1.5 -> 1500). */
+static int get_milli(struct parse *p, json_t *v, const char *path,
+                     double min, double max, uint32_t *out)
+{
+    double x;
+
+    if (!json_is_number(v))
+        return fail(p, "%s: must be a number", path);
+    x = json_number_value(v);
+    if (!(x >= min && x <= max))
+        return fail(p, "%s: %g is out of range [%g, %g]", path, x, min, max);
+    *out = (uint32_t)(x * 1000.0 + 0.5);
+    return 0;
+}
+
+static int pattern_valid(const char *s);
+
+static int get_classes(struct parse *p, json_t *v, const char *path,
+                       struct class_list *out)
+{
+    size_t i;
+    json_t *e;
+
+    if (!json_is_array(v))
+        return fail(p, "%s: must be an array of error-class patterns", path);
+    if (json_array_size(v) > CONFIG_CLASSES)
+        return fail(p, "%s: more than %d patterns", path, CONFIG_CLASSES);
+    out->n = 0;
+    json_array_foreach(v, i, e)
+    {
+        const char *s = json_string_value(e);
+        if (!s || strlen(s) > CONFIG_CLASS_MAX || !pattern_valid(s))
+            return fail(p, "%s[%zu]: must be a class pattern like "
+                           "\"network.*\" (at most %d bytes)",
+                        path, i, CONFIG_CLASS_MAX);
+        strcpy(out->pat[out->n++], s);
+    }
+    return 0;
+}
+
+static int parse_window(struct parse *p, json_t *v, const char *path,
+                        struct breaker_conf *b)
+{
+    json_t *type, *size;
+    const char *k;
+    json_t *x;
+    char sub[640];
+
+    if (!json_is_object(v))
+        return fail(p, "%s: must be {\"type\": \"count\"|\"time\", "
+                       "\"size\": N}", path);
+    json_object_foreach(v, k, x)
+    {
+        if (strcmp(k, "type") && strcmp(k, "size"))
+            return fail(p, "%s.%s: unknown key", path, k);
+    }
+    type = json_object_get(v, "type");
+    size = json_object_get(v, "size");
+    if (type) {
+        const char *t = json_string_value(type);
+        if (!t || (strcmp(t, "count") && strcmp(t, "time")))
+            return fail(p, "%s.type: must be \"count\" or \"time\"", path);
+        b->window_time = !strcmp(t, "time");
+    }
+    if (size) {
+        snprintf(sub, sizeof(sub), "%s.size", path);
+        if (get_u32(p, size, sub, 1,
+                    b->window_time ? BREAKER_MAX_TIME_WINDOW
+                                   : BREAKER_MAX_COUNT_WINDOW,
+                    &b->window_size) < 0)
+            return -1;
+    } else {
+        b->window_size = b->window_time ? 60 : 100;
+    }
+    return 0;
+}
+
+/* A pattern is dot-separated segments, each "*" or key characters. */
+static int pattern_valid(const char *s)
+{
+    size_t n = strlen(s), seg = 0, i;
+    int star = 0;
+
+    if (n == 0 || n > CONFIG_PATTERN_MAX)
+        return 0;
+    for (i = 0; i <= n; i++) {
+        char ch = s[i];
+        if (ch == '.' || ch == '\0') {
+            if (seg == 0 || (star && seg != 1))
+                return 0;
+            seg = 0;
+            star = 0;
+            continue;
+        }
+        seg++;
+        if (ch == '*')
+            star = 1;
+        else if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                   (ch >= '0' && ch <= '9') || ch == '_' || ch == ':' ||
+                   ch == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Matches segment lists: "*" eats one or more whole segments. */
+static int match_from(const char *pat, const char *key)
+{
+    if (*pat == '\0')
+        return *key == '\0';
+    if (pat[0] == '*' && (pat[1] == '.' || pat[1] == '\0')) {
+        const char *rest = pat[1] == '.' ? pat + 2 : pat + 1;
+        const char *k = key;
+        if (*key == '\0')
+            return 0;
+        /* Try every split point after at least one segment. */
+        for (;;) {
+            const char *dot = strchr(k, '.');
+            if (!dot)
+                return *rest == '\0';
+            if (*rest && match_from(rest, dot + 1))
+                return 1;
+            k = dot + 1;
+        }
+    }
+    while (*pat && *pat != '.') {
+        if (*pat != *key)
+            return 0;
+        pat++;
+        key++;
+    }
+    if (*pat == '\0')
+        return *key == '\0';
+    if (*key != '.')
+        return 0;
+    return match_from(pat + 1, key + 1);
+}
+
+int config_pattern_match(const char *pattern, const char *key)
+{
+    return match_from(pattern, key);
+}
+
+static int class_in(const struct class_list *l, const char *cls)
+{
+    size_t i;
+
+    for (i = 0; i < l->n; i++)
+        if (config_pattern_match(l->pat[i], cls))
+            return 1;
+    return 0;
+}
+
+enum breaker_outcome config_failure_kind(const struct policy *p,
+                                         const char *cls)
+{
+    if (!cls || !*cls)
+        return BREAKER_FAILURE;
+    if (class_in(&p->ignore, cls))
+        return BREAKER_IGNORE;
+    return class_in(&p->record, cls) ? BREAKER_FAILURE : BREAKER_SUCCESS;
+}
+
+/* Built-in taxonomy (SPEC §5): class prefix -> severity, transient. */
+static const struct {
+    const char *pat;
+    int severity;
+    int transient;
+} builtin_classes[] = {
+    {"network", SEV_MEDIUM, 1},      {"timeout", SEV_MEDIUM, 1},
+    {"rate_limited", SEV_MEDIUM, 1}, {"auth.expired", SEV_MEDIUM, 1},
+    {"exchange.maintenance", SEV_HIGH, 1},
+    {"auth.denied", SEV_HIGH, 0},    {"validation", SEV_LOW, 0},
+    {"config", SEV_HIGH, 0},         {"order.rejected", SEV_MEDIUM, 0},
+    {"instrument", SEV_LOW, 0},      {"internal", SEV_CRITICAL, 0},
+};
+
+/* cls equals pat or lies below it ("network" covers "network.reset"). */
+static int class_under(const char *pat, const char *cls)
+{
+    size_t n = strlen(pat);
+
+    return strncmp(pat, cls, n) == 0 && (cls[n] == '\0' || cls[n] == '.');
+}
+
+static long specificity(const char *pattern);
+
+void config_classify(const struct config *c, const char *cls, int *severity,
+                     int *transient)
+{
+    long best = -1;
+    size_t i;
+
+    /* Unknown classes: worth a look, and may pass on a retry. */
+    *severity = SEV_MEDIUM;
+    *transient = 1;
+    if (!cls || !*cls)
+        return;
+    for (i = 0; i < sizeof(builtin_classes) / sizeof(builtin_classes[0]); i++)
+        if (class_under(builtin_classes[i].pat, cls)) {
+            *severity = builtin_classes[i].severity;
+            *transient = builtin_classes[i].transient;
+            break;
+        }
+    /* The configured table overrides, most specific pattern first. */
+    for (i = 0; i < c->nclasses; i++) {
+        const struct class_rule *r = &c->classes[i];
+        long sp;
+        if (!config_pattern_match(r->pat, cls) && !class_under(r->pat, cls))
+            continue;
+        sp = specificity(r->pat);
+        if (sp <= best)
+            continue;
+        best = sp;
+        if (r->severity >= 0)
+            *severity = r->severity;
+        if (r->transient >= 0)
+            *transient = r->transient;
+    }
+}
+
+const char *config_severity_name(int severity)
+{
+    static const char *const names[] = {"low", "medium", "high", "critical"};
+
+    return severity >= 0 && severity <= SEV_CRITICAL ? names[severity]
+                                                     : "medium";
+}
+
+/* Higher is more specific: exact > more literal segments > later star. */
+static long specificity(const char *pattern)
+{
+    long literal = 0, first_star = -1, seg = 0;
+    const char *s = pattern;
+
+    if (!strchr(pattern, '*'))
+        return 1L << 30;
+    for (;;) {
+        if (s[0] == '*' && (s[1] == '.' || s[1] == '\0')) {
+            if (first_star < 0)
+                first_star = seg;
+        } else {
+            literal++;
+        }
+        s = strchr(s, '.');
+        if (!s)
+            break;
+        s++;
+        seg++;
+    }
+    return literal * 256 + first_star;
+}
+
+const struct policy *config_match(const struct config *c, const char *key)
+{
+    const struct policy *best = &c->policies[0];
+    long best_score = -1;
+    size_t i;
+
+    for (i = 0; i < c->npolicies; i++) {
+        long score;
+        if (!config_pattern_match(c->policies[i].pattern, key))
+            continue;
+        score = specificity(c->policies[i].pattern);
+        if (score > best_score) {
+            best = &c->policies[i];
+            best_score = score;
+        }
+    }
+    return best;
+}
+
+static int one_of(const char *s, const char *const *names)
+{
+    int i;
+
+    for (i = 0; s && names[i]; i++)
+        if (!strcmp(s, names[i]))
+            return i;
+    return -1;
+}
+
+static int parse_limiter(struct parse *p, json_t *obj, const char *path,
+                         struct limiter_conf *l)
+{
+    static const char *const pers[] = {"second", "minute", "hour", "day",
+                                       NULL};
+    static const uint64_t per_ms[] = {1000, 60000, 3600000, 86400000};
+    int burst_set = 0, per_set = 0;
+    const char *k;
+    json_t *v;
+    char sub[512];
+
+    if (!json_is_object(obj))
+        return fail(p, "%s: must be an object", path);
+    l->rate = 0;
+    l->per_ms = 1000;
+    l->burst = 0;
+    l->pause_ms = 1000;
+    json_object_foreach(obj, k, v)
+    {
+        snprintf(sub, sizeof(sub), "%s.%s", path, k);
+        if (!strcmp(k, "rate")) {
+            if (get_uint(p, v, sub, 1, 1000000000, &l->rate) < 0)
+                return -1;
+        } else if (!strcmp(k, "per")) {
+            int i = one_of(json_string_value(v), pers);
+            if (i < 0)
+                return fail(p, "%s: must be second, minute, hour or day "
+                               "(or give per_ms)", sub);
+            if (per_set++)
+                return fail(p, "%s: give per or per_ms, not both", sub);
+            l->per_ms = per_ms[i];
+        } else if (!strcmp(k, "per_ms")) {
+            if (get_uint(p, v, sub, 1, 86400000, &l->per_ms) < 0)
+                return -1;
+            if (per_set++)
+                return fail(p, "%s: give per or per_ms, not both", sub);
+        } else if (!strcmp(k, "burst")) {
+            if (get_uint(p, v, sub, 1, 1000000000, &l->burst) < 0)
+                return -1;
+            burst_set = 1;
+        } else if (!strcmp(k, "pause_ms")) {
+            if (get_uint(p, v, sub, 1, 86400000, &l->pause_ms) < 0)
+                return -1;
+        } else {
+            return fail(p, "%s: unknown key", sub);
+        }
+    }
+    if (!l->rate)
+        return fail(p, "%s.rate: is required", path);
+    if (!burst_set)
+        l->burst = l->rate;
+    return 0;
+}
+
+static int parse_bulkhead(struct parse *p, json_t *obj, const char *path,
+                          struct bulkhead_conf *b)
+{
+    const char *k;
+    json_t *v;
+    char sub[512];
+
+    if (!json_is_object(obj))
+        return fail(p, "%s: must be an object", path);
+    b->max_concurrent = 0;
+    b->queue = 0;
+    json_object_foreach(obj, k, v)
+    {
+        snprintf(sub, sizeof(sub), "%s.%s", path, k);
+        if (!strcmp(k, "max_concurrent")) {
+            if (get_u32(p, v, sub, 1, 1000000, &b->max_concurrent) < 0)
+                return -1;
+        } else if (!strcmp(k, "queue")) {
+            if (get_u32(p, v, sub, 0, 100000, &b->queue) < 0)
+                return -1;
+        } else {
+            return fail(p, "%s: unknown key", sub);
+        }
+    }
+    if (!b->max_concurrent)
+        return fail(p, "%s.max_concurrent: is required", path);
+    return 0;
+}
+
+static int parse_retry(struct parse *p, json_t *obj, const char *path,
+                       struct retry_conf *r)
+{
+    static const char *const strategies[] = {"fixed", "linear", "exponential",
+                                             "fibonacci", NULL};
+    static const char *const jitters[] = {"none", "full", "equal",
+                                          "decorrelated", NULL};
+    struct retry_conf def = RETRY_CONF_DEFAULT;
+    const char *k;
+    json_t *v;
+    char sub[512];
+    int i;
+
+    if (!json_is_object(obj))
+        return fail(p, "%s: must be an object", path);
+    *r = def;
+    json_object_foreach(obj, k, v)
+    {
+        snprintf(sub, sizeof(sub), "%s.%s", path, k);
+        if (!strcmp(k, "max_attempts")) {
+            if (get_u32(p, v, sub, 1, 1000, &r->max_attempts) < 0)
+                return -1;
+        } else if (!strcmp(k, "strategy")) {
+            if ((i = one_of(json_string_value(v), strategies)) < 0)
+                return fail(p, "%s: must be fixed, linear, exponential or "
+                               "fibonacci", sub);
+            r->strategy = (enum retry_strategy)i;
+        } else if (!strcmp(k, "jitter")) {
+            if ((i = one_of(json_string_value(v), jitters)) < 0)
+                return fail(p, "%s: must be none, full, equal or "
+                               "decorrelated", sub);
+            r->jitter = (enum retry_jitter)i;
+        } else if (!strcmp(k, "base_ms")) {
+            if (get_uint(p, v, sub, 1, 86400000, &r->base_ms) < 0)
+                return -1;
+        } else if (!strcmp(k, "max_ms")) {
+            if (get_uint(p, v, sub, 1, 86400000, &r->max_ms) < 0)
+                return -1;
+        } else if (!strcmp(k, "multiplier")) {
+            if (get_milli(p, v, sub, 1.0, 100.0, &r->multiplier_milli) < 0)
+                return -1;
+        } else if (!strcmp(k, "budget_ratio")) {
+            if (get_milli(p, v, sub, 0.0, 100.0, &r->budget_ratio_milli) < 0)
+                return -1;
+        } else if (!strcmp(k, "budget_min_per_s")) {
+            if (get_u32(p, v, sub, 0, 1000000, &r->budget_min_per_s) < 0)
+                return -1;
+        } else {
+            return fail(p, "%s: unknown key", sub);
+        }
+    }
+    if (r->max_ms < r->base_ms)
+        return fail(p, "%s.max_ms: %llu is below base_ms %llu", path,
+                    (unsigned long long)r->max_ms,
+                    (unsigned long long)r->base_ms);
+    return 0;
+}
+
+static int parse_breaker(struct parse *p, json_t *obj, const char *path,
+                         struct policy *pol, unsigned *set)
+{
+    const char *k;
+    json_t *v;
+    char sub[512];
+    struct breaker_conf *b = &pol->breaker;
+
+    if (!json_is_object(obj))
+        return fail(p, "%s: must be an object", path);
+    json_object_foreach(obj, k, v)
+    {
+        snprintf(sub, sizeof(sub), "%s.%s", path, k);
+        if (!strcmp(k, "failure_threshold")) {
+            if (get_u32(p, v, sub, 0, 1000000, &b->failure_threshold) < 0)
+                return -1;
+            *set |= SET_FAILURE_THRESHOLD;
+        } else if (!strcmp(k, "open_ms")) {
+            if (get_uint(p, v, sub, 1, 86400000ULL * 7, &b->open_ms) < 0)
+                return -1;
+            *set |= SET_OPEN_MS;
+        } else if (!strcmp(k, "half_open_max_calls")) {
+            if (get_u32(p, v, sub, 1, 100000, &b->half_open_max_calls) < 0)
+                return -1;
+            *set |= SET_HALF_OPEN_MAX;
+        } else if (!strcmp(k, "success_threshold")) {
+            if (get_u32(p, v, sub, 1, 100000, &b->success_threshold) < 0)
+                return -1;
+            *set |= SET_SUCCESS_THRESHOLD;
+        } else if (!strcmp(k, "window")) {
+            if (parse_window(p, v, sub, b) < 0)
+                return -1;
+            *set |= SET_WINDOW;
+        } else if (!strcmp(k, "minimum_calls")) {
+            if (get_u32(p, v, sub, 1, 1000000, &b->minimum_calls) < 0)
+                return -1;
+            *set |= SET_MINIMUM_CALLS;
+        } else if (!strcmp(k, "failure_rate_threshold")) {
+            if (get_u32(p, v, sub, 0, 100, &b->failure_rate_threshold) < 0)
+                return -1;
+            *set |= SET_FAILURE_RATE;
+        } else if (!strcmp(k, "slow_call_ms")) {
+            if (get_uint(p, v, sub, 0, 86400000, &b->slow_call_ms) < 0)
+                return -1;
+            *set |= SET_SLOW_MS;
+        } else if (!strcmp(k, "slow_call_rate_threshold")) {
+            if (get_u32(p, v, sub, 0, 100, &b->slow_call_rate_threshold) < 0)
+                return -1;
+            *set |= SET_SLOW_RATE;
+        } else if (!strcmp(k, "open_backoff")) {
+            if (get_milli(p, v, sub, 1.0, 100.0, &b->open_backoff_milli) < 0)
+                return -1;
+            *set |= SET_BACKOFF;
+        } else if (!strcmp(k, "open_max_ms")) {
+            if (get_uint(p, v, sub, 1, 86400000ULL * 7, &b->open_max_ms) < 0)
+                return -1;
+            *set |= SET_OPEN_MAX;
+        } else if (!strcmp(k, "open_jitter")) {
+            if (get_milli(p, v, sub, 0.0, 1.0, &b->open_jitter_milli) < 0)
+                return -1;
+            *set |= SET_JITTER;
+        } else if (!strcmp(k, "record")) {
+            if (get_classes(p, v, sub, &pol->record) < 0)
+                return -1;
+            *set |= SET_RECORD;
+        } else if (!strcmp(k, "ignore")) {
+            if (get_classes(p, v, sub, &pol->ignore) < 0)
+                return -1;
+            *set |= SET_IGNORE;
+        } else if (!strcmp(k, "critical_probe_per_s")) {
+            if (get_u32(p, v, sub, 0, 100000, &pol->critical_probe_per_s) < 0)
+                return -1;
+            *set |= SET_CRITICAL_PROBE;
+        } else {
+            return fail(p, "%s: unknown key", sub);
+        }
+    }
+    return 0;
+}
+
+static int parse_policy(struct parse *p, const char *pattern, json_t *obj,
+                        struct policy *pol, unsigned *set)
+{
+    const char *k;
+    json_t *v;
+    char path[160], sub[320];
+
+    snprintf(path, sizeof(path), "policies.%s", pattern);
+    if (!pattern_valid(pattern))
+        return fail(p, "%s: bad pattern (dot-separated segments of "
+                       "[A-Za-z0-9_:-] or \"*\", at most %d bytes)",
+                    path, CONFIG_PATTERN_MAX);
+    if (!json_is_object(obj))
+        return fail(p, "%s: must be an object", path);
+    snprintf(pol->pattern, sizeof(pol->pattern), "%s", pattern);
+    json_object_foreach(obj, k, v)
+    {
+        snprintf(sub, sizeof(sub), "%s.%s", path, k);
+        if (!strcmp(k, "breaker")) {
+            if (parse_breaker(p, v, sub, pol, set) < 0)
+                return -1;
+        } else if (!strcmp(k, "critical")) {
+            if (get_bool(p, v, sub, &pol->critical) < 0)
+                return -1;
+            *set |= SET_CRITICAL;
+        } else if (!strcmp(k, "permit_ttl_ms")) {
+            if (get_uint(p, v, sub, 1, 86400000, &pol->permit_ttl_ms) < 0)
+                return -1;
+            *set |= SET_PERMIT_TTL;
+        } else if (!strcmp(k, "shadow")) {
+            if (get_bool(p, v, sub, &pol->shadow) < 0)
+                return -1;
+            *set |= SET_SHADOW;
+        } else if (!strcmp(k, "limiter")) {
+            if (parse_limiter(p, v, sub, &pol->limiter) < 0)
+                return -1;
+            pol->has_limiter = 1;
+            *set |= SET_LIMITER;
+        } else if (!strcmp(k, "bulkhead")) {
+            if (parse_bulkhead(p, v, sub, &pol->bulkhead) < 0)
+                return -1;
+            pol->has_bulkhead = 1;
+            *set |= SET_BULKHEAD;
+        } else if (!strcmp(k, "retry")) {
+            if (parse_retry(p, v, sub, &pol->retry) < 0)
+                return -1;
+            *set |= SET_RETRY;
+        } else if (!strcmp(k, "reserve")) {
+            if (get_u32(p, v, sub, 0, 1000000, &pol->reserve) < 0)
+                return -1;
+            *set |= SET_RESERVE;
+        } else if (!strcmp(k, "heartbeat") || !strcmp(k, "scope")) {
+            return fail(p, "%s: not implemented in this version (refused so "
+                           "that nobody relies on it)", sub);
+        } else {
+            return fail(p, "%s: unknown key", sub);
+        }
+    }
+    return 0;
+}
+
+/* Fill every field of dst not in dst_set from src. */
+static void inherit(struct policy *dst, unsigned dst_set,
+                    const struct policy *src)
+{
+    if (!(dst_set & SET_FAILURE_THRESHOLD))
+        dst->breaker.failure_threshold = src->breaker.failure_threshold;
+    if (!(dst_set & SET_OPEN_MS))
+        dst->breaker.open_ms = src->breaker.open_ms;
+    if (!(dst_set & SET_HALF_OPEN_MAX))
+        dst->breaker.half_open_max_calls = src->breaker.half_open_max_calls;
+    if (!(dst_set & SET_SUCCESS_THRESHOLD))
+        dst->breaker.success_threshold = src->breaker.success_threshold;
+    if (!(dst_set & SET_WINDOW)) {
+        dst->breaker.window_time = src->breaker.window_time;
+        dst->breaker.window_size = src->breaker.window_size;
+    }
+    if (!(dst_set & SET_MINIMUM_CALLS))
+        dst->breaker.minimum_calls = src->breaker.minimum_calls;
+    if (!(dst_set & SET_FAILURE_RATE))
+        dst->breaker.failure_rate_threshold =
+            src->breaker.failure_rate_threshold;
+    if (!(dst_set & SET_SLOW_MS))
+        dst->breaker.slow_call_ms = src->breaker.slow_call_ms;
+    if (!(dst_set & SET_SLOW_RATE))
+        dst->breaker.slow_call_rate_threshold =
+            src->breaker.slow_call_rate_threshold;
+    if (!(dst_set & SET_BACKOFF))
+        dst->breaker.open_backoff_milli = src->breaker.open_backoff_milli;
+    if (!(dst_set & SET_OPEN_MAX))
+        dst->breaker.open_max_ms = src->breaker.open_max_ms;
+    if (!(dst_set & SET_JITTER))
+        dst->breaker.open_jitter_milli = src->breaker.open_jitter_milli;
+    if (!(dst_set & SET_RECORD))
+        dst->record = src->record;
+    if (!(dst_set & SET_IGNORE))
+        dst->ignore = src->ignore;
+    if (!(dst_set & SET_CRITICAL))
+        dst->critical = src->critical;
+    if (!(dst_set & SET_SHADOW))
+        dst->shadow = src->shadow;
+    if (!(dst_set & SET_PERMIT_TTL))
+        dst->permit_ttl_ms = src->permit_ttl_ms;
+    if (!(dst_set & SET_RESERVE))
+        dst->reserve = src->reserve;
+    if (!(dst_set & SET_CRITICAL_PROBE))
+        dst->critical_probe_per_s = src->critical_probe_per_s;
+    if (!(dst_set & SET_LIMITER)) {
+        dst->has_limiter = src->has_limiter;
+        dst->limiter = src->limiter;
+    }
+    if (!(dst_set & SET_BULKHEAD)) {
+        dst->has_bulkhead = src->has_bulkhead;
+        dst->bulkhead = src->bulkhead;
+    }
+    if (!(dst_set & SET_RETRY))
+        dst->retry = src->retry;
+}
+
+static void default_policy(struct policy *pol)
+{
+    struct breaker_conf b = BREAKER_CONF_DEFAULT;
+    struct retry_conf r = RETRY_CONF_DEFAULT;
+
+    memset(pol, 0, sizeof(*pol));
+    strcpy(pol->pattern, "*");
+    pol->breaker = b;
+    pol->record.n = 1;
+    strcpy(pol->record.pat[0], "*");
+    pol->permit_ttl_ms = DEFAULT_PERMIT_TTL_MS;
+    pol->retry = r;
+}
+
+int config_defaults(struct config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->socket_mode = 0660;
+    c->max_clients = 1024;
+    c->max_keys = 100000;
+    c->max_frame_bytes = 65536;
+    c->max_permits = 65536;
+    c->max_parked = 4096;
+    c->policies = calloc(1, sizeof(struct policy));
+    if (!c->policies)
+        return -1;
+    c->npolicies = 1;
+    default_policy(&c->policies[0]);
+    return 0;
+}
+
+static int parse_policies(struct parse *p, json_t *obj, struct config *c)
+{
+    size_t n = json_is_object(obj) ? json_object_size(obj) : 0, i = 1;
+    unsigned *set = NULL;
+    struct policy builtin;
+    const char *k;
+    json_t *v;
+    int rc = -1;
+
+    if (!json_is_object(obj))
+        return fail(p, "policies: must be an object of pattern -> policy");
+    free(c->policies);
+    /* Slot 0 is "*" whether or not the file gives it. */
+    c->policies = calloc(n + 1, sizeof(struct policy));
+    set = calloc(n + 1, sizeof(unsigned));
+    c->npolicies = 0;
+    if (!c->policies || !set) {
+        fail(p, "out of memory");
+        goto out;
+    }
+    default_policy(&builtin);
+    json_object_foreach(obj, k, v)
+    {
+        size_t slot = strcmp(k, "*") ? i++ : 0;
+        if (parse_policy(p, k, v, &c->policies[slot], &set[slot]) < 0)
+            goto out;
+    }
+    c->npolicies = i;
+    strcpy(c->policies[0].pattern, "*");
+    inherit(&c->policies[0], set[0], &builtin);
+    for (i = 1; i < c->npolicies; i++)
+        inherit(&c->policies[i], set[i], &c->policies[0]);
+    for (i = 0; i < c->npolicies; i++) {
+        const struct policy *pol = &c->policies[i];
+        if (pol->has_limiter && pol->reserve >= pol->limiter.burst) {
+            fail(p, "policies.%s.reserve: %u leaves nothing of limiter burst "
+                    "%llu for normal requests", pol->pattern, pol->reserve,
+                 (unsigned long long)pol->limiter.burst);
+            goto out;
+        }
+        if (pol->has_bulkhead && pol->reserve >= pol->bulkhead.max_concurrent) {
+            fail(p, "policies.%s.reserve: %u leaves nothing of bulkhead "
+                    "max_concurrent %u for normal requests", pol->pattern,
+                 pol->reserve, pol->bulkhead.max_concurrent);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    free(set);
+    return rc;
+}
+
+static int parse_errors(struct parse *p, json_t *obj, struct config *c)
+{
+    static const char *const sevs[] = {"low", "medium", "high", "critical",
+                                       NULL};
+    json_t *classes, *rule, *v;
+    const char *k, *pat;
+    char sub[300];
+
+    if (!json_is_object(obj))
+        return fail(p, "errors: must be an object");
+    json_object_foreach(obj, k, v)
+    {
+        if (strcmp(k, "classes") != 0)
+            return fail(p, "errors.%s: %s", k,
+                        strcmp(k, "alerts") ? "unknown key"
+                                            : "not implemented in this version "
+                                              "(refused so that nobody relies "
+                                              "on it)");
+    }
+    classes = json_object_get(obj, "classes");
+    if (!classes)
+        return 0;
+    if (!json_is_object(classes))
+        return fail(p, "errors.classes: must be an object of pattern -> "
+                       "{severity, transient}");
+    if (json_object_size(classes) > CONFIG_CLASS_RULES)
+        return fail(p, "errors.classes: more than %d patterns",
+                    CONFIG_CLASS_RULES);
+    json_object_foreach(classes, pat, rule)
+    {
+        struct class_rule *cr = &c->classes[c->nclasses];
+        snprintf(sub, sizeof(sub), "errors.classes.%s", pat);
+        if (strlen(pat) > CONFIG_CLASS_MAX || !pattern_valid(pat))
+            return fail(p, "%s: bad class pattern", sub);
+        if (!json_is_object(rule))
+            return fail(p, "%s: must be {\"severity\": ..., \"transient\": "
+                           "...}", sub);
+        strcpy(cr->pat, pat);
+        cr->severity = -1;
+        cr->transient = -1;
+        json_object_foreach(rule, k, v)
+        {
+            if (!strcmp(k, "severity")) {
+                if ((cr->severity = one_of(json_string_value(v), sevs)) < 0)
+                    return fail(p, "%s.severity: must be low, medium, high or "
+                                   "critical", sub);
+            } else if (!strcmp(k, "transient")) {
+                if (!json_is_boolean(v))
+                    return fail(p, "%s.transient: must be true or false", sub);
+                cr->transient = json_is_true(v);
+            } else {
+                return fail(p, "%s.%s: unknown key", sub, k);
+            }
+        }
+        c->nclasses++;
+    }
+    return 0;
+}
+
+int config_load(const char *path, struct config *c, char *err, size_t errcap)
+{
+    struct parse p = {path, err, errcap};
+    json_error_t jerr;
+    json_t *root, *v;
+    const char *k;
+    uint64_t x;
+
+    if (config_defaults(c) < 0)
+        return snprintf(err, errcap, "out of memory"), -1;
+    root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        snprintf(err, errcap, "%s:%d:%d: %s", path, jerr.line, jerr.column,
+                 jerr.text);
+        config_free(c);
+        return -1;
+    }
+    if (!json_is_object(root)) {
+        fail(&p, "top level must be a JSON object");
+        goto bad;
+    }
+    json_object_foreach(root, k, v)
+    {
+        if (!strcmp(k, "socket")) {
+            if (!json_is_string(v) || json_string_length(v) == 0 ||
+                json_string_length(v) >= sizeof(c->socket)) {
+                fail(&p, "socket: must be a path of 1..%zu bytes",
+                     sizeof(c->socket) - 1);
+                goto bad;
+            }
+            strcpy(c->socket, json_string_value(v));
+        } else if (!strcmp(k, "socket_mode")) {
+            char *end;
+            unsigned long m;
+            if (!json_is_string(v)) {
+                fail(&p, "socket_mode: must be an octal string like \"0660\"");
+                goto bad;
+            }
+            m = strtoul(json_string_value(v), &end, 8);
+            if (*end || m > 0777 || !*json_string_value(v)) {
+                fail(&p, "socket_mode: \"%s\" is not an octal mode <= 0777",
+                     json_string_value(v));
+                goto bad;
+            }
+            c->socket_mode = (unsigned)m;
+        } else if (!strcmp(k, "max_clients")) {
+            if (get_uint(&p, v, k, 1, 1000000, &x) < 0)
+                goto bad;
+            c->max_clients = (uint32_t)x;
+        } else if (!strcmp(k, "max_keys")) {
+            if (get_uint(&p, v, k, 1, 10000000, &x) < 0)
+                goto bad;
+            c->max_keys = (uint32_t)x;
+        } else if (!strcmp(k, "max_frame_bytes")) {
+            if (get_uint(&p, v, k, 256, 16 << 20, &x) < 0)
+                goto bad;
+            c->max_frame_bytes = (uint32_t)x;
+        } else if (!strcmp(k, "max_permits")) {
+            if (get_uint(&p, v, k, 16, 1 << 24, &x) < 0)
+                goto bad;
+            c->max_permits = (uint32_t)x;
+        } else if (!strcmp(k, "allow_uids")) {
+            if (get_ids(&p, v, k, &c->allow_uids) < 0)
+                goto bad;
+        } else if (!strcmp(k, "allow_gids")) {
+            if (get_ids(&p, v, k, &c->allow_gids) < 0)
+                goto bad;
+        } else if (!strcmp(k, "admin_uids")) {
+            if (get_ids(&p, v, k, &c->admin_uids) < 0)
+                goto bad;
+            c->admin_ids_given = 1;
+        } else if (!strcmp(k, "admin_gids")) {
+            if (get_ids(&p, v, k, &c->admin_gids) < 0)
+                goto bad;
+            c->admin_ids_given = 1;
+        } else if (!strcmp(k, "policies")) {
+            if (parse_policies(&p, v, c) < 0)
+                goto bad;
+        } else if (!strcmp(k, "max_parked")) {
+            if (get_uint(&p, v, k, 1, 1 << 20, &x) < 0)
+                goto bad;
+            c->max_parked = (uint32_t)x;
+        } else if (!strcmp(k, "errors")) {
+            if (parse_errors(&p, v, c) < 0)
+                goto bad;
+        } else if (!strcmp(k, "snapshot") || !strcmp(k, "error_log") ||
+                   !strcmp(k, "redis")) {
+            fail(&p, "%s: not implemented in this version (refused so that "
+                     "nobody relies on it)", k);
+            goto bad;
+        } else {
+            fail(&p, "%s: unknown key", k);
+            goto bad;
+        }
+    }
+    json_decref(root);
+    return 0;
+bad:
+    json_decref(root);
+    config_free(c);
+    return -1;
+}
+
+void config_free(struct config *c)
+{
+    free(c->policies);
+    c->policies = NULL;
+    c->npolicies = 0;
+}

@@ -1,0 +1,114 @@
+/*
+ * config.h - resild's configuration: one JSON file (SPEC §2), every key
+ * optional, unknown keys an error that names them.  Loading does file I/O
+ * (jansson) and nothing else; the result is a plain struct the rest of the
+ * daemon reads.  Policies are resolved at load time: each policy's breaker
+ * fields are filled from the "*" policy, then from the built-in defaults,
+ * so matching a key yields a complete policy with no further lookups.
+ */
+#ifndef RESIL_CONFIG_H
+#define RESIL_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "breaker.h"
+#include "bulkhead.h"
+#include "limiter.h"
+#include "retry.h"
+
+#define CONFIG_MAX_IDS 64        /* entries in each uid/gid list */
+#define CONFIG_PATTERN_MAX 128   /* bytes in a policy pattern */
+#define CONFIG_CLASS_MAX 64      /* bytes in an error-class pattern */
+#define CONFIG_CLASSES 16        /* patterns in breaker record / ignore */
+
+struct class_list {
+    size_t n;
+    char pat[CONFIG_CLASSES][CONFIG_CLASS_MAX + 1];
+};
+
+struct policy {
+    char pattern[CONFIG_PATTERN_MAX + 1]; /* "*", "binance.*", "binance" */
+    struct breaker_conf breaker;
+    struct class_list record; /* failure classes that count (default "*") */
+    struct class_list ignore; /* failure classes ignored entirely */
+    int critical;            /* policy-wide "critical" flag */
+    int shadow;              /* decide, record denials, allow everything */
+    uint64_t permit_ttl_ms;  /* outstanding permit lifetime */
+    uint32_t reserve;        /* limiter/bulkhead units for critical calls */
+    uint32_t critical_probe_per_s; /* critical calls through an open breaker */
+    /* Parts other than the breaker are taken whole: from this policy when
+     * it gives them, else from "*", else the built-in default (none for
+     * limiter and bulkhead). */
+    int has_limiter;
+    struct limiter_conf limiter;
+    int has_bulkhead;
+    struct bulkhead_conf bulkhead;
+    struct retry_conf retry;
+};
+
+/* errors.classes: class pattern -> severity / transient overrides. */
+#define CONFIG_CLASS_RULES 64
+enum severity { SEV_LOW, SEV_MEDIUM, SEV_HIGH, SEV_CRITICAL };
+
+struct class_rule {
+    char pat[CONFIG_CLASS_MAX + 1];
+    int severity;  /* enum severity, or -1 = not set */
+    int transient; /* 0/1, or -1 = not set */
+};
+
+struct id_list {
+    size_t n;
+    uint32_t id[CONFIG_MAX_IDS];
+};
+
+struct config {
+    char socket[108];          /* "" = resolve per SPEC §8 */
+    unsigned socket_mode;      /* permission bits of the socket */
+    uint32_t max_clients;      /* concurrent connections */
+    uint32_t max_keys;         /* keys in the registry */
+    uint32_t max_frame_bytes;  /* largest request object */
+    uint32_t max_permits;      /* outstanding permits, all clients */
+    struct id_list allow_uids, allow_gids, admin_uids, admin_gids;
+    int admin_ids_given;       /* admin_uids or admin_gids was configured */
+    struct policy *policies;   /* npolicies entries; [0] is always "*" */
+    size_t npolicies;
+    struct class_rule classes[CONFIG_CLASS_RULES]; /* errors.classes */
+    size_t nclasses;
+    uint32_t max_parked;       /* parked acquire requests, all clients */
+};
+
+/* Fill c with the built-in defaults (the "*" policy only). */
+int config_defaults(struct config *c);
+
+/*
+ * Load path into c (defaults for everything absent).  On error returns -1
+ * and writes one line naming the file and either line:column (JSON syntax)
+ * or the offending key path to err; c is then left freed.
+ */
+int config_load(const char *path, struct config *c, char *err, size_t errcap);
+
+void config_free(struct config *c);
+
+/* The most specific policy whose pattern matches key (never NULL: "*"). */
+const struct policy *config_match(const struct config *c, const char *key);
+
+/* How a failure of error class cls (NULL: none given) counts under p:
+ * ignored (BREAKER_IGNORE), recorded (BREAKER_FAILURE) or, when it matches
+ * no record pattern, as a success. */
+enum breaker_outcome config_failure_kind(const struct policy *p,
+                                         const char *cls);
+
+/* Severity (enum severity) and transient for an error class: the built-in
+ * table (SPEC §5), overridden by errors.classes.  cls NULL or "" gives the
+ * unknown-class default (medium, transient). */
+void config_classify(const struct config *c, const char *cls, int *severity,
+                     int *transient);
+const char *config_severity_name(int severity);
+
+/* 1 if pattern (segments of key characters, or "*" meaning one or more
+ * segments) matches key. */
+int config_pattern_match(const char *pattern, const char *key);
+
+#endif

@@ -1,0 +1,93 @@
+/*
+ * keys.h - the key registry: every protected dependency ("binance.orders")
+ * with its policy and breaker.  Keys are created on first use by acquire,
+ * report, force and reset, bounded by max_keys; lookups are O(1) by hash.
+ * No I/O; memory is allocated only when a key is created.
+ */
+#ifndef RESIL_KEYS_H
+#define RESIL_KEYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "breaker.h"
+#include "bulkhead.h"
+#include "config.h"
+#include "limiter.h"
+
+#define KEY_MAX 128          /* bytes in a key name */
+#define KEY_REASON_MAX 128   /* bytes of an operator's force reason kept */
+#define KEY_LATENCY_SAMPLES 128 /* latencies kept for p50/p99 */
+#define KEY_MAX_ANCESTORS 8  /* ancestor limiters checked per acquire */
+
+struct parked;
+
+enum { KEYS_EINVAL = 1, KEYS_EFULL = 2, KEYS_ENOMEM = 3 };
+
+struct key {
+    struct key *next;              /* hash chain */
+    const struct policy *policy;   /* borrowed from the live config */
+    struct breaker br;
+    uint32_t outstanding;          /* permits granted, not yet released */
+    /* Admission (admit.c).  lim is used when the policy has a limiter;
+     * otherwise only its pause (a 429 on a key with no limiter). */
+    struct limiter lim;
+    struct limiter crit_lim;       /* critical_probe_per_s through open */
+    struct bulkhead bh;
+    struct key *anc[KEY_MAX_ANCESTORS]; /* ancestors with a limiter,
+                                           nearest first (borrowed) */
+    uint8_t nanc;
+    uint8_t admit_ready;           /* ancestors resolved */
+    uint64_t retry_prev_ms;        /* last advised delay (decorrelated) */
+    uint64_t rng;                  /* xorshift state for retry jitter */
+    struct parked *q_head, *q_tail; /* FIFO of parked acquires */
+    uint32_t q_len;
+    struct key *wait_prev, *wait_next; /* on resild.waiting while q_len */
+    uint64_t shadow_denied;        /* shadow policy: denials turned allows */
+    uint16_t lat_ms[KEY_LATENCY_SAMPLES]; /* last latencies, ms, saturated */
+    uint16_t lat_pos, lat_n;       /* ring position, samples held */
+    char force_reason[KEY_REASON_MAX + 1];
+    uint8_t len;
+    char name[KEY_MAX + 1];
+    /* The breaker's window memory follows the struct (same allocation). */
+};
+
+struct keys {
+    struct key **buckets;  /* nbuckets chains */
+    size_t nbuckets;       /* power of two */
+    size_t count;
+    size_t max;            /* max_keys */
+};
+
+int keys_init(struct keys *ks, size_t max_keys);
+void keys_free(struct keys *ks);
+
+/* 1 if name[0..len) is a valid key: [A-Za-z0-9._:-]{1,128}. */
+int keys_valid(const char *name, size_t len);
+
+/* Existing key or NULL.  Never creates. */
+struct key *keys_find(const struct keys *ks, const char *name, size_t len);
+
+/*
+ * Existing key, or a new one bound to its policy in c with a closed breaker.
+ * Returns 0 and *out, or -KEYS_EINVAL (bad name), -KEYS_EFULL (max_keys),
+ * -KEYS_ENOMEM.
+ */
+int keys_get(struct keys *ks, const char *name, size_t len,
+             const struct config *c, uint64_t now_ms, struct key **out);
+
+/*
+ * Keys equal to prefix or starting with "prefix." (all keys when prefix is
+ * NULL), sorted by name, at most cap of them, into out.  Returns how many
+ * matched in total (may exceed cap).
+ */
+/* Remember one reported latency. */
+void keys_add_latency(struct key *k, uint64_t latency_ms);
+
+/* p-th percentile (0..100) of the kept latencies; 0 when none. */
+uint64_t keys_latency_percentile(const struct key *k, unsigned p);
+
+size_t keys_select(const struct keys *ks, const char *prefix, size_t plen,
+                   struct key **out, size_t cap);
+
+#endif

@@ -1,0 +1,137 @@
+/*
+ * main.c - resild entry point: arguments, configuration, the loop.
+ *
+ * resild runs in the foreground and logs to stderr; systemd (or a
+ * terminal) supervises it.  Exit status: 0 after a graceful stop (SIGTERM,
+ * SIGINT), 1 when it cannot start (bad config, socket in use, ...), 2 on a
+ * usage error.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "config.h"
+#include "log.h"
+#include "methods.h"
+#include "server.h"
+#include "sockpath.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: resild [-c CONFIG] [-s SOCKET]\n"
+            "\n"
+            "The resilience sidecar: one daemon per host owns every circuit\n"
+            "breaker for the services on it.  Runs in the foreground and\n"
+            "logs one line per event to stderr.\n"
+            "\n"
+            "  -c, --config FILE   JSON configuration (every key optional;\n"
+            "                      without it the built-in defaults apply)\n"
+            "  -s, --socket PATH   Unix socket to listen on; else the config's\n"
+            "                      \"socket\", else $RESILD_SOCKET, else\n"
+            "                      /run/resild/resild.sock if /run/resild\n"
+            "                      exists, else $XDG_RUNTIME_DIR/resild.sock,\n"
+            "                      else /tmp/resild.sock\n"
+            "  -t, --check         validate the configuration and exit\n"
+            "  -V, --version       print the version and exit\n"
+            "  -h, --help          this text\n"
+            "\n"
+            "Signals: SIGTERM/SIGINT stop accepting, answer what was read,\n"
+            "flush and exit 0.\n"
+            "Inspect and steer it with resilctl (resilctl --help).\n");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"socket", required_argument, NULL, 's'},
+        {"check", no_argument, NULL, 't'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL, *sock_arg = NULL;
+    char err[512], path[SOCKPATH_MAX];
+    struct config cfg;
+    struct resild d;
+    struct server srv;
+    uv_loop_t *loop = uv_default_loop();
+    int ch, check_only = 0, rc;
+
+    while ((ch = getopt_long(argc, argv, "c:s:tVh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 's':
+            sock_arg = optarg;
+            break;
+        case 't':
+            check_only = 1;
+            break;
+        case 'V':
+            printf("resild %s\n", RESIL_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "resild: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    rc = config_path ? config_load(config_path, &cfg, err, sizeof(err))
+                     : config_defaults(&cfg);
+    if (rc < 0) {
+        log_msg(LOG_ERR, "config: %s", config_path ? err : "out of memory");
+        return 1;
+    }
+    if (check_only) {
+        printf("%s: ok (%zu policies)\n", config_path ? config_path
+                                                      : "built-in defaults",
+               cfg.npolicies);
+        config_free(&cfg);
+        return 0;
+    }
+    if (sockpath_resolve(sock_arg ? sock_arg : cfg.socket[0] ? cfg.socket
+                                                             : NULL,
+                         path, sizeof(path)) < 0) {
+        log_msg(LOG_ERR, "socket path too long (max %d bytes)",
+                SOCKPATH_MAX - 1);
+        config_free(&cfg);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    uv_update_time(loop);
+    if (methods_init(&d, &cfg, uv_now(loop)) < 0) {
+        log_msg(LOG_ERR, "out of memory");
+        return 1;
+    }
+    if (server_start(&srv, loop, &d, path) < 0) {
+        uv_run(loop, UV_RUN_NOWAIT); /* let closed handles finish */
+        server_free(&srv);
+        methods_free(&d);
+        return 1;
+    }
+    log_msg(LOG_INFO, "resild %s listening on %s (pid %ld, config %s, "
+                      "%zu policies, max_clients %u, max_keys %u)",
+            RESIL_VERSION, path, d.pid,
+            config_path ? config_path : "built-in defaults", d.cfg.npolicies,
+            srv.max_clients, d.cfg.max_keys);
+    uv_run(loop, UV_RUN_DEFAULT);
+    log_msg(LOG_INFO, "stopped: %llu requests served",
+            (unsigned long long)d.m.requests);
+    server_free(&srv);
+    methods_free(&d);
+    uv_loop_close(loop);
+    return 0;
+}

@@ -1,0 +1,603 @@
+/*
+ * server.c - Unix socket server (see server.h).
+ *
+ * Life of a request: libuv reads into the connection's fixed input buffer
+ * (max_frame_bytes + slack, allocated once at accept); the resumable scanner
+ * finds where each object ends without allocating; msgpack-c decodes the
+ * accepted frame into a shared zone that is cleared after the request;
+ * methods_dispatch packs the response into the connection's output buffer;
+ * after the batch one uv_write sends it.  Two output buffers alternate (one
+ * being written, one being filled), so the steady state allocates nothing.
+ *
+ * Must not: block, read the clock other than through uv_now, or free a
+ * connection anywhere but its close callback.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "admit.h"
+#include "log.h"
+
+#define READ_SLACK 4096 /* input room beyond one maximal frame */
+
+struct conn {
+    uv_pipe_t pipe;            /* handle; pipe.data == this */
+    struct server *srv;
+    struct conn *prev, *next;
+    struct caller caller;
+    uint8_t *in;               /* input buffer, in_cap bytes */
+    size_t in_cap, in_len;     /* bytes held */
+    size_t in_off;             /* start of the object being scanned */
+    struct proto_scan scan;
+    uint64_t partial_since_ms; /* first byte of an incomplete object; 0 */
+    msgpack_sbuffer out[2];    /* out[cur] fills while out[!cur] is written */
+    int cur;
+    msgpack_packer pk;         /* packs into out[cur] */
+    uv_write_t wreq;
+    size_t writing_bytes;      /* bytes of the write in flight, 0 if none */
+    int writing;
+    int paused;                /* reading stopped for backpressure */
+    int draining;              /* close once output is flushed */
+    int closing;
+};
+
+static uint64_t now_ms(const struct server *s)
+{
+    return uv_now(s->loop);
+}
+
+static size_t queued(const struct conn *c)
+{
+    return c->out[c->cur].size + c->writing_bytes;
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+
+    free(c->in);
+    msgpack_sbuffer_destroy(&c->out[0]);
+    msgpack_sbuffer_destroy(&c->out[1]);
+    free(c);
+}
+
+/* Close now: release permits, unlink, free in the close callback. */
+static void conn_close(struct conn *c)
+{
+    struct server *s = c->srv;
+
+    if (c->closing)
+        return;
+    c->closing = 1;
+    methods_caller_gone(s->d, &c->caller, now_ms(s));
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
+}
+
+static void on_write(uv_write_t *req, int status);
+static void conn_flush(struct conn *c);
+
+/* caller->flush: an answer was packed outside a read (a parked request). */
+static void caller_flush(struct caller *caller)
+{
+    struct conn *c = (struct conn *)((char *)caller -
+                                     offsetof(struct conn, caller));
+    conn_flush(c);
+}
+static void conn_process(struct conn *c);
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+/* Start writing out[cur] if nothing is in flight. */
+static void conn_flush(struct conn *c)
+{
+    uv_buf_t b;
+    int rc;
+
+    if (c->closing || c->writing)
+        return;
+    if (c->out[c->cur].size == 0) {
+        if (c->draining)
+            conn_close(c);
+        return;
+    }
+    b = uv_buf_init(c->out[c->cur].data, (unsigned)c->out[c->cur].size);
+    c->wreq.data = c;
+    rc = uv_write(&c->wreq, (uv_stream_t *)&c->pipe, &b, 1, on_write);
+    if (rc < 0) {
+        conn_close(c);
+        return;
+    }
+    c->writing = 1;
+    c->writing_bytes = c->out[c->cur].size;
+    c->cur ^= 1;
+    msgpack_packer_init(&c->pk, &c->out[c->cur], msgpack_sbuffer_write);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct conn *c = req->data;
+
+    c->writing = 0;
+    c->writing_bytes = 0;
+    msgpack_sbuffer_clear(&c->out[c->cur ^ 1]);
+    if (c->closing)
+        return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->paused && queued(c) < SERVER_OUT_LOW) {
+        c->paused = 0;
+        conn_process(c);
+        if (!c->closing && !c->paused && !c->draining)
+            uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+    }
+    conn_flush(c);
+}
+
+/* Reply with an error (when a msgid is known), then close once flushed. */
+static void conn_fail(struct conn *c, int msgid_known, uint32_t msgid,
+                      const char *code, const char *msg)
+{
+    log_msg(LOG_WARN, "client uid %u: %s (%s); closing",
+            (unsigned)c->caller.uid, code, msg);
+    if (msgid_known)
+        proto_pack_error(&c->pk, msgid, code, msg);
+    c->draining = 1;
+    uv_read_stop((uv_stream_t *)&c->pipe);
+}
+
+/*
+ * The msgid of a request whose frame is too large or invalid, read from the
+ * fixed prefix [0x94, 0x00, <uint>] when present, so the error response can
+ * name it.  Returns 1 and *id, or 0.
+ */
+static int peek_msgid(const uint8_t *p, size_t n, uint32_t *id)
+{
+    if (n < 3 || p[0] != 0x94 || p[1] != 0x00)
+        return 0;
+    if (p[2] <= 0x7f) {
+        *id = p[2];
+        return 1;
+    }
+    if (p[2] == 0xcc && n >= 4) {
+        *id = p[3];
+        return 1;
+    }
+    if (p[2] == 0xcd && n >= 5) {
+        *id = (uint32_t)p[3] << 8 | p[4];
+        return 1;
+    }
+    if (p[2] == 0xce && n >= 7) {
+        *id = (uint32_t)p[3] << 24 | (uint32_t)p[4] << 16 |
+              (uint32_t)p[5] << 8 | p[6];
+        return 1;
+    }
+    return 0;
+}
+
+/* Scan, decode and answer every complete object in the input buffer, until
+ * output backs up. */
+static void conn_process(struct conn *c)
+{
+    struct server *s = c->srv;
+    size_t max_frame = s->d->cfg.max_frame_bytes;
+
+    while (!c->closing && !c->draining && c->in_off < c->in_len) {
+        const uint8_t *obj = c->in + c->in_off;
+        size_t avail = c->in_len - c->in_off;
+        struct proto_msg m;
+        const char *why;
+        uint32_t id = 0;
+        long n;
+
+        if (queued(c) >= SERVER_OUT_HIGH) {
+            c->paused = 1;
+            uv_read_stop((uv_stream_t *)&c->pipe);
+            break;
+        }
+        n = proto_scan_next(&c->scan, obj, avail, max_frame, PROTO_MAX_DEPTH);
+        if (n == 0) {
+            if (!c->partial_since_ms)
+                c->partial_since_ms = now_ms(s);
+            break;
+        }
+        if (n < 0) {
+            int known = peek_msgid(obj, avail, &id);
+            if (n == -PROTO_E2BIG) {
+                s->d->m.frames_too_large++;
+                conn_fail(c, known, id, "frame_too_large",
+                          "object exceeds max_frame_bytes");
+            } else {
+                s->d->m.protocol_errors++;
+                conn_fail(c, known, id, "protocol_error",
+                          n == -PROTO_EDEPTH ? "nesting deeper than 8"
+                                             : "not valid msgpack");
+            }
+            break;
+        }
+        if (proto_decode((const char *)obj, (size_t)n, &s->zone, &m, &why) <
+            0) {
+            s->d->m.protocol_errors++;
+            conn_fail(c, m.msgid_known, m.msgid, "protocol_error", why);
+        } else if (m.type != PROTO_REQUEST) {
+            s->d->m.protocol_errors++;
+            conn_fail(c, m.msgid_known, m.msgid, "protocol_error",
+                      "only requests [0, msgid, method, params] are accepted");
+        } else {
+            methods_dispatch(s->d, &c->caller, &m, &c->pk, now_ms(s));
+        }
+        msgpack_zone_clear(&s->zone);
+        c->in_off += (size_t)n;
+        c->partial_since_ms = 0;
+        proto_scan_init(&c->scan);
+        if (queued(c) > SERVER_OUT_MAX) {
+            log_msg(LOG_WARN, "client uid %u: %zu bytes unread; closing",
+                    (unsigned)c->caller.uid, queued(c));
+            conn_close(c);
+            return;
+        }
+    }
+    if (c->in_off == c->in_len) {
+        c->in_off = c->in_len = 0;
+    } else if (c->in_off > 0) {
+        memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+        c->in_len -= c->in_off;
+        c->in_off = 0;
+    }
+}
+
+static void on_wake(uv_timer_t *t);
+
+/* Serve parked requests that can be answered now and arm the wake timer
+ * for the next moment one could be (a limiter refill or a deadline). */
+static void schedule_wake(struct server *s)
+{
+    uint64_t now = now_ms(s), at;
+
+    if (!s->d->waiting) {
+        uv_timer_stop(&s->wake);
+        return;
+    }
+    admit_wake(s->d, now);
+    at = admit_next_wake(s->d, now);
+    if (!at) {
+        uv_timer_stop(&s->wake);
+        return;
+    }
+    uv_timer_start(&s->wake, on_wake, at > now ? at - now : 0, 0);
+}
+
+static void on_wake(uv_timer_t *t)
+{
+    schedule_wake(t->data);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct conn *c = h->data;
+
+    (void)hint;
+    *buf = uv_buf_init((char *)c->in + c->in_len,
+                       (unsigned)(c->in_cap - c->in_len));
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = st->data;
+
+    (void)buf;
+    if (c->closing)
+        return;
+    if (nread == UV_ENOBUFS) {
+        /* Only a paused, full buffer gets here: wait for output to drain. */
+        c->paused = 1;
+        uv_read_stop(st);
+        return;
+    }
+    if (nread < 0) {
+        /* EOF or error: answer what was complete, flush, close. */
+        conn_process(c);
+        if (!c->closing) {
+            c->draining = 1;
+            uv_read_stop(st);
+            conn_flush(c);
+        }
+        return;
+    }
+    c->in_len += (size_t)nread;
+    conn_process(c);
+    conn_flush(c);
+    schedule_wake(c->srv);
+}
+
+static int id_in(const struct id_list *l, uint32_t id)
+{
+    size_t i;
+
+    for (i = 0; i < l->n; i++)
+        if (l->id[i] == id)
+            return 1;
+    return 0;
+}
+
+/* Fill caller identity from SO_PEERCRED; returns 0 if admitted. */
+static int admit(struct server *s, struct conn *c)
+{
+    const struct config *cfg = &s->d->cfg;
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    uv_os_fd_t fd;
+
+    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+        return -1;
+    c->caller.uid = cred.uid;
+    c->caller.gid = cred.gid;
+    if (cfg->admin_ids_given)
+        c->caller.admin = id_in(&cfg->admin_uids, cred.uid) ||
+                          id_in(&cfg->admin_gids, cred.gid);
+    else
+        c->caller.admin = cred.uid == 0 || cred.uid == s->self_uid;
+    if (cfg->allow_uids.n == 0 && cfg->allow_gids.n == 0)
+        return 0;
+    if (id_in(&cfg->allow_uids, cred.uid) || id_in(&cfg->allow_gids, cred.gid) ||
+        c->caller.admin)
+        return 0;
+    return -1;
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    struct server *s = listener->data;
+    struct conn *c;
+
+    if (status < 0) {
+        log_msg(LOG_WARN, "accept: %s", uv_strerror(status));
+        return;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->srv = s;
+    c->in_cap = s->d->cfg.max_frame_bytes + READ_SLACK;
+    c->in = malloc(c->in_cap);
+    msgpack_sbuffer_init(&c->out[0]);
+    msgpack_sbuffer_init(&c->out[1]);
+    msgpack_packer_init(&c->pk, &c->out[0], msgpack_sbuffer_write);
+    c->caller.pk = &c->pk;
+    c->caller.flush = caller_flush;
+    proto_scan_init(&c->scan);
+    uv_pipe_init(s->loop, &c->pipe, 0);
+    c->pipe.data = c;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    if (uv_accept(listener, (uv_stream_t *)&c->pipe) < 0 || !c->in) {
+        conn_close(c);
+        return;
+    }
+    if (s->nconns > s->max_clients || s->stopping) {
+        s->d->m.clients_rejected++;
+        conn_fail(c, 1, 0, "busy", "max_clients connections already open");
+        conn_flush(c);
+        return;
+    }
+    if (admit(s, c) < 0) {
+        s->d->m.clients_rejected++;
+        log_msg(LOG_WARN, "refused client uid %u gid %u: not in allow lists",
+                (unsigned)c->caller.uid, (unsigned)c->caller.gid);
+        conn_fail(c, 1, 0, "forbidden", "uid/gid not in allow_uids/allow_gids");
+        conn_flush(c);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+}
+
+static void on_cron(uv_timer_t *t)
+{
+    struct server *s = t->data;
+    uint64_t now = now_ms(s);
+    struct conn *c, *next;
+
+    methods_cron(s->d, now);
+    schedule_wake(s);
+    for (c = s->conns; c; c = next) {
+        next = c->next;
+        if (c->partial_since_ms && !c->paused &&
+            now - c->partial_since_ms > SERVER_PARTIAL_MS) {
+            s->d->m.slow_clients_closed++;
+            log_msg(LOG_WARN, "client uid %u: partial object for over %d ms; "
+                              "closing",
+                    (unsigned)c->caller.uid, SERVER_PARTIAL_MS);
+            conn_close(c);
+        } else if (s->stopping && now >= s->stop_deadline_ms) {
+            conn_close(c);
+        }
+    }
+    if (s->stopping && !s->conns) {
+        int i;
+        uv_close((uv_handle_t *)&s->cron, NULL);
+        uv_close((uv_handle_t *)&s->wake, NULL);
+        for (i = 0; i < 3; i++)
+            uv_close((uv_handle_t *)&s->sig[i], NULL);
+    }
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct server *s = h->data;
+
+    if (signum == SIGHUP) {
+        log_msg(LOG_WARN, "SIGHUP: configuration reload is not implemented "
+                          "in this version; nothing changed");
+        return;
+    }
+    log_msg(LOG_INFO, "%s: draining %u connection(s)", strsignal(signum),
+            s->nconns);
+    server_stop(s);
+}
+
+void server_stop(struct server *s)
+{
+    struct conn *c, *next;
+
+    if (s->stopping)
+        return;
+    s->stopping = 1;
+    s->stop_deadline_ms = now_ms(s) + SERVER_DRAIN_MS;
+    if (s->listening) {
+        uv_close((uv_handle_t *)&s->listener, NULL);
+        unlink(s->path);
+        s->listening = 0;
+    }
+    for (c = s->conns; c; c = next) {
+        next = c->next;
+        conn_process(c);
+        if (c->closing)
+            continue;
+        c->draining = 1;
+        uv_read_stop((uv_stream_t *)&c->pipe);
+        conn_flush(c);
+    }
+}
+
+/* Refuse a symlink or non-socket at path; unlink a stale socket; fail if a
+ * daemon answers there.  Never blocks: the probe connect is non-blocking. */
+static int check_path(const char *path)
+{
+    struct sockaddr_un sa;
+    struct stat st;
+    int fd, rc;
+
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : (log_msg(LOG_ERR, "%s: %s", path,
+                                              strerror(errno)), -1);
+    if (!S_ISSOCK(st.st_mode)) {
+        log_msg(LOG_ERR, "%s exists and is not a socket (%s); refusing to "
+                         "touch it",
+                path, S_ISLNK(st.st_mode) ? "a symlink" : "another file");
+        return -1;
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, path, strlen(path));
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+    if (rc == 0 || errno == EAGAIN || errno == EINPROGRESS) {
+        close(fd);
+        log_msg(LOG_ERR, "another resild is already listening on %s; "
+                         "exiting", path);
+        return -1;
+    }
+    close(fd);
+    if (errno != ECONNREFUSED) {
+        log_msg(LOG_ERR, "cannot probe %s: %s", path, strerror(errno));
+        return -1;
+    }
+    log_msg(LOG_INFO, "removing stale socket %s", path);
+    if (unlink(path) < 0 && errno != ENOENT) {
+        log_msg(LOG_ERR, "cannot remove stale socket %s: %s", path,
+                strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Lower max_clients to what the open-file limit allows. */
+static uint32_t fit_clients(uint32_t want)
+{
+    struct rlimit rl;
+    const rlim_t reserve = 64; /* listener, loop, logs, spares */
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return want;
+    if (rl.rlim_cur < want + reserve && rl.rlim_max > rl.rlim_cur) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur < want + reserve) {
+        uint32_t fit = rl.rlim_cur > reserve + 1
+                           ? (uint32_t)(rl.rlim_cur - reserve) : 1;
+        log_msg(LOG_WARN, "max_clients lowered from %u to %u to fit the "
+                          "open-file limit (%llu)",
+                want, fit, (unsigned long long)rl.rlim_cur);
+        return fit;
+    }
+    return want;
+}
+
+int server_start(struct server *s, uv_loop_t *loop, struct resild *d,
+                 const char *path)
+{
+    static const int signums[3] = {SIGTERM, SIGINT, SIGHUP};
+    mode_t old;
+    int rc, i;
+
+    memset(s, 0, sizeof(*s));
+    s->loop = loop;
+    s->d = d;
+    s->self_uid = getuid();
+    s->max_clients = fit_clients(d->cfg.max_clients);
+    if (strlen(path) >= sizeof(s->path)) {
+        log_msg(LOG_ERR, "socket path too long: %s", path);
+        return -1;
+    }
+    strcpy(s->path, path);
+    if (!msgpack_zone_init(&s->zone, 8192))
+        return -1;
+    if (check_path(path) < 0)
+        return -1;
+    uv_pipe_init(loop, &s->listener, 0);
+    s->listener.data = s;
+    /* The socket is born with its final mode: never chmod after bind. */
+    old = umask(~d->cfg.socket_mode & 0777);
+    rc = uv_pipe_bind(&s->listener, path);
+    umask(old);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
+    if (rc < 0) {
+        log_msg(LOG_ERR, "cannot listen on %s: %s", path, uv_strerror(rc));
+        uv_close((uv_handle_t *)&s->listener, NULL);
+        return -1;
+    }
+    s->listening = 1;
+    uv_timer_init(loop, &s->cron);
+    s->cron.data = s;
+    uv_timer_start(&s->cron, on_cron, SERVER_CRON_MS, SERVER_CRON_MS);
+    uv_timer_init(loop, &s->wake);
+    s->wake.data = s;
+    for (i = 0; i < 3; i++) {
+        uv_signal_init(loop, &s->sig[i]);
+        s->sig[i].data = s;
+        uv_signal_start(&s->sig[i], on_signal, signums[i]);
+    }
+    return 0;
+}
+
+void server_free(struct server *s)
+{
+    msgpack_zone_destroy(&s->zone);
+}

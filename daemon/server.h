@@ -1,0 +1,60 @@
+/*
+ * server.h - the Unix-socket front end: listen, accept, read, frame,
+ * dispatch, write, close.  The only module that talks to libuv sockets.
+ *
+ * One loop, one thread.  Every size a peer controls is bounded here before
+ * anything is allocated: frame bytes (max_frame_bytes, via the scanner),
+ * output queued per connection (pause reading above SERVER_OUT_HIGH, close
+ * above SERVER_OUT_MAX), a partial object older than SERVER_PARTIAL_MS,
+ * and connections (max_clients).
+ */
+#ifndef RESIL_SERVER_H
+#define RESIL_SERVER_H
+
+#include <uv.h>
+
+#include "methods.h"
+
+#define SERVER_OUT_HIGH (64 * 1024)   /* stop taking requests above this */
+#define SERVER_OUT_LOW (16 * 1024)    /* resume below this */
+#define SERVER_OUT_MAX (256 * 1024)   /* a client this far behind is closed */
+#define SERVER_PARTIAL_MS 5000        /* slowloris: partial object deadline */
+#define SERVER_DRAIN_MS 5000          /* SIGTERM: time given to flush */
+#define SERVER_CRON_MS 100            /* housekeeping period */
+
+struct conn;
+
+struct server {
+    uv_loop_t *loop;
+    uv_pipe_t listener;
+    uv_timer_t cron;
+    uv_timer_t wake;           /* next parked request that may pass */
+    uv_signal_t sig[3];        /* SIGTERM, SIGINT, SIGHUP */
+    struct resild *d;          /* borrowed */
+    struct conn *conns;        /* every open connection */
+    uint32_t nconns;
+    uint32_t max_clients;      /* config value, lowered to fit RLIMIT_NOFILE */
+    msgpack_zone zone;         /* decode zone, cleared after each request */
+    char path[108];
+    int listening;
+    int stopping;
+    uint64_t stop_deadline_ms;
+    uid_t self_uid;
+};
+
+/*
+ * Bind and listen on path (refusing symlinks, non-sockets and a live
+ * daemon; unlinking a stale socket).  Returns 0, or -1 with a message
+ * logged.
+ */
+int server_start(struct server *s, uv_loop_t *loop, struct resild *d,
+                 const char *path);
+
+/* Begin a graceful stop: no new connections, answer what was read, flush,
+ * close.  The loop ends when everything is closed. */
+void server_stop(struct server *s);
+
+/* After uv_run returns. */
+void server_free(struct server *s);
+
+#endif

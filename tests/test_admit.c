@@ -1,0 +1,382 @@
+/*
+ * test_admit.c - the admission pipeline under a fake clock, through its
+ * public API with fake callers (no sockets): bulkhead, hierarchical
+ * limiters all or nothing, reserve and the critical lane, parking (FIFO,
+ * served on release or refill, expired at the deadline, dropped with its
+ * connection), venue pauses and re-sync, shadow policies.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "admit.h"
+#include "methods.h"
+#include "tap.h"
+
+static char dir[] = "/tmp/resild-test-admit.XXXXXX";
+
+/* A caller whose later answers land in an sbuffer we can decode. */
+struct fake {
+    struct caller c;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    int flushes;
+};
+
+static void fake_flush(struct caller *c)
+{
+    ((struct fake *)c)->flushes++;
+}
+
+static void fake_init(struct fake *f)
+{
+    memset(f, 0, sizeof(*f));
+    msgpack_sbuffer_init(&f->sb);
+    msgpack_packer_init(&f->pk, &f->sb, msgpack_sbuffer_write);
+    f->c.pk = &f->pk;
+    f->c.flush = fake_flush;
+}
+
+static void fake_free(struct fake *f)
+{
+    msgpack_sbuffer_destroy(&f->sb);
+}
+
+/* Decode the n-th answer in f's buffer: allow, reason, msgid. */
+static int fake_answer(struct fake *f, int nth, int *allow, char *reason,
+                       uint32_t *msgid)
+{
+    msgpack_unpacked u;
+    size_t off = 0;
+    int i = 0, found = 0;
+
+    msgpack_unpacked_init(&u);
+    while (msgpack_unpack_next(&u, f->sb.data, f->sb.size, &off) ==
+           MSGPACK_UNPACK_SUCCESS) {
+        if (i++ == nth) {
+            const msgpack_object *res = &u.data.via.array.ptr[3];
+            *msgid = (uint32_t)u.data.via.array.ptr[1].via.u64;
+            *allow = proto_map_get(res, "allow")->via.boolean;
+            proto_str_copy(proto_map_get(res, "reason"), reason, 24);
+            found = 1;
+            break;
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    return found;
+}
+
+static void load(struct resild *d, const char *json)
+{
+    char path[256], err[256];
+    struct config cfg;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/c.json", dir);
+    f = fopen(path, "w");
+    fputs(json, f);
+    fclose(f);
+    if (config_load(path, &cfg, err, sizeof(err)) < 0) {
+        DIAG("config: %s", err);
+        exit(1);
+    }
+    methods_init(d, &cfg, 0);
+}
+
+static struct key *key(struct resild *d, const char *name, uint64_t now)
+{
+    struct key *k;
+
+    if (keys_get(&d->keys, name, strlen(name), &d->cfg, now, &k) < 0 ||
+        admit_prepare(d, k, now) < 0)
+        return NULL;
+    return k;
+}
+
+static int acquire(struct resild *d, struct fake *f, struct key *k,
+                   uint64_t cost, int critical, uint64_t wait_ms, uint64_t now,
+                   struct admit_result *res)
+{
+    const struct key *culprit;
+
+    return admit_acquire(d, &f->c, k, cost, critical, wait_ms, 7, now, res,
+                         &culprit);
+}
+
+static const char *exchange =
+    "{\"policies\": {"
+    " \"*\": {\"breaker\": {\"failure_threshold\": 2, \"open_ms\": 1000,"
+    "        \"failure_rate_threshold\": 0}},"
+    " \"binance\": {\"limiter\": {\"rate\": 10, \"per\": \"second\"},"
+    "              \"reserve\": 2},"
+    " \"binance.*\": {\"limiter\": {\"rate\": 100, \"per\": \"second\","
+    "                \"burst\": 5},"
+    "              \"bulkhead\": {\"max_concurrent\": 3, \"queue\": 2}},"
+    " \"okx\": {\"breaker\": {\"critical_probe_per_s\": 1}},"
+    " \"shadowed\": {\"shadow\": true, \"bulkhead\": {\"max_concurrent\": 1}}"
+    "}}";
+
+static void test_hierarchy_all_or_nothing(void)
+{
+    struct resild d;
+    struct fake f;
+    struct admit_result res;
+    struct key *orders, *ws, *acct;
+    uint64_t before_orders;
+
+    load(&d, exchange);
+    fake_init(&f);
+    orders = key(&d, "binance.orders", 0);
+    ws = key(&d, "binance.ws", 0);
+    acct = keys_find(&d.keys, "binance", 7);
+    OK(acct && orders->nanc == 1 && orders->anc[0] == acct,
+       "binance.orders has the account limiter as ancestor");
+    /* Account burst 10, reserve 2: 8 normal tokens across endpoints. */
+    acquire(&d, &f, orders, 4, 0, 0, 0, &res);
+    OK(res.allow, "orders cost 4 allowed");
+    acquire(&d, &f, ws, 4, 0, 0, 0, &res);
+    OK(res.allow, "ws cost 4 allowed (account now at the reserve)");
+    before_orders = limiter_available(&orders->lim, &orders->policy->limiter, 0);
+    acquire(&d, &f, orders, 1, 0, 0, 0, &res);
+    OK(!res.allow && res.reason == ADMIT_RATE_LIMITED,
+       "account limiter denies the next normal request");
+    IS(res.retry_after_ms, 100, "exact wait for one account token (10/s)");
+    IS(limiter_available(&orders->lim, &orders->policy->limiter, 0),
+       before_orders, "the denial took nothing from the endpoint limiter");
+    acquire(&d, &f, orders, 1, 1, 0, 0, &res);
+    OK(res.allow, "a critical request may use the reserve");
+    IS(limiter_available(&acct->lim, &acct->policy->limiter, 0), 1,
+       "critical took one reserved token");
+    fake_free(&f);
+    methods_free(&d);
+}
+
+static void test_bulkhead_and_release(void)
+{
+    struct resild d;
+    struct fake f;
+    struct admit_result res;
+    struct key *k;
+    uint64_t ids[3];
+    int i;
+
+    load(&d, exchange);
+    fake_init(&f);
+    k = key(&d, "binance.orders", 0);
+    for (i = 0; i < 3; i++) {
+        acquire(&d, &f, k, 1, 0, 0, (uint64_t)i * 1000, &res);
+        ids[i] = res.permit;
+    }
+    OK(res.allow, "three permits fit max_concurrent 3");
+    acquire(&d, &f, k, 1, 1, 0, 3000, &res);
+    OK(!res.allow && res.reason == ADMIT_BULKHEAD_FULL,
+       "fourth denied bulkhead_full, critical too (no bulkhead reserve)");
+    admit_permit_done(&d, permits_find(&d.permits, ids[0]), 3000, 1, 0);
+    acquire(&d, &f, k, 1, 0, 0, 3000, &res);
+    OK(res.allow, "a released permit frees its slot at once");
+    IS(k->bh.in_use, 3, "in_use back at 3");
+    fake_free(&f);
+    methods_free(&d);
+}
+
+static void test_parking(void)
+{
+    struct resild d;
+    struct fake a, b;
+    struct admit_result res;
+    struct key *k;
+    uint64_t held[3];
+    int allow, i;
+    char reason[24];
+    uint32_t msgid;
+
+    load(&d, exchange);
+    fake_init(&a);
+    fake_init(&b);
+    k = key(&d, "binance.orders", 0);
+    for (i = 0; i < 3; i++) {
+        acquire(&d, &a, k, 1, 0, 0, 1000, &res);
+        held[i] = res.permit;
+    }
+    acquire(&d, &b, k, 1, 0, 500, 1000, &res);
+    OK(res.parked, "a request with wait_ms parks when the bulkhead is full");
+    acquire(&d, &b, k, 1, 0, 100, 1000, &res);
+    OK(res.parked, "second parks (queue 2)");
+    acquire(&d, &b, k, 1, 0, 500, 1000, &res);
+    OK(!res.parked && !res.allow && res.reason == ADMIT_BULKHEAD_FULL,
+       "third is denied: queue bound");
+    acquire(&d, &a, k, 1, 0, 0, 1000, &res);
+    OK(!res.allow, "a new request does not overtake parked ones");
+    IS(admit_next_wake(&d, 1000), 1100, "next wake is the earliest deadline");
+    admit_wake(&d, 1050);
+    IS(b.flushes, 0, "nothing to answer before a release or deadline");
+    admit_permit_done(&d, permits_find(&d.permits, held[0]), 1060, 1, 0);
+    admit_wake(&d, 1060);
+    OK(fake_answer(&b, 0, &allow, reason, &msgid) && allow,
+       "the head is answered allow when a permit is released");
+    admit_wake(&d, 1100);
+    OK(fake_answer(&b, 1, &allow, reason, &msgid) && !allow &&
+           !strcmp(reason, "bulkhead_full"),
+       "the other is denied when its wait_ms runs out");
+    IS(k->q_len, 0, "queue empty");
+    IS(d.parked_used, 0, "parked pool returned");
+    fake_free(&a);
+    fake_free(&b);
+    methods_free(&d);
+}
+
+static void test_parked_served_on_refill(void)
+{
+    struct resild d;
+    struct fake f;
+    struct admit_result res;
+    struct key *k;
+    int allow, i;
+    char reason[24];
+    uint32_t msgid;
+
+    load(&d, exchange);
+    fake_init(&f);
+    /* Account: burst 10, reserve 2, so 8 normal tokens; four endpoints
+     * take 2 each and leave it at the reserve. */
+    for (i = 0; i < 4; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "binance.ep%d", i);
+        k = key(&d, name, 0);
+        acquire(&d, &f, k, 2, 0, 0, 0, &res);
+        OK(res.allow, "%s cost 2 allowed", name);
+    }
+    k = key(&d, "binance.md", 0);
+    acquire(&d, &f, k, 2, 0, 1000, 0, &res);
+    OK(res.parked, "parked on the account limiter");
+    IS(admit_next_wake(&d, 0), 200, "wakes when two tokens have refilled");
+    admit_wake(&d, 199);
+    IS(f.flushes, 0, "not at 199 ms");
+    admit_wake(&d, 200);
+    OK(fake_answer(&f, 0, &allow, reason, &msgid) && allow && msgid == 7,
+       "answered allow at 200 ms with its msgid");
+    fake_free(&f);
+    methods_free(&d);
+}
+
+static void test_caller_gone_drops_parked(void)
+{
+    struct resild d;
+    struct fake a, b;
+    struct admit_result res;
+    struct key *k;
+    int i;
+
+    load(&d, exchange);
+    fake_init(&a);
+    fake_init(&b);
+    k = key(&d, "binance.orders", 0);
+    for (i = 0; i < 3; i++)
+        acquire(&d, &a, k, 1, 0, 0, 0, &res);
+    acquire(&d, &b, k, 1, 0, 5000, 0, &res);
+    OK(res.parked, "parked");
+    methods_caller_gone(&d, &b.c, 10);
+    IS(k->q_len, 0, "a closed connection's parked request is dropped");
+    methods_caller_gone(&d, &a.c, 10);
+    IS(k->bh.in_use, 0, "a closed connection's permits return at once");
+    IS(k->outstanding, 0, "outstanding 0");
+    fake_free(&a);
+    fake_free(&b);
+    methods_free(&d);
+}
+
+static void test_critical_through_open_breaker(void)
+{
+    struct resild d;
+    struct fake f;
+    struct admit_result res;
+    struct key *k;
+
+    load(&d, exchange);
+    fake_init(&f);
+    k = key(&d, "okx", 0);
+    breaker_record(&k->br, &k->policy->breaker, 0, k->br.generation, 0,
+                   BREAKER_FAILURE, -1);
+    breaker_record(&k->br, &k->policy->breaker, 0, k->br.generation, 0,
+                   BREAKER_FAILURE, -1);
+    acquire(&d, &f, k, 1, 0, 0, 10, &res);
+    OK(!res.allow && res.reason == ADMIT_CIRCUIT_OPEN, "normal denied: open");
+    acquire(&d, &f, k, 1, 1, 0, 10, &res);
+    OK(res.allow, "critical passes an open breaker (critical_probe_per_s 1)");
+    acquire(&d, &f, k, 1, 1, 0, 20, &res);
+    OK(!res.allow, "but only at critical_probe_per_s");
+    acquire(&d, &f, k, 1, 1, 0, 1010, &res);
+    OK(res.allow, "again a second later (half-open probe or critical)");
+    fake_free(&f);
+    methods_free(&d);
+}
+
+static void test_venue_pause_and_sync(void)
+{
+    struct resild d;
+    struct fake f;
+    struct admit_result res;
+    struct key *orders, *ws, *lone;
+
+    load(&d, exchange);
+    fake_init(&f);
+    orders = key(&d, "binance.orders", 0);
+    ws = key(&d, "binance.ws", 0);
+    lone = key(&d, "kraken", 0);
+    admit_venue_pause(&d, orders, 0, 700);
+    acquire(&d, &f, orders, 1, 0, 0, 100, &res);
+    OK(!res.allow && res.reason == ADMIT_RATE_LIMITED, "paused key denied");
+    IS(res.retry_after_ms, 600, "retry_after is the pause left");
+    acquire(&d, &f, ws, 1, 0, 0, 100, &res);
+    OK(res.allow, "binance.orders has its own limiter: sibling unaffected");
+    admit_venue_pause(&d, lone, 0, 0);
+    acquire(&d, &f, lone, 1, 0, 0, 999, &res);
+    OK(!res.allow && res.retry_after_ms == 1, "no limiter: own pause_ms 1000");
+    admit_venue_sync(&d, ws, 1000, 0);
+    acquire(&d, &f, ws, 1, 0, 0, 1000, &res);
+    OK(!res.allow && res.reason == ADMIT_RATE_LIMITED,
+       "venue says 0 remaining: limiter re-synced to empty");
+    fake_free(&f);
+    methods_free(&d);
+}
+
+static void test_shadow(void)
+{
+    struct resild d;
+    struct fake f;
+    struct admit_result res;
+    struct key *k;
+
+    load(&d, exchange);
+    fake_init(&f);
+    k = key(&d, "shadowed", 0);
+    acquire(&d, &f, k, 1, 0, 0, 0, &res);
+    acquire(&d, &f, k, 1, 0, 0, 0, &res);
+    OK(res.allow && res.shadow && res.shadow_reason == ADMIT_BULKHEAD_FULL,
+       "shadow allows what it would deny and says why");
+    IS(k->shadow_denied, 1, "shadow_denied counted");
+    fake_free(&f);
+    methods_free(&d);
+}
+
+int main(void)
+{
+    if (!mkdtemp(dir))
+        return 1;
+    test_hierarchy_all_or_nothing();
+    test_bulkhead_and_release();
+    test_parking();
+    test_parked_served_on_refill();
+    test_caller_gone_drops_parked();
+    test_critical_through_open_breaker();
+    test_venue_pause_and_sync();
+    test_shadow();
+    {
+        char path[256];
+        snprintf(path, sizeof(path), "%s/c.json", dir);
+        unlink(path);
+        rmdir(dir);
+    }
+    return tap_done();
+}

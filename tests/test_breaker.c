@@ -1,0 +1,422 @@
+/*
+ * test_breaker.c - the breaker state machine under a fake clock: every
+ * transition of the first cut (consecutive failures, open time, half-open
+ * probes, success threshold, stale generations, forces, reset).
+ */
+#include "breaker.h"
+#include "tap.h"
+
+#include <string.h>
+
+/* Consecutive rule only (rates off), 1 s open, 1 probe, 2 to close. */
+static const struct breaker_conf conf = {5, 1000, 1, 2, 0, 100, 10, 0,
+                                         0, 0, 1000, 300000, 0};
+static uint64_t window_mem[BREAKER_MAX_TIME_WINDOW * 4];
+
+static void init(struct breaker *b, const struct breaker_conf *c, uint64_t now)
+{
+    breaker_init(b, c, window_mem, 42, now);
+}
+
+static void fail_n(struct breaker *b, uint64_t now, int n)
+{
+    struct breaker_verdict v;
+    int i;
+
+    for (i = 0; i < n; i++) {
+        breaker_acquire(b, &conf, now, &v);
+        breaker_record(b, &conf, now, v.generation, v.probe, BREAKER_FAILURE, -1);
+    }
+}
+
+static void test_opens_after_consecutive_failures(void)
+{
+    struct breaker b;
+    struct breaker_verdict v;
+
+    init(&b, &conf, 0);
+    fail_n(&b, 10, 4);
+    IS(b.state, BREAKER_CLOSED, "4 failures keep it closed");
+    /* A success resets the consecutive count. */
+    breaker_acquire(&b, &conf, 10, &v);
+    breaker_record(&b, &conf, 10, v.generation, 0, BREAKER_SUCCESS, -1);
+    fail_n(&b, 20, 4);
+    IS(b.state, BREAKER_CLOSED, "success in between resets the run");
+    fail_n(&b, 20, 1);
+    IS(b.state, BREAKER_OPEN, "5th consecutive failure opens");
+    IS(b.opens, 1, "opens counted");
+    breaker_acquire(&b, &conf, 20, &v);
+    OK(!v.allow && v.reason == BREAKER_CIRCUIT_OPEN, "open denies");
+    IS(v.retry_after_ms, 1000, "retry_after is the full open time");
+    breaker_acquire(&b, &conf, 520, &v);
+    IS(v.retry_after_ms, 500, "retry_after counts down exactly");
+    breaker_acquire(&b, &conf, 1019, &v);
+    IS(v.retry_after_ms, 1, "1 ms before half-open");
+    OK(!v.allow, "still denied 1 ms before");
+}
+
+static void test_half_open_probe_cycle(void)
+{
+    struct breaker b;
+    struct breaker_verdict v, p;
+
+    init(&b, &conf, 0);
+    fail_n(&b, 0, 5);
+    breaker_acquire(&b, &conf, 1000, &p);
+    OK(p.allow && p.probe, "after open_ms a probe is admitted");
+    IS(b.state, BREAKER_HALF_OPEN, "state half_open");
+    breaker_acquire(&b, &conf, 1000, &v);
+    OK(!v.allow && v.reason == BREAKER_HALF_OPEN_BUSY,
+       "second concurrent probe denied half_open_busy");
+    breaker_record(&b, &conf, 1001, p.generation, 1, BREAKER_SUCCESS, -1);
+    IS(b.state, BREAKER_HALF_OPEN, "one success of two keeps half-open");
+    breaker_acquire(&b, &conf, 1002, &p);
+    OK(p.allow && p.probe, "slot free again after the report");
+    breaker_record(&b, &conf, 1003, p.generation, 1, BREAKER_SUCCESS, -1);
+    IS(b.state, BREAKER_CLOSED, "success_threshold successes close it");
+}
+
+static void test_probe_failure_reopens(void)
+{
+    struct breaker b;
+    struct breaker_verdict p, v;
+
+    init(&b, &conf, 0);
+    fail_n(&b, 0, 5);
+    breaker_acquire(&b, &conf, 1500, &p);
+    breaker_record(&b, &conf, 1600, p.generation, 1, BREAKER_FAILURE, -1);
+    IS(b.state, BREAKER_OPEN, "probe failure re-opens");
+    IS(b.opens, 2, "counted as a second open");
+    breaker_acquire(&b, &conf, 1600, &v);
+    IS(v.retry_after_ms, 1000, "open time restarts at the re-open");
+}
+
+static void test_lost_and_ignored_probe(void)
+{
+    struct breaker b;
+    struct breaker_verdict p, v;
+
+    init(&b, &conf, 0);
+    fail_n(&b, 0, 5);
+    breaker_acquire(&b, &conf, 1000, &p);
+    breaker_record(&b, &conf, 1000, p.generation, 1, BREAKER_IGNORE, -1);
+    IS(b.state, BREAKER_HALF_OPEN, "ignored probe changes nothing");
+    breaker_acquire(&b, &conf, 1000, &v);
+    OK(v.allow && v.probe, "ignored probe gave its slot back");
+    breaker_release(&b, v.generation, 1);
+    breaker_acquire(&b, &conf, 1000, &v);
+    OK(v.allow && v.probe, "released probe gave its slot back");
+}
+
+static void test_stale_generation(void)
+{
+    struct breaker b;
+    struct breaker_verdict old, p;
+    int counted;
+
+    init(&b, &conf, 0);
+    breaker_acquire(&b, &conf, 0, &old); /* granted while closed */
+    fail_n(&b, 0, 5);                     /* trips */
+    counted = breaker_record(&b, &conf, 10, old.generation, 0,
+                             BREAKER_SUCCESS, -1);
+    OK(!counted, "report from before the trip is stale");
+    IS(b.state, BREAKER_OPEN, "stale success does not close");
+    breaker_acquire(&b, &conf, 1000, &p);
+    breaker_record(&b, &conf, 1000, old.generation, 0, BREAKER_FAILURE, -1);
+    IS(b.state, BREAKER_HALF_OPEN, "stale failure does not re-open");
+}
+
+static void test_force(void)
+{
+    struct breaker b;
+    struct breaker_verdict v;
+
+    init(&b, &conf, 0);
+    breaker_force(&b, &conf, 0, BREAKER_FORCE_OPEN, 0);
+    breaker_acquire(&b, &conf, 5, &v);
+    OK(!v.allow && v.reason == BREAKER_FORCED_OPEN, "forced open denies");
+    IS(v.retry_after_ms, 0, "no TTL: retry_after unknown");
+    breaker_force(&b, &conf, 10, BREAKER_FORCE_OPEN, 300);
+    breaker_acquire(&b, &conf, 110, &v);
+    IS(v.retry_after_ms, 200, "TTL: retry_after is the time left");
+    breaker_acquire(&b, &conf, 310, &v);
+    OK(v.allow, "force expires after its TTL");
+    OK(!strcmp(breaker_state_name(&b), "closed"), "back to closed");
+    breaker_force(&b, &conf, 400, BREAKER_FORCE_CLOSED, 0);
+    fail_n(&b, 400, 10);
+    breaker_acquire(&b, &conf, 400, &v);
+    OK(v.allow, "forced closed ignores failures");
+    breaker_force(&b, &conf, 400, BREAKER_FORCE_DISABLED, 0);
+    OK(!strcmp(breaker_state_name(&b), "disabled"), "disabled");
+    breaker_force(&b, &conf, 400, BREAKER_AUTO, 0);
+    OK(!strcmp(breaker_state_name(&b), "closed"), "auto resumes closed");
+}
+
+static void test_reset(void)
+{
+    struct breaker b;
+    struct breaker_verdict v;
+    uint32_t gen;
+
+    init(&b, &conf, 0);
+    fail_n(&b, 0, 5);
+    gen = b.generation;
+    breaker_reset(&b, 50);
+    breaker_acquire(&b, &conf, 50, &v);
+    OK(v.allow && b.state == BREAKER_CLOSED, "reset closes");
+    OK(b.generation > gen, "reset makes older permits stale");
+    IS(b.opens, 1, "reset keeps the opens count");
+}
+
+static void test_threshold_zero_never_opens(void)
+{
+    struct breaker_conf off = conf;
+    struct breaker b;
+    struct breaker_verdict v;
+    int i;
+
+    off.failure_threshold = 0;
+    init(&b, &off, 0);
+    for (i = 0; i < 100; i++) {
+        breaker_acquire(&b, &off, 0, &v);
+        breaker_record(&b, &off, 0, v.generation, 0, BREAKER_FAILURE, -1);
+    }
+    IS(b.state, BREAKER_CLOSED, "failure_threshold 0 is off");
+}
+
+/* Feed n outcomes (failed f of them first) at time now, closed state. */
+static void feed(struct breaker *b, const struct breaker_conf *c,
+                 uint64_t now, int n, int f, int64_t latency)
+{
+    struct breaker_verdict v;
+    int i;
+
+    for (i = 0; i < n; i++) {
+        breaker_acquire(b, c, now, &v);
+        breaker_record(b, c, now, v.generation, v.probe,
+                       i < f ? BREAKER_FAILURE : BREAKER_SUCCESS, latency);
+    }
+}
+
+static void test_failure_rate_count_window(void)
+{
+    struct breaker_conf c = conf;
+    struct breaker b;
+
+    c.failure_threshold = 0;
+    c.window_size = 10;
+    c.minimum_calls = 6;
+    c.failure_rate_threshold = 50;
+    init(&b, &c, 0);
+    /* 2 failures then 2 successes: 50% but only 4 calls < minimum. */
+    feed(&b, &c, 0, 4, 2, -1);
+    IS(b.state, BREAKER_CLOSED, "below minimum_calls: rate not judged");
+    feed(&b, &c, 0, 1, 0, -1);
+    IS(b.state, BREAKER_CLOSED, "5 calls, 40%: closed");
+    feed(&b, &c, 0, 1, 1, -1);
+    IS(b.state, BREAKER_OPEN, "6 calls, 3 failures = 50% >= 50%: opens");
+    IS(b.cause, BREAKER_CAUSE_FAILURE_RATE, "cause failure_rate");
+}
+
+static void test_count_window_slides(void)
+{
+    struct breaker_conf c = conf;
+    struct breaker b;
+
+    c.failure_threshold = 0;
+    c.window_size = 4;
+    c.minimum_calls = 4;
+    c.failure_rate_threshold = 75;
+    init(&b, &c, 0);
+    feed(&b, &c, 0, 2, 2, -1); /* F F */
+    feed(&b, &c, 0, 4, 0, -1); /* S S S S: the failures slide out */
+    feed(&b, &c, 0, 2, 2, -1); /* window S S F F = 50% */
+    IS(b.state, BREAKER_CLOSED, "old failures slid out of the window");
+    OK(breaker_failure_rate(&b, 0) == 50.0, "failure_rate 50%% in window");
+    feed(&b, &c, 0, 1, 1, -1); /* S F F F = 75% */
+    IS(b.state, BREAKER_OPEN, "75%% of the last 4 opens");
+}
+
+static void test_time_window_expires(void)
+{
+    struct breaker_conf c = conf;
+    struct breaker b;
+
+    c.failure_threshold = 0;
+    c.window_time = 1;
+    c.window_size = 10; /* seconds */
+    c.minimum_calls = 4;
+    c.failure_rate_threshold = 50;
+    init(&b, &c, 0);
+    feed(&b, &c, 0, 3, 3, -1);       /* 3 failures at t=0 */
+    feed(&b, &c, 10000, 3, 0, -1);   /* t=10 s: the failures expired */
+    IS(b.state, BREAKER_CLOSED, "failures older than the window expired");
+    OK(breaker_failure_rate(&b, 10000) == 0.0, "rate 0 after expiry");
+    feed(&b, &c, 10500, 1, 1, -1);   /* 1 of 4 */
+    feed(&b, &c, 11000, 1, 1, -1);   /* 2 of 5 = 40% */
+    IS(b.state, BREAKER_CLOSED, "40%% closed");
+    feed(&b, &c, 19999, 1, 1, -1);   /* 3 of 6 = 50% */
+    IS(b.state, BREAKER_OPEN, "50%% within 10 s opens");
+}
+
+static void test_slow_call_rate(void)
+{
+    struct breaker_conf c = conf;
+    struct breaker b;
+
+    c.failure_threshold = 0;
+    c.minimum_calls = 4;
+    c.slow_call_ms = 200;
+    c.slow_call_rate_threshold = 50;
+    init(&b, &c, 0);
+    feed(&b, &c, 0, 2, 0, 199);
+    feed(&b, &c, 0, 1, 0, 200);
+    IS(b.state, BREAKER_CLOSED, "1 slow of 3");
+    feed(&b, &c, 0, 1, 0, 5000);
+    IS(b.state, BREAKER_OPEN, "2 slow successes of 4 = 50%% opens");
+    IS(b.cause, BREAKER_CAUSE_SLOW_RATE, "cause slow_call_rate");
+    IS(b.slow_calls, 2, "slow calls counted");
+}
+
+static void test_slow_probe_reopens(void)
+{
+    struct breaker_conf c = conf;
+    struct breaker b;
+    struct breaker_verdict p;
+
+    c.slow_call_ms = 100;
+    c.slow_call_rate_threshold = 50;
+    init(&b, &c, 0);
+    feed(&b, &c, 0, 5, 5, -1);
+    breaker_acquire(&b, &c, 1000, &p);
+    breaker_record(&b, &c, 1000, p.generation, 1, BREAKER_SUCCESS, 150);
+    IS(b.state, BREAKER_OPEN, "a slow probe re-opens when the slow rule is on");
+    IS(b.cause, BREAKER_CAUSE_PROBE_SLOW, "cause probe_slow");
+}
+
+static void test_backoff_and_cap(void)
+{
+    struct breaker_conf c = conf;
+    struct breaker b;
+    struct breaker_verdict v, p;
+    uint64_t now = 0, want[] = {1000, 2000, 4000, 5000, 5000};
+    int i;
+
+    c.open_backoff_milli = 2000;
+    c.open_max_ms = 5000;
+    init(&b, &c, 0);
+    feed(&b, &c, now, 5, 5, -1);
+    for (i = 0; i < 5; i++) {
+        breaker_acquire(&b, &c, now, &v);
+        IS(v.retry_after_ms, want[i], "open time backs off and caps");
+        now += v.retry_after_ms;
+        breaker_acquire(&b, &c, now, &p);
+        breaker_record(&b, &c, now, p.generation, 1, BREAKER_FAILURE, -1);
+    }
+    /* Closing resets the back-off. */
+    now += 5000;
+    breaker_acquire(&b, &c, now, &p);
+    breaker_record(&b, &c, now, p.generation, 1, BREAKER_SUCCESS, -1);
+    breaker_acquire(&b, &c, now, &p);
+    breaker_record(&b, &c, now, p.generation, 1, BREAKER_SUCCESS, -1);
+    IS(b.state, BREAKER_CLOSED, "closed after probes");
+    feed(&b, &c, now, 5, 5, -1);
+    breaker_acquire(&b, &c, now, &v);
+    IS(v.retry_after_ms, 1000, "back-off starts over after closing");
+}
+
+static void test_jitter_bounds(void)
+{
+    struct breaker_conf c = conf;
+    struct breaker b;
+    struct breaker_verdict v;
+    int i, ok = 1, varied = 0;
+    uint64_t first = 0;
+
+    c.open_jitter_milli = 200; /* +-20% */
+    for (i = 0; i < 200; i++) {
+        breaker_init(&b, &c, window_mem, (uint64_t)i + 1, 0);
+        feed(&b, &c, 0, 5, 5, -1);
+        breaker_acquire(&b, &c, 0, &v);
+        ok &= v.retry_after_ms >= 800 && v.retry_after_ms <= 1200;
+        if (i == 0)
+            first = v.retry_after_ms;
+        varied |= v.retry_after_ms != first;
+    }
+    OK(ok, "jittered open time within +-20%%");
+    OK(varied, "jitter varies with the seed");
+}
+
+static void test_many_probes(void)
+{
+    struct breaker_conf c = conf;
+    struct breaker b;
+    struct breaker_verdict p[3], v;
+    int i;
+
+    c.half_open_max_calls = 3;
+    c.success_threshold = 3;
+    init(&b, &c, 0);
+    feed(&b, &c, 0, 5, 5, -1);
+    for (i = 0; i < 3; i++) {
+        breaker_acquire(&b, &c, 1000, &p[i]);
+        OK(p[i].allow && p[i].probe, "probe %d admitted", i);
+    }
+    breaker_acquire(&b, &c, 1000, &v);
+    OK(!v.allow && v.reason == BREAKER_HALF_OPEN_BUSY, "4th probe busy");
+    for (i = 0; i < 3; i++)
+        breaker_record(&b, &c, 1001, p[i].generation, 1, BREAKER_SUCCESS, -1);
+    IS(b.state, BREAKER_CLOSED, "3 successes close");
+}
+
+static void test_ignore_outcome(void)
+{
+    struct breaker_conf c = conf;
+    struct breaker b;
+    struct breaker_verdict v;
+    int i;
+
+    c.failure_threshold = 0;
+    c.minimum_calls = 2;
+    init(&b, &c, 0);
+    for (i = 0; i < 10; i++) {
+        breaker_acquire(&b, &c, 0, &v);
+        breaker_record(&b, &c, 0, v.generation, 0, BREAKER_IGNORE, -1);
+    }
+    IS(b.calls, 0, "ignored outcomes are not calls");
+    OK(breaker_failure_rate(&b, 0) == 0.0, "window untouched");
+}
+
+static void test_half_open_since(void)
+{
+    struct breaker b;
+    struct breaker_verdict v;
+
+    init(&b, &conf, 0);
+    fail_n(&b, 0, 5);
+    breaker_acquire(&b, &conf, 4000, &v); /* looked at long after */
+    IS(b.since_ms, 1000, "half-open since the open time ended");
+}
+
+int main(void)
+{
+    test_opens_after_consecutive_failures();
+    test_half_open_probe_cycle();
+    test_probe_failure_reopens();
+    test_lost_and_ignored_probe();
+    test_stale_generation();
+    test_force();
+    test_reset();
+    test_threshold_zero_never_opens();
+    test_failure_rate_count_window();
+    test_count_window_slides();
+    test_time_window_expires();
+    test_slow_call_rate();
+    test_slow_probe_reopens();
+    test_backoff_and_cap();
+    test_jitter_bounds();
+    test_many_probes();
+    test_ignore_outcome();
+    test_half_open_since();
+    return tap_done();
+}

@@ -1,0 +1,240 @@
+/*
+ * test_config.c - configuration loading: defaults, inheritance from "*",
+ * pattern specificity, and errors that name the file, line and column or
+ * the offending key.  Data-driven: each bad case is JSON text plus a
+ * fragment the error must contain.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "tap.h"
+
+static char dir[] = "/tmp/resild-test-config.XXXXXX";
+
+static const char *write_cfg(const char *json)
+{
+    static char path[256];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/c.json", dir);
+    f = fopen(path, "w");
+    fputs(json, f);
+    fclose(f);
+    return path;
+}
+
+static void test_defaults(void)
+{
+    struct config c;
+    const struct policy *p;
+
+    OK(config_defaults(&c) == 0, "defaults load");
+    p = config_match(&c, "binance.orders");
+    OK(!strcmp(p->pattern, "*"), "every key matches *");
+    IS(p->breaker.failure_threshold, 5, "default failure_threshold 5");
+    IS(p->breaker.open_ms, 30000, "default open_ms 30000");
+    IS(p->breaker.half_open_max_calls, 1, "default half_open_max_calls 1");
+    IS(p->breaker.success_threshold, 2, "default success_threshold 2");
+    IS(p->permit_ttl_ms, 60000, "default permit_ttl_ms 60000");
+    IS(c.max_clients, 1024, "default max_clients");
+    IS(c.max_keys, 100000, "default max_keys");
+    IS(c.max_frame_bytes, 65536, "default max_frame_bytes");
+    IS(c.socket_mode, 0660, "default socket_mode");
+    config_free(&c);
+}
+
+static void test_inheritance_and_match(void)
+{
+    struct config c;
+    char err[256];
+    const struct policy *p;
+    const char *path = write_cfg(
+        "{\"socket_mode\": \"0600\", \"max_keys\": 10,\n"
+        " \"policies\": {\n"
+        "  \"*\": {\"breaker\": {\"failure_threshold\": 3, \"open_ms\": 500}},\n"
+        "  \"binance.*\": {\"breaker\": {\"open_ms\": 100}},\n"
+        "  \"binance\": {\"breaker\": {\"success_threshold\": 4}},\n"
+        "  \"*.orders\": {\"breaker\": {\"half_open_max_calls\": 3}},\n"
+        "  \"binance.orders.spot\": {\"permit_ttl_ms\": 5}}}\n");
+
+    if (!OK(config_load(path, &c, err, sizeof(err)) == 0, "valid config loads"))
+        DIAG("%s", err);
+    IS(c.socket_mode, 0600, "socket_mode parsed as octal");
+    IS(c.max_keys, 10, "max_keys");
+    p = config_match(&c, "okx");
+    OK(!strcmp(p->pattern, "*"), "unrelated key -> *");
+    IS(p->breaker.failure_threshold, 3, "* overrides built-in");
+    IS(p->breaker.success_threshold, 2, "* inherits unset fields");
+    p = config_match(&c, "binance");
+    OK(!strcmp(p->pattern, "binance"), "exact name beats binance.*");
+    IS(p->breaker.success_threshold, 4, "exact policy field");
+    IS(p->breaker.open_ms, 500, "exact policy inherits from *");
+    p = config_match(&c, "binance.ws");
+    OK(!strcmp(p->pattern, "binance.*"), "binance.ws -> binance.*");
+    IS(p->breaker.open_ms, 100, "binance.* field");
+    IS(p->breaker.failure_threshold, 3, "binance.* inherits from *");
+    p = config_match(&c, "binance.orders");
+    OK(!strcmp(p->pattern, "binance.*"),
+       "binance.* beats *.orders (literal prefix first)");
+    p = config_match(&c, "okx.orders");
+    OK(!strcmp(p->pattern, "*.orders"), "*.orders matches okx.orders");
+    p = config_match(&c, "binance.orders.spot");
+    OK(!strcmp(p->pattern, "binance.orders.spot"), "exact deep key");
+    IS(p->permit_ttl_ms, 5, "its own field");
+    p = config_match(&c, "binance.orders.futures");
+    OK(!strcmp(p->pattern, "binance.*"), "* spans several segments");
+    config_free(&c);
+}
+
+static void test_breaker_options(void)
+{
+    struct config c;
+    char err[256];
+    const struct policy *p;
+    const char *path = write_cfg(
+        "{\"policies\": {\"*\": {\"breaker\": {\"ignore\": [\"validation.*\"]}},\n"
+        " \"binance.*\": {\"shadow\": true, \"breaker\": {\n"
+        "   \"window\": {\"type\": \"time\", \"size\": 60},\n"
+        "   \"failure_rate_threshold\": 40, \"minimum_calls\": 20,\n"
+        "   \"slow_call_ms\": 2000, \"slow_call_rate_threshold\": 80,\n"
+        "   \"open_backoff\": 2, \"open_max_ms\": 300000,\n"
+        "   \"open_jitter\": 0.1, \"record\": [\"network.*\", \"timeout\"]}}}}");
+
+    if (!OK(config_load(path, &c, err, sizeof(err)) == 0, "breaker options load"))
+        DIAG("%s", err);
+    p = config_match(&c, "binance.orders");
+    IS(p->breaker.window_time, 1, "time window");
+    IS(p->breaker.window_size, 60, "window size");
+    IS(p->breaker.failure_rate_threshold, 40, "failure_rate_threshold");
+    IS(p->breaker.minimum_calls, 20, "minimum_calls");
+    IS(p->breaker.slow_call_ms, 2000, "slow_call_ms");
+    IS(p->breaker.slow_call_rate_threshold, 80, "slow_call_rate_threshold");
+    IS(p->breaker.open_backoff_milli, 2000, "open_backoff as thousandths");
+    IS(p->breaker.open_jitter_milli, 100, "open_jitter as thousandths");
+    IS(p->breaker.failure_threshold, 5, "unset field from built-in");
+    OK(p->shadow, "shadow");
+    IS(config_failure_kind(p, "network.reset"), BREAKER_FAILURE,
+       "recorded class is a failure");
+    IS(config_failure_kind(p, "auth.denied"), BREAKER_SUCCESS,
+       "class outside record counts as success");
+    IS(config_failure_kind(p, "validation.qty"), BREAKER_IGNORE,
+       "ignore inherited from *");
+    IS(config_failure_kind(p, NULL), BREAKER_FAILURE, "no class: failure");
+    p = config_match(&c, "okx");
+    IS(config_failure_kind(p, "auth.denied"), BREAKER_FAILURE,
+       "default record is *");
+    IS(p->breaker.window_time, 0, "default count window");
+    IS(p->breaker.window_size, 100, "default window 100 calls");
+    IS(p->breaker.failure_rate_threshold, 50, "default failure rate 50");
+    IS(p->breaker.minimum_calls, 10, "default minimum_calls 10");
+    config_free(&c);
+}
+
+static void test_pattern_match(void)
+{
+    OK(config_pattern_match("*", "a"), "* matches one segment");
+    OK(config_pattern_match("*", "a.b.c"), "* matches many segments");
+    OK(config_pattern_match("a.*", "a.b"), "a.* matches a.b");
+    OK(!config_pattern_match("a.*", "a"), "a.* needs one more segment");
+    OK(!config_pattern_match("a.*", "ab.c"), "a.* does not match ab.c");
+    OK(config_pattern_match("*.c", "a.b.c"), "*.c matches a.b.c");
+    OK(!config_pattern_match("*.c", "c"), "*.c does not match c");
+    OK(config_pattern_match("a.*.d", "a.b.c.d"), "inner star");
+    OK(!config_pattern_match("a.*.d", "a.d"), "inner star needs a segment");
+}
+
+static const struct {
+    const char *json;
+    const char *want; /* substring of the error */
+} bad[] = {
+    {"{\"max_keys\": 10,,}", ":1:"},
+    {"{\n  \"max_keys\": 10\n  \"x\": 1}", ":3:"},
+    {"{\"max_keyz\": 10}", "max_keyz: unknown key"},
+    {"{\"max_keys\": -1}", "max_keys: -1 is out of range"},
+    {"{\"max_keys\": \"10\"}", "max_keys: must be an integer"},
+    {"{\"max_frame_bytes\": 10}", "max_frame_bytes: 10 is out of range"},
+    {"{\"socket_mode\": \"999\"}", "socket_mode: \"999\" is not an octal"},
+    {"{\"socket_mode\": 660}", "socket_mode: must be an octal string"},
+    {"{\"policies\": []}", "policies: must be an object"},
+    {"{\"policies\": {\"bin ance\": {}}}", "policies.bin ance: bad pattern"},
+    {"{\"policies\": {\"a*\": {}}}", "policies.a*: bad pattern"},
+    {"{\"policies\": {\"a..b\": {}}}", "policies.a..b: bad pattern"},
+    {"{\"policies\": {\"a\": {\"breaker\": {\"open_mss\": 1}}}}",
+     "policies.a.breaker.open_mss: unknown key"},
+    {"{\"policies\": {\"a\": {\"breaker\": {\"open_ms\": 0}}}}",
+     "policies.a.breaker.open_ms: 0 is out of range"},
+    {"{\"policies\": {\"a\": {\"breaker\": {\"success_threshold\": 0}}}}",
+     "success_threshold: 0 is out of range"},
+    {"{\"policies\": {\"a\": {\"limiter\": {\"burst\": 1}}}}",
+     "policies.a.limiter.rate: is required"},
+    {"{\"policies\": {\"a\": {\"limiter\": {\"rate\": 1, \"per\": \"week\"}}}}",
+     "policies.a.limiter.per: must be second"},
+    {"{\"policies\": {\"a\": {\"bulkhead\": {\"queue\": 1}}}}",
+     "policies.a.bulkhead.max_concurrent: is required"},
+    {"{\"policies\": {\"a\": {\"reserve\": 2, \"bulkhead\": {\"max_concurrent\": 2}}}}",
+     "policies.a.reserve: 2 leaves nothing"},
+    {"{\"policies\": {\"a\": {\"retry\": {\"strategy\": \"random\"}}}}",
+     "policies.a.retry.strategy: must be fixed"},
+    {"{\"policies\": {\"a\": {\"retry\": {\"base_ms\": 10, \"max_ms\": 5}}}}",
+     "policies.a.retry.max_ms: 5 is below base_ms 10"},
+    {"{\"errors\": {\"classes\": {\"network.*\": {\"severity\": \"huge\"}}}}",
+     "errors.classes.network.*.severity: must be low"},
+    {"{\"errors\": {\"alerts\": {}}}", "errors.alerts: not implemented"},
+    {"{\"policies\": {\"a\": {\"heartbeat\": {}}}}",
+     "policies.a.heartbeat: not implemented"},
+    {"{\"policies\": {\"a\": {\"breaker\": {\"window\": {\"type\": \"x\"}}}}}",
+     "policies.a.breaker.window.type: must be"},
+    {"{\"policies\": {\"a\": {\"breaker\": {\"window\": {\"size\": 0}}}}}",
+     "policies.a.breaker.window.size: 0 is out of range"},
+    {"{\"policies\": {\"a\": {\"breaker\": {\"window\": {\"sise\": 1}}}}}",
+     "policies.a.breaker.window.sise: unknown key"},
+    {"{\"policies\": {\"a\": {\"breaker\": {\"failure_rate_threshold\": 101}}}}",
+     "failure_rate_threshold: 101 is out of range"},
+    {"{\"policies\": {\"a\": {\"breaker\": {\"open_backoff\": 0.5}}}}",
+     "open_backoff: 0.5 is out of range"},
+    {"{\"policies\": {\"a\": {\"breaker\": {\"open_jitter\": \"x\"}}}}",
+     "open_jitter: must be a number"},
+    {"{\"policies\": {\"a\": {\"breaker\": {\"record\": [\"a b\"]}}}}",
+     "record[0]: must be a class pattern"},
+    {"{\"policies\": {\"a\": {\"shadow\": 1}}}", "shadow: must be true or false"},
+    {"{\"redis\": {}}", "redis: not implemented"},
+    {"{\"allow_uids\": [1, \"x\"]}", "allow_uids[1]: must be an integer"},
+    {"{\"max_keys\": 1, \"max_keys\": 2}", "duplicate"},
+    {"[1]", "top level must be a JSON object"},
+};
+
+static void test_errors(void)
+{
+    size_t i;
+    char err[512];
+    struct config c;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *path = write_cfg(bad[i].json);
+        int rc = config_load(path, &c, err, sizeof(err));
+        OK(rc < 0 && strstr(err, bad[i].want) && strstr(err, path),
+           "bad config %zu names file and '%s'", i, bad[i].want);
+        if (rc == 0 || !strstr(err, bad[i].want))
+            DIAG("got: %s", rc < 0 ? err : "(loaded)");
+    }
+    OK(config_load("/nonexistent/resild.json", &c, err, sizeof(err)) < 0 &&
+           strstr(err, "/nonexistent/resild.json"),
+       "missing file names the file");
+}
+
+int main(void)
+{
+    if (!mkdtemp(dir))
+        return 1;
+    test_defaults();
+    test_inheritance_and_match();
+    test_pattern_match();
+    test_breaker_options();
+    test_errors();
+    unlink(write_cfg("{}"));
+    rmdir(dir);
+    return tap_done();
+}
