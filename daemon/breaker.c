@@ -267,25 +267,24 @@ int breaker_record(struct breaker *b, const struct breaker_conf *c,
         b->failures += (uint64_t)failed;
         b->slow_calls += (uint64_t)slow;
     }
-    if (generation != b->generation) {
-        return 0;
-    }
     if (b->force != BREAKER_AUTO)
-        return 0;
+        return BREAKER_REC_FORCED;
+    if (generation != b->generation)
+        return BREAKER_REC_STALE;
     switch (b->state) {
     case BREAKER_CLOSED:
         if (o == BREAKER_IGNORE)
-            return 1;
+            return BREAKER_REC_COUNTED;
         b->consecutive_failures = failed ? b->consecutive_failures + 1 : 0;
         window_add(b, now_ms, failed, slow);
         cause = should_open(b, c, now_ms);
         if (cause != BREAKER_CAUSE_NONE)
             trip(b, c, now_ms, cause);
-        return 1;
+        return BREAKER_REC_COUNTED;
     case BREAKER_OPEN:
         /* Only reports without a permit land here with the current
          * generation: counted above, they change nothing. */
-        return 1;
+        return BREAKER_REC_COUNTED;
     case BREAKER_HALF_OPEN:
         if (probe && b->probes_in_flight > 0)
             b->probes_in_flight--;
@@ -299,9 +298,9 @@ int breaker_record(struct breaker *b, const struct breaker_conf *c,
             b->reopens = 0;
             b->cause = BREAKER_CAUSE_NONE;
         }
-        return 1;
+        return BREAKER_REC_COUNTED;
     }
-    return 0;
+    return BREAKER_REC_STALE; /* not reached */
 }
 
 void breaker_release(struct breaker *b, uint32_t generation, int probe)

@@ -153,9 +153,14 @@ void breaker_acquire(struct breaker *b, const struct breaker_conf *c,
  * a permit passes the current generation and probe = 0; while half-open it
  * drives the state like a probe's outcome).  A count window smaller than
  * minimum_calls is judged once it is full.  latency_ms < 0
- * means unknown (never slow).  Returns 1 when it counted toward the state,
- * 0 when stale (older generation) or while forced.
+ * means unknown (never slow).  Returns what the outcome did to the state:
  */
+enum breaker_recorded {
+    BREAKER_REC_STALE = 0,   /* permit from an older generation: nothing */
+    BREAKER_REC_COUNTED = 1, /* counted toward the state */
+    BREAKER_REC_FORCED = 2   /* a force holds the state: nothing counts,
+                              * and no permit is called stale for it */
+};
 int breaker_record(struct breaker *b, const struct breaker_conf *c,
                    uint64_t now_ms, uint32_t generation, int probe,
                    enum breaker_outcome o, int64_t latency_ms);

@@ -284,7 +284,9 @@ static void m_acquire(struct req *r)
     before = breaker_state_name(&k->br);
     rc = admit_acquire(r->d, r->c, k, cost, critical, wait_ms, r->m->msgid,
                        r->now_ms, &res, &culprit);
-    note_transition(k, before, "open time over");
+    note_transition(k, before,
+                    !strcmp(before, "open") ? "open time over"
+                                            : "operator force expired");
     if (rc == -ADMIT_E2BIG) {
         bad(r, "'cost' %llu exceeds what the limiter of '%s' can ever grant "
                "(burst %llu)",
@@ -409,14 +411,18 @@ static void m_report(struct req *r)
         keys_add_latency(k, latency);
     before = breaker_state_name(&k->br);
     if (p) {
-        stale = !breaker_record(&k->br, &k->policy->breaker, r->now_ms,
-                                p->generation, p->probe, bo,
-                                has_latency ? (int64_t)latency : -1);
+        stale = breaker_record(&k->br, &k->policy->breaker, r->now_ms,
+                               p->generation, p->probe, bo,
+                               has_latency ? (int64_t)latency : -1) ==
+                BREAKER_REC_STALE;
         admit_permit_done(r->d, p, r->now_ms, 1, 0);
     } else if (!permit_id) {
-        stale = !breaker_record(&k->br, &k->policy->breaker, r->now_ms,
-                                k->br.generation, 0, bo,
-                                has_latency ? (int64_t)latency : -1);
+        /* No permit: the report is about now, so never stale. */
+        breaker_advance(&k->br, &k->policy->breaker, r->now_ms);
+        stale = breaker_record(&k->br, &k->policy->breaker, r->now_ms,
+                               k->br.generation, 0, bo,
+                               has_latency ? (int64_t)latency : -1) ==
+                BREAKER_REC_STALE;
     }
     /* else: a permit already reported, expired or never granted counts
      * once, the first time; this report drives nothing and says stale. */

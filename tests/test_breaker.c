@@ -143,6 +143,10 @@ static void test_force(void)
     OK(v.allow, "force expires after its TTL");
     OK(!strcmp(breaker_state_name(&b), "closed"), "back to closed");
     breaker_force(&b, &conf, 400, BREAKER_FORCE_CLOSED, 0);
+    breaker_acquire(&b, &conf, 400, &v);
+    IS(breaker_record(&b, &conf, 400, v.generation, v.probe, BREAKER_FAILURE,
+                      -1),
+       BREAKER_REC_FORCED, "forced: a current report is not stale");
     fail_n(&b, 400, 10);
     breaker_acquire(&b, &conf, 400, &v);
     OK(v.allow, "forced closed ignores failures");

@@ -324,7 +324,9 @@ static int m_record(struct model *m, uint64_t now_ms, uint32_t gen, int probe,
         need = c->window_size;
     m_advance(m, now_ms);
     if (o == BREAKER_IGNORE) {
-        if (gen != m->gen || m->force != BREAKER_AUTO)
+        if (m->force != BREAKER_AUTO)
+            return 2;
+        if (gen != m->gen)
             return 0;
         if (probe && m->state == BREAKER_HALF_OPEN && m->probes)
             m->probes--;
@@ -335,11 +337,12 @@ static int m_record(struct model *m, uint64_t now_ms, uint32_t gen, int probe,
     m->calls++;
     m->failures += failed;
     m->slow_calls += slow;
-    if (gen != m->gen || m->force != BREAKER_AUTO) {
-        if (gen != m->gen)
-            cov.stale++;
-        else
-            cov.forced++;
+    if (m->force != BREAKER_AUTO) {
+        cov.forced++;
+        return 2;
+    }
+    if (gen != m->gen) {
+        cov.stale++;
         return 0;
     }
     if (m->state == BREAKER_CLOSED) {
