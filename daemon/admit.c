@@ -440,6 +440,17 @@ void admit_wake(struct resild *d, uint64_t now_ms)
     }
 }
 
+void admit_wake_all_now(struct resild *d, uint64_t now_ms)
+{
+    struct key *k;
+    struct parked *p;
+
+    for (k = d->waiting; k; k = k->wait_next)
+        for (p = k->q_head; p; p = p->qnext)
+            p->deadline_ms = now_ms;
+    admit_wake(d, now_ms);
+}
+
 uint64_t admit_next_wake(const struct resild *d, uint64_t now_ms)
 {
     uint64_t best = 0;

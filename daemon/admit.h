@@ -81,6 +81,9 @@ void admit_permit_done(struct resild *d, struct permit *p, uint64_t now_ms,
 /* Serve or expire parked requests that can be answered now. */
 void admit_wake(struct resild *d, uint64_t now_ms);
 
+/* Shutdown: answer every parked request now, as if its wait had run out. */
+void admit_wake_all_now(struct resild *d, uint64_t now_ms);
+
 /* When admit_wake next has something to do: 0 = nothing parked. */
 uint64_t admit_next_wake(const struct resild *d, uint64_t now_ms);
 

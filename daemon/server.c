@@ -44,9 +44,10 @@ struct conn {
     int cur;
     msgpack_packer pk;         /* packs into out[cur] */
     uv_write_t wreq;
-    size_t writing_bytes;      /* bytes of the write in flight, 0 if none */
     int writing;
     int paused;                /* reading stopped for backpressure */
+    uint64_t stall_since_ms;   /* kernel refusing our output since; 0 */
+    size_t stall_unsent;       /* libuv's unsent bytes seen then */
     int draining;              /* close once output is flushed */
     int closing;
 };
@@ -56,9 +57,12 @@ static uint64_t now_ms(const struct server *s)
     return uv_now(s->loop);
 }
 
-static size_t queued(const struct conn *c)
+/* Bytes of the write in flight that the kernel has not taken yet: output a
+ * client has not read and the socket buffer could not hold.  libuv tries the
+ * write at once, so a client that reads keeps this near zero. */
+static size_t unsent(const struct conn *c)
 {
-    return c->out[c->cur].size + c->writing_bytes;
+    return c->pipe.write_queue_size;
 }
 
 static void on_conn_closed(uv_handle_t *h)
@@ -125,7 +129,6 @@ static void conn_flush(struct conn *c)
         return;
     }
     c->writing = 1;
-    c->writing_bytes = c->out[c->cur].size;
     c->cur ^= 1;
     msgpack_packer_init(&c->pk, &c->out[c->cur], msgpack_sbuffer_write);
 }
@@ -135,7 +138,7 @@ static void on_write(uv_write_t *req, int status)
     struct conn *c = req->data;
 
     c->writing = 0;
-    c->writing_bytes = 0;
+    c->stall_since_ms = 0;
     msgpack_sbuffer_clear(&c->out[c->cur ^ 1]);
     if (c->closing)
         return;
@@ -143,12 +146,13 @@ static void on_write(uv_write_t *req, int status)
         conn_close(c);
         return;
     }
-    if (c->paused && queued(c) < SERVER_OUT_LOW) {
-        c->paused = 0;
-        conn_process(c);
-        if (!c->closing && !c->paused && !c->draining)
-            uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
-    }
+    conn_flush(c); /* what was packed while this write ran */
+    if (c->closing || !c->paused || c->out[c->cur].size >= SERVER_OUT_LOW)
+        return;
+    c->paused = 0;
+    conn_process(c);
+    if (!c->closing && !c->paused && !c->draining)
+        uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
     conn_flush(c);
 }
 
@@ -208,10 +212,19 @@ static void conn_process(struct conn *c)
         uint32_t id = 0;
         long n;
 
-        if (queued(c) >= SERVER_OUT_HIGH) {
-            c->paused = 1;
-            uv_read_stop((uv_stream_t *)&c->pipe);
-            break;
+        if (c->out[c->cur].size >= SERVER_OUT_HIGH) {
+            /* Hand the batch so far to the kernel; stop taking requests
+             * only while a write is still in flight.  This bounds what one
+             * connection holds to two buffers of SERVER_OUT_HIGH plus one
+             * answer each. */
+            conn_flush(c);
+            if (c->closing)
+                return;
+            if (c->out[c->cur].size >= SERVER_OUT_HIGH) {
+                c->paused = 1;
+                uv_read_stop((uv_stream_t *)&c->pipe);
+                break;
+            }
         }
         n = proto_scan_next(&c->scan, obj, avail, max_frame, PROTO_MAX_DEPTH);
         if (n == 0) {
@@ -248,12 +261,6 @@ static void conn_process(struct conn *c)
         c->in_off += (size_t)n;
         c->partial_since_ms = 0;
         proto_scan_init(&c->scan);
-        if (queued(c) > SERVER_OUT_MAX) {
-            log_msg(LOG_WARN, "client uid %u: %zu bytes unread; closing",
-                    (unsigned)c->caller.uid, queued(c));
-            conn_close(c);
-            return;
-        }
     }
     if (c->in_off == c->in_len) {
         c->in_off = c->in_len = 0;
@@ -413,6 +420,29 @@ static void on_connection(uv_stream_t *listener, int status)
     uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
 }
 
+/*
+ * A client that does not read its answers: part of the write in flight has
+ * sat refused by the kernel, not shrinking, for SERVER_STALL_MS; or for a
+ * second while more than SERVER_OUT_MAX waits for it.  Called from cron.
+ */
+static int conn_not_reading(struct conn *c, uint64_t now)
+{
+    size_t n = unsent(c);
+
+    if (n == 0) {
+        c->stall_since_ms = 0;
+        return 0;
+    }
+    if (!c->stall_since_ms || n < c->stall_unsent) {
+        c->stall_since_ms = now;
+        c->stall_unsent = n;
+        return 0;
+    }
+    return now - c->stall_since_ms >= SERVER_STALL_MS ||
+           (now - c->stall_since_ms >= 1000 &&
+            n + c->out[c->cur].size > SERVER_OUT_MAX);
+}
+
 static void on_cron(uv_timer_t *t)
 {
     struct server *s = t->data;
@@ -429,6 +459,12 @@ static void on_cron(uv_timer_t *t)
             log_msg(LOG_WARN, "client uid %u: partial object for over %d ms; "
                               "closing",
                     (unsigned)c->caller.uid, SERVER_PARTIAL_MS);
+            conn_close(c);
+        } else if (conn_not_reading(c, now)) {
+            s->d->m.slow_readers_closed++;
+            log_msg(LOG_WARN, "client uid %u: not reading its answers "
+                              "(%zu bytes waiting); closing",
+                    (unsigned)c->caller.uid, unsent(c) + c->out[c->cur].size);
             conn_close(c);
         } else if (s->stopping && now >= s->stop_deadline_ms) {
             conn_close(c);
@@ -470,6 +506,7 @@ void server_stop(struct server *s)
         unlink(s->path);
         s->listening = 0;
     }
+    admit_wake_all_now(s->d, now_ms(s)); /* nobody waits past the stop */
     for (c = s->conns; c; c = next) {
         next = c->next;
         conn_process(c);

@@ -4,8 +4,10 @@
  *
  * One loop, one thread.  Every size a peer controls is bounded here before
  * anything is allocated: frame bytes (max_frame_bytes, via the scanner),
- * output queued per connection (pause reading above SERVER_OUT_HIGH, close
- * above SERVER_OUT_MAX), a partial object older than SERVER_PARTIAL_MS,
+ * output queued per connection (stop taking requests while a write is in
+ * flight and SERVER_OUT_HIGH more waits; close a client that does not read:
+ * output refused by the kernel for SERVER_STALL_MS, or over SERVER_OUT_MAX
+ * for a second), a partial object older than SERVER_PARTIAL_MS,
  * and connections (max_clients).
  */
 #ifndef RESIL_SERVER_H
@@ -17,7 +19,8 @@
 
 #define SERVER_OUT_HIGH (64 * 1024)   /* stop taking requests above this */
 #define SERVER_OUT_LOW (16 * 1024)    /* resume below this */
-#define SERVER_OUT_MAX (256 * 1024)   /* a client this far behind is closed */
+#define SERVER_OUT_MAX (256 * 1024)   /* a stalled client this far behind */
+#define SERVER_STALL_MS 5000          /* no output taken this long: closed */
 #define SERVER_PARTIAL_MS 5000        /* slowloris: partial object deadline */
 #define SERVER_DRAIN_MS 5000          /* SIGTERM: time given to flush */
 #define SERVER_CRON_MS 100            /* housekeeping period */

@@ -26,6 +26,7 @@ struct metrics {
     uint64_t bad_requests;
     uint64_t clients_rejected;   /* over max_clients or not allowed */
     uint64_t slow_clients_closed; /* partial object past the deadline */
+    uint64_t slow_readers_closed; /* did not read their answers */
     uint64_t inflight_limited;   /* connection paused at the in-flight cap */
     uint64_t keys_full;
     uint64_t permits_full;
