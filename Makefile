@@ -33,7 +33,7 @@ CTL_SRC    := client/resilctl.c
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-UNIT_TESTS := test_breaker test_breaker_model test_limiter \
+UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
               test_retry test_admit test_config test_keys
 INTEG_TESTS := test_integ
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
