@@ -56,17 +56,17 @@ resil_t *resil_open(const char *path);
 void resil_close(resil_t *r);
 
 /* Defaults for calls that pass deadline_ms = 0 / no fail mode. */
-void resil_set_deadline(resil_t *r, int deadline_ms);  /* default 5 */
+void resil_set_deadline(resil_t *r, int deadline_ms);         /* default 5 */
 void resil_set_fail_mode(resil_t *r, enum resil_fail_mode m); /* default open */
 /* The socket path in use (borrowed). */
 const char *resil_path(const resil_t *r);
 
 struct resil_acquire_opts {
-    uint32_t cost;      /* 0 means 1 */
-    uint32_t wait_ms;   /* park server-side up to this long; 0 = answer now */
-    int critical;       /* priority "critical" */
-    int deadline_ms;    /* 0 = handle default; should exceed wait_ms */
-    int fail_mode;      /* -1 = handle default, else enum resil_fail_mode */
+    uint32_t cost;    /* 0 means 1 */
+    uint32_t wait_ms; /* park server-side up to this long; 0 = answer now */
+    int critical;     /* priority "critical" */
+    int deadline_ms;  /* 0 = handle default; should exceed wait_ms */
+    int fail_mode;    /* -1 = handle default, else enum resil_fail_mode */
 };
 
 struct resil_decision {
@@ -85,28 +85,28 @@ int resil_acquire(resil_t *r, const char *key,
                   struct resil_decision *out);
 
 struct resil_report {
-    const char *key;          /* required */
-    uint64_t permit;          /* from resil_acquire; 0 = none */
+    const char *key; /* required */
+    uint64_t permit; /* from resil_acquire; 0 = none */
     enum resil_outcome outcome;
-    int64_t latency_ms;       /* < 0 = not given */
-    const char *error_class;  /* e.g. "network.reset"; NULL = none */
-    const char *error_message;/* NULL = none */
-    int64_t retry_after_ms;   /* venue's Retry-After; < 0 = not given */
-    uint32_t attempt;         /* 0 means 1 */
-    int non_idempotent;       /* 1 = idempotent: false */
+    int64_t latency_ms;         /* < 0 = not given */
+    const char *error_class;    /* e.g. "network.reset"; NULL = none */
+    const char *error_message;  /* NULL = none */
+    int64_t retry_after_ms;     /* venue's Retry-After; < 0 = not given */
+    uint32_t attempt;           /* 0 means 1 */
+    int non_idempotent;         /* 1 = idempotent: false */
     const char *correlation_id; /* NULL = none */
-    int deadline_ms;          /* 0 = handle default */
+    int deadline_ms;            /* 0 = handle default */
 };
 
 struct resil_report_result {
     char state[16];
-    int stale;             /* permit predates the breaker's last change */
-    char severity[12];     /* classification, when the daemon gave one */
+    int stale;         /* permit predates the breaker's last change */
+    char severity[12]; /* classification, when the daemon gave one */
     int transient;
-    int retry;             /* retry advice (failure/unknown outcomes) */
+    int retry; /* retry advice (failure/unknown outcomes) */
     uint64_t retry_delay_ms;
     char retry_reason[20];
-    char error_code[24];   /* daemon's error code on RESIL_EREMOTE */
+    char error_code[24]; /* daemon's error code on RESIL_EREMOTE */
 };
 
 /* Report the outcome of a call.  out may be NULL. */

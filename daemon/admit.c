@@ -21,8 +21,8 @@
 #include "proto.h"
 
 struct parked {
-    struct parked *qprev, *qnext;  /* key FIFO; qnext is the free list */
-    struct parked *cprev, *cnext;  /* caller's list */
+    struct parked *qprev, *qnext; /* key FIFO; qnext is the free list */
+    struct parked *cprev, *cnext; /* caller's list */
     struct key *key;
     struct caller *caller;
     uint64_t cost;
@@ -197,11 +197,11 @@ static enum verdict decide(struct resild *d, struct caller *c, struct key *k,
     }
     if (out == V_ALLOW && !from_queue && !critical && k->q_len) {
         /* Others are already waiting: do not overtake them. */
-        res->reason = k->q_head && pol->has_bulkhead &&
-                              !bulkhead_fits(&k->bh, &pol->bulkhead,
-                                             pol->reserve, 0)
-                          ? ADMIT_BULKHEAD_FULL
-                          : ADMIT_RATE_LIMITED;
+        res->reason =
+            k->q_head && pol->has_bulkhead &&
+                    !bulkhead_fits(&k->bh, &pol->bulkhead, pol->reserve, 0)
+                ? ADMIT_BULKHEAD_FULL
+                : ADMIT_RATE_LIMITED;
         out = V_WAITABLE;
     }
     if (out == V_ALLOW && pol->has_bulkhead &&
@@ -385,7 +385,8 @@ void admit_pack_result(msgpack_packer *pk, const struct key *k,
     proto_kv_str(pk, "reason", admit_reason_name(res->reason));
     proto_kv_u64(pk, "retry_after_ms", res->retry_after_ms);
     if (res->shadow)
-        proto_kv_str(pk, "shadow_denied", admit_reason_name(res->shadow_reason));
+        proto_kv_str(pk, "shadow_denied",
+                     admit_reason_name(res->shadow_reason));
 }
 
 static void answer_parked(struct resild *d, struct parked *p,
@@ -408,8 +409,8 @@ static void wake_key(struct resild *d, struct key *k, uint64_t now_ms)
     struct parked *p, *next;
 
     while ((p = k->q_head)) {
-        enum verdict vd = decide(d, p->caller, k, p->cost, p->critical, 1,
-                                 now_ms, &res);
+        enum verdict vd =
+            decide(d, p->caller, k, p->cost, p->critical, 1, now_ms, &res);
         if (vd == V_NOPERMIT)
             break; /* permit pool full: try again later */
         if (vd == V_WAITABLE && now_ms < p->deadline_ms)
@@ -514,8 +515,9 @@ void admit_venue_pause(struct resild *d, struct key *k, uint64_t now_ms,
 
     d->m.venue_pauses++;
     limiter_pause(&t->lim, lim_conf(t), now_ms, ms);
-    log_msg(LOG_INFO, "key %s: venue rate limit reported on %s; pausing "
-                      "%llu ms",
+    log_msg(LOG_INFO,
+            "key %s: venue rate limit reported on %s; pausing "
+            "%llu ms",
             t->name, k->name,
             (unsigned long long)limiter_paused_ms(&t->lim, now_ms));
 }

@@ -17,7 +17,7 @@
 
 #include "state.h"
 
-#define ADMIT_DEFAULT_QUEUE 64   /* parked per key when no bulkhead queue */
+#define ADMIT_DEFAULT_QUEUE 64 /* parked per key when no bulkhead queue */
 #define ADMIT_MAX_PARKED_PER_CALLER 1024 /* requests in flight per conn */
 
 enum admit_reason {
@@ -33,11 +33,11 @@ enum { ADMIT_E2BIG = 1, ADMIT_EFULL = 2, ADMIT_EKEYS = 3 };
 
 struct admit_result {
     int allow;
-    int parked;                  /* the answer will come later */
+    int parked; /* the answer will come later */
     enum admit_reason reason;
-    uint64_t retry_after_ms;     /* exact when known, else 0 */
-    uint64_t permit;             /* id when allowed */
-    int shadow;                  /* allowed only because of shadow: true */
+    uint64_t retry_after_ms; /* exact when known, else 0 */
+    uint64_t permit;         /* id when allowed */
+    int shadow;              /* allowed only because of shadow: true */
     enum admit_reason shadow_reason;
 };
 

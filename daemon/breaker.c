@@ -56,8 +56,7 @@ static void window_totals(const struct breaker *b, uint64_t now_ms,
     }
 }
 
-static void window_add(struct breaker *b, uint64_t now_ms, int failed,
-                       int slow)
+static void window_add(struct breaker *b, uint64_t now_ms, int failed, int slow)
 {
     if (b->window_time) {
         uint64_t sec = now_ms / 1000 + 1;
@@ -147,8 +146,8 @@ static void trip(struct breaker *b, const struct breaker_conf *c,
     b->opens++;
 }
 
-void breaker_init(struct breaker *b, const struct breaker_conf *c,
-                  void *window, uint64_t seed, uint64_t now_ms)
+void breaker_init(struct breaker *b, const struct breaker_conf *c, void *window,
+                  uint64_t seed, uint64_t now_ms)
 {
     memset(b, 0, sizeof(*b));
     b->state = BREAKER_CLOSED;
@@ -305,8 +304,8 @@ int breaker_record(struct breaker *b, const struct breaker_conf *c,
 
 void breaker_release(struct breaker *b, uint32_t generation, int probe)
 {
-    if (probe && generation == b->generation &&
-        b->state == BREAKER_HALF_OPEN && b->probes_in_flight > 0)
+    if (probe && generation == b->generation && b->state == BREAKER_HALF_OPEN &&
+        b->probes_in_flight > 0)
         b->probes_in_flight--;
 }
 

@@ -74,18 +74,20 @@ struct breaker_conf {
     uint32_t failure_rate_threshold;   /* percent 1..100; 0 = off */
     uint64_t slow_call_ms;             /* a call this slow is slow; 0 = off */
     uint32_t slow_call_rate_threshold; /* percent 1..100; 0 = off */
-    uint32_t open_backoff_milli;  /* open_backoff * 1000 (1000 = none) */
-    uint64_t open_max_ms;         /* cap on the backed-off open time */
-    uint32_t open_jitter_milli;   /* open_jitter * 1000, 0..1000 */
+    uint32_t open_backoff_milli;       /* open_backoff * 1000 (1000 = none) */
+    uint64_t open_max_ms;              /* cap on the backed-off open time */
+    uint32_t open_jitter_milli;        /* open_jitter * 1000, 0..1000 */
 };
 
 /* SPEC §4 defaults. */
 #define BREAKER_CONF_DEFAULT                                                   \
-    {5, 30000, 1, 2, 0, 100, 10, 50, 0, 0, 1000, 300000, 0}
+    {                                                                          \
+        5, 30000, 1, 2, 0, 100, 10, 50, 0, 0, 1000, 300000, 0                  \
+    }
 
 /* One second of a time window. */
 struct breaker_bucket {
-    uint64_t sec;       /* now_ms / 1000 this bucket holds; 0 = empty */
+    uint64_t sec; /* now_ms / 1000 this bucket holds; 0 = empty */
     uint32_t calls, failures, slow;
 };
 
@@ -105,26 +107,26 @@ struct breaker {
     uint64_t rng;                  /* xorshift64 state for open_jitter */
     /* Sliding window: fed only while closed, cleared on entering closed,
      * frozen while open / half-open so status shows what tripped it. */
-    uint8_t window_time;           /* layout of the attached memory */
-    uint32_t window_size;          /* entries attached */
-    uint32_t win_pos;              /* count: next slot */
-    uint32_t win_fill;             /* count: slots in use */
+    uint8_t window_time;  /* layout of the attached memory */
+    uint32_t window_size; /* entries attached */
+    uint32_t win_pos;     /* count: next slot */
+    uint32_t win_fill;    /* count: slots in use */
     uint32_t win_calls, win_failures, win_slow; /* count: totals */
-    uint8_t *ring;                 /* count: bit0 failure, bit1 slow */
+    uint8_t *ring;                  /* count: bit0 failure, bit1 slow */
     struct breaker_bucket *buckets; /* time: window_size buckets */
     /* Lifetime figures. */
-    uint64_t calls;                /* outcomes counted (not ignored) */
+    uint64_t calls; /* outcomes counted (not ignored) */
     uint64_t failures;
     uint64_t slow_calls;
-    uint64_t opens;                /* times it went to open */
+    uint64_t opens; /* times it went to open */
 };
 
 struct breaker_verdict {
     int allow;
-    int probe;                 /* allowed as a half-open probe */
-    uint32_t generation;       /* store in the permit */
+    int probe;           /* allowed as a half-open probe */
+    uint32_t generation; /* store in the permit */
     enum breaker_reason reason;
-    uint64_t retry_after_ms;   /* when denied: exact wait, 0 = unknown */
+    uint64_t retry_after_ms; /* when denied: exact wait, 0 = unknown */
 };
 
 /* Bytes of window memory a breaker with conf c needs (>= 1). */
@@ -134,8 +136,8 @@ size_t breaker_window_bytes(const struct breaker_conf *c);
  * Initialise b closed at now_ms.  window points at breaker_window_bytes(c)
  * bytes owned by the caller (kept for b's life); seed feeds open_jitter.
  */
-void breaker_init(struct breaker *b, const struct breaker_conf *c,
-                  void *window, uint64_t seed, uint64_t now_ms);
+void breaker_init(struct breaker *b, const struct breaker_conf *c, void *window,
+                  uint64_t seed, uint64_t now_ms);
 
 /* Apply time-driven changes (open -> half-open, force TTL end).  Every
  * other function calls it first; callers only need it before reading

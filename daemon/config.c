@@ -66,8 +66,8 @@ static int fail(struct parse *p, const char *fmt, ...)
     return -1;
 }
 
-static int get_uint(struct parse *p, json_t *v, const char *path,
-                    uint64_t min, uint64_t max, uint64_t *out)
+static int get_uint(struct parse *p, json_t *v, const char *path, uint64_t min,
+                    uint64_t max, uint64_t *out)
 {
     json_int_t i;
 
@@ -125,8 +125,8 @@ static int get_ids(struct parse *p, json_t *v, const char *path,
 }
 
 /* A number in [min, max] as thousandths (1.5 -> 1500). */
-static int get_milli(struct parse *p, json_t *v, const char *path,
-                     double min, double max, uint32_t *out)
+static int get_milli(struct parse *p, json_t *v, const char *path, double min,
+                     double max, uint32_t *out)
 {
     double x;
 
@@ -156,8 +156,9 @@ static int get_classes(struct parse *p, json_t *v, const char *path,
     {
         const char *s = json_string_value(e);
         if (!s || strlen(s) > CONFIG_CLASS_MAX || !pattern_valid(s))
-            return fail(p, "%s[%zu]: must be a class pattern like "
-                           "\"network.*\" (at most %d bytes)",
+            return fail(p,
+                        "%s[%zu]: must be a class pattern like "
+                        "\"network.*\" (at most %d bytes)",
                         path, i, CONFIG_CLASS_MAX);
         strcpy(out->pat[out->n++], s);
     }
@@ -173,8 +174,10 @@ static int parse_window(struct parse *p, json_t *v, const char *path,
     char sub[640];
 
     if (!json_is_object(v))
-        return fail(p, "%s: must be {\"type\": \"count\"|\"time\", "
-                       "\"size\": N}", path);
+        return fail(p,
+                    "%s: must be {\"type\": \"count\"|\"time\", "
+                    "\"size\": N}",
+                    path);
     json_object_foreach(v, k, x)
     {
         if (strcmp(k, "type") && strcmp(k, "size"))
@@ -293,12 +296,17 @@ static const struct {
     int severity;
     int transient;
 } builtin_classes[] = {
-    {"network", SEV_MEDIUM, 1},      {"timeout", SEV_MEDIUM, 1},
-    {"rate_limited", SEV_MEDIUM, 1}, {"auth.expired", SEV_MEDIUM, 1},
+    {"network", SEV_MEDIUM, 1},
+    {"timeout", SEV_MEDIUM, 1},
+    {"rate_limited", SEV_MEDIUM, 1},
+    {"auth.expired", SEV_MEDIUM, 1},
     {"exchange.maintenance", SEV_HIGH, 1},
-    {"auth.denied", SEV_HIGH, 0},    {"validation", SEV_LOW, 0},
-    {"config", SEV_HIGH, 0},         {"order.rejected", SEV_MEDIUM, 0},
-    {"instrument", SEV_LOW, 0},      {"internal", SEV_CRITICAL, 0},
+    {"auth.denied", SEV_HIGH, 0},
+    {"validation", SEV_LOW, 0},
+    {"config", SEV_HIGH, 0},
+    {"order.rejected", SEV_MEDIUM, 0},
+    {"instrument", SEV_LOW, 0},
+    {"internal", SEV_CRITICAL, 0},
 };
 
 /* cls equals pat or lies below it ("network" covers "network.reset"). */
@@ -409,8 +417,7 @@ static int one_of(const char *s, const char *const *names)
 static int parse_limiter(struct parse *p, json_t *obj, const char *path,
                          struct limiter_conf *l)
 {
-    static const char *const pers[] = {"second", "minute", "hour", "day",
-                                       NULL};
+    static const char *const pers[] = {"second", "minute", "hour", "day", NULL};
     static const uint64_t per_ms[] = {1000, 60000, 3600000, 86400000};
     int burst_set = 0, per_set = 0;
     const char *k;
@@ -432,8 +439,10 @@ static int parse_limiter(struct parse *p, json_t *obj, const char *path,
         } else if (!strcmp(k, "per")) {
             int i = one_of(json_string_value(v), pers);
             if (i < 0)
-                return fail(p, "%s: must be second, minute, hour or day "
-                               "(or give per_ms)", sub);
+                return fail(p,
+                            "%s: must be second, minute, hour or day "
+                            "(or give per_ms)",
+                            sub);
             if (per_set++)
                 return fail(p, "%s: give per or per_ms, not both", sub);
             l->per_ms = per_ms[i];
@@ -513,13 +522,17 @@ static int parse_retry(struct parse *p, json_t *obj, const char *path,
                 return -1;
         } else if (!strcmp(k, "strategy")) {
             if ((i = one_of(json_string_value(v), strategies)) < 0)
-                return fail(p, "%s: must be fixed, linear, exponential or "
-                               "fibonacci", sub);
+                return fail(p,
+                            "%s: must be fixed, linear, exponential or "
+                            "fibonacci",
+                            sub);
             r->strategy = (enum retry_strategy)i;
         } else if (!strcmp(k, "jitter")) {
             if ((i = one_of(json_string_value(v), jitters)) < 0)
-                return fail(p, "%s: must be none, full, equal or "
-                               "decorrelated", sub);
+                return fail(p,
+                            "%s: must be none, full, equal or "
+                            "decorrelated",
+                            sub);
             r->jitter = (enum retry_jitter)i;
         } else if (!strcmp(k, "base_ms")) {
             if (get_uint(p, v, sub, 1, 86400000, &r->base_ms) < 0)
@@ -636,8 +649,9 @@ static int parse_policy(struct parse *p, const char *pattern, json_t *obj,
 
     snprintf(path, sizeof(path), "policies.%s", pattern);
     if (!pattern_valid(pattern))
-        return fail(p, "%s: bad pattern (dot-separated segments of "
-                       "[A-Za-z0-9_:-] or \"*\", at most %d bytes)",
+        return fail(p,
+                    "%s: bad pattern (dot-separated segments of "
+                    "[A-Za-z0-9_:-] or \"*\", at most %d bytes)",
                     path, CONFIG_PATTERN_MAX);
     if (!json_is_object(obj))
         return fail(p, "%s: must be an object", path);
@@ -679,8 +693,10 @@ static int parse_policy(struct parse *p, const char *pattern, json_t *obj,
                 return -1;
             *set |= SET_RESERVE;
         } else if (!strcmp(k, "heartbeat") || !strcmp(k, "scope")) {
-            return fail(p, "%s: not implemented in this version (refused so "
-                           "that nobody relies on it)", sub);
+            return fail(p,
+                        "%s: not implemented in this version (refused so "
+                        "that nobody relies on it)",
+                        sub);
         } else {
             return fail(p, "%s: unknown key", sub);
         }
@@ -812,15 +828,18 @@ static int parse_policies(struct parse *p, json_t *obj, struct config *c)
     for (i = 0; i < c->npolicies; i++) {
         const struct policy *pol = &c->policies[i];
         if (pol->has_limiter && pol->reserve >= pol->limiter.burst) {
-            fail(p, "policies.%s.reserve: %u leaves nothing of limiter burst "
-                    "%llu for normal requests", pol->pattern, pol->reserve,
+            fail(p,
+                 "policies.%s.reserve: %u leaves nothing of limiter burst "
+                 "%llu for normal requests",
+                 pol->pattern, pol->reserve,
                  (unsigned long long)pol->limiter.burst);
             goto out;
         }
         if (pol->has_bulkhead && pol->reserve >= pol->bulkhead.max_concurrent) {
-            fail(p, "policies.%s.reserve: %u leaves nothing of bulkhead "
-                    "max_concurrent %u for normal requests", pol->pattern,
-                 pol->reserve, pol->bulkhead.max_concurrent);
+            fail(p,
+                 "policies.%s.reserve: %u leaves nothing of bulkhead "
+                 "max_concurrent %u for normal requests",
+                 pol->pattern, pol->reserve, pol->bulkhead.max_concurrent);
             goto out;
         }
     }
@@ -865,8 +884,10 @@ static int parse_errors(struct parse *p, json_t *obj, struct config *c)
         if (strlen(pat) > CONFIG_CLASS_MAX || !pattern_valid(pat))
             return fail(p, "%s: bad class pattern", sub);
         if (!json_is_object(rule))
-            return fail(p, "%s: must be {\"severity\": ..., \"transient\": "
-                           "...}", sub);
+            return fail(p,
+                        "%s: must be {\"severity\": ..., \"transient\": "
+                        "...}",
+                        sub);
         strcpy(cr->pat, pat);
         cr->severity = -1;
         cr->transient = -1;
@@ -874,8 +895,10 @@ static int parse_errors(struct parse *p, json_t *obj, struct config *c)
         {
             if (!strcmp(k, "severity")) {
                 if ((cr->severity = one_of(json_string_value(v), sevs)) < 0)
-                    return fail(p, "%s.severity: must be low, medium, high or "
-                                   "critical", sub);
+                    return fail(p,
+                                "%s.severity: must be low, medium, high or "
+                                "critical",
+                                sub);
             } else if (!strcmp(k, "transient")) {
                 if (!json_is_boolean(v))
                     return fail(p, "%s.transient: must be true or false", sub);
@@ -976,8 +999,10 @@ int config_load(const char *path, struct config *c, char *err, size_t errcap)
                 goto bad;
         } else if (!strcmp(k, "snapshot") || !strcmp(k, "error_log") ||
                    !strcmp(k, "redis")) {
-            fail(&p, "%s: not implemented in this version (refused so that "
-                     "nobody relies on it)", k);
+            fail(&p,
+                 "%s: not implemented in this version (refused so that "
+                 "nobody relies on it)",
+                 k);
             goto bad;
         } else {
             fail(&p, "%s: unknown key", k);

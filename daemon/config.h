@@ -18,10 +18,10 @@
 #include "limiter.h"
 #include "retry.h"
 
-#define CONFIG_MAX_IDS 64        /* entries in each uid/gid list */
-#define CONFIG_PATTERN_MAX 128   /* bytes in a policy pattern */
-#define CONFIG_CLASS_MAX 64      /* bytes in an error-class pattern */
-#define CONFIG_CLASSES 16        /* patterns in breaker record / ignore */
+#define CONFIG_MAX_IDS 64      /* entries in each uid/gid list */
+#define CONFIG_PATTERN_MAX 128 /* bytes in a policy pattern */
+#define CONFIG_CLASS_MAX 64    /* bytes in an error-class pattern */
+#define CONFIG_CLASSES 16      /* patterns in breaker record / ignore */
 
 struct class_list {
     size_t n;
@@ -33,10 +33,10 @@ struct policy {
     struct breaker_conf breaker;
     struct class_list record; /* failure classes that count (default "*") */
     struct class_list ignore; /* failure classes ignored entirely */
-    int critical;            /* policy-wide "critical" flag */
-    int shadow;              /* decide, record denials, allow everything */
-    uint64_t permit_ttl_ms;  /* outstanding permit lifetime */
-    uint32_t reserve;        /* limiter/bulkhead units for critical calls */
+    int critical;             /* policy-wide "critical" flag */
+    int shadow;               /* decide, record denials, allow everything */
+    uint64_t permit_ttl_ms;   /* outstanding permit lifetime */
+    uint32_t reserve;         /* limiter/bulkhead units for critical calls */
     uint32_t critical_probe_per_s; /* critical calls through an open breaker */
     /* Parts other than the breaker are taken whole: from this policy when
      * it gives them, else from "*", else the built-in default (none for
@@ -64,19 +64,19 @@ struct id_list {
 };
 
 struct config {
-    char socket[108];          /* "" = resolve per SPEC §8 */
-    unsigned socket_mode;      /* permission bits of the socket */
-    uint32_t max_clients;      /* concurrent connections */
-    uint32_t max_keys;         /* keys in the registry */
-    uint32_t max_frame_bytes;  /* largest request object */
-    uint32_t max_permits;      /* outstanding permits, all clients */
+    char socket[108];         /* "" = resolve per SPEC §8 */
+    unsigned socket_mode;     /* permission bits of the socket */
+    uint32_t max_clients;     /* concurrent connections */
+    uint32_t max_keys;        /* keys in the registry */
+    uint32_t max_frame_bytes; /* largest request object */
+    uint32_t max_permits;     /* outstanding permits, all clients */
     struct id_list allow_uids, allow_gids, admin_uids, admin_gids;
-    int admin_ids_given;       /* admin_uids or admin_gids was configured */
-    struct policy *policies;   /* npolicies entries; [0] is always "*" */
+    int admin_ids_given;     /* admin_uids or admin_gids was configured */
+    struct policy *policies; /* npolicies entries; [0] is always "*" */
     size_t npolicies;
     struct class_rule classes[CONFIG_CLASS_RULES]; /* errors.classes */
     size_t nclasses;
-    uint32_t max_parked;       /* parked acquire requests, all clients */
+    uint32_t max_parked; /* parked acquire requests, all clients */
 };
 
 /* Fill c with the built-in defaults (the "*" policy only). */

@@ -58,8 +58,8 @@ int keys_valid(const char *name, size_t len)
     for (i = 0; i < len; i++) {
         char ch = name[i];
         if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-              (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
-              ch == ':' || ch == '-'))
+              (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == ':' ||
+              ch == '-'))
             return 0;
     }
     return 1;
@@ -136,9 +136,9 @@ size_t keys_select(const struct keys *ks, const char *prefix, size_t plen,
     for (i = 0; i < ks->nbuckets; i++) {
         struct key *k;
         for (k = ks->buckets[i]; k; k = k->next) {
-            if (prefix && !(k->len >= plen &&
-                            memcmp(k->name, prefix, plen) == 0 &&
-                            (k->len == plen || k->name[plen] == '.')))
+            if (prefix &&
+                !(k->len >= plen && memcmp(k->name, prefix, plen) == 0 &&
+                  (k->len == plen || k->name[plen] == '.')))
                 continue;
             total++;
             if (n < cap)
@@ -151,8 +151,8 @@ size_t keys_select(const struct keys *ks, const char *prefix, size_t plen,
 
 void keys_add_latency(struct key *k, uint64_t latency_ms)
 {
-    k->lat_ms[k->lat_pos] = latency_ms > UINT16_MAX ? UINT16_MAX
-                                                    : (uint16_t)latency_ms;
+    k->lat_ms[k->lat_pos] =
+        latency_ms > UINT16_MAX ? UINT16_MAX : (uint16_t)latency_ms;
     k->lat_pos = (uint16_t)((k->lat_pos + 1) % KEY_LATENCY_SAMPLES);
     if (k->lat_n < KEY_LATENCY_SAMPLES)
         k->lat_n++;

@@ -15,37 +15,37 @@
 #include "config.h"
 #include "limiter.h"
 
-#define KEY_MAX 128          /* bytes in a key name */
-#define KEY_REASON_MAX 128   /* bytes of an operator's force reason kept */
+#define KEY_MAX 128             /* bytes in a key name */
+#define KEY_REASON_MAX 128      /* bytes of an operator's force reason kept */
 #define KEY_LATENCY_SAMPLES 128 /* latencies kept for p50/p99 */
-#define KEY_MAX_ANCESTORS 8  /* ancestor limiters checked per acquire */
+#define KEY_MAX_ANCESTORS 8     /* ancestor limiters checked per acquire */
 
 struct parked;
 
 enum { KEYS_EINVAL = 1, KEYS_EFULL = 2, KEYS_ENOMEM = 3 };
 
 struct key {
-    struct key *next;              /* hash chain */
-    const struct policy *policy;   /* borrowed from the live config */
+    struct key *next;            /* hash chain */
+    const struct policy *policy; /* borrowed from the live config */
     struct breaker br;
-    uint32_t outstanding;          /* permits granted, not yet released */
+    uint32_t outstanding; /* permits granted, not yet released */
     /* Admission (admit.c).  lim is used when the policy has a limiter;
      * otherwise only its pause (a 429 on a key with no limiter). */
     struct limiter lim;
-    struct limiter crit_lim;       /* critical_probe_per_s through open */
+    struct limiter crit_lim; /* critical_probe_per_s through open */
     struct bulkhead bh;
     struct key *anc[KEY_MAX_ANCESTORS]; /* ancestors with a limiter,
                                            nearest first (borrowed) */
     uint8_t nanc;
-    uint8_t admit_ready;           /* ancestors resolved */
-    uint64_t retry_prev_ms;        /* last advised delay (decorrelated) */
-    uint64_t rng;                  /* xorshift state for retry jitter */
+    uint8_t admit_ready;            /* ancestors resolved */
+    uint64_t retry_prev_ms;         /* last advised delay (decorrelated) */
+    uint64_t rng;                   /* xorshift state for retry jitter */
     struct parked *q_head, *q_tail; /* FIFO of parked acquires */
     uint32_t q_len;
     struct key *wait_prev, *wait_next; /* on resild.waiting while q_len */
-    uint64_t shadow_denied;        /* shadow policy: denials turned allows */
+    uint64_t shadow_denied; /* shadow policy: denials turned allows */
     uint16_t lat_ms[KEY_LATENCY_SAMPLES]; /* last latencies, ms, saturated */
-    uint16_t lat_pos, lat_n;       /* ring position, samples held */
+    uint16_t lat_pos, lat_n;              /* ring position, samples held */
     char force_reason[KEY_REASON_MAX + 1];
     uint8_t len;
     char name[KEY_MAX + 1];
@@ -53,10 +53,10 @@ struct key {
 };
 
 struct keys {
-    struct key **buckets;  /* nbuckets chains */
-    size_t nbuckets;       /* power of two */
+    struct key **buckets; /* nbuckets chains */
+    size_t nbuckets;      /* power of two */
     size_t count;
-    size_t max;            /* max_keys */
+    size_t max; /* max_keys */
 };
 
 int keys_init(struct keys *ks, size_t max_keys);

@@ -24,10 +24,10 @@
 #define LIMITER_NEVER UINT64_MAX /* wait: the cost can never fit */
 
 struct limiter_conf {
-    uint64_t rate;      /* tokens per per_ms, >= 1 */
-    uint64_t per_ms;    /* >= 1 (second 1000, minute 60000, ...) */
-    uint64_t burst;     /* bucket size in tokens, >= 1 (default = rate) */
-    uint64_t pause_ms;  /* pause on a 429 without retry_after (default 1000) */
+    uint64_t rate;     /* tokens per per_ms, >= 1 */
+    uint64_t per_ms;   /* >= 1 (second 1000, minute 60000, ...) */
+    uint64_t burst;    /* bucket size in tokens, >= 1 (default = rate) */
+    uint64_t pause_ms; /* pause on a 429 without retry_after (default 1000) */
 };
 
 struct limiter {

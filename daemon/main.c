@@ -21,27 +21,27 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: resild [-c CONFIG] [-s SOCKET]\n"
-            "\n"
-            "The resilience sidecar: one daemon per host owns every circuit\n"
-            "breaker for the services on it.  Runs in the foreground and\n"
-            "logs one line per event to stderr.\n"
-            "\n"
-            "  -c, --config FILE   JSON configuration (every key optional;\n"
-            "                      without it the built-in defaults apply)\n"
-            "  -s, --socket PATH   Unix socket to listen on; else the config's\n"
-            "                      \"socket\", else $RESILD_SOCKET, else\n"
-            "                      /run/resild/resild.sock if /run/resild\n"
-            "                      exists, else $XDG_RUNTIME_DIR/resild.sock,\n"
-            "                      else /tmp/resild.sock\n"
-            "  -t, --check         validate the configuration and exit\n"
-            "  -V, --version       print the version and exit\n"
-            "  -h, --help          this text\n"
-            "\n"
-            "Signals: SIGTERM/SIGINT stop accepting, answer what was read,\n"
-            "flush and exit 0.\n"
-            "Inspect and steer it with resilctl (resilctl --help).\n");
+    fprintf(
+        f, "usage: resild [-c CONFIG] [-s SOCKET]\n"
+           "\n"
+           "The resilience sidecar: one daemon per host owns every circuit\n"
+           "breaker for the services on it.  Runs in the foreground and\n"
+           "logs one line per event to stderr.\n"
+           "\n"
+           "  -c, --config FILE   JSON configuration (every key optional;\n"
+           "                      without it the built-in defaults apply)\n"
+           "  -s, --socket PATH   Unix socket to listen on; else the config's\n"
+           "                      \"socket\", else $RESILD_SOCKET, else\n"
+           "                      /run/resild/resild.sock if /run/resild\n"
+           "                      exists, else $XDG_RUNTIME_DIR/resild.sock,\n"
+           "                      else /tmp/resild.sock\n"
+           "  -t, --check         validate the configuration and exit\n"
+           "  -V, --version       print the version and exit\n"
+           "  -h, --help          this text\n"
+           "\n"
+           "Signals: SIGTERM/SIGINT stop accepting, answer what was read,\n"
+           "flush and exit 0.\n"
+           "Inspect and steer it with resilctl (resilctl --help).\n");
 }
 
 int main(int argc, char **argv)
@@ -96,14 +96,14 @@ int main(int argc, char **argv)
         return 1;
     }
     if (check_only) {
-        printf("%s: ok (%zu policies)\n", config_path ? config_path
-                                                      : "built-in defaults",
-               cfg.npolicies);
+        printf("%s: ok (%zu policies)\n",
+               config_path ? config_path : "built-in defaults", cfg.npolicies);
         config_free(&cfg);
         return 0;
     }
-    if (sockpath_resolve(sock_arg ? sock_arg : cfg.socket[0] ? cfg.socket
-                                                             : NULL,
+    if (sockpath_resolve(sock_arg        ? sock_arg
+                         : cfg.socket[0] ? cfg.socket
+                                         : NULL,
                          path, sizeof(path)) < 0) {
         log_msg(LOG_ERR, "socket path too long (max %d bytes)",
                 SOCKPATH_MAX - 1);
@@ -122,8 +122,9 @@ int main(int argc, char **argv)
         methods_free(&d);
         return 1;
     }
-    log_msg(LOG_INFO, "resild %s listening on %s (pid %ld, config %s, "
-                      "%zu policies, max_clients %u, max_keys %u)",
+    log_msg(LOG_INFO,
+            "resild %s listening on %s (pid %ld, config %s, "
+            "%zu policies, max_clients %u, max_keys %u)",
             RESIL_VERSION, path, d.pid,
             config_path ? config_path : "built-in defaults", d.cfg.npolicies,
             srv.max_clients, d.cfg.max_keys);

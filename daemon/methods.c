@@ -16,10 +16,10 @@
 #include "admit.h"
 #include "log.h"
 
-#define MAX_COST 1000000000ULL       /* a cost above this is surely a bug */
-#define MAX_WAIT_MS 3600000ULL       /* parking longer than an hour: no */
+#define MAX_COST 1000000000ULL /* a cost above this is surely a bug */
+#define MAX_WAIT_MS 3600000ULL /* parking longer than an hour: no */
 #define MAX_TTL_MS (86400000ULL * 30)
-#define CLASS_MAX 64                 /* bytes of an error class */
+#define CLASS_MAX 64 /* bytes of an error class */
 
 struct req {
     struct resild *d;
@@ -27,7 +27,7 @@ struct req {
     const struct proto_msg *m;
     msgpack_packer *pk;
     uint64_t now_ms;
-    const char *name;  /* method name, NUL-terminated, for messages */
+    const char *name; /* method name, NUL-terminated, for messages */
 };
 
 /* --- argument helpers: each packs bad_request and returns -1 on error --- */
@@ -69,8 +69,8 @@ static int arg_key(struct req *r, const char *name, int required,
     return 0;
 }
 
-static int arg_uint(struct req *r, const char *name, uint64_t def,
-                    uint64_t min, uint64_t max, uint64_t *out)
+static int arg_uint(struct req *r, const char *name, uint64_t def, uint64_t min,
+                    uint64_t max, uint64_t *out)
 {
     const msgpack_object *o = proto_map_get(r->m->params, name);
 
@@ -244,8 +244,7 @@ static void pack_key_status(msgpack_packer *pk, struct key *k, uint64_t now)
 }
 
 /* Log a visible state change of k (rare; one line each). */
-static void note_transition(struct key *k, const char *before,
-                            const char *why)
+static void note_transition(struct key *k, const char *before, const char *why)
 {
     const char *after = breaker_state_name(&k->br);
 
@@ -288,8 +287,9 @@ static void m_acquire(struct req *r)
                     !strcmp(before, "open") ? "open time over"
                                             : "operator force expired");
     if (rc == -ADMIT_E2BIG) {
-        bad(r, "'cost' %llu exceeds what the limiter of '%s' can ever grant "
-               "(burst %llu)",
+        bad(r,
+            "'cost' %llu exceeds what the limiter of '%s' can ever grant "
+            "(burst %llu)",
             (unsigned long long)cost, culprit->name,
             (unsigned long long)culprit->policy->limiter.burst);
         return;
@@ -343,7 +343,8 @@ static void m_report(struct req *r)
         arg_text(r, r->m->params, "correlation_id", 128, &cid, &cid_n) < 0)
         return;
     has_latency = lat && lat->type != MSGPACK_OBJECT_NIL;
-    if (err && err->type != MSGPACK_OBJECT_NIL && err->type != MSGPACK_OBJECT_MAP) {
+    if (err && err->type != MSGPACK_OBJECT_NIL &&
+        err->type != MSGPACK_OBJECT_MAP) {
         bad(r, "'error' must be a map");
         return;
     }
@@ -353,8 +354,7 @@ static void m_report(struct req *r)
             arg_text(r, err, "message", 1024, &msg, &msg_n) < 0)
             return;
         if (cls && (cls_n > CLASS_MAX || !keys_valid(cls, cls_n))) {
-            bad(r, "'error.class' must match [A-Za-z0-9._:-]{1,%d}",
-                CLASS_MAX);
+            bad(r, "'error.class' must match [A-Za-z0-9._:-]{1,%d}", CLASS_MAX);
             return;
         }
         if (cls) {
@@ -368,8 +368,8 @@ static void m_report(struct req *r)
                 (unsigned long long)MAX_TTL_MS);
             return;
         }
-        venue_wait = ra && ra->type == MSGPACK_OBJECT_POSITIVE_INTEGER
-                         ? ra->via.u64 : 0;
+        venue_wait =
+            ra && ra->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? ra->via.u64 : 0;
         config_classify(&r->d->cfg, class_z, &severity, &transient);
         if (arg_enum_in(r, err, "severity", "error.severity", severity, sevs,
                         &severity) < 0)
@@ -426,9 +426,9 @@ static void m_report(struct req *r)
     }
     /* else: a permit already reported, expired or never granted counts
      * once, the first time; this report drives nothing and says stale. */
-    note_transition(k, before, breaker_is_open(&k->br)
-                                   ? breaker_cause_name(k->br.cause)
-                                   : "probe successes");
+    note_transition(k, before,
+                    breaker_is_open(&k->br) ? breaker_cause_name(k->br.cause)
+                                            : "probe successes");
     /* Venue feedback reaches every client of the limiter at once. */
     if (failed && is_rate_limited(class_z))
         admit_venue_pause(r->d, k, r->now_ms, venue_wait);
@@ -525,9 +525,9 @@ static void m_force(struct req *r)
 {
     static const char *const states[] = {"auto", "open", "closed", "disabled",
                                          NULL};
-    static const enum breaker_force map[] = {
-        BREAKER_AUTO, BREAKER_FORCE_OPEN, BREAKER_FORCE_CLOSED,
-        BREAKER_FORCE_DISABLED};
+    static const enum breaker_force map[] = {BREAKER_AUTO, BREAKER_FORCE_OPEN,
+                                             BREAKER_FORCE_CLOSED,
+                                             BREAKER_FORCE_DISABLED};
     const char *name, *reason, *before;
     size_t n, rn;
     uint64_t ttl;
@@ -545,8 +545,9 @@ static void m_force(struct req *r)
     breaker_force(&k->br, &k->policy->breaker, r->now_ms, map[st], ttl);
     log_escape(esc, sizeof(esc), reason ? reason : "", reason ? rn : 0);
     snprintf(k->force_reason, sizeof(k->force_reason), "%s", esc);
-    log_msg(LOG_INFO, "key %s: forced %s by uid %u (%s -> %s, ttl %llu ms, "
-                      "reason \"%s\")",
+    log_msg(LOG_INFO,
+            "key %s: forced %s by uid %u (%s -> %s, ttl %llu ms, "
+            "reason \"%s\")",
             k->name, states[st], (unsigned)r->c->uid, before,
             breaker_state_name(&k->br), (unsigned long long)ttl, esc);
     proto_pack_response_head(r->pk, r->m->msgid);
@@ -575,8 +576,8 @@ static const struct method {
     const char *name;
     void (*fn)(struct req *r);
 } methods[] = {
-    {"ping", m_ping},   {"acquire", m_acquire}, {"report", m_report},
-    {"status", m_status}, {"force", m_force},   {"reset", m_reset},
+    {"ping", m_ping},     {"acquire", m_acquire}, {"report", m_report},
+    {"status", m_status}, {"force", m_force},     {"reset", m_reset},
 };
 
 void methods_dispatch(struct resild *d, struct caller *c,
@@ -619,8 +620,9 @@ void methods_caller_gone(struct resild *d, struct caller *c, uint64_t now_ms)
         struct permit *p = c->permits;
         if (p->probe)
             d->m.probes_lost++;
-        end_permit(d, p, now_ms, p->probe, "half-open probe lost with its "
-                                            "connection");
+        end_permit(d, p, now_ms, p->probe,
+                   "half-open probe lost with its "
+                   "connection");
     }
     admit_wake(d, now_ms);
 }

@@ -17,8 +17,9 @@
 #include "proto.h"
 #include "state.h"
 
-#define STATUS_MAX_KEYS 500 /* keys listed by one status answer: keeps
-                              * it well under the 256 KiB output cap */
+#define STATUS_MAX_KEYS                                                        \
+    500 /* keys listed by one status answer: keeps                             \
+         * it well under the 256 KiB output cap */
 
 /* Build the state from a loaded config (taken: d owns cfg afterwards). */
 int methods_init(struct resild *d, struct config *cfg, uint64_t now_ms);

@@ -18,22 +18,22 @@
 struct key;
 
 struct permit {
-    uint64_t id;                  /* 0 = free slot */
-    struct key *key;              /* borrowed; keys are never freed */
-    uint64_t expires_ms;          /* monotonic; granted + permit_ttl_ms */
-    uint32_t generation;          /* breaker generation at grant */
-    uint8_t probe;                /* granted as a half-open probe */
-    uint8_t holds_slot;           /* took a bulkhead slot of key */
-    struct permit **owner;        /* head of the owner's list */
-    struct permit *prev, *next;   /* owner's list, or free list (next) */
+    uint64_t id;                /* 0 = free slot */
+    struct key *key;            /* borrowed; keys are never freed */
+    uint64_t expires_ms;        /* monotonic; granted + permit_ttl_ms */
+    uint32_t generation;        /* breaker generation at grant */
+    uint8_t probe;              /* granted as a half-open probe */
+    uint8_t holds_slot;         /* took a bulkhead slot of key */
+    struct permit **owner;      /* head of the owner's list */
+    struct permit *prev, *next; /* owner's list, or free list (next) */
 };
 
 struct permits {
     struct permit *slot;
-    uint32_t cap;                 /* power of two */
-    uint32_t bits;                /* log2(cap) */
+    uint32_t cap;  /* power of two */
+    uint32_t bits; /* log2(cap) */
     uint32_t used;
-    uint64_t seq;                 /* next sequence number */
+    uint64_t seq; /* next sequence number */
     struct permit *free;
 };
 

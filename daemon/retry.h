@@ -46,24 +46,26 @@ enum retry_jitter {
 };
 
 struct retry_conf {
-    uint32_t max_attempts;       /* default 3; 1 = never retry */
+    uint32_t max_attempts;        /* default 3; 1 = never retry */
     enum retry_strategy strategy; /* default exponential */
-    uint64_t base_ms;            /* default 1000 */
-    uint64_t max_ms;             /* default 60000 */
-    uint32_t multiplier_milli;   /* multiplier * 1000, default 2000 */
-    enum retry_jitter jitter;    /* default none */
-    uint32_t budget_ratio_milli; /* budget_ratio * 1000, default 200 */
-    uint32_t budget_min_per_s;   /* default 10 */
+    uint64_t base_ms;             /* default 1000 */
+    uint64_t max_ms;              /* default 60000 */
+    uint32_t multiplier_milli;    /* multiplier * 1000, default 2000 */
+    enum retry_jitter jitter;     /* default none */
+    uint32_t budget_ratio_milli;  /* budget_ratio * 1000, default 200 */
+    uint32_t budget_min_per_s;    /* default 10 */
 };
 
 #define RETRY_CONF_DEFAULT                                                     \
-    {3, RETRY_EXPONENTIAL, 1000, 60000, 2000, RETRY_JITTER_NONE, 200, 10}
+    {                                                                          \
+        3, RETRY_EXPONENTIAL, 1000, 60000, 2000, RETRY_JITTER_NONE, 200, 10    \
+    }
 
 #define RETRY_BUDGET_S 10 /* seconds the budget looks back */
 
 /* Host-wide budget: one-second buckets over the last RETRY_BUDGET_S. */
 struct retry_budget {
-    uint64_t sec[RETRY_BUDGET_S];     /* now_ms/1000 + 1 of bucket; 0 empty */
+    uint64_t sec[RETRY_BUDGET_S]; /* now_ms/1000 + 1 of bucket; 0 empty */
     uint32_t calls[RETRY_BUDGET_S];
     uint32_t retries[RETRY_BUDGET_S];
 };

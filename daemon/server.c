@@ -31,24 +31,24 @@
 #define READ_SLACK 4096 /* input room beyond one maximal frame */
 
 struct conn {
-    uv_pipe_t pipe;            /* handle; pipe.data == this */
+    uv_pipe_t pipe; /* handle; pipe.data == this */
     struct server *srv;
     struct conn *prev, *next;
     struct caller caller;
-    uint8_t *in;               /* input buffer, in_cap bytes */
-    size_t in_cap, in_len;     /* bytes held */
-    size_t in_off;             /* start of the object being scanned */
+    uint8_t *in;           /* input buffer, in_cap bytes */
+    size_t in_cap, in_len; /* bytes held */
+    size_t in_off;         /* start of the object being scanned */
     struct proto_scan scan;
     uint64_t partial_since_ms; /* first byte of an incomplete object; 0 */
     msgpack_sbuffer out[2];    /* out[cur] fills while out[!cur] is written */
     int cur;
-    msgpack_packer pk;         /* packs into out[cur] */
+    msgpack_packer pk; /* packs into out[cur] */
     uv_write_t wreq;
     int writing;
-    int paused;                /* reading stopped for backpressure */
-    uint64_t stall_since_ms;   /* kernel refusing our output since; 0 */
-    size_t stall_unsent;       /* libuv's unsent bytes seen then */
-    int draining;              /* close once output is flushed */
+    int paused;              /* reading stopped for backpressure */
+    uint64_t stall_since_ms; /* kernel refusing our output since; 0 */
+    size_t stall_unsent;     /* libuv's unsent bytes seen then */
+    int draining;            /* close once output is flushed */
     int closing;
 };
 
@@ -100,8 +100,8 @@ static void conn_flush(struct conn *c);
 /* caller->flush: an answer was packed outside a read (a parked request). */
 static void caller_flush(struct caller *caller)
 {
-    struct conn *c = (struct conn *)((char *)caller -
-                                     offsetof(struct conn, caller));
+    struct conn *c =
+        (struct conn *)((char *)caller - offsetof(struct conn, caller));
     conn_flush(c);
 }
 static void conn_process(struct conn *c);
@@ -365,8 +365,8 @@ static int admit(struct server *s, struct conn *c)
         c->caller.admin = cred.uid == 0 || cred.uid == s->self_uid;
     if (cfg->allow_uids.n == 0 && cfg->allow_gids.n == 0)
         return 0;
-    if (id_in(&cfg->allow_uids, cred.uid) || id_in(&cfg->allow_gids, cred.gid) ||
-        c->caller.admin)
+    if (id_in(&cfg->allow_uids, cred.uid) ||
+        id_in(&cfg->allow_gids, cred.gid) || c->caller.admin)
         return 0;
     return -1;
 }
@@ -456,14 +456,16 @@ static void on_cron(uv_timer_t *t)
         if (c->partial_since_ms && !c->paused &&
             now - c->partial_since_ms > SERVER_PARTIAL_MS) {
             s->d->m.slow_clients_closed++;
-            log_msg(LOG_WARN, "client uid %u: partial object for over %d ms; "
-                              "closing",
+            log_msg(LOG_WARN,
+                    "client uid %u: partial object for over %d ms; "
+                    "closing",
                     (unsigned)c->caller.uid, SERVER_PARTIAL_MS);
             conn_close(c);
         } else if (conn_not_reading(c, now)) {
             s->d->m.slow_readers_closed++;
-            log_msg(LOG_WARN, "client uid %u: not reading its answers "
-                              "(%zu bytes waiting); closing",
+            log_msg(LOG_WARN,
+                    "client uid %u: not reading its answers "
+                    "(%zu bytes waiting); closing",
                     (unsigned)c->caller.uid, unsent(c) + c->out[c->cur].size);
             conn_close(c);
         } else if (s->stopping && now >= s->stop_deadline_ms) {
@@ -527,11 +529,13 @@ static int check_path(const char *path)
     int fd, rc;
 
     if (lstat(path, &st) < 0)
-        return errno == ENOENT ? 0 : (log_msg(LOG_ERR, "%s: %s", path,
-                                              strerror(errno)), -1);
+        return errno == ENOENT
+                   ? 0
+                   : (log_msg(LOG_ERR, "%s: %s", path, strerror(errno)), -1);
     if (!S_ISSOCK(st.st_mode)) {
-        log_msg(LOG_ERR, "%s exists and is not a socket (%s); refusing to "
-                         "touch it",
+        log_msg(LOG_ERR,
+                "%s exists and is not a socket (%s); refusing to "
+                "touch it",
                 path, S_ISLNK(st.st_mode) ? "a symlink" : "another file");
         return -1;
     }
@@ -544,8 +548,10 @@ static int check_path(const char *path)
     rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
     if (rc == 0 || errno == EAGAIN || errno == EINPROGRESS) {
         close(fd);
-        log_msg(LOG_ERR, "another resild is already listening on %s; "
-                         "exiting", path);
+        log_msg(LOG_ERR,
+                "another resild is already listening on %s; "
+                "exiting",
+                path);
         return -1;
     }
     close(fd);
@@ -576,10 +582,11 @@ static uint32_t fit_clients(uint32_t want)
         getrlimit(RLIMIT_NOFILE, &rl);
     }
     if (rl.rlim_cur < want + reserve) {
-        uint32_t fit = rl.rlim_cur > reserve + 1
-                           ? (uint32_t)(rl.rlim_cur - reserve) : 1;
-        log_msg(LOG_WARN, "max_clients lowered from %u to %u to fit the "
-                          "open-file limit (%llu)",
+        uint32_t fit =
+            rl.rlim_cur > reserve + 1 ? (uint32_t)(rl.rlim_cur - reserve) : 1;
+        log_msg(LOG_WARN,
+                "max_clients lowered from %u to %u to fit the "
+                "open-file limit (%llu)",
                 want, fit, (unsigned long long)rl.rlim_cur);
         return fit;
     }

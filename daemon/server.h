@@ -17,13 +17,13 @@
 
 #include "methods.h"
 
-#define SERVER_OUT_HIGH (64 * 1024)   /* stop taking requests above this */
-#define SERVER_OUT_LOW (16 * 1024)    /* resume below this */
-#define SERVER_OUT_MAX (256 * 1024)   /* a stalled client this far behind */
-#define SERVER_STALL_MS 5000          /* no output taken this long: closed */
-#define SERVER_PARTIAL_MS 5000        /* slowloris: partial object deadline */
-#define SERVER_DRAIN_MS 5000          /* SIGTERM: time given to flush */
-#define SERVER_CRON_MS 100            /* housekeeping period */
+#define SERVER_OUT_HIGH (64 * 1024) /* stop taking requests above this */
+#define SERVER_OUT_LOW (16 * 1024)  /* resume below this */
+#define SERVER_OUT_MAX (256 * 1024) /* a stalled client this far behind */
+#define SERVER_STALL_MS 5000        /* no output taken this long: closed */
+#define SERVER_PARTIAL_MS 5000      /* slowloris: partial object deadline */
+#define SERVER_DRAIN_MS 5000        /* SIGTERM: time given to flush */
+#define SERVER_CRON_MS 100          /* housekeeping period */
 
 struct conn;
 
@@ -31,13 +31,13 @@ struct server {
     uv_loop_t *loop;
     uv_pipe_t listener;
     uv_timer_t cron;
-    uv_timer_t wake;           /* next parked request that may pass */
-    uv_signal_t sig[3];        /* SIGTERM, SIGINT, SIGHUP */
-    struct resild *d;          /* borrowed */
-    struct conn *conns;        /* every open connection */
+    uv_timer_t wake;    /* next parked request that may pass */
+    uv_signal_t sig[3]; /* SIGTERM, SIGINT, SIGHUP */
+    struct resild *d;   /* borrowed */
+    struct conn *conns; /* every open connection */
     uint32_t nconns;
-    uint32_t max_clients;      /* config value, lowered to fit RLIMIT_NOFILE */
-    msgpack_zone zone;         /* decode zone, cleared after each request */
+    uint32_t max_clients; /* config value, lowered to fit RLIMIT_NOFILE */
+    msgpack_zone zone;    /* decode zone, cleared after each request */
     char path[108];
     int listening;
     int stopping;

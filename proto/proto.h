@@ -23,8 +23,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_MAX_DEPTH 8            /* deepest nesting a peer may send */
-#define PROTO_DEFAULT_MAX_FRAME 65536 /* bytes; SPEC max_frame_bytes default */
+#define PROTO_MAX_DEPTH 8             /* deepest nesting a peer may send */
+#define PROTO_DEFAULT_MAX_FRAME 65536 /* bytes; SPEC max_frame_bytes default   \
+                                       */
 
 /* Negative results of the scanner and decoder. */
 enum {
@@ -42,9 +43,9 @@ enum { PROTO_REQUEST = 0, PROTO_RESPONSE = 1, PROTO_NOTIFY = 2 };
  * repeated, so a slow-drip peer costs O(bytes), not O(bytes^2).
  */
 struct proto_scan {
-    size_t pos;                           /* bytes of the object accepted */
-    unsigned depth;                       /* open containers */
-    uint64_t left[PROTO_MAX_DEPTH + 1];   /* elements still due per level */
+    size_t pos;                         /* bytes of the object accepted */
+    unsigned depth;                     /* open containers */
+    uint64_t left[PROTO_MAX_DEPTH + 1]; /* elements still due per level */
 };
 
 /* Reset before the first byte of each object. */
@@ -62,14 +63,14 @@ long proto_scan_next(struct proto_scan *s, const uint8_t *buf, size_t len,
 
 /* A decoded message.  Pointers borrow from the frame and the zone. */
 struct proto_msg {
-    int type;                      /* PROTO_REQUEST / RESPONSE / NOTIFY */
-    int msgid_known;               /* 1 once msgid could be read */
-    uint32_t msgid;                /* request and response */
-    const char *method;            /* request and notify; not NUL-terminated */
+    int type;           /* PROTO_REQUEST / RESPONSE / NOTIFY */
+    int msgid_known;    /* 1 once msgid could be read */
+    uint32_t msgid;     /* request and response */
+    const char *method; /* request and notify; not NUL-terminated */
     size_t method_len;
-    const msgpack_object *params;  /* request/notify: the map, or NULL */
-    const msgpack_object *error;   /* response: nil or map */
-    const msgpack_object *result;  /* response */
+    const msgpack_object *params;        /* request/notify: the map, or NULL */
+    const msgpack_object *error;         /* response: nil or map */
+    const msgpack_object *result;        /* response */
     const msgpack_object *notify_params; /* notify: the params array */
 };
 

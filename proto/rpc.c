@@ -74,8 +74,7 @@ int proto_decode(const char *buf, size_t len, msgpack_zone *zone,
     return 0;
 }
 
-const msgpack_object *proto_map_get(const msgpack_object *map,
-                                    const char *name)
+const msgpack_object *proto_map_get(const msgpack_object *map, const char *name)
 {
     uint32_t i;
 

@@ -41,7 +41,7 @@ static int tap_ok(int cond, const char *file, int line, const char *fmt, ...)
     do {                                                                       \
         long long got_ = (long long)(got), want_ = (long long)(want);          \
         if (!OK(got_ == want_, "%s", name))                                    \
-            printf("#   got %lld, want %lld\n", got_, want_);                 \
+            printf("#   got %lld, want %lld\n", got_, want_);                  \
     } while (0)
 
 /* Diagnostic line; ignored by the counter. */

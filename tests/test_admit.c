@@ -137,7 +137,8 @@ static void test_hierarchy_all_or_nothing(void)
     OK(res.allow, "orders cost 4 allowed");
     acquire(&d, &f, ws, 4, 0, 0, 0, &res);
     OK(res.allow, "ws cost 4 allowed (account now at the reserve)");
-    before_orders = limiter_available(&orders->lim, &orders->policy->limiter, 0);
+    before_orders =
+        limiter_available(&orders->lim, &orders->policy->limiter, 0);
     acquire(&d, &f, orders, 1, 0, 0, 0, &res);
     OK(!res.allow && res.reason == ADMIT_RATE_LIMITED,
        "account limiter denies the next normal request");

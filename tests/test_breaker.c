@@ -9,8 +9,8 @@
 #include <string.h>
 
 /* Consecutive rule only (rates off), 1 s open, 1 probe, 2 to close. */
-static const struct breaker_conf conf = {5, 1000, 1, 2, 0, 100, 10, 0,
-                                         0, 0, 1000, 300000, 0};
+static const struct breaker_conf conf = {5, 1000, 1, 2,    0,      100, 10,
+                                         0, 0,    0, 1000, 300000, 0};
 static uint64_t window_mem[BREAKER_MAX_TIME_WINDOW * 4];
 
 static void init(struct breaker *b, const struct breaker_conf *c, uint64_t now)
@@ -25,7 +25,8 @@ static void fail_n(struct breaker *b, uint64_t now, int n)
 
     for (i = 0; i < n; i++) {
         breaker_acquire(b, &conf, now, &v);
-        breaker_record(b, &conf, now, v.generation, v.probe, BREAKER_FAILURE, -1);
+        breaker_record(b, &conf, now, v.generation, v.probe, BREAKER_FAILURE,
+                       -1);
     }
 }
 
@@ -116,9 +117,9 @@ static void test_stale_generation(void)
 
     init(&b, &conf, 0);
     breaker_acquire(&b, &conf, 0, &old); /* granted while closed */
-    fail_n(&b, 0, 5);                     /* trips */
-    counted = breaker_record(&b, &conf, 10, old.generation, 0,
-                             BREAKER_SUCCESS, -1);
+    fail_n(&b, 0, 5);                    /* trips */
+    counted =
+        breaker_record(&b, &conf, 10, old.generation, 0, BREAKER_SUCCESS, -1);
     OK(!counted, "report from before the trip is stale");
     IS(b.state, BREAKER_OPEN, "stale success does not close");
     breaker_acquire(&b, &conf, 1000, &p);
@@ -189,8 +190,8 @@ static void test_threshold_zero_never_opens(void)
 }
 
 /* Feed n outcomes (failed f of them first) at time now, closed state. */
-static void feed(struct breaker *b, const struct breaker_conf *c,
-                 uint64_t now, int n, int f, int64_t latency)
+static void feed(struct breaker *b, const struct breaker_conf *c, uint64_t now,
+                 int n, int f, int64_t latency)
 {
     struct breaker_verdict v;
     int i;
@@ -252,14 +253,14 @@ static void test_time_window_expires(void)
     c.minimum_calls = 4;
     c.failure_rate_threshold = 50;
     init(&b, &c, 0);
-    feed(&b, &c, 0, 3, 3, -1);       /* 3 failures at t=0 */
-    feed(&b, &c, 10000, 3, 0, -1);   /* t=10 s: the failures expired */
+    feed(&b, &c, 0, 3, 3, -1);     /* 3 failures at t=0 */
+    feed(&b, &c, 10000, 3, 0, -1); /* t=10 s: the failures expired */
     IS(b.state, BREAKER_CLOSED, "failures older than the window expired");
     OK(breaker_failure_rate(&b, 10000) == 0.0, "rate 0 after expiry");
-    feed(&b, &c, 10500, 1, 1, -1);   /* 1 of 4 */
-    feed(&b, &c, 11000, 1, 1, -1);   /* 2 of 5 = 40% */
+    feed(&b, &c, 10500, 1, 1, -1); /* 1 of 4 */
+    feed(&b, &c, 11000, 1, 1, -1); /* 2 of 5 = 40% */
     IS(b.state, BREAKER_CLOSED, "40%% closed");
-    feed(&b, &c, 19999, 1, 1, -1);   /* 3 of 6 = 50% */
+    feed(&b, &c, 19999, 1, 1, -1); /* 3 of 6 = 50% */
     IS(b.state, BREAKER_OPEN, "50%% within 10 s opens");
 }
 

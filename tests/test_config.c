@@ -54,7 +54,8 @@ static void test_inheritance_and_match(void)
     const char *path = write_cfg(
         "{\"socket_mode\": \"0600\", \"max_keys\": 10,\n"
         " \"policies\": {\n"
-        "  \"*\": {\"breaker\": {\"failure_threshold\": 3, \"open_ms\": 500}},\n"
+        "  \"*\": {\"breaker\": {\"failure_threshold\": 3, \"open_ms\": "
+        "500}},\n"
         "  \"binance.*\": {\"breaker\": {\"open_ms\": 100}},\n"
         "  \"binance\": {\"breaker\": {\"success_threshold\": 4}},\n"
         "  \"*.orders\": {\"breaker\": {\"half_open_max_calls\": 3}},\n"
@@ -95,15 +96,18 @@ static void test_breaker_options(void)
     char err[256];
     const struct policy *p;
     const char *path = write_cfg(
-        "{\"policies\": {\"*\": {\"breaker\": {\"ignore\": [\"validation.*\"]}},\n"
+        "{\"policies\": {\"*\": {\"breaker\": {\"ignore\": "
+        "[\"validation.*\"]}},\n"
         " \"binance.*\": {\"shadow\": true, \"breaker\": {\n"
         "   \"window\": {\"type\": \"time\", \"size\": 60},\n"
         "   \"failure_rate_threshold\": 40, \"minimum_calls\": 20,\n"
         "   \"slow_call_ms\": 2000, \"slow_call_rate_threshold\": 80,\n"
         "   \"open_backoff\": 2, \"open_max_ms\": 300000,\n"
-        "   \"open_jitter\": 0.1, \"record\": [\"network.*\", \"timeout\"]}}}}");
+        "   \"open_jitter\": 0.1, \"record\": [\"network.*\", "
+        "\"timeout\"]}}}}");
 
-    if (!OK(config_load(path, &c, err, sizeof(err)) == 0, "breaker options load"))
+    if (!OK(config_load(path, &c, err, sizeof(err)) == 0,
+            "breaker options load"))
         DIAG("%s", err);
     p = config_match(&c, "binance.orders");
     IS(p->breaker.window_time, 1, "time window");
@@ -174,7 +178,8 @@ static const struct {
      "policies.a.limiter.per: must be second"},
     {"{\"policies\": {\"a\": {\"bulkhead\": {\"queue\": 1}}}}",
      "policies.a.bulkhead.max_concurrent: is required"},
-    {"{\"policies\": {\"a\": {\"reserve\": 2, \"bulkhead\": {\"max_concurrent\": 2}}}}",
+    {"{\"policies\": {\"a\": {\"reserve\": 2, \"bulkhead\": "
+     "{\"max_concurrent\": 2}}}}",
      "policies.a.reserve: 2 leaves nothing"},
     {"{\"policies\": {\"a\": {\"retry\": {\"strategy\": \"random\"}}}}",
      "policies.a.retry.strategy: must be fixed"},
@@ -191,7 +196,8 @@ static const struct {
      "policies.a.breaker.window.size: 0 is out of range"},
     {"{\"policies\": {\"a\": {\"breaker\": {\"window\": {\"sise\": 1}}}}}",
      "policies.a.breaker.window.sise: unknown key"},
-    {"{\"policies\": {\"a\": {\"breaker\": {\"failure_rate_threshold\": 101}}}}",
+    {"{\"policies\": {\"a\": {\"breaker\": {\"failure_rate_threshold\": "
+     "101}}}}",
      "failure_rate_threshold: 101 is out of range"},
     {"{\"policies\": {\"a\": {\"breaker\": {\"open_backoff\": 0.5}}}}",
      "open_backoff: 0.5 is out of range"},
@@ -199,7 +205,8 @@ static const struct {
      "open_jitter: must be a number"},
     {"{\"policies\": {\"a\": {\"breaker\": {\"record\": [\"a b\"]}}}}",
      "record[0]: must be a class pattern"},
-    {"{\"policies\": {\"a\": {\"shadow\": 1}}}", "shadow: must be true or false"},
+    {"{\"policies\": {\"a\": {\"shadow\": 1}}}",
+     "shadow: must be true or false"},
     {"{\"redis\": {}}", "redis: not implemented"},
     {"{\"allow_uids\": [1, \"x\"]}", "allow_uids[1]: must be an integer"},
     {"{\"max_keys\": 1, \"max_keys\": 2}", "duplicate"},

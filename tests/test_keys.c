@@ -65,8 +65,8 @@ static void test_permits(void)
     OK(permits_find(&ps, id) == NULL, "old id does not match the reuse");
     permits_release(&ps, q);
     for (i = 0; i < 16; i++)
-        OK(permits_alloc(&ps, i % 2 ? &owner_a : &owner_b) != NULL,
-           "alloc %d", i);
+        OK(permits_alloc(&ps, i % 2 ? &owner_a : &owner_b) != NULL, "alloc %d",
+           i);
     OK(permits_alloc(&ps, &owner_a) == NULL, "pool full returns NULL");
     n = 0;
     while (owner_a) {
