@@ -9,13 +9,12 @@
 #include <string.h>
 #include <time.h>
 
-void log_msg(enum log_level lvl, const char *fmt, ...)
+static void log_v(enum log_level lvl, const char *fmt, va_list ap)
 {
     static const char *names[] = {"error", "warn", "info"};
     char line[1024], stamp[32];
     struct timespec ts;
     struct tm tm;
-    va_list ap;
     int n;
 
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -23,10 +22,45 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
     strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
     n = snprintf(line, sizeof(line), "%s.%03ldZ resild %s: ", stamp,
                  ts.tv_nsec / 1000000, names[lvl]);
-    va_start(ap, fmt);
     vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
-    va_end(ap);
     fprintf(stderr, "%s\n", line);
+}
+
+void log_msg(enum log_level lvl, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    log_v(lvl, fmt, ap);
+    va_end(ap);
+}
+
+void log_peer(uint64_t now_ms, const char *fmt, ...)
+{
+    static uint64_t second;  /* now_ms / 1000 of the current budget */
+    static unsigned written; /* lines written in that second */
+    static uint64_t dropped; /* lines not written since the last one */
+    va_list ap;
+
+    if (now_ms / 1000 != second) {
+        second = now_ms / 1000;
+        written = 0;
+    }
+    if (written >= LOG_PEER_PER_S) {
+        dropped++;
+        return;
+    }
+    written++;
+    if (dropped) {
+        log_msg(LOG_WARN,
+                "%llu more warnings about clients were not logged "
+                "(over %d per second)",
+                (unsigned long long)dropped, LOG_PEER_PER_S);
+        dropped = 0;
+    }
+    va_start(ap, fmt);
+    log_v(LOG_WARN, fmt, ap);
+    va_end(ap);
 }
 
 char *log_escape(char *dst, size_t cap, const char *src, size_t n)

@@ -160,8 +160,8 @@ static void on_write(uv_write_t *req, int status)
 static void conn_fail(struct conn *c, int msgid_known, uint32_t msgid,
                       const char *code, const char *msg)
 {
-    log_msg(LOG_WARN, "client uid %u: %s (%s); closing",
-            (unsigned)c->caller.uid, code, msg);
+    log_peer(now_ms(c->srv), "client uid %u: %s (%s); closing",
+             (unsigned)c->caller.uid, code, msg);
     if (msgid_known)
         proto_pack_error(&c->pk, msgid, code, msg);
     c->draining = 1;
@@ -411,8 +411,8 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     if (admit(s, c) < 0) {
         s->d->m.clients_rejected++;
-        log_msg(LOG_WARN, "refused client uid %u gid %u: not in allow lists",
-                (unsigned)c->caller.uid, (unsigned)c->caller.gid);
+        log_peer(now_ms(s), "refused client uid %u gid %u: not in allow lists",
+                 (unsigned)c->caller.uid, (unsigned)c->caller.gid);
         conn_fail(c, 1, 0, "forbidden", "uid/gid not in allow_uids/allow_gids");
         conn_flush(c);
         return;
@@ -456,17 +456,17 @@ static void on_cron(uv_timer_t *t)
         if (c->partial_since_ms && !c->paused &&
             now - c->partial_since_ms > SERVER_PARTIAL_MS) {
             s->d->m.slow_clients_closed++;
-            log_msg(LOG_WARN,
-                    "client uid %u: partial object for over %d ms; "
-                    "closing",
-                    (unsigned)c->caller.uid, SERVER_PARTIAL_MS);
+            log_peer(now,
+                     "client uid %u: partial object for over %d ms; "
+                     "closing",
+                     (unsigned)c->caller.uid, SERVER_PARTIAL_MS);
             conn_close(c);
         } else if (conn_not_reading(c, now)) {
             s->d->m.slow_readers_closed++;
-            log_msg(LOG_WARN,
-                    "client uid %u: not reading its answers "
-                    "(%zu bytes waiting); closing",
-                    (unsigned)c->caller.uid, unsent(c) + c->out[c->cur].size);
+            log_peer(now,
+                     "client uid %u: not reading its answers "
+                     "(%zu bytes waiting); closing",
+                     (unsigned)c->caller.uid, unsent(c) + c->out[c->cur].size);
             conn_close(c);
         } else if (s->stopping && now >= s->stop_deadline_ms) {
             conn_close(c);
