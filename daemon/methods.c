@@ -593,7 +593,12 @@ void methods_dispatch(struct resild *d, struct caller *c,
         if (strlen(methods[i].name) == m->method_len &&
             memcmp(methods[i].name, m->method, m->method_len) == 0) {
             r.name = methods[i].name;
-            methods[i].fn(&r);
+            if (m->params_positional)
+                bad(&r, "params must be [] or one map of named arguments, "
+                        "[{\"key\": ...}]; positional arguments are not "
+                        "accepted");
+            else
+                methods[i].fn(&r);
             return;
         }
     }

@@ -23,9 +23,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_MAX_DEPTH 8             /* deepest nesting a peer may send */
-#define PROTO_DEFAULT_MAX_FRAME 65536 /* bytes; SPEC max_frame_bytes default   \
-                                       */
+#define PROTO_MAX_DEPTH 8 /* deepest nesting a peer may send */
+#define PROTO_DEFAULT_MAX_FRAME                                                \
+    65536 /* bytes; SPEC max_frame_bytes default                               \
+           */
 
 /* Negative results of the scanner and decoder. */
 enum {
@@ -69,6 +70,8 @@ struct proto_msg {
     const char *method; /* request and notify; not NUL-terminated */
     size_t method_len;
     const msgpack_object *params;        /* request/notify: the map, or NULL */
+    int params_positional;               /* request params an array, but not []
+                                          * or [map]: answer bad_request */
     const msgpack_object *error;         /* response: nil or map */
     const msgpack_object *result;        /* response */
     const msgpack_object *notify_params; /* notify: the params array */
@@ -79,7 +82,10 @@ struct proto_msg {
  * zone (clear it with msgpack_zone_clear after use; strings point into buf).
  * Returns 0, or -PROTO_EINVAL with *why naming what is wrong (static text).
  * On failure m->msgid_known tells whether an error response can be sent.
- * For requests, params must be an array of zero or one map.
+ * For requests, params must be an array; the named arguments are its one
+ * map.  Any other array (positional arguments) decodes with
+ * params_positional set, so the request can be answered bad_request and
+ * the connection kept.
  */
 int proto_decode(const char *buf, size_t len, msgpack_zone *zone,
                  struct proto_msg *m, const char **why);

@@ -63,14 +63,15 @@ int proto_decode(const char *buf, size_t len, msgpack_zone *zone,
     }
     m->method = a[2].via.str.ptr;
     m->method_len = a[2].via.str.size;
-    if (a[3].type != MSGPACK_OBJECT_ARRAY || a[3].via.array.size > 1 ||
-        (a[3].via.array.size == 1 &&
-         a[3].via.array.ptr[0].type != MSGPACK_OBJECT_MAP)) {
-        *why = "params is not an array of zero or one map";
+    if (a[3].type != MSGPACK_OBJECT_ARRAY) {
+        *why = "params is not an array";
         return -PROTO_EINVAL;
     }
-    if (a[3].via.array.size == 1)
+    if (a[3].via.array.size == 1 &&
+        a[3].via.array.ptr[0].type == MSGPACK_OBJECT_MAP)
         m->params = &a[3].via.array.ptr[0];
+    else if (a[3].via.array.size > 0)
+        m->params_positional = 1;
     return 0;
 }
 

@@ -177,17 +177,33 @@ def t_depth(k):
 
 
 def t_not_a_list(k):
-    """(d) params that is not an array: protocol_error naming msgid 5."""
+    """(d) params that is not an array: protocol_error naming msgid 5;
+    an array that is not [] or [map]: bad_request, connection kept."""
     got = k.expect_closed(pack([0, 5, "acquire", "notalist"]),
                           "[0, 5, \"acquire\", \"notalist\"]", 5,
                           ("protocol_error",))
     k.tap.check(is_error(got.get(5, (None,))[0], "protocol_error"),
                 "params \"notalist\": protocol_error response for msgid 5",
                 repr(got))
-    got = k.expect_closed(pack([0, 6, "acquire", [{"key": "a"}, {}]]),
-                          "params with two maps", 6, ("protocol_error",))
-    k.tap.check(is_error(got.get(6, (None,))[0], "protocol_error"),
-                "params with two maps: protocol_error for msgid 6", repr(got))
+    # An array of the wrong shape is a well-formed request with bad
+    # arguments: bad_request, and the connection stays open.
+    c = k.d.connect()
+    for msgid, params in ((6, [{"key": "a"}, {}]), (7, ["a"]), (8, [1, 2])):
+        c.send(pack([0, msgid, "acquire", params]))
+        try:
+            err, res = c.wait(msgid, 5.0)
+        except Exception as e:
+            err, res = e, None
+        k.tap.check(is_error(err, "bad_request") and
+                    "params" in err.get("message", ""),
+                    "positional params %r: bad_request naming params" %
+                    (params,), "error=%r result=%r" % (err, res))
+    try:
+        alive = "version" in c.ok("ping")
+    except Exception as e:
+        alive = False
+    k.tap.check(alive, "positional params: the connection stays open")
+    c.close()
     k.still_serving("a malformed params array")
 
 
