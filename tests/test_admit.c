@@ -114,7 +114,8 @@ static const char *exchange =
     "                \"burst\": 5},"
     "              \"bulkhead\": {\"max_concurrent\": 3, \"queue\": 2}},"
     " \"okx\": {\"breaker\": {\"critical_probe_per_s\": 1}},"
-    " \"shadowed\": {\"shadow\": true, \"bulkhead\": {\"max_concurrent\": 1}}"
+    " \"shadowed\": {\"shadow\": true, \"bulkhead\": {\"max_concurrent\": 1}},"
+    " \"ttl\": {\"permit_ttl_ms\": 500, \"bulkhead\": {\"max_concurrent\": 2}}"
     "}}";
 
 static void test_hierarchy_all_or_nothing(void)
@@ -361,6 +362,74 @@ static void test_shadow(void)
     methods_free(&d);
 }
 
+/* An unreported permit expires at permit_ttl_ms as a timeout failure and
+ * returns its bulkhead slot; two of them open the breaker (threshold 2). */
+static void test_permit_ttl_expiry(void)
+{
+    struct resild d;
+    struct fake f;
+    struct admit_result res;
+    struct key *k;
+
+    load(&d, exchange);
+    fake_init(&f);
+    k = key(&d, "ttl", 0);
+    acquire(&d, &f, k, 1, 0, 0, 0, &res);
+    acquire(&d, &f, k, 1, 0, 0, 10, &res);
+    OK(res.allow && k->bh.in_use == 2, "two permits out (in_use %u)",
+       (unsigned)k->bh.in_use);
+    methods_cron(&d, 499);
+    IS(d.m.permits_expired, 0, "ttl: nothing expires before 500 ms");
+    methods_cron(&d, 500);
+    IS(d.m.permits_expired, 1, "ttl: the first permit expires at 500 ms");
+    IS(k->br.failures, 1, "ttl: it counts as a failure");
+    methods_cron(&d, 510);
+    IS(d.m.permits_expired, 2, "ttl: the second at 510 ms");
+    IS(k->bh.in_use, 0, "ttl: both bulkhead slots are back");
+    OK(!strcmp(breaker_state_name(&k->br), "open"),
+       "ttl: two timeouts open the breaker (%s)", breaker_state_name(&k->br));
+    fake_free(&f);
+    methods_free(&d);
+}
+
+/* A half-open probe lost with its connection re-opens the breaker, and the
+ * next open period ends in half-open again: never stuck. */
+static void test_lost_probe(void)
+{
+    struct resild d;
+    struct fake f;
+    struct admit_result res;
+    struct key *k;
+
+    load(&d, exchange);
+    fake_init(&f);
+    k = key(&d, "ttl", 0);
+    acquire(&d, &f, k, 1, 0, 0, 0, &res);
+    acquire(&d, &f, k, 1, 0, 0, 0, &res);
+    methods_cron(&d, 500); /* both expire: open until 1500 */
+    acquire(&d, &f, k, 1, 0, 0, 1499, &res);
+    OK(!res.allow && res.reason == ADMIT_CIRCUIT_OPEN &&
+           res.retry_after_ms == 1,
+       "lost probe: open until 1500 (retry_after %llu)",
+       (unsigned long long)res.retry_after_ms);
+    acquire(&d, &f, k, 1, 0, 0, 1500, &res);
+    OK(res.allow && !strcmp(breaker_state_name(&k->br), "half_open"),
+       "lost probe: a probe is admitted at 1500");
+    acquire(&d, &f, k, 1, 0, 0, 1501, &res);
+    OK(!res.allow && res.reason == ADMIT_HALF_OPEN_BUSY,
+       "lost probe: a second caller waits for the probe");
+    methods_caller_gone(&d, &f.c, 1600);
+    IS(d.m.probes_lost, 1, "lost probe: counted");
+    OK(!strcmp(breaker_state_name(&k->br), "open"),
+       "lost probe: the breaker re-opens (%s)", breaker_state_name(&k->br));
+    IS(k->bh.in_use, 0, "lost probe: its bulkhead slot is back");
+    acquire(&d, &f, k, 1, 0, 0, 2600, &res);
+    OK(res.allow && !strcmp(breaker_state_name(&k->br), "half_open"),
+       "lost probe: half-open again after open_ms, without an operator");
+    fake_free(&f);
+    methods_free(&d);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -373,6 +442,8 @@ int main(void)
     test_critical_through_open_breaker();
     test_venue_pause_and_sync();
     test_shadow();
+    test_permit_ttl_expiry();
+    test_lost_probe();
     {
         char path[256];
         snprintf(path, sizeof(path), "%s/c.json", dir);
