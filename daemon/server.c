@@ -108,20 +108,36 @@ static void conn_process(struct conn *c);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 
-/* Start writing out[cur] if nothing is in flight. */
+/*
+ * Send out[cur] if nothing is in flight: straight to the socket when it
+ * takes it all (the common case: one write(2), no request, no poll change),
+ * else the rest through uv_write, and out[cur] swaps with the other buffer.
+ */
 static void conn_flush(struct conn *c)
 {
+    msgpack_sbuffer *o = &c->out[c->cur];
     uv_buf_t b;
     int rc;
 
     if (c->closing || c->writing)
         return;
-    if (c->out[c->cur].size == 0) {
+    if (o->size > 0) {
+        b = uv_buf_init(o->data, (unsigned)o->size);
+        rc = uv_try_write((uv_stream_t *)&c->pipe, &b, 1);
+        if (rc < 0 && rc != UV_EAGAIN) {
+            conn_close(c);
+            return;
+        }
+        if (rc == (int)o->size)
+            msgpack_sbuffer_clear(o);
+        else if (rc > 0)
+            b = uv_buf_init(o->data + rc, (unsigned)(o->size - (size_t)rc));
+    }
+    if (o->size == 0) {
         if (c->draining)
             conn_close(c);
         return;
     }
-    b = uv_buf_init(c->out[c->cur].data, (unsigned)c->out[c->cur].size);
     c->wreq.data = c;
     rc = uv_write(&c->wreq, (uv_stream_t *)&c->pipe, &b, 1, on_write);
     if (rc < 0) {
