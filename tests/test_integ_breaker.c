@@ -780,6 +780,7 @@ static void test_stale_permit(const struct test_daemon *d)
     struct resil_report_result rr;
     struct kstat s;
     char state[16] = "";
+    long long calls;
     int rc;
 
     OK(acquire(r, key, &a1) == 0 && a1.allow && acquire(r, key, &a2) == 0 &&
@@ -812,6 +813,17 @@ static void test_stale_permit(const struct test_daemon *d)
     rc = report(r, key, p2.permit, RESIL_SUCCESS, &rr);
     OK(rc == 0 && !rr.stale && !strcmp(rr.state, "closed"),
        "stale: P2 success closes it (%d, %s)", rr.stale, rr.state);
+    /* The same permit reported again counts once: stale, nothing moves. */
+    get_status(r, key, &s);
+    calls = s.calls;
+    rc = report(r, key, p2.permit, RESIL_FAILURE, &rr);
+    OK(rc == 0 && rr.stale && !strcmp(rr.state, "closed"),
+       "stale: P2 reported twice: the second is stale (%d, %s)", rr.stale,
+       rr.state);
+    get_status(r, key, &s);
+    OK(s.calls == calls && !strcmp(s.state, "closed"),
+       "stale: a permit reported twice counts once (calls %lld -> %lld)",
+       calls, s.calls);
     resil_close(r);
 }
 
