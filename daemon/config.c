@@ -3,10 +3,11 @@
  *
  * Every value is range-checked here so the rest of the daemon can trust the
  * struct.  Sections the SPEC names but this version does not implement yet
- * (limiter, bulkhead, retry, heartbeat, windows, snapshot, redis, ...) are
- * refused with "not implemented" rather than silently ignored: an operator
- * who configures a rate limit must not believe it is enforced when it is
- * not.
+ * (heartbeat, scope, snapshot, redis, error_log, errors.alerts) are refused
+ * with "not implemented" rather than silently ignored: an operator who
+ * configures a heartbeat must not believe it is watched when it is not.
+ * Every error names the file, the line and column where jansson or the
+ * located key puts it, and the dotted path of the bad value.
  */
 #include "config.h"
 
@@ -51,18 +52,99 @@ struct parse {
     size_t errcap;
 };
 
+#define LOCATE_MAX_BYTES (16u << 20) /* larger files: errors name no line */
+
+/* The first quoted key "seg[0..n)" followed by ':' at or after p. */
+static const char *find_key(const char *p, const char *seg, size_t n)
+{
+    for (; (p = strchr(p, '"')); p++) {
+        const char *q = p + 1 + n;
+        if (strncmp(p + 1, seg, n) || *q != '"')
+            continue;
+        for (q++; *q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'; q++)
+            ;
+        if (*q == ':')
+            return p;
+    }
+    return NULL;
+}
+
+/*
+ * Where the dotted config path (as errors name it) is in the file: each
+ * segment is found as a quoted key after the previous one; a segment may
+ * itself hold dots (policy and class patterns), so the longest prefix of
+ * what is left that is found wins.  Gives the deepest key found (for a
+ * missing key, its parent); 0 when not even the first is found.
+ */
+static int locate(const char *file, const char *path, size_t plen, int *line,
+                  int *col)
+{
+    FILE *f = fopen(file, "r");
+    char *text;
+    const char *at = NULL, *from, *p;
+    size_t len, rest, n;
+
+    if (!f)
+        return 0;
+    text = malloc(LOCATE_MAX_BYTES + 1);
+    len = text ? fread(text, 1, LOCATE_MAX_BYTES + 1, f) : 0;
+    fclose(f);
+    if (!text || len > LOCATE_MAX_BYTES) {
+        free(text);
+        return 0;
+    }
+    text[len] = '\0';
+    from = text;
+    while (plen > 0) {
+        const char *hit = NULL;
+        for (n = plen; n > 0; n--) {
+            if (n < plen && path[n] != '.')
+                continue;
+            if ((hit = find_key(from, path, n)))
+                break;
+        }
+        if (!hit)
+            break;
+        at = hit;
+        from = hit + n + 2;
+        rest = n < plen ? n + 1 : n;
+        path += rest;
+        plen -= rest;
+    }
+    if (at) {
+        *line = 1;
+        *col = 1;
+        for (p = text; p < at; p++) {
+            if (*p == '\n') {
+                ++*line;
+                *col = 1;
+            } else {
+                ++*col;
+            }
+        }
+    }
+    free(text);
+    return at != NULL;
+}
+
+/* Every message starts with the dotted path of the bad value, then ": ". */
 static int fail(struct parse *p, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static int fail(struct parse *p, const char *fmt, ...)
 {
+    char msg[512];
+    const char *end;
     va_list ap;
-    int n = snprintf(p->err, p->errcap, "%s: ", p->file);
+    int line, col;
 
-    if (n < 0 || (size_t)n >= p->errcap)
-        return -1;
     va_start(ap, fmt);
-    vsnprintf(p->err + n, p->errcap - (size_t)n, fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    end = strstr(msg, ": ");
+    if (end && locate(p->file, msg, (size_t)(end - msg), &line, &col))
+        snprintf(p->err, p->errcap, "%s:%d:%d: %s", p->file, line, col, msg);
+    else
+        snprintf(p->err, p->errcap, "%s: %s", p->file, msg);
     return -1;
 }
 
@@ -924,8 +1006,11 @@ int config_load(const char *path, struct config *c, char *err, size_t errcap)
         return snprintf(err, errcap, "out of memory"), -1;
     root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        snprintf(err, errcap, "%s:%d:%d: %s", path, jerr.line, jerr.column,
-                 jerr.text);
+        if (jerr.line > 0)
+            snprintf(err, errcap, "%s:%d:%d: %s", path, jerr.line, jerr.column,
+                     jerr.text);
+        else /* could not read it: jansson's text names the cause */
+            snprintf(err, errcap, "%s", jerr.text);
         config_free(c);
         return -1;
     }

@@ -232,6 +232,37 @@ static void test_errors(void)
        "missing file names the file");
 }
 
+/* Errors point at the line and column of the bad key (or, for a missing
+ * one, of the object that lacks it), dotted patterns included. */
+static void test_error_positions(void)
+{
+    static const struct {
+        const char *json, *want;
+    } cases[] = {
+        {"{\n  \"policies\": {\n    \"binance.*\": {\n      \"breaker\": "
+         "{\"open_ms\": 0}\n    }\n  }\n}\n",
+         ":4:19: policies.binance.*.breaker.open_ms:"},
+        {"{\"policies\": {\"a\": {\"limiter\": {\"per\": \"minute\"}}}}",
+         ":1:21: policies.a.limiter.rate: is required"},
+        {"{\"max_keys\": 1,\n\"nope\": 2}", ":2:1: nope: unknown key"},
+        {"{\"policies\": {\"a.*\": {\"b\": 1}, \"a\": {\"b\": 2}}}",
+         ":1:23: policies.a.*.b: unknown key"},
+        {"{\n\"max_keys\": ,}", ":2:13:"}, /* jansson's own position */
+    };
+    size_t i;
+    char err[512];
+    struct config c;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *path = write_cfg(cases[i].json);
+        int rc = config_load(path, &c, err, sizeof(err));
+        OK(rc < 0 && strstr(err, cases[i].want),
+           "error position %zu: '%s'", i, cases[i].want);
+        if (rc == 0 || !strstr(err, cases[i].want))
+            DIAG("got: %s", rc < 0 ? err : "(loaded)");
+    }
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -241,6 +272,7 @@ int main(void)
     test_pattern_match();
     test_breaker_options();
     test_errors();
+    test_error_positions();
     unlink(write_cfg("{}"));
     rmdir(dir);
     return tap_done();
