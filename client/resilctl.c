@@ -784,7 +784,7 @@ static const struct ctl_cmd commands[] = {
      "open KEY's breaker by hand (maintenance); --for returns it to auto",
      "resilctl trip binance.orders --for 5m --reason 'venue maintenance'",
      cmd_trip},
-    {"reset", "KEY", "close KEY's breaker and clear its counters and force",
+    {"reset", "KEY", "clear any force, close KEY's breaker, empty its window",
      "resilctl reset binance.orders", cmd_reset},
     {"force", "KEY open|closed|disabled|auto [--for DURATION] [--reason TEXT]",
      "pin KEY's breaker state (disabled: always allow); auto undoes it",

@@ -24,9 +24,10 @@ static void usage(FILE *f)
     fprintf(
         f, "usage: resild [-c CONFIG] [-s SOCKET]\n"
            "\n"
-           "The resilience sidecar: one daemon per host owns every circuit\n"
-           "breaker for the services on it.  Runs in the foreground and\n"
-           "logs one line per event to stderr.\n"
+           "The resilience sidecar: one daemon per host owns the circuit\n"
+           "breakers, rate limiters, bulkheads and retry advice for the\n"
+           "services on it.  Runs in the foreground and logs one line per\n"
+           "event to stderr.\n"
            "\n"
            "  -c, --config FILE   JSON configuration (every key optional;\n"
            "                      without it the built-in defaults apply)\n"
@@ -39,8 +40,11 @@ static void usage(FILE *f)
            "  -V, --version       print the version and exit\n"
            "  -h, --help          this text\n"
            "\n"
-           "Signals: SIGTERM/SIGINT stop accepting, answer what was read,\n"
-           "flush and exit 0.\n"
+           "Signals: SIGTERM/SIGINT stop accepting, answer what was read\n"
+           "(waiting acquires get their decision now), flush, exit 0.\n"
+           "SIGHUP is logged and ignored (reload is not built yet).\n"
+           "Exit status: 0 stopped cleanly, 1 could not start (bad\n"
+           "configuration, socket taken), 2 usage error.\n"
            "Inspect and steer it with resilctl (resilctl --help).\n");
 }
 
@@ -80,13 +84,16 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         default:
-            usage(stderr);
+            fprintf(stderr, "usage: resild [-c CONFIG] [-s SOCKET] [-t] "
+                            "[-V]; resild --help explains\n");
             return 2;
         }
     }
     if (optind != argc) {
-        fprintf(stderr, "resild: unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
+        fprintf(stderr,
+                "resild: unexpected argument '%s' (options only; "
+                "resild --help explains)\n",
+                argv[optind]);
         return 2;
     }
     rc = config_path ? config_load(config_path, &cfg, err, sizeof(err))
