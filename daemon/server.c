@@ -15,6 +15,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stddef.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -48,8 +49,13 @@ struct conn {
     int paused;              /* reading stopped for backpressure */
     uint64_t stall_since_ms; /* kernel refusing our output since; 0 */
     size_t stall_unsent;     /* libuv's unsent bytes seen then */
-    int draining;            /* close once output is flushed */
+    int input_done;          /* EOF or stopping: answer what was read and
+                              * what is parked, then close */
+    int failed;              /* protocol error: take nothing more, close
+                              * once the error is flushed */
     int closing;
+    struct conn *flush_next; /* on srv->to_flush */
+    int to_flush;
 };
 
 static uint64_t now_ms(const struct server *s)
@@ -83,6 +89,13 @@ static void conn_close(struct conn *c)
     if (c->closing)
         return;
     c->closing = 1;
+    if (c->to_flush) {
+        struct conn **pp = &s->to_flush;
+        while (*pp != c)
+            pp = &(*pp)->flush_next;
+        *pp = c->flush_next;
+        c->to_flush = 0;
+    }
     methods_caller_gone(s->d, &c->caller, now_ms(s));
     if (c->prev)
         c->prev->next = c->next;
@@ -96,13 +109,37 @@ static void conn_close(struct conn *c)
 
 static void on_write(uv_write_t *req, int status);
 static void conn_flush(struct conn *c);
+static void schedule_wake(struct server *s);
 
-/* caller->flush: an answer was packed outside a read (a parked request). */
+/*
+ * caller->flush: an answer to a parked request was packed, in the middle of
+ * the admission code's walk over its queues.  Writing now could fail and
+ * close a connection under that walk, so the connection is only queued
+ * here and flush_pending writes it once the walk is over.
+ */
 static void caller_flush(struct caller *caller)
 {
     struct conn *c =
         (struct conn *)((char *)caller - offsetof(struct conn, caller));
-    conn_flush(c);
+
+    if (c->closing || c->to_flush)
+        return;
+    c->to_flush = 1;
+    c->flush_next = c->srv->to_flush;
+    c->srv->to_flush = c;
+}
+
+/* Write every connection caller_flush queued.  Call at the end of each
+ * callback that can run the admission code. */
+static void flush_pending(struct server *s)
+{
+    struct conn *c;
+
+    while ((c = s->to_flush)) {
+        s->to_flush = c->flush_next;
+        c->to_flush = 0;
+        conn_flush(c);
+    }
 }
 static void conn_process(struct conn *c);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
@@ -112,8 +149,9 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
  * Send out[cur] if nothing is in flight: straight to the socket when it
  * takes it all (the common case: one write(2), no request, no poll change),
  * else the rest through uv_write, and out[cur] swaps with the other buffer.
+ * Closes the connection only on a write error.
  */
-static void conn_flush(struct conn *c)
+static void conn_write(struct conn *c)
 {
     msgpack_sbuffer *o = &c->out[c->cur];
     uv_buf_t b;
@@ -133,11 +171,8 @@ static void conn_flush(struct conn *c)
         else if (rc > 0)
             b = uv_buf_init(o->data + rc, (unsigned)(o->size - (size_t)rc));
     }
-    if (o->size == 0) {
-        if (c->draining)
-            conn_close(c);
+    if (o->size == 0)
         return;
-    }
     c->wreq.data = c;
     rc = uv_write(&c->wreq, (uv_stream_t *)&c->pipe, &b, 1, on_write);
     if (rc < 0) {
@@ -147,6 +182,20 @@ static void conn_flush(struct conn *c)
     c->writing = 1;
     c->cur ^= 1;
     msgpack_packer_init(&c->pk, &c->out[c->cur], msgpack_sbuffer_write);
+}
+
+/*
+ * conn_write, then close a connection that is done: failed (its error is
+ * out), or input ended and everything read is answered, nothing parked.
+ * Not for the middle of conn_process, where read requests may remain.
+ */
+static void conn_flush(struct conn *c)
+{
+    conn_write(c);
+    if (c->closing || c->writing || c->out[c->cur].size)
+        return;
+    if (c->failed || (c->input_done && !c->paused && !c->caller.nparked))
+        conn_close(c);
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -160,16 +209,20 @@ static void on_write(uv_write_t *req, int status)
         return;
     if (status < 0) {
         conn_close(c);
+        flush_pending(c->srv); /* answers its close let through */
         return;
     }
     conn_flush(c); /* what was packed while this write ran */
-    if (c->closing || !c->paused || c->out[c->cur].size >= SERVER_OUT_LOW)
+    if (c->closing || !c->paused || c->out[c->cur].size >= SERVER_OUT_LOW) {
+        flush_pending(c->srv);
         return;
+    }
     c->paused = 0;
     conn_process(c);
-    if (!c->closing && !c->paused && !c->draining)
+    if (!c->closing && !c->paused && !c->input_done && !c->failed)
         uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
     conn_flush(c);
+    schedule_wake(c->srv); /* what it read may have freed or parked */
 }
 
 /* Reply with an error (when a msgid is known), then close once flushed. */
@@ -180,7 +233,8 @@ static void conn_fail(struct conn *c, int msgid_known, uint32_t msgid,
              (unsigned)c->caller.uid, code, msg);
     if (msgid_known)
         proto_pack_error(&c->pk, msgid, code, msg);
-    c->draining = 1;
+    c->failed = 1;
+    admit_caller_gone(c->srv->d, &c->caller); /* its parked: unanswered */
     uv_read_stop((uv_stream_t *)&c->pipe);
 }
 
@@ -220,7 +274,7 @@ static void conn_process(struct conn *c)
     struct server *s = c->srv;
     size_t max_frame = s->d->cfg.max_frame_bytes;
 
-    while (!c->closing && !c->draining && c->in_off < c->in_len) {
+    while (!c->closing && !c->failed && c->in_off < c->in_len) {
         const uint8_t *obj = c->in + c->in_off;
         size_t avail = c->in_len - c->in_off;
         struct proto_msg m;
@@ -233,7 +287,7 @@ static void conn_process(struct conn *c)
              * only while a write is still in flight.  This bounds what one
              * connection holds to two buffers of SERVER_OUT_HIGH plus one
              * answer each. */
-            conn_flush(c);
+            conn_write(c);
             if (c->closing)
                 return;
             if (c->out[c->cur].size >= SERVER_OUT_HIGH) {
@@ -300,12 +354,15 @@ static void schedule_wake(struct server *s)
         return;
     }
     admit_wake(s->d, now);
+    flush_pending(s);
     at = admit_next_wake(s->d, now);
     if (!at) {
         uv_timer_stop(&s->wake);
         return;
     }
-    uv_timer_start(&s->wake, on_wake, at > now ? at - now : 0, 0);
+    /* Never 0: libuv 1.44 runs a timer re-armed at 0 from its own callback
+     * again in the same pass, for ever (libuv #4245, fixed in 1.48). */
+    uv_timer_start(&s->wake, on_wake, at > now ? at - now : 1, 0);
 }
 
 static void on_wake(uv_timer_t *t)
@@ -322,6 +379,20 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
                        (unsigned)(c->in_cap - c->in_len));
 }
 
+/* At EOF: 1 when the peer closed its socket entirely (POLLHUP), 0 when it
+ * only shut down its writing side and may still read our answers. */
+static int peer_gone(struct conn *c)
+{
+    struct pollfd p = {0};
+    uv_os_fd_t fd;
+
+    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) < 0)
+        return 1;
+    p.fd = fd;
+    p.events = POLLIN;
+    return poll(&p, 1, 0) < 0 || (p.revents & (POLLHUP | POLLERR));
+}
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = st->data;
@@ -336,13 +407,19 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread < 0) {
-        /* EOF or error: answer what was complete, flush, close. */
+        /* EOF or reset.  What was read still counts (a client often
+         * reports and exits).  A half-closed client may still read: its
+         * answers and parked requests are finished before the close.  A
+         * client that is gone (exit, SIGKILL, reset) is closed now, so its
+         * parked requests and permits go back at once. */
+        c->input_done = 1;
+        uv_read_stop(st);
         conn_process(c);
-        if (!c->closing) {
-            c->draining = 1;
-            uv_read_stop(st);
+        if (!c->closing && (nread != UV_EOF || peer_gone(c)))
+            conn_close(c);
+        else
             conn_flush(c);
-        }
+        schedule_wake(c->srv);
         return;
     }
     c->in_len += (size_t)nread;
@@ -417,12 +494,14 @@ static void on_connection(uv_stream_t *listener, int status)
     s->nconns++;
     if (uv_accept(listener, (uv_stream_t *)&c->pipe) < 0 || !c->in) {
         conn_close(c);
+        flush_pending(s);
         return;
     }
     if (s->nconns > s->max_clients || s->stopping) {
         s->d->m.clients_rejected++;
         conn_fail(c, 1, 0, "busy", "max_clients connections already open");
         conn_flush(c);
+        flush_pending(s);
         return;
     }
     if (admit(s, c) < 0) {
@@ -431,6 +510,7 @@ static void on_connection(uv_stream_t *listener, int status)
                  (unsigned)c->caller.uid, (unsigned)c->caller.gid);
         conn_fail(c, 1, 0, "forbidden", "uid/gid not in allow_uids/allow_gids");
         conn_flush(c);
+        flush_pending(s);
         return;
     }
     uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
@@ -469,7 +549,7 @@ static void on_cron(uv_timer_t *t)
     schedule_wake(s);
     for (c = s->conns; c; c = next) {
         next = c->next;
-        if (c->partial_since_ms && !c->paused &&
+        if (c->partial_since_ms && !c->paused && !c->input_done &&
             now - c->partial_since_ms > SERVER_PARTIAL_MS) {
             s->d->m.slow_clients_closed++;
             log_peer(now,
@@ -488,6 +568,7 @@ static void on_cron(uv_timer_t *t)
             conn_close(c);
         }
     }
+    flush_pending(s);
     if (s->stopping && !s->conns) {
         int i;
         uv_close((uv_handle_t *)&s->cron, NULL);
@@ -524,14 +605,20 @@ void server_stop(struct server *s)
         unlink(s->path);
         s->listening = 0;
     }
-    admit_wake_all_now(s->d, now_ms(s)); /* nobody waits past the stop */
-    for (c = s->conns; c; c = next) {
-        next = c->next;
-        conn_process(c);
-        if (c->closing)
+    /* Answer what was read (a paused connection goes on once its output
+     * drains), then every parked request; nothing parks from now on. */
+    s->d->stopping = 1;
+    for (c = s->conns; c; c = c->next) {
+        if (c->failed)
             continue;
-        c->draining = 1;
+        c->input_done = 1;
         uv_read_stop((uv_stream_t *)&c->pipe);
+        conn_process(c);
+    }
+    admit_wake_all_now(s->d, now_ms(s));
+    flush_pending(s);
+    for (c = s->conns; c; c = next) {
+        next = c->next; /* conn_flush may close c, and only c */
         conn_flush(c);
     }
 }

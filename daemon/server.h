@@ -31,10 +31,11 @@ struct server {
     uv_loop_t *loop;
     uv_pipe_t listener;
     uv_timer_t cron;
-    uv_timer_t wake;    /* next parked request that may pass */
-    uv_signal_t sig[3]; /* SIGTERM, SIGINT, SIGHUP */
-    struct resild *d;   /* borrowed */
-    struct conn *conns; /* every open connection */
+    uv_timer_t wake;       /* next parked request that may pass */
+    uv_signal_t sig[3];    /* SIGTERM, SIGINT, SIGHUP */
+    struct resild *d;      /* borrowed */
+    struct conn *conns;    /* every open connection */
+    struct conn *to_flush; /* answers packed for later: see caller_flush */
     uint32_t nconns;
     uint32_t max_clients; /* config value, lowered to fit RLIMIT_NOFILE */
     msgpack_zone zone;    /* decode zone, cleared after each request */

@@ -49,6 +49,7 @@ struct resild {
     uint32_t parked_used;
     struct key *waiting; /* keys with parked requests */
     struct metrics m;
+    int stopping;      /* SIGTERM: nothing parks any more */
     uint64_t start_ms; /* monotonic, for uptime */
     long pid;
 };
