@@ -103,8 +103,10 @@ int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
     if (!k->rng)
         k->rng = 1;
     k->nanc = 0;
-    /* Ancestors, nearest first: "a.b.c" -> "a.b", "a". */
-    for (i = k->len; i-- > 0 && k->nanc < KEY_MAX_ANCESTORS;) {
+    /* Ancestors, nearest first: "a.b.c" -> "a.b", "a".  One more than
+     * anc[] holds is refused, never skipped: the farthest is usually the
+     * account-wide bucket. */
+    for (i = k->len; i-- > 0;) {
         const struct policy *pol;
         struct key *a;
         if (k->name[i] != '.')
@@ -114,6 +116,8 @@ int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
         pol = config_match(&d->cfg, prefix);
         if (!pol->has_limiter)
             continue;
+        if (k->nanc == KEY_MAX_ANCESTORS)
+            return -ADMIT_EDEEP;
         if (keys_get(&d->keys, prefix, i, &d->cfg, now_ms, &a) < 0 ||
             admit_prepare(d, a, now_ms) < 0)
             return -ADMIT_EKEYS;
@@ -347,6 +351,15 @@ static int park(struct resild *d, struct caller *c, struct key *k,
     return 0;
 }
 
+/* Whether k's own limiter could ever grant cost to this priority. */
+static int fits_ever(const struct key *k, uint64_t cost, int critical)
+{
+    uint64_t burst = k->policy->limiter.burst;
+    uint64_t keep = critical ? 0 : k->policy->reserve;
+
+    return keep < burst && cost <= burst - keep;
+}
+
 int admit_acquire(struct resild *d, struct caller *c, struct key *k,
                   uint64_t cost, int critical, uint64_t wait_ms, uint32_t msgid,
                   uint64_t now_ms, struct admit_result *res,
@@ -355,20 +368,21 @@ int admit_acquire(struct resild *d, struct caller *c, struct key *k,
     enum verdict vd;
     size_t i;
 
-    /* A cost no limiter in the chain can ever hold is a bad request. */
-    if (k->policy->has_limiter && cost > k->policy->limiter.burst) {
+    /* A cost no limiter in the chain can ever hold is a bad request.  A
+     * normal request may not take a limiter's reserve. */
+    if (k->policy->has_limiter && !fits_ever(k, cost, critical)) {
         *culprit = k;
         return -ADMIT_E2BIG;
     }
     for (i = 0; i < k->nanc; i++)
-        if (cost > k->anc[i]->policy->limiter.burst) {
+        if (!fits_ever(k->anc[i], cost, critical)) {
             *culprit = k->anc[i];
             return -ADMIT_E2BIG;
         }
     vd = decide(d, c, k, cost, critical, 0, now_ms, res);
     if (vd == V_NOPERMIT)
         return -ADMIT_EFULL;
-    if (vd == V_WAITABLE && wait_ms > 0 &&
+    if (vd == V_WAITABLE && wait_ms > 0 && !d->stopping &&
         park(d, c, k, cost, critical, now_ms + wait_ms, msgid) == 0) {
         res->parked = 1;
     }
@@ -389,7 +403,10 @@ void admit_pack_result(msgpack_packer *pk, const struct key *k,
                      admit_reason_name(res->shadow_reason));
 }
 
-static void answer_parked(struct resild *d, struct parked *p,
+/* Answer p with the decision vd/res (V_NOPERMIT: error busy) and free it.
+ * The caller's flush only schedules the write, so nothing here can close a
+ * connection or unpark another entry. */
+static void answer_parked(struct resild *d, struct parked *p, enum verdict vd,
                           const struct admit_result *res)
 {
     struct caller *c = p->caller;
@@ -397,37 +414,40 @@ static void answer_parked(struct resild *d, struct parked *p,
     const struct key *k = p->key;
 
     unpark(d, p);
-    proto_pack_response_head(c->pk, msgid);
-    admit_pack_result(c->pk, k, res);
+    if (vd == V_NOPERMIT) {
+        d->m.permits_full++;
+        proto_pack_error(c->pk, msgid, "busy",
+                         "max_permits outstanding; report or release some");
+    } else {
+        proto_pack_response_head(c->pk, msgid);
+        admit_pack_result(c->pk, k, res);
+    }
     c->flush(c);
 }
 
-/* Serve k's queue from the head; expire entries past their deadline. */
+/*
+ * Serve k's queue.  The head goes first (FIFO); once an entry has to keep
+ * waiting, normal entries behind it keep their place, but critical ones may
+ * pass it (a cancel must not wait behind new orders).  An entry whose wait
+ * has run out gets the decision of this moment, whatever it is.
+ */
 static void wake_key(struct resild *d, struct key *k, uint64_t now_ms)
 {
     struct admit_result res;
     struct parked *p, *next;
+    int blocked = 0; /* an earlier entry is still waiting */
 
-    while ((p = k->q_head)) {
-        enum verdict vd =
-            decide(d, p->caller, k, p->cost, p->critical, 1, now_ms, &res);
-        if (vd == V_NOPERMIT)
-            break; /* permit pool full: try again later */
-        if (vd == V_WAITABLE && now_ms < p->deadline_ms)
-            break;
-        answer_parked(d, p, &res);
-    }
-    for (p = k->q_head ? k->q_head->qnext : NULL; p; p = next) {
-        next = p->qnext;
-        if (now_ms >= p->deadline_ms) {
-            memset(&res, 0, sizeof(res));
-            res.reason = k->policy->has_bulkhead &&
-                                 !bulkhead_fits(&k->bh, &k->policy->bulkhead,
-                                                k->policy->reserve, p->critical)
-                             ? ADMIT_BULKHEAD_FULL
-                             : ADMIT_RATE_LIMITED;
-            answer_parked(d, p, &res);
+    for (p = k->q_head; p; p = next) {
+        enum verdict vd;
+        next = p->qnext; /* answer_parked frees p and nothing else */
+        if (blocked && !p->critical && now_ms < p->deadline_ms)
+            continue;
+        vd = decide(d, p->caller, k, p->cost, p->critical, 1, now_ms, &res);
+        if ((vd == V_WAITABLE || vd == V_NOPERMIT) && now_ms < p->deadline_ms) {
+            blocked = 1;
+            continue;
         }
+        answer_parked(d, p, vd, &res);
     }
 }
 
@@ -463,11 +483,16 @@ uint64_t admit_next_wake(const struct resild *d, uint64_t now_ms)
         for (p = k->q_head; p; p = p->qnext)
             if (!best || p->deadline_ms < best)
                 best = p->deadline_ms;
-        /* The head may pass once its limiters refill. */
-        w = limiter_chain_wait((struct key *)k, k->q_head->cost,
-                               k->q_head->critical, now_ms, NULL);
-        if (w && w != LIMITER_NEVER && now_ms + w < best)
-            best = now_ms + w;
+        /* The head, and critical entries, may pass once the limiters
+         * refill. */
+        for (p = k->q_head; p; p = p->qnext) {
+            if (p != k->q_head && !p->critical)
+                continue;
+            w = limiter_chain_wait((struct key *)k, p->cost, p->critical,
+                                   now_ms, NULL);
+            if (w && w != LIMITER_NEVER && now_ms + w < best)
+                best = now_ms + w;
+        }
     }
     return best;
 }

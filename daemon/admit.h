@@ -29,7 +29,7 @@ enum admit_reason {
     ADMIT_BULKHEAD_FULL,
 };
 
-enum { ADMIT_E2BIG = 1, ADMIT_EFULL = 2, ADMIT_EKEYS = 3 };
+enum { ADMIT_E2BIG = 1, ADMIT_EFULL = 2, ADMIT_EKEYS = 3, ADMIT_EDEEP = 4 };
 
 struct admit_result {
     int allow;
@@ -48,7 +48,8 @@ void admit_free(struct resild *d);
 /*
  * Make k ready for admission: its limiter and bulkhead state and its chain
  * of ancestor keys that have limiters (created when missing).  Idempotent.
- * Returns 0 or -ADMIT_EKEYS when an ancestor cannot be created (max_keys).
+ * Returns 0, -ADMIT_EKEYS when an ancestor cannot be created (max_keys), or
+ * -ADMIT_EDEEP when more ancestors have limiters than KEY_MAX_ANCESTORS.
  */
 int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms);
 
@@ -56,8 +57,9 @@ int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms);
  * Decide an acquire of cost for k by caller c.  wait_ms > 0 lets a request
  * denied by the bulkhead or a limiter wait, parked, for up to wait_ms (it is
  * then answered through the caller with msgid).  Returns 0 with *res, or
- * -ADMIT_E2BIG (cost can never fit; *culprit names the limiter's key) or
- * -ADMIT_EFULL (permit pool exhausted).
+ * -ADMIT_E2BIG (cost can never fit: over a limiter's burst, or, for a normal
+ * request, over burst minus reserve; *culprit names the limiter's key) or
+ * -ADMIT_EFULL (permit pool exhausted).  While d->stopping nothing parks.
  */
 int admit_acquire(struct resild *d, struct caller *c, struct key *k,
                   uint64_t cost, int critical, uint64_t wait_ms, uint32_t msgid,

@@ -183,8 +183,14 @@ static int key_error(struct req *r, int rc, const char *name, size_t n)
 static int get_key(struct req *r, const char *name, size_t n, struct key **k)
 {
     int rc = keys_get(&r->d->keys, name, n, &r->d->cfg, r->now_ms, k);
+    char esc[64];
 
-    if (rc == 0 && admit_prepare(r->d, *k, r->now_ms) < 0)
+    if (rc == 0 && (rc = admit_prepare(r->d, *k, r->now_ms)) == -ADMIT_EDEEP)
+        return bad(r,
+                   "key '%s' lies below more than %d keys with rate "
+                   "limiters; not every limit could be applied",
+                   log_escape(esc, sizeof(esc), name, n), KEY_MAX_ANCESTORS);
+    if (rc == -ADMIT_EKEYS)
         rc = -KEYS_EFULL;
     if (rc < 0)
         return key_error(r, rc, name, n);
@@ -289,9 +295,10 @@ static void m_acquire(struct req *r)
     if (rc == -ADMIT_E2BIG) {
         bad(r,
             "'cost' %llu exceeds what the limiter of '%s' can ever grant "
-            "(burst %llu)",
+            "(burst %llu, of which %llu only for priority critical)",
             (unsigned long long)cost, culprit->name,
-            (unsigned long long)culprit->policy->limiter.burst);
+            (unsigned long long)culprit->policy->limiter.burst,
+            (unsigned long long)culprit->policy->reserve);
         return;
     }
     if (rc == -ADMIT_EFULL) {
