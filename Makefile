@@ -38,7 +38,7 @@ UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
 INTEG_TESTS := test_integ test_integ_breaker test_integ_admit
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
-.PHONY: all deps run test check asan install format clean
+.PHONY: all deps run test check bench asan install format clean
 all: $(BUILD)/resild $(BUILD)/resilctl $(BUILD)/libresil.a $(BUILD)/libresil.so
 
 deps:
@@ -75,6 +75,7 @@ $(BUILD)/tests/test_keys: $(call obj,tests/test_keys.c $(PROTO_SRC) $(DAEMON_COR
 $(BUILD)/tests/test_integ: $(call obj,tests/test_integ.c tests/daemon_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_integ_breaker: $(call obj,tests/test_integ_breaker.c tests/daemon_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_integ_admit: $(call obj,tests/test_integ_admit.c tests/daemon_util.c) $(BUILD)/libresil.a
+$(BUILD)/tests/bench: $(call obj,tests/bench.c tests/daemon_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/%:
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lpthread
@@ -82,6 +83,11 @@ $(BUILD)/tests/%:
 # check: build and run every test without touching the package set.
 check: all $(TEST_BINS)
 	@BUILD=$(BUILD) sh tests/run.sh
+
+# bench: latency and throughput of a real daemon next to a bare-socket echo
+# reference, printed, never asserted (BENCH_N=... sets the count).
+bench: all $(BUILD)/tests/bench
+	@BUILD=$(BUILD) $(BUILD)/tests/bench
 
 test: deps
 	@$(MAKE) --no-print-directory check
