@@ -72,9 +72,9 @@ $(BUILD)/tests/test_retry: $(call obj,tests/test_retry.c daemon/retry.c)
 $(BUILD)/tests/test_admit: $(call obj,tests/test_admit.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_config: $(call obj,tests/test_config.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_keys: $(call obj,tests/test_keys.c $(PROTO_SRC) $(DAEMON_CORE))
-$(BUILD)/tests/test_integ: $(call obj,tests/test_integ.c tests/daemon_util.c) $(BUILD)/libresil.a
-$(BUILD)/tests/test_integ_breaker: $(call obj,tests/test_integ_breaker.c tests/daemon_util.c) $(BUILD)/libresil.a
-$(BUILD)/tests/test_integ_admit: $(call obj,tests/test_integ_admit.c tests/daemon_util.c) $(BUILD)/libresil.a
+$(BUILD)/tests/test_integ: $(call obj,tests/test_integ.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
+$(BUILD)/tests/test_integ_breaker: $(call obj,tests/test_integ_breaker.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
+$(BUILD)/tests/test_integ_admit: $(call obj,tests/test_integ_admit.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/bench: $(call obj,tests/bench.c tests/daemon_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/%:
 	@mkdir -p $(dir $@)

@@ -26,6 +26,8 @@
 #include <unistd.h>
 
 #include "daemon_util.h"
+#include "integ_util.h"
+#include "proto.h"
 #include "resil.h"
 #include "tap.h"
 
@@ -69,31 +71,6 @@ void *realloc(void *p, size_t n)
     return __libc_realloc(p, n);
 }
 #endif
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
-
-static resil_t *open_handle(const char *sock)
-{
-    resil_t *r = resil_open(sock);
-
-    if (r)
-        resil_set_deadline(r, DEADLINE_MS);
-    return r;
-}
 
 static int acquire(resil_t *r, const char *key, struct resil_decision *d)
 {
@@ -169,10 +146,8 @@ static void pack_force(msgpack_sbuffer *sb, const char *key, const char *state,
     msgpack_sbuffer_init(sb);
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, (size_t)n);
-    for (i = 0; i < 2 * n; i++) {
-        msgpack_pack_str(&pk, strlen(kv[i]));
-        msgpack_pack_str_body(&pk, kv[i], strlen(kv[i]));
-    }
+    for (i = 0; i < 2 * n; i++)
+        proto_pack_cstr(&pk, kv[i]);
 }
 
 /* Call method with params and copy the result's "state" (if a map has one)
@@ -227,7 +202,7 @@ static int force(resil_t *r, const char *key, const char *state,
 
 static void test_ping(const struct test_daemon *d)
 {
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     char version[32];
     long pid = 0;
 
@@ -239,7 +214,7 @@ static void test_ping(const struct test_daemon *d)
 
 static void test_acquire_new_key(const struct test_daemon *d)
 {
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_decision dec;
     struct resil_report_result rr;
     int rc = acquire(r, "integ.new", &dec);
@@ -264,7 +239,7 @@ static void test_acquire_new_key(const struct test_daemon *d)
 static void test_breaker_cycle(const struct test_daemon *d)
 {
     const char *key = "integ.brk";
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_decision dec, dec2;
     struct resil_report_result rr;
     char state[16] = "";
@@ -321,75 +296,10 @@ static void test_breaker_cycle(const struct test_daemon *d)
     resil_close(r);
 }
 
-/* A child takes the half-open probe and dies by SIGKILL: the daemon counts
- * the lost probe as a failure and re-opens. */
-static void test_lost_probe(const struct test_daemon *d)
-{
-    const char *key = "integ.lost";
-    resil_t *r = open_handle(d->sock);
-    struct resil_decision dec;
-    struct pollfd p;
-    char state[16] = "", c = 0;
-    long long end;
-    int pfd[2], status;
-    pid_t pid;
-
-    OK(fail_n(r, key, 5, state) == 0 && !strcmp(state, "open"),
-       "lost probe: breaker opened (%s)", state);
-    if (pipe(pfd) < 0) {
-        OK(0, "pipe");
-        resil_close(r);
-        return;
-    }
-    fflush(stdout);
-    pid = fork();
-    if (pid == 0) {
-        resil_t *cr = open_handle(d->sock);
-        struct resil_decision cd;
-        char ok;
-
-        close(pfd[0]);
-        ok = (cr && wait_probe(cr, key, &cd) == 0 &&
-              !strcmp(cd.state, "half_open"))
-                 ? 'y'
-                 : 'n';
-        if (write(pfd[1], &ok, 1) != 1)
-            _exit(1);
-        for (;;)
-            pause(); /* hold the probe until killed */
-    }
-    close(pfd[1]);
-    p.fd = pfd[0];
-    p.events = POLLIN;
-    OK(pid > 0 && poll(&p, 1, 10000) == 1 && read(pfd[0], &c, 1) == 1 &&
-           c == 'y',
-       "child holds the half-open probe");
-    if (pid > 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-    }
-    close(pfd[0]);
-    /* The daemon notices the closed connection: poll until the probe is no
-     * longer in flight (half_open_busy), for up to 3 s. */
-    end = mono_ms() + 3000;
-    do {
-        if (acquire(r, key, &dec) != 0)
-            break;
-        if (strcmp(dec.reason, "half_open_busy") != 0)
-            break;
-        sleep_ms(20);
-    } while (mono_ms() < end);
-    OK(!dec.allow && !strcmp(dec.reason, "circuit_open") &&
-           !strcmp(dec.state, "open"),
-       "lost probe re-opens the breaker (allow=%d reason=%s state=%s)",
-       dec.allow, dec.reason, dec.state);
-    resil_close(r);
-}
-
 static void test_force_reset(const struct test_daemon *d)
 {
     const char *key = "integ.force";
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_decision dec;
     char state[16];
 
@@ -414,10 +324,8 @@ static void test_force_reset(const struct test_daemon *d)
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         msgpack_pack_map(&pk, 1);
-        msgpack_pack_str(&pk, 3);
-        msgpack_pack_str_body(&pk, "key", 3);
-        msgpack_pack_str(&pk, strlen(key));
-        msgpack_pack_str_body(&pk, key, strlen(key));
+        proto_pack_cstr(&pk, "key");
+        proto_pack_cstr(&pk, key);
         IS(call_state(r, "reset", &sb, state, sizeof(state), code), 0,
            "reset answers");
         msgpack_sbuffer_destroy(&sb);
@@ -432,7 +340,7 @@ static void test_force_reset(const struct test_daemon *d)
 
 static void test_remote_errors(const struct test_daemon *d)
 {
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_decision dec;
     struct resil_report_result rr;
     struct resil_report rep;
@@ -476,7 +384,7 @@ static void test_remote_errors(const struct test_daemon *d)
 static void test_no_alloc(const struct test_daemon *d)
 {
 #ifdef COUNT_ALLOCS
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_decision dec;
     struct resil_report rep;
     int i, errors = 0;
@@ -541,7 +449,7 @@ static void test_threads(const struct test_daemon *d)
 {
     struct thr_arg a[4];
     pthread_t t[4];
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     int i, errors = 0;
 
     for (i = 0; i < 4; i++) {
@@ -632,7 +540,7 @@ static int count_lines(const char *s)
 static void test_resilctl(const struct test_daemon *d)
 {
     static char out[65536], err[4096];
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_decision dec;
     json_error_t jerr;
     json_t *j;
@@ -771,12 +679,6 @@ static int listen_at(const char *path, int backlog)
     return fd;
 }
 
-static void pack_str(msgpack_packer *pk, const char *s)
-{
-    msgpack_pack_str(pk, strlen(s));
-    msgpack_pack_str_body(pk, s, strlen(s));
-}
-
 /* Read one request from fd and answer it with a status whose peer text
  * holds terminal escapes and an over-long key. */
 static void evil_answer(int fd)
@@ -805,20 +707,20 @@ static void evil_answer(int fd)
         msgpack_pack_uint64(&pk, obj.via.array.ptr[1].via.u64);
         msgpack_pack_nil(&pk);
         msgpack_pack_map(&pk, 2);
-        pack_str(&pk, "health");
-        pack_str(&pk, "ok\x1b[2J");
-        pack_str(&pk, "keys");
+        proto_pack_cstr(&pk, "health");
+        proto_pack_cstr(&pk, "ok\x1b[2J");
+        proto_pack_cstr(&pk, "keys");
         msgpack_pack_array(&pk, 2);
         msgpack_pack_map(&pk, 3);
-        pack_str(&pk, "key");
-        pack_str(&pk, "evil\x1b]0;pwned\x07\r\n");
-        pack_str(&pk, "state");
-        pack_str(&pk, "open");
-        pack_str(&pk, "force_reason");
-        pack_str(&pk, "\xff\xfe\\");
+        proto_pack_cstr(&pk, "key");
+        proto_pack_cstr(&pk, "evil\x1b]0;pwned\x07\r\n");
+        proto_pack_cstr(&pk, "state");
+        proto_pack_cstr(&pk, "open");
+        proto_pack_cstr(&pk, "force_reason");
+        proto_pack_cstr(&pk, "\xff\xfe\\");
         msgpack_pack_map(&pk, 1);
-        pack_str(&pk, "key");
-        pack_str(&pk, longkey);
+        proto_pack_cstr(&pk, "key");
+        proto_pack_cstr(&pk, longkey);
         w = write(fd, sb.data, sb.size);
         (void)w;
         msgpack_sbuffer_destroy(&sb);
@@ -940,7 +842,7 @@ static void test_fallbacks(void)
 
     /* No daemon at all. */
     snprintf(path, sizeof(path), "%s/none.sock", dir);
-    r = open_handle(path);
+    r = integ_open(path, DEADLINE_MS);
     o.fail_mode = RESIL_FAIL_OPEN;
     t0 = mono_ms();
     rc = resil_acquire(r, "integ.none", &o, &dec);
@@ -978,7 +880,7 @@ static void test_fallbacks(void)
         extra[nextra++] = fd;
     }
     DIAG("backlog filled with %d connections", nextra);
-    r = open_handle(path);
+    r = integ_open(path, DEADLINE_MS);
     check_stalled(r, "backlog full", RESIL_ETIMEDOUT, RESIL_ECONN);
     resil_close(r);
     for (i = 0; i < nextra; i++)
@@ -988,7 +890,7 @@ static void test_fallbacks(void)
 
     /* Accepts, never answers. */
     if (fake_start(&fk, dir, "silent.sock", FAKE_SILENT) == 0) {
-        r = open_handle(fk.path);
+        r = integ_open(fk.path, DEADLINE_MS);
         check_stalled(r, "silent peer", RESIL_ETIMEDOUT, RESIL_ETIMEDOUT);
         resil_close(r);
         fake_stop(&fk);
@@ -997,7 +899,7 @@ static void test_fallbacks(void)
     }
     /* Answers garbage. */
     if (fake_start(&fk, dir, "garbage.sock", FAKE_GARBAGE) == 0) {
-        r = open_handle(fk.path);
+        r = integ_open(fk.path, DEADLINE_MS);
         check_stalled(r, "garbage peer", RESIL_EPROTO, RESIL_EPROTO);
         resil_close(r);
         fake_stop(&fk);
@@ -1005,7 +907,7 @@ static void test_fallbacks(void)
         OK(0, "garbage fake daemon");
     }
     if (fake_start(&fk, dir, "hostile.sock", FAKE_HOSTILE) == 0) {
-        r = open_handle(fk.path);
+        r = integ_open(fk.path, DEADLINE_MS);
         check_stalled(r, "hostile length", RESIL_EPROTO, RESIL_EPROTO);
         resil_close(r);
         fake_stop(&fk);
@@ -1014,7 +916,7 @@ static void test_fallbacks(void)
     }
     /* Hangs up at once: EOF, and the send must not raise SIGPIPE. */
     if (fake_start(&fk, dir, "hangup.sock", FAKE_HANGUP) == 0) {
-        r = open_handle(fk.path);
+        r = integ_open(fk.path, DEADLINE_MS);
         check_stalled(r, "hang-up peer", RESIL_ECONN, RESIL_ECONN);
         resil_close(r);
         fake_stop(&fk);
@@ -1073,7 +975,7 @@ static void test_default_config(void)
 
     if (!OK(daemon_start(&d, "{}") == 0, "resild starts with {}"))
         return;
-    r = open_handle(d.sock);
+    r = integ_open(d.sock, DEADLINE_MS);
     OK(fail_n(r, "integ.dflt", 5, state) == 0 && !strcmp(state, "open"),
        "default policy: five failures open (%s)", state);
     IS(acquire(r, "integ.dflt", &dec), 0, "acquire on default-open key");
@@ -1121,7 +1023,6 @@ int main(void)
     test_ping(&d);
     test_acquire_new_key(&d);
     test_breaker_cycle(&d);
-    test_lost_probe(&d);
     test_force_reset(&d);
     test_remote_errors(&d);
     test_no_alloc(&d);

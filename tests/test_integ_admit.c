@@ -27,6 +27,8 @@
 #include <unistd.h>
 
 #include "daemon_util.h"
+#include "integ_util.h"
+#include "proto.h"
 #include "resil.h"
 #include "tap.h"
 
@@ -68,31 +70,6 @@
     "}}"
 
 /* --- small helpers (same patterns as test_integ.c) ------------------------ */
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
-
-static resil_t *open_handle(const char *sock)
-{
-    resil_t *r = resil_open(sock);
-
-    if (r)
-        resil_set_deadline(r, DEADLINE_MS);
-    return r;
-}
 
 static int acquire(resil_t *r, const char *key, struct resil_decision *d)
 {
@@ -140,79 +117,6 @@ static int report_ok(resil_t *r, const char *key, uint64_t permit)
 
 /* --- msgpack params and results ------------------------------------------ */
 
-static void pk_str(msgpack_packer *pk, const char *s)
-{
-    msgpack_pack_str(pk, strlen(s));
-    msgpack_pack_str_body(pk, s, strlen(s));
-}
-
-struct reply {
-    void *buf;
-    size_t len;
-    msgpack_zone zone;
-    msgpack_object obj;
-};
-
-/* resil_call with params sb (NULL: none); on 0, rep holds the decoded
- * result (free with reply_free).  code (24 bytes) gets an error code. */
-static int call(resil_t *r, const char *method, const msgpack_sbuffer *sb,
-                struct reply *rep, char *code)
-{
-    size_t off = 0;
-    int rc;
-
-    memset(rep, 0, sizeof(*rep));
-    msgpack_zone_init(&rep->zone, 2048);
-    rc = resil_call(r, method, sb ? sb->data : NULL, sb ? sb->size : 0,
-                    DEADLINE_MS, &rep->buf, &rep->len, code, NULL, 24);
-    if (rc == 0 && msgpack_unpack(rep->buf, rep->len, &off, &rep->zone,
-                                  &rep->obj) != MSGPACK_UNPACK_SUCCESS)
-        rc = RESIL_EPROTO;
-    return rc;
-}
-
-static void reply_free(struct reply *rep)
-{
-    msgpack_zone_destroy(&rep->zone);
-    free(rep->buf);
-    rep->buf = NULL;
-}
-
-static const msgpack_object *obj_get(const msgpack_object *map,
-                                     const char *name)
-{
-    size_t n = strlen(name);
-    uint32_t i;
-
-    if (!map || map->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    for (i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-            !memcmp(k->via.str.ptr, name, n))
-            return &map->via.map.ptr[i].val;
-    }
-    return NULL;
-}
-
-static long long obj_int(const msgpack_object *o, long long def)
-{
-    if (o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-        return (long long)o->via.u64;
-    if (o && o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-        return o->via.i64;
-    return def;
-}
-
-static void obj_str(const msgpack_object *o, char *buf, size_t cap)
-{
-    buf[0] = '\0';
-    if (o && o->type == MSGPACK_OBJECT_STR && o->via.str.size < cap) {
-        memcpy(buf, o->via.str.ptr, o->via.str.size);
-        buf[o->via.str.size] = '\0';
-    }
-}
-
 /* The parts of a key's status map these tests look at; -1 = absent. */
 struct kstat {
     int found;
@@ -231,46 +135,31 @@ static void kstat_fill(const msgpack_object *m, struct kstat *s)
     if (!m || m->type != MSGPACK_OBJECT_MAP)
         return;
     s->found = 1;
-    obj_str(obj_get(m, "state"), s->state, sizeof(s->state));
-    s->failures = obj_int(obj_get(m, "failures"), -1);
-    s->outstanding = obj_int(obj_get(m, "outstanding"), -1);
-    l = obj_get(m, "limiter");
+    proto_str_copy(proto_map_get(m, "state"), s->state, sizeof(s->state));
+    s->failures = obj_int(proto_map_get(m, "failures"), -1);
+    s->outstanding = obj_int(proto_map_get(m, "outstanding"), -1);
+    l = proto_map_get(m, "limiter");
     s->has_limiter = l && l->type == MSGPACK_OBJECT_MAP;
-    s->lim_rate = obj_int(obj_get(l, "rate"), -1);
-    s->lim_per_ms = obj_int(obj_get(l, "per_ms"), -1);
-    s->lim_burst = obj_int(obj_get(l, "burst"), -1);
-    s->lim_available = obj_int(obj_get(l, "available"), -1);
-    s->lim_paused_ms = obj_int(obj_get(l, "paused_ms"), -1);
-    b = obj_get(m, "bulkhead");
+    s->lim_rate = obj_int(proto_map_get(l, "rate"), -1);
+    s->lim_per_ms = obj_int(proto_map_get(l, "per_ms"), -1);
+    s->lim_burst = obj_int(proto_map_get(l, "burst"), -1);
+    s->lim_available = obj_int(proto_map_get(l, "available"), -1);
+    s->lim_paused_ms = obj_int(proto_map_get(l, "paused_ms"), -1);
+    b = proto_map_get(m, "bulkhead");
     s->has_bulkhead = b && b->type == MSGPACK_OBJECT_MAP;
-    s->bh_in_use = obj_int(obj_get(b, "in_use"), -1);
-    s->bh_max = obj_int(obj_get(b, "max"), -1);
-    s->bh_queued = obj_int(obj_get(b, "queued"), -1);
+    s->bh_in_use = obj_int(proto_map_get(b, "in_use"), -1);
+    s->bh_max = obj_int(proto_map_get(b, "max"), -1);
+    s->bh_queued = obj_int(proto_map_get(b, "queued"), -1);
 }
 
 /* status {"key": key}: 0 with s filled (s->found 0 if no such key). */
 static int get_status(resil_t *r, const char *key, struct kstat *s)
 {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
     struct reply rep;
-    const msgpack_object *keys;
-    char code[24];
-    int rc;
+    const msgpack_object *m;
+    int rc = integ_key_status(r, key, DEADLINE_MS, &rep, &m);
 
-    memset(s, 0, sizeof(*s));
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 1);
-    pk_str(&pk, "key");
-    pk_str(&pk, key);
-    rc = call(r, "status", &sb, &rep, code);
-    msgpack_sbuffer_destroy(&sb);
-    if (rc == 0) {
-        keys = obj_get(&rep.obj, "keys");
-        if (keys && keys->type == MSGPACK_OBJECT_ARRAY && keys->via.array.size)
-            kstat_fill(&keys->via.array.ptr[0], s);
-    }
+    kstat_fill(m, s);
     reply_free(&rep);
     return rc;
 }
@@ -306,7 +195,7 @@ static int child_run(const char *sock, child_fn fn, const char *key, void *out,
         return -1;
     }
     if (p == 0) {
-        resil_t *cr = open_handle(sock);
+        resil_t *cr = integ_open(sock, DEADLINE_MS);
         const char *b = out;
         size_t off = 0;
 
@@ -515,7 +404,8 @@ static void test_bulkhead(resil_t *r)
 static void test_parking(const struct test_daemon *d)
 {
     const char *key = "pool.p";
-    resil_t *a = open_handle(d->sock), *b = open_handle(d->sock);
+    resil_t *a = integ_open(d->sock, DEADLINE_MS),
+            *b = integ_open(d->sock, DEADLINE_MS);
     struct parked_call pc = {0};
     struct resil_decision p1, p2, dec;
     struct kstat s;
@@ -607,7 +497,7 @@ static void child_429(resil_t *r, const char *key, void *out)
 static void test_venue_429(const struct test_daemon *d)
 {
     const char *key = "binance.px";
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct report_out o;
     struct resil_decision dec;
     struct kstat s;
@@ -649,7 +539,7 @@ static void child_acquire(resil_t *r, const char *key, void *out)
  * Retry-After: another process calling another kraken key backs off. */
 static void test_venue_429_ancestor(const struct test_daemon *d)
 {
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_report_result rr;
     struct resil_decision dec;
     struct kstat s;
@@ -681,7 +571,7 @@ static void test_venue_429_ancestor(const struct test_daemon *d)
 static void test_killed_parked(const struct test_daemon *d)
 {
     const char *key = "pool.q";
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_decision p1, p2, dec;
     struct kstat s;
     long long end;
@@ -695,7 +585,7 @@ static void test_killed_parked(const struct test_daemon *d)
     fflush(stderr);
     pid = fork();
     if (pid == 0) {
-        resil_t *cr = open_handle(d->sock);
+        resil_t *cr = integ_open(d->sock, DEADLINE_MS);
         struct resil_decision cd;
 
         acquire_ex(cr, key, 1, 20000, 0, &cd); /* parks until killed */
@@ -748,7 +638,7 @@ static void child_hold2(resil_t *r, const char *key, void *out)
 static void test_killed_client(const struct test_daemon *d)
 {
     const char *key = "pool.k";
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_decision dec;
     struct hold_out o;
     struct kstat s;
@@ -807,7 +697,7 @@ static void child_critical3(resil_t *r, const char *key, void *out)
 static void test_critical_reserve(const struct test_daemon *d)
 {
     const char *key = "crit.a";
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_decision n[4];
     struct crit_out o;
     struct kstat s;
@@ -844,7 +734,7 @@ static void test_critical_reserve(const struct test_daemon *d)
 static void test_critical_probe(const struct test_daemon *d)
 {
     const char *key = "cprobe.a";
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_decision dec, c1, c2;
     struct resil_report_result rr;
     int rc;
@@ -888,21 +778,21 @@ static int report_limit(resil_t *r, const char *key, uint64_t remaining,
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 3);
-    pk_str(&pk, "key");
-    pk_str(&pk, key);
-    pk_str(&pk, "outcome");
-    pk_str(&pk, "success");
-    pk_str(&pk, "limit");
+    proto_pack_cstr(&pk, "key");
+    proto_pack_cstr(&pk, key);
+    proto_pack_cstr(&pk, "outcome");
+    proto_pack_cstr(&pk, "success");
+    proto_pack_cstr(&pk, "limit");
     msgpack_pack_map(&pk, 2);
-    pk_str(&pk, "remaining");
+    proto_pack_cstr(&pk, "remaining");
     msgpack_pack_uint64(&pk, remaining);
-    pk_str(&pk, "reset_ms");
+    proto_pack_cstr(&pk, "reset_ms");
     msgpack_pack_uint64(&pk, 1000);
-    rc = call(r, "report", &sb, &rep, code);
+    rc = integ_call(r, "report", &sb, DEADLINE_MS, &rep, code);
     msgpack_sbuffer_destroy(&sb);
     state[0] = '\0';
     if (rc == 0)
-        obj_str(obj_get(&rep.obj, "state"), state, 16);
+        proto_str_copy(proto_map_get(&rep.obj, "state"), state, 16);
     else
         DIAG("report limit: rc %d code %s", rc, code);
     reply_free(&rep);
@@ -911,7 +801,7 @@ static int report_limit(resil_t *r, const char *key, uint64_t remaining,
 
 static void test_resync(const struct test_daemon *d)
 {
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_decision dec;
     struct kstat s;
     char state[16];
@@ -942,7 +832,7 @@ static void test_resync(const struct test_daemon *d)
 
 static void test_retry_advice(const struct test_daemon *d)
 {
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_report_result rr;
     struct resil_decision dec;
     int rc;
@@ -1023,7 +913,7 @@ int main(void)
 
     if (!OK(daemon_start(&d, CONFIG) == 0, "resild starts"))
         return tap_done();
-    r = open_handle(d.sock);
+    r = integ_open(d.sock, DEADLINE_MS);
     test_weighted_cost(r);
     test_hierarchy(r);
     test_cost_over_burst(r);

@@ -22,6 +22,8 @@
 #include <unistd.h>
 
 #include "daemon_util.h"
+#include "integ_util.h"
+#include "proto.h"
 #include "resil.h"
 #include "tap.h"
 
@@ -68,31 +70,6 @@
     "}}"
 
 /* --- small helpers (same patterns as test_integ.c) ------------------------ */
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
-
-static resil_t *open_handle(const char *sock)
-{
-    resil_t *r = resil_open(sock);
-
-    if (r)
-        resil_set_deadline(r, DEADLINE_MS);
-    return r;
-}
 
 static int acquire(resil_t *r, const char *key, struct resil_decision *d)
 {
@@ -170,87 +147,6 @@ static int wait_probe(resil_t *r, const char *key, struct resil_decision *d)
 
 /* --- msgpack params and results ------------------------------------------ */
 
-static void pk_str(msgpack_packer *pk, const char *s)
-{
-    msgpack_pack_str(pk, strlen(s));
-    msgpack_pack_str_body(pk, s, strlen(s));
-}
-
-struct reply {
-    void *buf;
-    size_t len;
-    msgpack_zone zone;
-    msgpack_object obj;
-};
-
-/* resil_call with params sb (NULL: none); on 0, rep holds the decoded
- * result (free with reply_free).  code (24 bytes) gets an error code. */
-static int call(resil_t *r, const char *method, const msgpack_sbuffer *sb,
-                struct reply *rep, char *code)
-{
-    size_t off = 0;
-    int rc;
-
-    memset(rep, 0, sizeof(*rep));
-    msgpack_zone_init(&rep->zone, 2048);
-    rc = resil_call(r, method, sb ? sb->data : NULL, sb ? sb->size : 0,
-                    DEADLINE_MS, &rep->buf, &rep->len, code, NULL, 24);
-    if (rc == 0 && msgpack_unpack(rep->buf, rep->len, &off, &rep->zone,
-                                  &rep->obj) != MSGPACK_UNPACK_SUCCESS)
-        rc = RESIL_EPROTO;
-    return rc;
-}
-
-static void reply_free(struct reply *rep)
-{
-    msgpack_zone_destroy(&rep->zone);
-    free(rep->buf);
-    rep->buf = NULL;
-}
-
-static const msgpack_object *obj_get(const msgpack_object *map,
-                                     const char *name)
-{
-    size_t n = strlen(name);
-    uint32_t i;
-
-    if (!map || map->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    for (i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-            !memcmp(k->via.str.ptr, name, n))
-            return &map->via.map.ptr[i].val;
-    }
-    return NULL;
-}
-
-static long long obj_int(const msgpack_object *o, long long def)
-{
-    if (o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-        return (long long)o->via.u64;
-    if (o && o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-        return o->via.i64;
-    return def;
-}
-
-static double obj_num(const msgpack_object *o, double def)
-{
-    if (o && (o->type == MSGPACK_OBJECT_FLOAT64 ||
-              o->type == MSGPACK_OBJECT_FLOAT32))
-        return o->via.f64;
-    return (double)obj_int(o, (long long)def);
-}
-
-static void obj_str(const msgpack_object *o, char *buf, size_t cap)
-{
-    buf[0] = '\0';
-    if (o && o->type == MSGPACK_OBJECT_STR && o->via.str.size < cap) {
-        memcpy(buf, o->via.str.ptr, o->via.str.size);
-        buf[o->via.str.size] = '\0';
-    }
-}
-
 /* The parts of a key's status map these tests look at. */
 struct kstat {
     int found;
@@ -267,48 +163,34 @@ static void kstat_fill(const msgpack_object *m, struct kstat *s)
     if (!m || m->type != MSGPACK_OBJECT_MAP)
         return;
     s->found = 1;
-    obj_str(obj_get(m, "state"), s->state, sizeof(s->state));
-    obj_str(obj_get(m, "opened_by"), s->opened_by, sizeof(s->opened_by));
-    s->has_force_reason = obj_get(m, "force_reason") != NULL;
-    obj_str(obj_get(m, "force_reason"), s->force_reason,
-            sizeof(s->force_reason));
-    s->has_force_ttl = obj_get(m, "force_ttl_ms") != NULL;
-    s->force_ttl_ms = obj_int(obj_get(m, "force_ttl_ms"), -1);
-    s->has_shadow = obj_get(m, "shadow_denied") != NULL;
-    s->shadow_denied = obj_int(obj_get(m, "shadow_denied"), -1);
-    s->calls = obj_int(obj_get(m, "calls"), -1);
-    s->failures = obj_int(obj_get(m, "failures"), -1);
-    s->opens = obj_int(obj_get(m, "opens"), -1);
-    s->retry_after_ms = obj_int(obj_get(m, "retry_after_ms"), -1);
-    s->outstanding = obj_int(obj_get(m, "outstanding"), -1);
-    s->probes_in_flight = obj_int(obj_get(m, "probes_in_flight"), -1);
-    s->failure_rate = obj_num(obj_get(m, "failure_rate"), -1);
-    s->slow_rate = obj_num(obj_get(m, "slow_rate"), -1);
+    proto_str_copy(proto_map_get(m, "state"), s->state, sizeof(s->state));
+    proto_str_copy(proto_map_get(m, "opened_by"), s->opened_by,
+                   sizeof(s->opened_by));
+    s->has_force_reason = proto_map_get(m, "force_reason") != NULL;
+    proto_str_copy(proto_map_get(m, "force_reason"), s->force_reason,
+                   sizeof(s->force_reason));
+    s->has_force_ttl = proto_map_get(m, "force_ttl_ms") != NULL;
+    s->force_ttl_ms = obj_int(proto_map_get(m, "force_ttl_ms"), -1);
+    s->has_shadow = proto_map_get(m, "shadow_denied") != NULL;
+    s->shadow_denied = obj_int(proto_map_get(m, "shadow_denied"), -1);
+    s->calls = obj_int(proto_map_get(m, "calls"), -1);
+    s->failures = obj_int(proto_map_get(m, "failures"), -1);
+    s->opens = obj_int(proto_map_get(m, "opens"), -1);
+    s->retry_after_ms = obj_int(proto_map_get(m, "retry_after_ms"), -1);
+    s->outstanding = obj_int(proto_map_get(m, "outstanding"), -1);
+    s->probes_in_flight = obj_int(proto_map_get(m, "probes_in_flight"), -1);
+    s->failure_rate = obj_num(proto_map_get(m, "failure_rate"), -1);
+    s->slow_rate = obj_num(proto_map_get(m, "slow_rate"), -1);
 }
 
 /* status {"key": key}: 0 with s filled (s->found 0 if no such key). */
 static int get_status(resil_t *r, const char *key, struct kstat *s)
 {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
     struct reply rep;
-    const msgpack_object *keys;
-    char code[24];
-    int rc;
+    const msgpack_object *m;
+    int rc = integ_key_status(r, key, DEADLINE_MS, &rep, &m);
 
-    memset(s, 0, sizeof(*s));
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 1);
-    pk_str(&pk, "key");
-    pk_str(&pk, key);
-    rc = call(r, "status", &sb, &rep, code);
-    msgpack_sbuffer_destroy(&sb);
-    if (rc == 0) {
-        keys = obj_get(&rep.obj, "keys");
-        if (keys && keys->type == MSGPACK_OBJECT_ARRAY && keys->via.array.size)
-            kstat_fill(&keys->via.array.ptr[0], s);
-    }
+    kstat_fill(m, s);
     reply_free(&rep);
     return rc;
 }
@@ -327,19 +209,19 @@ static int force(resil_t *r, const char *key, const char *state,
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 2 + (reason != NULL) + (ttl_ms > 0));
-    pk_str(&pk, "key");
-    pk_str(&pk, key);
-    pk_str(&pk, "state");
-    pk_str(&pk, state);
+    proto_pack_cstr(&pk, "key");
+    proto_pack_cstr(&pk, key);
+    proto_pack_cstr(&pk, "state");
+    proto_pack_cstr(&pk, state);
     if (reason) {
-        pk_str(&pk, "reason");
-        pk_str(&pk, reason);
+        proto_pack_cstr(&pk, "reason");
+        proto_pack_cstr(&pk, reason);
     }
     if (ttl_ms > 0) {
-        pk_str(&pk, "ttl_ms");
+        proto_pack_cstr(&pk, "ttl_ms");
         msgpack_pack_uint64(&pk, (uint64_t)ttl_ms);
     }
-    rc = call(r, "force", &sb, &rep, code);
+    rc = integ_call(r, "force", &sb, DEADLINE_MS, &rep, code);
     msgpack_sbuffer_destroy(&sb);
     if (s)
         kstat_fill(rc == 0 ? &rep.obj : NULL, s);
@@ -372,7 +254,7 @@ static int wait_state(resil_t *r, const char *key, const char *want,
 static void test_consecutive(const struct test_daemon *d)
 {
     const char *key = "cons.a";
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_decision dec;
     struct kstat s;
     char state[16] = "";
@@ -410,7 +292,7 @@ static void test_failure_rate(const struct test_daemon *d)
     const enum resil_outcome seq_b[] = {
         RESIL_SUCCESS, RESIL_SUCCESS, RESIL_SUCCESS, RESIL_SUCCESS,
         RESIL_FAILURE, RESIL_FAILURE, RESIL_FAILURE};
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct kstat s;
     char state[16] = "";
     int i, ok = 1;
@@ -451,7 +333,7 @@ static void test_failure_rate(const struct test_daemon *d)
 static void test_time_window(const struct test_daemon *d)
 {
     const char *key = "twin.a";
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct kstat s;
     char state[16] = "";
     long long end;
@@ -489,7 +371,7 @@ static void test_slow_rate(const struct test_daemon *d)
 {
     const int64_t lat[] = {150, 10, 200, 10};
     const char *key = "slow.a";
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct kstat s;
     char state[16] = "";
     int i, ok = 1;
@@ -520,7 +402,7 @@ static void test_backoff(const struct test_daemon *d)
     /* open_ms 200, backoff 2, cap 800: 200, 400, 800, 800. */
     const long long lo[] = {0, 200, 400, 400}, hi[] = {200, 400, 800, 800};
     const char *key = "back.a";
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_decision dec;
     struct resil_report_result rr;
     struct kstat s;
@@ -571,7 +453,7 @@ static void test_backoff(const struct test_daemon *d)
 static void test_half_open(const struct test_daemon *d)
 {
     const char *key = "half.a";
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_decision p[4], dec;
     struct resil_report_result rr;
     struct kstat s;
@@ -617,7 +499,7 @@ static void test_half_open(const struct test_daemon *d)
 static void test_record_ignore(const struct test_daemon *d)
 {
     const char *key = "rec.a";
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct kstat s;
     char state[16] = "";
     int i, ok = 1;
@@ -668,7 +550,7 @@ static void test_record_ignore(const struct test_daemon *d)
 /* force open / closed / disabled with a reason and a TTL. */
 static void test_force(const struct test_daemon *d)
 {
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_decision dec;
     struct resil_report_result rr;
     struct kstat s;
@@ -746,7 +628,7 @@ static void test_force(const struct test_daemon *d)
 static void test_permit_ttl(const struct test_daemon *d)
 {
     const char *key = "ttl.a";
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_decision dec;
     struct resil_report_result rr;
     struct kstat s;
@@ -775,7 +657,7 @@ static void test_permit_ttl(const struct test_daemon *d)
 static void test_stale_permit(const struct test_daemon *d)
 {
     const char *key = "stale.a";
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_decision a1, a2, p1, p2, dec;
     struct resil_report_result rr;
     struct kstat s;
@@ -822,8 +704,8 @@ static void test_stale_permit(const struct test_daemon *d)
        rr.state);
     get_status(r, key, &s);
     OK(s.calls == calls && !strcmp(s.state, "closed"),
-       "stale: a permit reported twice counts once (calls %lld -> %lld)",
-       calls, s.calls);
+       "stale: a permit reported twice counts once (calls %lld -> %lld)", calls,
+       s.calls);
     resil_close(r);
 }
 
@@ -832,7 +714,7 @@ static void test_stale_permit(const struct test_daemon *d)
 static void test_killed_probe(const struct test_daemon *d)
 {
     const char *key = "kill.a";
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_decision dec;
     struct resil_report_result rr;
     struct kstat s;
@@ -853,7 +735,7 @@ static void test_killed_probe(const struct test_daemon *d)
     fflush(stderr);
     pid = fork();
     if (pid == 0) {
-        resil_t *cr = open_handle(d->sock);
+        resil_t *cr = integ_open(d->sock, DEADLINE_MS);
         struct resil_decision cd;
         char ok;
 
@@ -911,7 +793,7 @@ static void test_killed_probe(const struct test_daemon *d)
 static void test_shadow(const struct test_daemon *d)
 {
     const char *key = "shadow.a";
-    resil_t *r = open_handle(d->sock);
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
     struct resil_decision dec;
     struct resil_report_result rr;
     msgpack_sbuffer sb;
@@ -932,16 +814,17 @@ static void test_shadow(const struct test_daemon *d)
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 1);
-    pk_str(&pk, "key");
-    pk_str(&pk, key);
-    rc = call(r, "acquire", &sb, &rep, code);
+    proto_pack_cstr(&pk, "key");
+    proto_pack_cstr(&pk, key);
+    rc = integ_call(r, "acquire", &sb, DEADLINE_MS, &rep, code);
     msgpack_sbuffer_destroy(&sb);
     if (rc == 0) {
-        const msgpack_object *a = obj_get(&rep.obj, "allow");
+        const msgpack_object *a = proto_map_get(&rep.obj, "allow");
         allow = a && a->type == MSGPACK_OBJECT_BOOLEAN ? a->via.boolean : -1;
-        permit = (uint64_t)obj_int(obj_get(&rep.obj, "permit"), 0);
-        obj_str(obj_get(&rep.obj, "shadow_denied"), sd, sizeof(sd));
-        obj_str(obj_get(&rep.obj, "state"), st, sizeof(st));
+        permit = (uint64_t)obj_int(proto_map_get(&rep.obj, "permit"), 0);
+        proto_str_copy(proto_map_get(&rep.obj, "shadow_denied"), sd,
+                       sizeof(sd));
+        proto_str_copy(proto_map_get(&rep.obj, "state"), st, sizeof(st));
     }
     reply_free(&rep);
     OK(rc == 0 && allow == 1 && !strcmp(sd, "circuit_open") &&

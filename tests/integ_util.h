@@ -1,0 +1,47 @@
+/*
+ * integ_util.h - small helpers shared by the integration tests that drive
+ * a real daemon through libresil: a monotonic clock, a sleep that survives
+ * signals, and resil_call with its result decoded.  Map lookups and string
+ * copies are proto.h's (proto_map_get, proto_str_copy, proto_pack_cstr).
+ */
+#ifndef RESIL_INTEG_UTIL_H
+#define RESIL_INTEG_UTIL_H
+
+#include <msgpack.h>
+
+#include "resil.h"
+
+/* CLOCK_MONOTONIC in milliseconds. */
+long long mono_ms(void);
+
+/* Sleep ms milliseconds, resuming after signals. */
+void sleep_ms(int ms);
+
+/* A decoded result of resil_call; free with reply_free. */
+struct reply {
+    void *buf;
+    size_t len;
+    msgpack_zone zone;
+    msgpack_object obj;
+};
+
+/* resil_call(method) with params sb (NULL: none) and deadline_ms; on 0 rep
+ * holds the decoded result, else code (24 bytes) may hold the daemon's
+ * error code.  Call reply_free either way. */
+int integ_call(resil_t *r, const char *method, const msgpack_sbuffer *sb,
+               int deadline_ms, struct reply *rep, char *code);
+void reply_free(struct reply *rep);
+
+/* resil_open with a per-call deadline; NULL on failure. */
+resil_t *integ_open(const char *sock, int deadline_ms);
+
+/* status {"key": key}: on 0, *map is the key's status map inside rep, or
+ * NULL when the daemon has no such key.  Call reply_free either way. */
+int integ_key_status(resil_t *r, const char *key, int deadline_ms,
+                     struct reply *rep, const msgpack_object **map);
+
+/* An integer (def when o is absent or not one) / a number. */
+long long obj_int(const msgpack_object *o, long long def);
+double obj_num(const msgpack_object *o, double def);
+
+#endif
