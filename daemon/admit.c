@@ -348,6 +348,7 @@ static int park(struct resild *d, struct caller *c, struct key *k,
     c->parked = p;
     c->nparked++;
     d->m.parked++;
+    d->wake_dirty = 1; /* arm the timer for its deadline */
     return 0;
 }
 
@@ -522,6 +523,7 @@ void admit_permit_done(struct resild *d, struct permit *p, uint64_t now_ms,
         bulkhead_give(&k->bh);
     k->outstanding--;
     permits_release(&d->permits, p);
+    d->wake_dirty = 1;
 }
 
 /* Self if it has a limiter, else the nearest ancestor with one, else
@@ -539,6 +541,7 @@ void admit_venue_pause(struct resild *d, struct key *k, uint64_t now_ms,
     struct key *t = nearest_limiter(k);
 
     d->m.venue_pauses++;
+    d->wake_dirty = 1;
     limiter_pause(&t->lim, lim_conf(t), now_ms, ms);
     log_msg(LOG_INFO,
             "key %s: venue rate limit reported on %s; pausing "
@@ -552,7 +555,7 @@ void admit_venue_sync(struct resild *d, struct key *k, uint64_t now_ms,
 {
     struct key *t = nearest_limiter(k);
 
-    (void)d;
+    d->wake_dirty = 1;
     if (t->policy->has_limiter)
         limiter_sync(&t->lim, &t->policy->limiter, now_ms, remaining);
 }

@@ -550,6 +550,7 @@ static void m_force(struct req *r)
         return;
     before = breaker_state_name(&k->br);
     breaker_force(&k->br, &k->policy->breaker, r->now_ms, map[st], ttl);
+    r->d->wake_dirty = 1; /* parked requests see the new state */
     log_escape(esc, sizeof(esc), reason ? reason : "", reason ? rn : 0);
     snprintf(k->force_reason, sizeof(k->force_reason), "%s", esc);
     log_msg(LOG_INFO,
@@ -572,6 +573,7 @@ static void m_reset(struct req *r)
         return;
     before = breaker_state_name(&k->br);
     breaker_reset(&k->br, r->now_ms);
+    r->d->wake_dirty = 1;
     k->force_reason[0] = '\0';
     log_msg(LOG_INFO, "key %s: reset by uid %u (%s -> closed)", k->name,
             (unsigned)r->c->uid, before);

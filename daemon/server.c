@@ -110,6 +110,7 @@ static void conn_close(struct conn *c)
 static void on_write(uv_write_t *req, int status);
 static void conn_flush(struct conn *c);
 static void schedule_wake(struct server *s);
+static void after_io(struct server *s);
 
 /*
  * caller->flush: an answer to a parked request was packed, in the middle of
@@ -222,7 +223,7 @@ static void on_write(uv_write_t *req, int status)
     if (!c->closing && !c->paused && !c->input_done && !c->failed)
         uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
     conn_flush(c);
-    schedule_wake(c->srv); /* what it read may have freed or parked */
+    after_io(c->srv); /* what it read may have freed or parked */
 }
 
 /* Reply with an error (when a msgid is known), then close once flushed. */
@@ -349,6 +350,7 @@ static void schedule_wake(struct server *s)
 {
     uint64_t now = now_ms(s), at;
 
+    s->d->wake_dirty = 0;
     if (!s->d->waiting) {
         uv_timer_stop(&s->wake);
         return;
@@ -368,6 +370,18 @@ static void schedule_wake(struct server *s)
 static void on_wake(uv_timer_t *t)
 {
     schedule_wake(t->data);
+}
+
+/* End of a read or write callback: serve parked requests only when the
+ * batch changed something they wait for (admit_wake walks every one of
+ * them); time-driven changes are the wake timer's.  Always write what the
+ * admission code answered meanwhile (a close answers others). */
+static void after_io(struct server *s)
+{
+    if (s->d->wake_dirty)
+        schedule_wake(s);
+    else
+        flush_pending(s);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -419,13 +433,13 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             conn_close(c);
         else
             conn_flush(c);
-        schedule_wake(c->srv);
+        after_io(c->srv);
         return;
     }
     c->in_len += (size_t)nread;
     conn_process(c);
     conn_flush(c);
-    schedule_wake(c->srv);
+    after_io(c->srv);
 }
 
 static int id_in(const struct id_list *l, uint32_t id)

@@ -50,6 +50,9 @@ struct resild {
     struct key *waiting; /* keys with parked requests */
     struct metrics m;
     int stopping;      /* SIGTERM: nothing parks any more */
+    int wake_dirty;    /* something a parked request waits for may have
+                        * changed (a release, a park, a force, venue news):
+                        * the server runs admit_wake after this batch */
     uint64_t start_ms; /* monotonic, for uptime */
     long pid;
 };
