@@ -17,10 +17,12 @@
  *     may grow the buffers and mallocs its result copy);
  *   - hand a frame to msgpack-c before proto_scan_next() has bounded it.
  *
- * Failure handling: a connect error, timeout, EOF or unreadable answer
- * closes the socket and starts a back-off (50 ms doubling to 1 s, reset by
- * the next answer).  During the back-off calls return RESIL_ECONN with the
- * fallback decision at once, without a syscall.  On a failure errno is left
+ * Failure handling: a connect error, a half-sent request, EOF, an
+ * unreadable answer or TIMEOUTS_MAX read timeouts in a row close the socket;
+ * a single read timeout keeps it (see roundtrip).  Either starts a back-off
+ * (50 ms doubling to 1 s, reset by the next answer).  During the back-off
+ * calls return RESIL_ECONN with the fallback decision at once, without a
+ * syscall.  On a failure errno is left
  * holding the underlying cause (ENOENT, ECONNREFUSED, ETIMEDOUT, EPROTO...)
  * so that tools can print it; resilctl does.
  */
@@ -29,6 +31,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -48,6 +51,9 @@
 #define BACKOFF_START_MS 50
 #define BACKOFF_MAX_MS 1000
 #define NS_PER_MS 1000000ULL
+#define RESIL_KEY_MAX 128 /* longest valid key (SPEC 2) */
+#define ABANDONED_MAX 16  /* late acquire answers remembered per handle */
+#define TIMEOUTS_MAX 3    /* read timeouts in a row before reconnecting */
 
 struct resil {
     pthread_mutex_t mu;      /* serialises every call on the handle */
@@ -68,6 +74,16 @@ struct resil {
     size_t sbuf_len, sbuf_cap;
     int sbuf_overflow; /* a pack did not fit: request too large */
     msgpack_packer pk; /* writes into sbuf via sbuf_write */
+
+    /* Acquires given up on after sending (deadline passed): a late "allow"
+     * holds a permit, which is handed back with a report "ignore" when its
+     * answer turns up, so it neither lingers to its TTL (a timeout failure)
+     * nor is lost with the connection. */
+    struct abandoned {
+        uint32_t msgid; /* 0 = free slot */
+        char key[RESIL_KEY_MAX + 1];
+    } abandoned[ABANDONED_MAX];
+    int timeouts_in_row; /* read timeouts on this connection since an answer */
 
     uint8_t *rbuf;             /* bytes received, object starts at rbuf[0] */
     size_t rbuf_len, rbuf_cap; /* cap grows to CALL_MAX_RESPONSE_BYTES */
@@ -196,20 +212,33 @@ static void drop_connection(struct resil *r)
         close(r->fd);
     r->fd = -1;
     r->rbuf_len = 0;
+    r->timeouts_in_row = 0;
+    memset(r->abandoned, 0, sizeof(r->abandoned)); /* the daemon frees
+                                                    * their permits */
     proto_scan_init(&r->scan);
     msgpack_zone_clear(&r->zone);
     errno = saved;
 }
 
-/* A call failed for a connection reason: close and back off. */
-static void fail_connection(struct resil *r, uint64_t now)
+/* Calls fall back at once for a while (50 ms doubling to 1 s). */
+static void back_off(struct resil *r, uint64_t now)
 {
     r->backoff_errno = errno;
-    drop_connection(r);
     r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : BACKOFF_START_MS;
     if (r->backoff_ms > BACKOFF_MAX_MS)
         r->backoff_ms = BACKOFF_MAX_MS;
     r->backoff_until_ns = now + r->backoff_ms * NS_PER_MS;
+}
+
+/* A call failed for a connection reason: close and back off.  Closing
+ * makes the daemon take back every permit this handle holds. */
+static void fail_connection(struct resil *r, uint64_t now)
+{
+    int saved = errno;
+
+    drop_connection(r);
+    errno = saved;
+    back_off(r, now);
 }
 
 /* Wait for events on r->fd until deadline.  Returns revents, 0 on timeout,
@@ -314,29 +343,124 @@ static void consume(struct resil *r, size_t n)
     msgpack_zone_clear(&r->zone);
 }
 
+/* Drop the first off bytes of rbuf (objects already skipped). */
+static void compact(struct resil *r, size_t off)
+{
+    if (!off)
+        return;
+    memmove(r->rbuf, r->rbuf + off, r->rbuf_len - off);
+    r->rbuf_len -= off;
+}
+
+static struct abandoned *find_abandoned(struct resil *r, uint32_t id)
+{
+    int i;
+
+    for (i = 0; i < ABANDONED_MAX; i++)
+        if (r->abandoned[i].msgid && r->abandoned[i].msgid == id)
+            return &r->abandoned[i];
+    return NULL;
+}
+
+/* Remember an acquire given up on.  0, or -1 when every slot is taken. */
+static int remember_abandoned(struct resil *r, uint32_t id, const char *key)
+{
+    struct abandoned *slot = NULL;
+    int i;
+
+    for (i = 0; i < ABANDONED_MAX && !slot; i++)
+        if (!r->abandoned[i].msgid)
+            slot = &r->abandoned[i];
+    if (!slot)
+        return -1;
+    slot->msgid = id;
+    snprintf(slot->key, sizeof(slot->key), "%s", key);
+    return 0;
+}
+
+static uint32_t next_id(struct resil *r)
+{
+    uint32_t id = r->next_msgid++;
+
+    return id ? id : r->next_msgid++; /* 0 is the daemon's "no request" */
+}
+
+static int get_bool(const msgpack_object *map, const char *name, int *out);
+static int get_uint(const msgpack_object *map, const char *name, uint64_t *out);
+
+/* The late answer m to an abandoned acquire: hand its permit back with a
+ * report "ignore" (sent whole or not at all: the socket is idle, the
+ * request of the call in progress went out already).  0 or RESIL_ECONN. */
+static int release_abandoned(struct resil *r, struct abandoned *slot,
+                             const struct proto_msg *m)
+{
+    uint64_t permit;
+    int allow;
+    ssize_t n;
+
+    if (m->error->type == MSGPACK_OBJECT_NIL &&
+        get_bool(m->result, "allow", &allow) == 0 && allow &&
+        get_uint(m->result, "permit", &permit) == 0 && permit) {
+        r->sbuf_len = 0;
+        r->sbuf_overflow = 0;
+        proto_pack_request_head(&r->pk, next_id(r), "report");
+        msgpack_pack_array(&r->pk, 1);
+        msgpack_pack_map(&r->pk, 3);
+        proto_kv_str(&r->pk, "key", slot->key);
+        proto_kv_u64(&r->pk, "permit", permit);
+        proto_kv_str(&r->pk, "outcome", "ignore");
+        n = send(r->fd, r->sbuf, r->sbuf_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n != (ssize_t)r->sbuf_len) {
+            errno = n < 0 ? errno : EAGAIN;
+            return RESIL_ECONN; /* half a request would desync the stream */
+        }
+    }
+    slot->msgid = 0;
+    return 0;
+}
+
 /*
- * Read until the response to msgid is complete in rbuf, discarding other
- * messages (late answers, notifications).  Responses larger than max_bytes
- * are a protocol error.  On 0, a->m borrows from rbuf and the zone until
- * consume(r, a->frame_len).
+ * Read until the response to msgid is complete in rbuf.  Answers to other
+ * requests are skipped by their header without decoding, except late
+ * answers to abandoned acquires, whose permits are handed back;
+ * notifications are skipped too.  The deadline is checked before every
+ * read, so a stream of other messages cannot hold the call.  Responses
+ * larger than max_bytes are a protocol error.  On 0, a->m borrows from
+ * rbuf (the answer is at rbuf[0]) and the zone until consume(r,
+ * a->frame_len).
  */
 static int read_answer(struct resil *r, uint32_t msgid, size_t max_bytes,
                        uint64_t deadline, struct answer *a)
 {
+    struct abandoned *slot;
     const char *why;
+    size_t off = 0; /* the object being scanned starts at rbuf[off] */
+    uint32_t id;
     long got;
     ssize_t n;
     int rev;
 
     for (;;) {
-        got = r->rbuf_len ? proto_scan_next(&r->scan, r->rbuf, r->rbuf_len,
-                                            max_bytes, PROTO_MAX_DEPTH)
-                          : 0;
+        got = r->rbuf_len > off
+                  ? proto_scan_next(&r->scan, r->rbuf + off, r->rbuf_len - off,
+                                    max_bytes, PROTO_MAX_DEPTH)
+                  : 0;
         if (got < 0) {
             errno = EPROTO;
             return RESIL_EPROTO;
         }
         if (got > 0) {
+            const uint8_t *obj = r->rbuf + off;
+            int notify = got >= 2 && obj[0] == 0x93 && obj[1] == 0x02;
+            if (notify ||
+                (proto_peek_msgid(obj, (size_t)got, PROTO_RESPONSE, &id) &&
+                 id != msgid && !find_abandoned(r, id))) {
+                off += (size_t)got; /* not ours: skip it undecoded */
+                proto_scan_init(&r->scan);
+                continue;
+            }
+            compact(r, off);
+            off = 0;
             if (proto_decode((const char *)r->rbuf, (size_t)got, &r->zone,
                              &a->m, &why) < 0) {
                 errno = EPROTO;
@@ -346,8 +470,18 @@ static int read_answer(struct resil *r, uint32_t msgid, size_t max_bytes,
                 a->frame_len = (size_t)got;
                 return 0;
             }
-            consume(r, (size_t)got); /* not ours: a late answer or event */
+            if (a->m.type == PROTO_RESPONSE &&
+                (slot = find_abandoned(r, a->m.msgid)) &&
+                release_abandoned(r, slot, &a->m) < 0)
+                return RESIL_ECONN;
+            consume(r, (size_t)got);
             continue;
+        }
+        compact(r, off);
+        off = 0;
+        if (now_ns() >= deadline) {
+            errno = ETIMEDOUT;
+            return RESIL_ETIMEDOUT;
         }
         if (r->rbuf_len == r->rbuf_cap) {
             /* Only resil_call may grow the buffer (bounded by max_bytes);
@@ -397,9 +531,17 @@ static int read_answer(struct resil *r, uint32_t msgid, size_t max_bytes,
  * turns out to be closed before anything was sent (a restarted daemon),
  * and the back-off bookkeeping.  Returns 0 with *a filled (including error
  * answers: the daemon answered), or a negative code.
+ *
+ * A deadline that passes after the whole request went out keeps the
+ * connection (closing it would make the daemon take back every permit of
+ * this handle, those of other threads included); the late answer is
+ * skipped, or for an acquire (acquire_key) its permit handed back.  Only
+ * TIMEOUTS_MAX timeouts in a row, a half-sent request, EOF or garbage
+ * close it.
  */
 static int roundtrip(struct resil *r, uint32_t msgid, size_t max_bytes,
-                     uint64_t deadline, struct answer *a)
+                     uint64_t deadline, struct answer *a,
+                     const char *acquire_key)
 {
     size_t sent;
     int rc, reused, attempt;
@@ -409,11 +551,10 @@ static int roundtrip(struct resil *r, uint32_t msgid, size_t max_bytes,
         return RESIL_ECONN;
     }
     if (r->fd >= 0 && r->fd_pid != getpid()) {
-        /* Forked child: the connection belongs to the parent. */
-        close(r->fd);
+        /* Forked child: the connection belongs to the parent.  Forget it
+         * without close(): the child may have reused the number. */
         r->fd = -1;
-        r->rbuf_len = 0;
-        proto_scan_init(&r->scan);
+        drop_connection(r);
     }
     for (attempt = 0;; attempt++) {
         reused = r->fd >= 0;
@@ -429,8 +570,15 @@ static int roundtrip(struct resil *r, uint32_t msgid, size_t max_bytes,
         break;
     }
     rc = read_answer(r, msgid, max_bytes, deadline, a);
+    if (rc == RESIL_ETIMEDOUT &&
+        (!acquire_key || remember_abandoned(r, msgid, acquire_key) == 0) &&
+        ++r->timeouts_in_row < TIMEOUTS_MAX) {
+        back_off(r, now_ns());
+        return rc;
+    }
     if (rc < 0)
         goto fail;
+    r->timeouts_in_row = 0;
     r->backoff_ms = 0;
     r->backoff_until_ns = 0;
     return 0;
@@ -468,7 +616,7 @@ static uint64_t deadline_of(const struct resil *r, int deadline_ms,
 /* Begin a request [0, msgid, method, [ ...: the caller packs the params. */
 static uint32_t begin_request(struct resil *r, const char *method)
 {
-    uint32_t id = r->next_msgid++;
+    uint32_t id = next_id(r);
 
     r->sbuf_len = 0;
     r->sbuf_overflow = 0;
@@ -481,7 +629,8 @@ static uint32_t begin_request(struct resil *r, const char *method)
 static int remote_error(const struct proto_msg *m, char *code, size_t code_cap,
                         char *msg, size_t msg_cap)
 {
-    if (m->error->type != MSGPACK_OBJECT_MAP) {
+    if (m->error->type != MSGPACK_OBJECT_MAP ||
+        proto_str_copy(proto_map_get(m->error, "code"), NULL, 0) < 0) {
         errno = EPROTO;
         return RESIL_EPROTO;
     }
@@ -497,8 +646,9 @@ static int error_closes(const struct proto_msg *m)
 {
     const msgpack_object *c = proto_map_get(m->error, "code");
 
+    /* "busy" closes only at connect (msgid 0, never a request's). */
     return proto_str_eq(c, "protocol_error") ||
-           proto_str_eq(c, "frame_too_large") || proto_str_eq(c, "busy");
+           proto_str_eq(c, "frame_too_large");
 }
 
 static int get_bool(const msgpack_object *map, const char *name, int *out)
@@ -545,17 +695,23 @@ int resil_acquire(resil_t *r, const char *key,
 
     if (!out)
         return RESIL_EINVAL;
-    fail_mode = (opts && opts->fail_mode >= 0) ? opts->fail_mode : -1;
-    if (!r) {
-        fallback_decision(out, fail_mode < 0 ? RESIL_FAIL_OPEN : fail_mode);
+    fail_mode = opts ? opts->fail_mode : RESIL_FAIL_DEFAULT;
+    if (fail_mode != RESIL_FAIL_DEFAULT && fail_mode != RESIL_FAIL_OPEN &&
+        fail_mode != RESIL_FAIL_CLOSED) {
+        fallback_decision(out, RESIL_FAIL_CLOSED); /* a bug: do not trade */
         return RESIL_EINVAL;
     }
-    if (fail_mode < 0)
+    if (!r) {
+        fallback_decision(out, fail_mode == RESIL_FAIL_CLOSED
+                                   ? RESIL_FAIL_CLOSED
+                                   : RESIL_FAIL_OPEN);
+        return RESIL_EINVAL;
+    }
+    if (fail_mode == RESIL_FAIL_DEFAULT)
         fail_mode = __atomic_load_n(&r->fail_mode, __ATOMIC_RELAXED);
     fallback_decision(out, fail_mode);
     deadline = deadline_of(r, deadline_ms, start);
-    if (!key || deadline_ms < 0 ||
-        (opts && opts->fail_mode > RESIL_FAIL_CLOSED))
+    if (!key || deadline_ms < 0)
         return RESIL_EINVAL;
     if ((rc = lock_until(r, deadline)) < 0)
         return rc;
@@ -571,16 +727,21 @@ int resil_acquire(resil_t *r, const char *key,
         rc = RESIL_EINVAL; /* a key this long can only be a caller bug */
         goto out;
     }
-    if ((rc = roundtrip(r, id, RECV_CAP_BYTES, deadline, &a)) < 0)
+    if ((rc = roundtrip(r, id, RECV_CAP_BYTES, deadline, &a, key)) < 0)
         goto out;
     if (a.m.error->type != MSGPACK_OBJECT_NIL) {
         rc = remote_error(&a.m, out->error_code, sizeof(out->error_code), NULL,
                           0);
         if (rc == RESIL_EREMOTE) {
-            /* The daemon answered: this is its decision, not a fallback. */
-            out->allow = 0;
-            out->fallback = 0;
-            strcpy(out->reason, "error");
+            /* bad_request is the caller's bug: deny, so it shows at once
+             * instead of trading unchecked.  Anything else (busy,
+             * too_many_keys: the daemon cannot decide) keeps the fallback
+             * of the fail mode, with error_code saying why. */
+            if (!strcmp(out->error_code, "bad_request")) {
+                out->allow = 0;
+                out->fallback = 0;
+                strcpy(out->reason, "error");
+            }
             if (error_closes(&a.m))
                 drop_connection(r);
             else
@@ -672,7 +833,7 @@ int resil_report(resil_t *r, const struct resil_report *rep,
         rc = RESIL_EINVAL;
         goto out;
     }
-    if ((rc = roundtrip(r, id, RECV_CAP_BYTES, deadline, &a)) < 0)
+    if ((rc = roundtrip(r, id, RECV_CAP_BYTES, deadline, &a, NULL)) < 0)
         goto out;
     if (a.m.error->type != MSGPACK_OBJECT_NIL) {
         rc = remote_error(&a.m, out->error_code, sizeof(out->error_code), NULL,
@@ -737,7 +898,7 @@ int resil_ping(resil_t *r, int deadline_ms, char *version, size_t cap,
         return rc;
     id = begin_request(r, "ping");
     msgpack_pack_array(&r->pk, 0);
-    if ((rc = roundtrip(r, id, RECV_CAP_BYTES, deadline, &a)) < 0)
+    if ((rc = roundtrip(r, id, RECV_CAP_BYTES, deadline, &a, NULL)) < 0)
         goto out;
     if (a.m.error->type != MSGPACK_OBJECT_NIL) {
         rc = remote_error(&a.m, NULL, 0, NULL, 0);
@@ -869,7 +1030,8 @@ int resil_call(resil_t *r, const char *method, const void *params_mp,
         rc = RESIL_EINVAL;
         goto out;
     }
-    if ((rc = roundtrip(r, id, CALL_MAX_RESPONSE_BYTES, deadline, &a)) < 0)
+    if ((rc = roundtrip(r, id, CALL_MAX_RESPONSE_BYTES, deadline, &a, NULL)) <
+        0)
         goto out;
     if (a.m.error->type != MSGPACK_OBJECT_NIL) {
         rc = remote_error(&a.m, code, cap, msg, cap);

@@ -10,12 +10,25 @@
  * reconnects by itself after a short back-off (calls during the back-off
  * fall back at once, without touching the socket).
  *
- * A handle is safe to share between threads (calls are serialised by a
- * mutex inside).  No call raises SIGPIPE.  acquire/report/heartbeat
- * allocate nothing once the handle is open.
+ * A handle is safe to share between threads: calls are serialised by a
+ * mutex inside, and a call holds the handle for its whole round trip, a
+ * parked acquire (wait_ms) included.  Give a thread that parks, or whose
+ * calls must never queue behind others (order cancels), its own handle.
+ * Do not fork while another thread is inside a call on a handle the child
+ * will use (the child would find the mutex held); a handle used in a child
+ * opens its own connection.  No call raises SIGPIPE.  acquire/report/
+ * heartbeat allocate nothing once the handle is open.
+ *
+ * A call whose deadline passes after its request went out keeps the
+ * connection (a connection's permits go back to the daemon when it
+ * closes, other threads' included); the late answer is skipped, and a
+ * late "allow" is handed back with a report "ignore".
  *
  * Return values: 0 on an answer from the daemon; a negative RESIL_E* code
- * otherwise (the out-struct then holds the fallback decision).
+ * otherwise (the out-struct then holds the fallback decision).  The one
+ * exception: an acquire the daemon answers bad_request (the caller's bug:
+ * a malformed key, a cost no limiter can ever grant) is RESIL_EREMOTE with
+ * a deny, not a fallback, whatever the fail mode.
  */
 #ifndef RESIL_H
 #define RESIL_H
@@ -29,7 +42,14 @@ extern "C" {
 
 typedef struct resil resil_t;
 
-enum resil_fail_mode { RESIL_FAIL_OPEN = 0, RESIL_FAIL_CLOSED = 1 };
+/* What a call decides when the daemon cannot (unreachable, too slow,
+ * garbage, busy): allow or deny.  DEFAULT (0, what a zeroed opts struct
+ * holds) means the handle's mode; the handle's own default is OPEN. */
+enum resil_fail_mode {
+    RESIL_FAIL_DEFAULT = 0,
+    RESIL_FAIL_OPEN = 1,
+    RESIL_FAIL_CLOSED = 2
+};
 
 enum resil_outcome {
     RESIL_SUCCESS = 0,
@@ -66,7 +86,8 @@ struct resil_acquire_opts {
     uint32_t wait_ms; /* park server-side up to this long; 0 = answer now */
     int critical;     /* priority "critical" */
     int deadline_ms;  /* 0 = handle default; should exceed wait_ms */
-    int fail_mode;    /* -1 = handle default, else enum resil_fail_mode */
+    int fail_mode;    /* enum resil_fail_mode; 0 = the handle's.  Any other
+                       * value: RESIL_EINVAL with a deny */
 };
 
 struct resil_decision {

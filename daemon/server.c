@@ -239,35 +239,6 @@ static void conn_fail(struct conn *c, int msgid_known, uint32_t msgid,
     uv_read_stop((uv_stream_t *)&c->pipe);
 }
 
-/*
- * The msgid of a request whose frame is too large or invalid, read from the
- * fixed prefix [0x94, 0x00, <uint>] when present, so the error response can
- * name it.  Returns 1 and *id, or 0.
- */
-static int peek_msgid(const uint8_t *p, size_t n, uint32_t *id)
-{
-    if (n < 3 || p[0] != 0x94 || p[1] != 0x00)
-        return 0;
-    if (p[2] <= 0x7f) {
-        *id = p[2];
-        return 1;
-    }
-    if (p[2] == 0xcc && n >= 4) {
-        *id = p[3];
-        return 1;
-    }
-    if (p[2] == 0xcd && n >= 5) {
-        *id = (uint32_t)p[3] << 8 | p[4];
-        return 1;
-    }
-    if (p[2] == 0xce && n >= 7) {
-        *id = (uint32_t)p[3] << 24 | (uint32_t)p[4] << 16 |
-              (uint32_t)p[5] << 8 | p[6];
-        return 1;
-    }
-    return 0;
-}
-
 /* Scan, decode and answer every complete object in the input buffer, until
  * output backs up. */
 static void conn_process(struct conn *c)
@@ -304,7 +275,7 @@ static void conn_process(struct conn *c)
             break;
         }
         if (n < 0) {
-            int known = peek_msgid(obj, avail, &id);
+            int known = proto_peek_msgid(obj, avail, PROTO_REQUEST, &id);
             if (n == -PROTO_E2BIG) {
                 s->d->m.frames_too_large++;
                 conn_fail(c, known, id, "frame_too_large",

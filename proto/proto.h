@@ -90,6 +90,12 @@ struct proto_msg {
 int proto_decode(const char *buf, size_t len, msgpack_zone *zone,
                  struct proto_msg *m, const char **why);
 
+/* The msgid of a request (type PROTO_REQUEST) or response (PROTO_RESPONSE)
+ * read from the first bytes of p[0..n), [0x94, type, uint], without
+ * decoding: to name the msgid of a frame that will not decode, or to skip
+ * another request's answer cheaply.  1 and *id, or 0. */
+int proto_peek_msgid(const uint8_t *p, size_t n, int type, uint32_t *id);
+
 /* Value of key `name` in a msgpack map, or NULL (also when map is NULL). */
 const msgpack_object *proto_map_get(const msgpack_object *map,
                                     const char *name);

@@ -75,6 +75,24 @@ int proto_decode(const char *buf, size_t len, msgpack_zone *zone,
     return 0;
 }
 
+int proto_peek_msgid(const uint8_t *p, size_t n, int type, uint32_t *id)
+{
+    if (n < 3 || p[0] != 0x94 || p[1] != (uint8_t)type)
+        return 0;
+    if (p[2] <= 0x7f)
+        *id = p[2];
+    else if (p[2] == 0xcc && n >= 4)
+        *id = p[3];
+    else if (p[2] == 0xcd && n >= 5)
+        *id = (uint32_t)p[3] << 8 | p[4];
+    else if (p[2] == 0xce && n >= 7)
+        *id = (uint32_t)p[3] << 24 | (uint32_t)p[4] << 16 |
+              (uint32_t)p[5] << 8 | p[6];
+    else
+        return 0;
+    return 1;
+}
+
 const msgpack_object *proto_map_get(const msgpack_object *map, const char *name)
 {
     uint32_t i;

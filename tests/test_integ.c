@@ -652,6 +652,7 @@ enum fake_mode {
     FAKE_GARBAGE, /* answers 0xc1 bytes (never valid msgpack) */
     FAKE_HOSTILE, /* answers a header declaring 4G elements */
     FAKE_HANGUP,  /* closes at once */
+    FAKE_FLOOD,   /* answers nothing but a stream of notifications */
     FAKE_EVIL,    /* answers each request with a status full of escapes */
 };
 
@@ -711,7 +712,9 @@ static void evil_answer(int fd)
         proto_pack_cstr(&pk, "ok\x1b[2J");
         proto_pack_cstr(&pk, "keys");
         msgpack_pack_array(&pk, 2);
-        msgpack_pack_map(&pk, 3);
+        msgpack_pack_map(&pk, 4);
+        proto_pack_cstr(&pk, "\xff\xfe"); /* a key that is not UTF-8 */
+        proto_pack_cstr(&pk, "x");
         proto_pack_cstr(&pk, "key");
         proto_pack_cstr(&pk, "evil\x1b]0;pwned\x07\r\n");
         proto_pack_cstr(&pk, "state");
@@ -726,6 +729,27 @@ static void evil_answer(int fd)
         msgpack_sbuffer_destroy(&sb);
     }
     msgpack_zone_destroy(&zone);
+}
+
+/* For 2 s, write notifications [2, "event", [{}]] as fast as fd takes
+ * them: a client must give up at its deadline, not read for ever. */
+static void flood(int fd)
+{
+    static const char ev[] = "\x93\x02\xa5"
+                             "event\x91\x80";
+    char buf[sizeof(ev) - 1];
+    long long end = mono_ms() + 2000;
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    size_t i;
+
+    for (i = 0; i < sizeof(buf); i++)
+        buf[i] = ev[i];
+    while (mono_ms() < end) {
+        if (poll(&p, 1, 10) == 1 &&
+            send(fd, buf, sizeof(buf), MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
+            errno != EAGAIN)
+            return;
+    }
 }
 
 /* Accept connections and misbehave as told until stop is written. */
@@ -757,6 +781,9 @@ static void *fake_main(void *p)
             continue;
         case FAKE_EVIL:
             evil_answer(fd);
+            break;
+        case FAKE_FLOOD:
+            flood(fd);
             break;
         }
         (void)w;
@@ -914,6 +941,15 @@ static void test_fallbacks(void)
     } else {
         OK(0, "hostile fake daemon");
     }
+    /* Floods notifications: the deadline holds while data keeps coming. */
+    if (fake_start(&fk, dir, "flood.sock", FAKE_FLOOD) == 0) {
+        r = integ_open(fk.path, DEADLINE_MS);
+        check_stalled(r, "flooding peer", RESIL_ETIMEDOUT, RESIL_ETIMEDOUT);
+        resil_close(r);
+        fake_stop(&fk);
+    } else {
+        OK(0, "flooding fake daemon");
+    }
     /* Hangs up at once: EOF, and the send must not raise SIGPIPE. */
     if (fake_start(&fk, dir, "hangup.sock", FAKE_HANGUP) == 0) {
         r = integ_open(fk.path, DEADLINE_MS);
@@ -958,6 +994,13 @@ static void test_resilctl_escaping(void)
     }
     OK(longest == 128 && strstr(out, "k...") != NULL,
        "a 299-byte key is cut to 128 bytes (%d)", longest);
+    rc =
+        run_ctl(dir, out, err, sizeof(out),
+                (const char *const[]){"-s", fk.path, "--json", "status", NULL});
+    OK(rc == 0 && strstr(out, "xff") && strstr(out, "\"evil"),
+       "--json against a hostile daemon: exits 0, a non-UTF-8 map key shown "
+       "escaped (rc %d)",
+       rc);
     fake_stop(&fk);
     daemon_rmtree(dir);
 }

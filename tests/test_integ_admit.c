@@ -33,7 +33,8 @@
 #include "tap.h"
 
 #define DEADLINE_MS 2000
-#define POLL_MS 5000 /* bound on every wait for a change */
+#define POLL_MS 5000        /* bound on every wait for a change */
+#define BACKOFF_WAIT_MS 120 /* longer than libresil's first back-off step */
 
 #define RETRY_FIXED                                                            \
     "\"strategy\": \"fixed\", \"base_ms\": 100, \"jitter\": \"none\""
@@ -86,7 +87,7 @@ static int acquire_ex(resil_t *r, const char *key, uint32_t cost,
     o.wait_ms = wait_ms;
     o.critical = critical;
     o.deadline_ms = (int)wait_ms + DEADLINE_MS + 1000;
-    o.fail_mode = -1;
+    o.fail_mode = RESIL_FAIL_DEFAULT;
     return resil_acquire(r, key, &o, d);
 }
 
@@ -906,6 +907,68 @@ static void test_retry_advice(const struct test_daemon *d)
     resil_close(r);
 }
 
+/*
+ * A call that times out must not cost the handle its other permits: the
+ * daemon takes back every permit of a connection that closes.  The daemon
+ * is stopped (SIGSTOP) so that a ping with a short deadline times out
+ * while the handle holds a bulkhead slot; the slot must stay held.  An
+ * acquire that times out the same way and is granted late is handed back
+ * (report "ignore") by the next call on the handle.
+ */
+static void test_timeout_keeps_permits(const struct test_daemon *d)
+{
+    const char *key = "pool.t";
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
+    resil_t *other = integ_open(d->sock, DEADLINE_MS);
+    struct resil_acquire_opts o = {0};
+    struct resil_decision p1, p2, late, dec;
+    struct resil_report_result rr;
+    struct kstat s;
+    long long end;
+    int rc;
+
+    OK(acquire(r, key, &p1) == 0 && p1.allow && acquire(r, key, &p2) == 0 &&
+           p2.allow,
+       "timeout: the handle holds both slots");
+    kill(d->pid, SIGSTOP);
+    rc = resil_ping(r, 20, NULL, 0, NULL);
+    kill(d->pid, SIGCONT);
+    OK(rc == RESIL_ETIMEDOUT,
+       "timeout: a ping times out while the daemon "
+       "is stopped (rc %d)",
+       rc);
+    sleep_ms(BACKOFF_WAIT_MS); /* let the handle's back-off pass */
+    rc = acquire(other, key, &dec);
+    OK(rc == 0 && !dec.allow && !strcmp(dec.reason, "bulkhead_full"),
+       "timeout: another client still finds the bulkhead full (rc %d, %s)", rc,
+       dec.reason);
+    rc = report_ok(r, key, p1.permit);
+    IS(rc, 0, "timeout: the held permit reports fine afterwards");
+    report_ex(r, key, p2.permit, RESIL_SUCCESS, NULL, 0, 0, -1, &rr);
+    OK(!rr.stale, "timeout: and is not stale (the connection was kept)");
+
+    /* An acquire given up on, granted late. */
+    o.deadline_ms = 20;
+    kill(d->pid, SIGSTOP);
+    rc = resil_acquire(r, key, &o, &late);
+    kill(d->pid, SIGCONT);
+    OK(rc == RESIL_ETIMEDOUT && late.fallback,
+       "late grant: the acquire times out with a fallback (rc %d)", rc);
+    sleep_ms(BACKOFF_WAIT_MS);
+    IS(resil_ping(r, DEADLINE_MS, NULL, 0, NULL), 0,
+       "late grant: the next call on the handle answers");
+    end = mono_ms() + POLL_MS;
+    while (get_status(other, key, &s) == 0 && s.bh_in_use != 0 &&
+           mono_ms() < end)
+        sleep_ms(20);
+    OK(s.bh_in_use == 0 && s.outstanding == 0 && s.failures == 0,
+       "late grant: the permit went back as ignored (in_use %lld, "
+       "outstanding %lld, failures %lld)",
+       s.bh_in_use, s.outstanding, s.failures);
+    resil_close(other);
+    resil_close(r);
+}
+
 int main(void)
 {
     struct test_daemon d;
@@ -928,6 +991,7 @@ int main(void)
     test_critical_probe(&d);
     test_resync(&d);
     test_retry_advice(&d);
+    test_timeout_keeps_permits(&d);
     if (tap_failures)
         daemon_dump_log(&d);
     IS(daemon_stop(&d), 0, "resild exits 0 on SIGTERM");

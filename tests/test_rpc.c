@@ -532,6 +532,34 @@ struct bad_case {
     uint32_t msgid;
 };
 
+/* proto_peek_msgid reads the msgid of every uint width, and nothing else. */
+static void test_peek_msgid(void)
+{
+    static const uint8_t fix[] = {0x94, 0x01, 0x7f},
+                         u8[] = {0x94, 0x01, 0xcc, 0xc8},
+                         u16[] = {0x94, 0x00, 0xcd, 0x12, 0x34},
+                         u32[] = {0x94, 0x01, 0xce, 0xde, 0xad, 0xbe, 0xef},
+                         cut[] = {0x94, 0x01, 0xce, 0xde},
+                         neg[] = {0x94, 0x01, 0xff}, req[] = {0x94, 0x00, 0x05};
+    uint32_t id = 0;
+
+    OK(proto_peek_msgid(fix, sizeof(fix), PROTO_RESPONSE, &id) && id == 127,
+       "peek: fixint msgid");
+    OK(proto_peek_msgid(u8, sizeof(u8), PROTO_RESPONSE, &id) && id == 200,
+       "peek: uint8 msgid");
+    OK(proto_peek_msgid(u16, sizeof(u16), PROTO_REQUEST, &id) && id == 0x1234,
+       "peek: uint16 msgid of a request");
+    OK(proto_peek_msgid(u32, sizeof(u32), PROTO_RESPONSE, &id) &&
+           id == 0xdeadbeef,
+       "peek: uint32 msgid");
+    OK(!proto_peek_msgid(cut, sizeof(cut), PROTO_RESPONSE, &id),
+       "peek: a cut uint32 is not read");
+    OK(!proto_peek_msgid(neg, sizeof(neg), PROTO_RESPONSE, &id),
+       "peek: a negative msgid is not read");
+    OK(!proto_peek_msgid(req, sizeof(req), PROTO_RESPONSE, &id),
+       "peek: a request is not a response");
+}
+
 /* Positional params decode (the request is well formed) and are flagged,
  * so the daemon can answer bad_request and keep the connection. */
 static void test_positional(msgpack_zone *zone)
@@ -650,6 +678,7 @@ int main(void)
     test_helpers(&zone);
     test_decode_errors(&zone);
     test_positional(&zone);
+    test_peek_msgid();
     msgpack_zone_destroy(&zone);
     return tap_done();
 }
