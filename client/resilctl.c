@@ -244,11 +244,14 @@ static json_t *to_json(const msgpack_object *o)
             json_t *v = to_json(&o->via.map.ptr[i].val);
             int rc;
 
+            /* json_object_setn_new frees v when it fails (a key that is
+             * not UTF-8): hold a reference for the escaped retry. */
             if (k->type == MSGPACK_OBJECT_STR)
-                rc =
-                    json_object_setn_new(j, k->via.str.ptr, k->via.str.size, v);
+                rc = json_object_setn(j, k->via.str.ptr, k->via.str.size, v);
             else
                 rc = -1;
+            if (rc == 0)
+                json_decref(v);
             if (rc < 0) { /* non-string or non-UTF-8 key: escape it */
                 if (k->type == MSGPACK_OBJECT_STR)
                     escape(buf, sizeof(buf), k->via.str.ptr, k->via.str.size,
