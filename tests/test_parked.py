@@ -206,8 +206,11 @@ def t_stop_paused(tap):
                              "outcome": "success"})
     c.ok("ping", timeout=10.0)
     c.responses.clear()
-    ids = [c.request("status", {"prefix": "big"}) for _ in range(30)]
-    ids.append(c.request("ping"))
+    # One write, so the daemon reads all 31 at once (it answers what it
+    # has read; bytes still in the kernel's buffer at the stop are not).
+    ids = list(range(5000, 5031))
+    c.send(b"".join(pack([0, i, "status", [{"prefix": "big"}]])
+                    for i in ids[:-1]) + pack([0, ids[-1], "ping", []]))
     time.sleep(0.3)  # the daemon has read them and paused
     d.proc.send_signal(signal.SIGTERM)
     got, err = 0, None
