@@ -256,8 +256,8 @@ static void test_error_positions(void)
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const char *path = write_cfg(cases[i].json);
         int rc = config_load(path, &c, err, sizeof(err));
-        OK(rc < 0 && strstr(err, cases[i].want),
-           "error position %zu: '%s'", i, cases[i].want);
+        OK(rc < 0 && strstr(err, cases[i].want), "error position %zu: '%s'", i,
+           cases[i].want);
         if (rc == 0 || !strstr(err, cases[i].want))
             DIAG("got: %s", rc < 0 ? err : "(loaded)");
     }
