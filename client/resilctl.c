@@ -542,12 +542,21 @@ static int parse_args(struct ctl *c, const struct ctl_cmd *cmd, int argc,
                       struct cmd_args *a)
 {
     char e[4 * 64 + 8];
-    int i;
+    int i, only_args = 0;
 
     memset(a, 0, sizeof(*a));
     for (i = 0; i < argc; i++) {
         const char *s = argv[i];
-        if (!strcmp(s, "--json")) {
+        if (only_args || s[0] != '-' || s[1] == '\0') {
+            if (a->npos >= max) {
+                fprintf(stderr, "resilctl: %s: too many arguments\n",
+                        cmd->name);
+                return cmd_usage(cmd);
+            }
+            a->pos[a->npos++] = argv[i];
+        } else if (!strcmp(s, "--")) {
+            only_args = 1; /* a key may start with '-' */
+        } else if (!strcmp(s, "--json")) {
             c->json = 1;
         } else if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
             printf("usage: resilctl %s%s%s\n  %s\n  example: %s\n", cmd->name,
@@ -568,17 +577,12 @@ static int parse_args(struct ctl *c, const struct ctl_cmd *cmd, int argc,
                         escape(e, sizeof(e), argv[i], strlen(argv[i]), 64));
                 return EXIT_USAGE;
             }
-        } else if (s[0] == '-' && s[1] != '\0') {
-            fprintf(stderr, "resilctl: %s: unknown option '%s'\n", cmd->name,
-                    escape(e, sizeof(e), s, strlen(s), 64));
-            return cmd_usage(cmd);
         } else {
-            if (a->npos >= max) {
-                fprintf(stderr, "resilctl: %s: too many arguments\n",
-                        cmd->name);
-                return cmd_usage(cmd);
-            }
-            a->pos[a->npos++] = argv[i];
+            fprintf(stderr,
+                    "resilctl: %s: unknown option '%s' (a key that starts "
+                    "with '-' goes after --)\n",
+                    cmd->name, escape(e, sizeof(e), s, strlen(s), 64));
+            return cmd_usage(cmd);
         }
     }
     if (a->npos < min) {
@@ -831,7 +835,8 @@ static void usage(FILE *f)
         "  --json      print the daemon's answer as JSON, for scripts\n"
         "  -h, --help  this help\n"
         "\n"
-        "Durations: 500ms, 30s, 5m, 2h, 1d.\n"
+        "Durations: 500ms, 30s, 5m, 2h, 1d.  A KEY that starts with '-'\n"
+        "goes after --.\n"
         "Exit status: 0 ok, 1 resild refused (its error is printed),\n"
         "2 usage error, 3 resild unreachable.\n",
         DEFAULT_DEADLINE_MS);
@@ -859,6 +864,11 @@ int main(int argc, char **argv)
             }
             if (s[1] == 's') {
                 c.socket = argv[++i];
+                if (!*c.socket) {
+                    fprintf(stderr, "resilctl: -s needs a socket path, not "
+                                    "an empty string\n");
+                    return EXIT_USAGE;
+                }
                 continue;
             }
             s = argv[++i];

@@ -629,6 +629,20 @@ static void test_resilctl(const struct test_daemon *d)
         (const char *const[]){"-s", d->sock, "reset", "integ.trip", NULL});
     OK(rc == 0 && strstr(out, "closed"), "resilctl reset prints closed");
 
+    rc = run_ctl(d->dir, out, err, sizeof(out),
+                 (const char *const[]){"-s", d->sock, "trip", "--", "-dash.k",
+                                       "--for", "1s", NULL});
+    OK(rc == 2, "after --, --for is an argument too: too many (rc %d)", rc);
+    rc = run_ctl(d->dir, out, err, sizeof(out),
+                 (const char *const[]){"-s", d->sock, "trip", "--for", "1s",
+                                       "--", "-dash.k", NULL});
+    OK(rc == 0 && strstr(out, "-dash.k") && strstr(out, "forced_open"),
+       "a key starting with '-' can be named after -- (rc %d)", rc);
+    rc = run_ctl(d->dir, out, err, sizeof(err),
+                 (const char *const[]){"-s", "", "ping", NULL});
+    OK(rc == 2 && count_lines(err) == 1,
+       "-s '': exit 2 with one line, no silent default (rc %d)", rc);
+
     rc = run_ctl(
         d->dir, out, err, sizeof(err),
         (const char *const[]){"-s", d->sock, "reset", "bad key!", NULL});
