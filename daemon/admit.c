@@ -316,7 +316,7 @@ static int park(struct resild *d, struct caller *c, struct key *k,
                                              : ADMIT_DEFAULT_QUEUE;
     struct parked *p = d->parked_free;
 
-    if (!p || k->q_len >= bound || c->nparked >= ADMIT_MAX_PARKED_PER_CALLER) {
+    if (!p || k->q_len >= bound || c->nparked >= d->cfg.max_parked_per_client) {
         d->m.parked_full++;
         return -1;
     }

@@ -18,7 +18,6 @@
 #include "state.h"
 
 #define ADMIT_DEFAULT_QUEUE 64 /* parked per key when no bulkhead queue */
-#define ADMIT_MAX_PARKED_PER_CALLER 1024 /* requests in flight per conn */
 
 enum admit_reason {
     ADMIT_OK,

@@ -867,6 +867,10 @@ int config_defaults(struct config *c)
     c->max_frame_bytes = 65536;
     c->max_permits = 65536;
     c->max_parked = 4096;
+    c->max_parked_per_client = 1024;
+    c->partial_timeout_ms = 5000;
+    c->stall_timeout_ms = 5000;
+    c->max_output_bytes = 256 * 1024;
     c->policies = calloc(1, sizeof(struct policy));
     if (!c->policies)
         return -1;
@@ -1079,6 +1083,22 @@ int config_load(const char *path, struct config *c, char *err, size_t errcap)
             if (get_uint(&p, v, k, 1, 1 << 20, &x) < 0)
                 goto bad;
             c->max_parked = (uint32_t)x;
+        } else if (!strcmp(k, "max_parked_per_client")) {
+            if (get_uint(&p, v, k, 1, 1 << 20, &x) < 0)
+                goto bad;
+            c->max_parked_per_client = (uint32_t)x;
+        } else if (!strcmp(k, "partial_timeout_ms")) {
+            if (get_uint(&p, v, k, 100, 600000, &x) < 0)
+                goto bad;
+            c->partial_timeout_ms = (uint32_t)x;
+        } else if (!strcmp(k, "stall_timeout_ms")) {
+            if (get_uint(&p, v, k, 100, 600000, &x) < 0)
+                goto bad;
+            c->stall_timeout_ms = (uint32_t)x;
+        } else if (!strcmp(k, "max_output_bytes")) {
+            if (get_uint(&p, v, k, 65536, 64u << 20, &x) < 0)
+                goto bad;
+            c->max_output_bytes = (uint32_t)x;
         } else if (!strcmp(k, "errors")) {
             if (parse_errors(&p, v, c) < 0)
                 goto bad;

@@ -76,7 +76,11 @@ struct config {
     size_t npolicies;
     struct class_rule classes[CONFIG_CLASS_RULES]; /* errors.classes */
     size_t nclasses;
-    uint32_t max_parked; /* parked acquire requests, all clients */
+    uint32_t max_parked;            /* parked acquire requests, all clients */
+    uint32_t max_parked_per_client; /* requests in flight per connection */
+    uint32_t partial_timeout_ms;    /* a partial object older: closed */
+    uint32_t stall_timeout_ms;      /* output not taken this long: closed */
+    uint32_t max_output_bytes;      /* unread output over this for 1 s */
 };
 
 /* Fill c with the built-in defaults (the "*" policy only). */

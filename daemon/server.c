@@ -503,8 +503,8 @@ static void on_connection(uv_stream_t *listener, int status)
 
 /*
  * A client that does not read its answers: part of the write in flight has
- * sat refused by the kernel, not shrinking, for SERVER_STALL_MS; or for a
- * second while more than SERVER_OUT_MAX waits for it.  Called from cron.
+ * sat refused by the kernel, not shrinking, for stall_timeout_ms; or for a
+ * second while more than max_output_bytes waits for it.  Called from cron.
  */
 static int conn_not_reading(struct conn *c, uint64_t now)
 {
@@ -519,9 +519,11 @@ static int conn_not_reading(struct conn *c, uint64_t now)
         c->stall_unsent = n;
         return 0;
     }
-    return now - c->stall_since_ms >= SERVER_STALL_MS ||
+    const struct config *cfg = &c->srv->d->cfg;
+
+    return now - c->stall_since_ms >= cfg->stall_timeout_ms ||
            (now - c->stall_since_ms >= 1000 &&
-            n + c->out[c->cur].size > SERVER_OUT_MAX);
+            n + c->out[c->cur].size > cfg->max_output_bytes);
 }
 
 static void on_cron(uv_timer_t *t)
@@ -535,12 +537,12 @@ static void on_cron(uv_timer_t *t)
     for (c = s->conns; c; c = next) {
         next = c->next;
         if (c->partial_since_ms && !c->paused && !c->input_done &&
-            now - c->partial_since_ms > SERVER_PARTIAL_MS) {
+            now - c->partial_since_ms > s->d->cfg.partial_timeout_ms) {
             s->d->m.slow_clients_closed++;
             log_peer(now,
                      "client uid %u: partial object for over %d ms; "
                      "closing",
-                     (unsigned)c->caller.uid, SERVER_PARTIAL_MS);
+                     (unsigned)c->caller.uid, s->d->cfg.partial_timeout_ms);
             conn_close(c);
         } else if (conn_not_reading(c, now)) {
             s->d->m.slow_readers_closed++;

@@ -6,9 +6,10 @@
  * anything is allocated: frame bytes (max_frame_bytes, via the scanner),
  * output queued per connection (stop taking requests while a write is in
  * flight and SERVER_OUT_HIGH more waits; close a client that does not read:
- * output refused by the kernel for SERVER_STALL_MS, or over SERVER_OUT_MAX
- * for a second), a partial object older than SERVER_PARTIAL_MS,
- * and connections (max_clients).
+ * output refused by the kernel for stall_timeout_ms, or over
+ * max_output_bytes for a second), a partial object older than
+ * partial_timeout_ms, and connections (max_clients); the limits are the
+ * configuration's.
  */
 #ifndef RESIL_SERVER_H
 #define RESIL_SERVER_H
@@ -19,9 +20,6 @@
 
 #define SERVER_OUT_HIGH (64 * 1024) /* stop taking requests above this */
 #define SERVER_OUT_LOW (16 * 1024)  /* resume below this */
-#define SERVER_OUT_MAX (256 * 1024) /* a stalled client this far behind */
-#define SERVER_STALL_MS 5000        /* no output taken this long: closed */
-#define SERVER_PARTIAL_MS 5000      /* slowloris: partial object deadline */
 #define SERVER_DRAIN_MS 5000        /* SIGTERM: time given to flush */
 #define SERVER_CRON_MS 100          /* housekeeping period */
 

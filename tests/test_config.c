@@ -43,7 +43,33 @@ static void test_defaults(void)
     IS(c.max_keys, 100000, "default max_keys");
     IS(c.max_frame_bytes, 65536, "default max_frame_bytes");
     IS(c.socket_mode, 0660, "default socket_mode");
+    IS(c.max_parked_per_client, 1024, "default max_parked_per_client");
+    IS(c.partial_timeout_ms, 5000, "default partial_timeout_ms");
+    IS(c.stall_timeout_ms, 5000, "default stall_timeout_ms");
+    IS(c.max_output_bytes, 262144, "default max_output_bytes");
     config_free(&c);
+}
+
+/* The per-connection bounds of SPEC 3 are configurable and range-checked. */
+static void test_connection_bounds(void)
+{
+    struct config c;
+    char err[256];
+    const char *path = write_cfg(
+        "{\"max_parked_per_client\": 2, \"partial_timeout_ms\": 300,\n"
+        " \"stall_timeout_ms\": 1500, \"max_output_bytes\": 131072}");
+
+    OK(config_load(path, &c, err, sizeof(err)) == 0, "bounds load: %s",
+       err);
+    IS(c.max_parked_per_client, 2, "max_parked_per_client set");
+    IS(c.partial_timeout_ms, 300, "partial_timeout_ms set");
+    IS(c.stall_timeout_ms, 1500, "stall_timeout_ms set");
+    IS(c.max_output_bytes, 131072, "max_output_bytes set");
+    config_free(&c);
+    path = write_cfg("{\"max_output_bytes\": 1024}");
+    OK(config_load(path, &c, err, sizeof(err)) < 0 &&
+           strstr(err, "max_output_bytes") && strstr(err, "out of range"),
+       "max_output_bytes below one frame's answers is refused (%s)", err);
 }
 
 static void test_inheritance_and_match(void)
@@ -268,6 +294,7 @@ int main(void)
     if (!mkdtemp(dir))
         return 1;
     test_defaults();
+    test_connection_bounds();
     test_inheritance_and_match();
     test_pattern_match();
     test_breaker_options();

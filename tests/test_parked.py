@@ -231,6 +231,38 @@ def t_stop_paused(tap):
               "exit 0", "exit code %r" % d.proc.returncode)
 
 
+def t_bounds_configured(tap):
+    """partial_timeout_ms and max_parked_per_client come from the config."""
+    d = tap.start_daemon({"partial_timeout_ms": 300,
+                          "max_parked_per_client": 2, "policies": {
+                              "k": {"bulkhead": {"max_concurrent": 1,
+                                                 "queue": 10}}}},
+                         "parked-bounds")
+    if not d:
+        return
+    slow = d.connect()
+    slow.send(b"\x94")  # one byte of a request, then nothing
+    t0 = time.monotonic()
+    closed = slow.wait_closed(5.0)
+    took = time.monotonic() - t0
+    tap.check(closed and took < 3.0,
+              "partial_timeout_ms 300: a partial request is closed in "
+              "%.1f s" % took)
+    a, b = d.connect(), d.connect()
+    a.ok("acquire", {"key": "k"})
+    ids = [b.request("acquire", {"key": "k", "wait_ms": 5000})
+           for _ in range(3)]
+    try:
+        err, res = b.wait(ids[2], 2.0)
+    except Exception as e:
+        err, res = repr(e), None
+    tap.check(err is None and res and res["allow"] is False and
+              ids[0] not in b.responses and ids[1] not in b.responses,
+              "max_parked_per_client 2: a third wait is denied at once, two "
+              "stay parked", "error=%r result=%r" % (err, res))
+    tap.stop_daemon(d, "parked-bounds")
+
+
 def main():
     tap = rpcutil.Tap()
     for name, fn in (("permit pool full while parked", t_pool_full),
@@ -238,7 +270,8 @@ def main():
                      ("critical passes a waiting head", t_critical_passes),
                      ("limits that can never pass", t_limits_refused),
                      ("half-closed client", t_half_close),
-                     ("SIGTERM with a paused connection", t_stop_paused)):
+                     ("SIGTERM with a paused connection", t_stop_paused),
+                     ("configured bounds", t_bounds_configured)):
         tap.run(name, fn, tap)
     tap.finish()
 
