@@ -38,7 +38,7 @@ UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
 INTEG_TESTS := test_integ test_integ_breaker test_integ_admit
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
-.PHONY: all deps run test check bench asan install format clean
+.PHONY: all deps run test check bench fuzz asan install format clean
 all: $(BUILD)/resild $(BUILD)/resilctl $(BUILD)/libresil.a $(BUILD)/libresil.so
 
 deps:
@@ -88,6 +88,20 @@ check: all $(TEST_BINS)
 # reference, printed, never asserted (BENCH_N=... sets the count).
 bench: all $(BUILD)/tests/bench
 	@BUILD=$(BUILD) $(BUILD)/tests/bench
+
+# fuzz: libFuzzer (clang) over scanner, decoder and every method with ASan
+# and UBSan; FUZZ_SECONDS=N (default 60).  Not part of make test.
+FUZZ_SECONDS ?= 60
+$(BUILD)/fuzz/fuzz_dispatch: tests/fuzz_dispatch.c $(PROTO_SRC) $(DAEMON_CORE)
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE \
+	    -DRESIL_VERSION='"$(VERSION)"' -Iproto -Idaemon -Iclient \
+	    $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -o $@ $^ \
+	    $(shell pkg-config --libs jansson msgpack)
+fuzz: $(BUILD)/fuzz/fuzz_dispatch
+	@mkdir -p $(BUILD)/fuzz/corpus
+	$(BUILD)/fuzz/fuzz_dispatch -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    $(BUILD)/fuzz/corpus
 
 test: deps
 	@$(MAKE) --no-print-directory check
