@@ -101,6 +101,7 @@ $(BUILD)/fuzz/fuzz_dispatch: tests/fuzz_dispatch.c $(PROTO_SRC) $(DAEMON_CORE)
 fuzz: $(BUILD)/fuzz/fuzz_dispatch
 	@mkdir -p $(BUILD)/fuzz/corpus
 	$(BUILD)/fuzz/fuzz_dispatch -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    -artifact_prefix=$(BUILD)/fuzz/ \
 	    $(BUILD)/fuzz/corpus
 
 test: deps
