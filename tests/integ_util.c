@@ -97,3 +97,55 @@ double obj_num(const msgpack_object *o, double def)
         return o->via.f64;
     return (double)obj_int(o, (long long)def);
 }
+
+void kstat_fill(const msgpack_object *m, struct kstat *s)
+{
+    const msgpack_object *l, *b;
+
+    memset(s, 0, sizeof(*s));
+    if (!m || m->type != MSGPACK_OBJECT_MAP)
+        return;
+    s->found = 1;
+    proto_str_copy(proto_map_get(m, "state"), s->state, sizeof(s->state));
+    proto_str_copy(proto_map_get(m, "opened_by"), s->opened_by,
+                   sizeof(s->opened_by));
+    s->has_force_reason = proto_map_get(m, "force_reason") != NULL;
+    proto_str_copy(proto_map_get(m, "force_reason"), s->force_reason,
+                   sizeof(s->force_reason));
+    s->has_force_ttl = proto_map_get(m, "force_ttl_ms") != NULL;
+    s->force_ttl_ms = obj_int(proto_map_get(m, "force_ttl_ms"), -1);
+    s->has_shadow = proto_map_get(m, "shadow_denied") != NULL;
+    s->shadow_denied = obj_int(proto_map_get(m, "shadow_denied"), -1);
+    s->calls = obj_int(proto_map_get(m, "calls"), -1);
+    s->failures = obj_int(proto_map_get(m, "failures"), -1);
+    s->opens = obj_int(proto_map_get(m, "opens"), -1);
+    s->retry_after_ms = obj_int(proto_map_get(m, "retry_after_ms"), -1);
+    s->outstanding = obj_int(proto_map_get(m, "outstanding"), -1);
+    s->probes_in_flight = obj_int(proto_map_get(m, "probes_in_flight"), -1);
+    s->failure_rate = obj_num(proto_map_get(m, "failure_rate"), -1);
+    s->slow_rate = obj_num(proto_map_get(m, "slow_rate"), -1);
+    l = proto_map_get(m, "limiter");
+    s->has_limiter = l && l->type == MSGPACK_OBJECT_MAP;
+    s->lim_rate = obj_int(proto_map_get(l, "rate"), -1);
+    s->lim_per_ms = obj_int(proto_map_get(l, "per_ms"), -1);
+    s->lim_burst = obj_int(proto_map_get(l, "burst"), -1);
+    s->lim_available = obj_int(proto_map_get(l, "available"), -1);
+    s->lim_paused_ms = obj_int(proto_map_get(l, "paused_ms"), -1);
+    b = proto_map_get(m, "bulkhead");
+    s->has_bulkhead = b && b->type == MSGPACK_OBJECT_MAP;
+    s->bh_in_use = obj_int(proto_map_get(b, "in_use"), -1);
+    s->bh_max = obj_int(proto_map_get(b, "max"), -1);
+    s->bh_queued = obj_int(proto_map_get(b, "queued"), -1);
+}
+
+int integ_get_status(resil_t *r, const char *key, int deadline_ms,
+                     struct kstat *s)
+{
+    struct reply rep;
+    const msgpack_object *m;
+    int rc = integ_key_status(r, key, deadline_ms, &rep, &m);
+
+    kstat_fill(m, s);
+    reply_free(&rep);
+    return rc;
+}

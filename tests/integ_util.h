@@ -40,6 +40,26 @@ resil_t *integ_open(const char *sock, int deadline_ms);
 int integ_key_status(resil_t *r, const char *key, int deadline_ms,
                      struct reply *rep, const msgpack_object **map);
 
+/* The parts of one key's status map the tests look at; -1 = absent. */
+struct kstat {
+    int found; /* the daemon has the key */
+    char state[16], opened_by[32], force_reason[64];
+    int has_force_reason, has_force_ttl, has_shadow;
+    long long calls, failures, opens, retry_after_ms, outstanding;
+    long long probes_in_flight, shadow_denied, force_ttl_ms;
+    double failure_rate, slow_rate;
+    int has_limiter, has_bulkhead;
+    long long lim_rate, lim_per_ms, lim_burst, lim_available, lim_paused_ms;
+    long long bh_in_use, bh_max, bh_queued;
+};
+
+/* Fill s from a status map (m NULL or not a map: s->found 0). */
+void kstat_fill(const msgpack_object *m, struct kstat *s);
+
+/* status {"key": key} into s.  resil_call's code. */
+int integ_get_status(resil_t *r, const char *key, int deadline_ms,
+                     struct kstat *s);
+
 /* An integer (def when o is absent or not one) / a number. */
 long long obj_int(const msgpack_object *o, long long def);
 double obj_num(const msgpack_object *o, double def);

@@ -118,53 +118,6 @@ static int report_ok(resil_t *r, const char *key, uint64_t permit)
 
 /* --- msgpack params and results ------------------------------------------ */
 
-/* The parts of a key's status map these tests look at; -1 = absent. */
-struct kstat {
-    int found;
-    char state[16];
-    long long failures, outstanding;
-    int has_limiter, has_bulkhead;
-    long long lim_rate, lim_per_ms, lim_burst, lim_available, lim_paused_ms;
-    long long bh_in_use, bh_max, bh_queued;
-};
-
-static void kstat_fill(const msgpack_object *m, struct kstat *s)
-{
-    const msgpack_object *l, *b;
-
-    memset(s, 0, sizeof(*s));
-    if (!m || m->type != MSGPACK_OBJECT_MAP)
-        return;
-    s->found = 1;
-    proto_str_copy(proto_map_get(m, "state"), s->state, sizeof(s->state));
-    s->failures = obj_int(proto_map_get(m, "failures"), -1);
-    s->outstanding = obj_int(proto_map_get(m, "outstanding"), -1);
-    l = proto_map_get(m, "limiter");
-    s->has_limiter = l && l->type == MSGPACK_OBJECT_MAP;
-    s->lim_rate = obj_int(proto_map_get(l, "rate"), -1);
-    s->lim_per_ms = obj_int(proto_map_get(l, "per_ms"), -1);
-    s->lim_burst = obj_int(proto_map_get(l, "burst"), -1);
-    s->lim_available = obj_int(proto_map_get(l, "available"), -1);
-    s->lim_paused_ms = obj_int(proto_map_get(l, "paused_ms"), -1);
-    b = proto_map_get(m, "bulkhead");
-    s->has_bulkhead = b && b->type == MSGPACK_OBJECT_MAP;
-    s->bh_in_use = obj_int(proto_map_get(b, "in_use"), -1);
-    s->bh_max = obj_int(proto_map_get(b, "max"), -1);
-    s->bh_queued = obj_int(proto_map_get(b, "queued"), -1);
-}
-
-/* status {"key": key}: 0 with s filled (s->found 0 if no such key). */
-static int get_status(resil_t *r, const char *key, struct kstat *s)
-{
-    struct reply rep;
-    const msgpack_object *m;
-    int rc = integ_key_status(r, key, DEADLINE_MS, &rep, &m);
-
-    kstat_fill(m, s);
-    reply_free(&rep);
-    return rc;
-}
-
 /* --- other processes ----------------------------------------------------- */
 
 /* What a child does with its own handle; it fills out (cap bytes). */
@@ -296,7 +249,8 @@ static void test_weighted_cost(resil_t *r)
         report_ok(r, key, b.permit);
     if (c.allow)
         report_ok(r, key, c.permit);
-    IS(get_status(r, key, &s), 0, "weighted: status answers");
+    IS(integ_get_status(r, key, DEADLINE_MS, &s), 0,
+       "weighted: status answers");
     OK(s.has_limiter && s.lim_rate == 100 && s.lim_per_ms == 1000 &&
            s.lim_burst == 10 && s.lim_available >= 0 && s.lim_available <= 10,
        "weighted: status limiter {rate %lld, per_ms %lld, burst %lld, "
@@ -313,8 +267,8 @@ static void test_hierarchy(resil_t *r)
     int rc1, rc2, rc3;
 
     /* Start from a full account bucket (earlier tests used some). */
-    while (get_status(r, "binance", &s) == 0 && s.lim_available < 20 &&
-           mono_ms() < end)
+    while (integ_get_status(r, "binance", DEADLINE_MS, &s) == 0 &&
+           s.lim_available < 20 && mono_ms() < end)
         sleep_ms(20);
     OK(s.found && s.lim_available == 20 && s.lim_burst == 20,
        "hierarchy: the account key exists with a full bucket (%lld of "
@@ -338,7 +292,7 @@ static void test_hierarchy(resil_t *r)
            "hierarchy: retry_after_ms %llu is the account's (0, 50]",
            (unsigned long long)h3.retry_after_ms);
     }
-    get_status(r, "binance.h3", &s);
+    integ_get_status(r, "binance.h3", DEADLINE_MS, &s);
     OK(s.lim_available == 10,
        "hierarchy: all or nothing: the denied endpoint's own bucket is "
        "untouched (%lld)",
@@ -364,7 +318,7 @@ static void test_cost_over_burst(resil_t *r)
     rc = acquire_ex(r, "binance.big", 21, 0, 0, &d);
     OK(rc == RESIL_EREMOTE && !strcmp(d.error_code, "bad_request"),
        "cost 21 > account burst 20: bad_request (rc %d, %s)", rc, d.error_code);
-    get_status(r, "binance.big", &s);
+    integ_get_status(r, "binance.big", DEADLINE_MS, &s);
     OK(s.lim_available == 10, "bad cost took nothing (%lld)", s.lim_available);
     rc = acquire(r, "binance.big", &d);
     OK(rc == 0, "the connection stays usable after bad_request (rc %d)", rc);
@@ -387,12 +341,12 @@ static void test_bulkhead(resil_t *r)
     rc = acquire(r, key, &a3);
     OK(rc == 0 && !a3.allow && !strcmp(a3.reason, "bulkhead_full"),
        "bulkhead: the third is denied bulkhead_full (%s)", a3.reason);
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     OK(s.has_bulkhead && s.bh_in_use == 2 && s.bh_max == 2 && s.bh_queued == 0,
        "bulkhead: status in_use %lld max %lld queued %lld", s.bh_in_use,
        s.bh_max, s.bh_queued);
     report_ok(r, key, a1.permit);
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     IS(s.bh_in_use, 1, "bulkhead: a report releases its slot");
     rc = acquire(r, key, &a3);
     OK(rc == 0 && a3.allow, "bulkhead: admitted again after the release");
@@ -425,7 +379,8 @@ static void test_parking(const struct test_daemon *d)
         goto out;
     }
     end = mono_ms() + POLL_MS;
-    while (get_status(a, key, &s) == 0 && s.bh_queued != 1 && mono_ms() < end)
+    while (integ_get_status(a, key, DEADLINE_MS, &s) == 0 && s.bh_queued != 1 &&
+           mono_ms() < end)
         sleep_ms(20);
     OK(s.bh_queued == 1 && !__atomic_load_n(&pc.done, __ATOMIC_ACQUIRE),
        "parking: client B's acquire with wait_ms is parked (queued %lld)",
@@ -437,7 +392,7 @@ static void test_parking(const struct test_daemon *d)
        "parking: A's release answers B's parked acquire: allow (rc %d allow "
        "%d %s)",
        pc.rc, pc.dec.allow, pc.dec.reason);
-    get_status(a, key, &s);
+    integ_get_status(a, key, DEADLINE_MS, &s);
     OK(s.bh_in_use == 2 && s.bh_queued == 0,
        "parking: B now holds the slot (in_use %lld queued %lld)", s.bh_in_use,
        s.bh_queued);
@@ -451,7 +406,7 @@ static void test_parking(const struct test_daemon *d)
        "(rc %d allow %d %s)",
        rc, dec.allow, dec.reason);
     OK(t0 >= 250, "parking: not denied before wait_ms (%lld ms)", t0);
-    get_status(a, key, &s);
+    integ_get_status(a, key, DEADLINE_MS, &s);
     IS(s.bh_queued, 0, "parking: nothing left queued");
     report_ok(a, key, p2.permit);
     if (pc.dec.allow)
@@ -520,7 +475,7 @@ static void test_venue_429(const struct test_daemon *d)
     OK(dec.retry_after_ms > 1000 && dec.retry_after_ms <= 1500,
        "429: B's retry_after_ms %llu in (1000, 1500]",
        (unsigned long long)dec.retry_after_ms);
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     OK(s.lim_paused_ms > 0 && s.lim_paused_ms <= 1500,
        "429: status limiter paused_ms %lld", s.lim_paused_ms);
     resil_close(r);
@@ -560,7 +515,7 @@ static void test_venue_429_ancestor(const struct test_daemon *d)
        "429 ancestor: another process on kraken.futures is rate_limited, "
        "retry_after %llu in (0, 800] (allow %d %s)",
        (unsigned long long)dec.retry_after_ms, dec.allow, dec.reason);
-    get_status(r, "kraken", &s);
+    integ_get_status(r, "kraken", DEADLINE_MS, &s);
     OK(s.found && s.lim_paused_ms > 0 && s.lim_paused_ms <= 800,
        "429 ancestor: the account limiter is paused (%lld ms)",
        s.lim_paused_ms);
@@ -593,7 +548,8 @@ static void test_killed_parked(const struct test_daemon *d)
         _exit(0);
     }
     end = mono_ms() + POLL_MS;
-    while (get_status(r, key, &s) == 0 && s.bh_queued != 1 && mono_ms() < end)
+    while (integ_get_status(r, key, DEADLINE_MS, &s) == 0 && s.bh_queued != 1 &&
+           mono_ms() < end)
         sleep_ms(20);
     OK(pid > 0 && s.bh_queued == 1,
        "killed parked: the child's request is "
@@ -604,11 +560,12 @@ static void test_killed_parked(const struct test_daemon *d)
         waitpid(pid, NULL, 0);
     }
     end = mono_ms() + POLL_MS;
-    while (get_status(r, key, &s) == 0 && s.bh_queued != 0 && mono_ms() < end)
+    while (integ_get_status(r, key, DEADLINE_MS, &s) == 0 && s.bh_queued != 0 &&
+           mono_ms() < end)
         sleep_ms(20);
     IS(s.bh_queued, 0, "killed parked: SIGKILL drops the parked request");
     report_ok(r, key, p1.permit);
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     OK(s.bh_in_use == 1 && s.outstanding == 1,
        "killed parked: the released slot is not granted to the dead client "
        "(in_use %lld outstanding %lld)",
@@ -655,7 +612,7 @@ static void test_killed_client(const struct test_daemon *d)
     rc = acquire(r, key, &dec);
     OK(rc == 0 && !dec.allow && !strcmp(dec.reason, "bulkhead_full"),
        "killed client: meanwhile bulkhead_full (%s)", dec.reason);
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     OK(s.bh_in_use == 2 && s.outstanding == 2,
        "killed client: in_use %lld outstanding %lld", s.bh_in_use,
        s.outstanding);
@@ -664,7 +621,8 @@ static void test_killed_client(const struct test_daemon *d)
         waitpid(pid, NULL, 0);
     }
     end = mono_ms() + POLL_MS;
-    while (get_status(r, key, &s) == 0 && s.bh_in_use != 0 && mono_ms() < end)
+    while (integ_get_status(r, key, DEADLINE_MS, &s) == 0 && s.bh_in_use != 0 &&
+           mono_ms() < end)
         sleep_ms(20);
     OK(s.bh_in_use == 0 && s.outstanding == 0,
        "killed client: SIGKILL returns its permits (in_use %lld "
@@ -723,7 +681,7 @@ static void test_critical_reserve(const struct test_daemon *d)
        o.d[2].reason);
     rc = acquire(r, key, &n[3]);
     OK(rc == 0 && !n[3].allow, "reserve: normal requests still denied");
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     IS(s.lim_available, 0, "reserve: status available 0");
     for (i = 0; i < 3; i++)
         report_ok(r, key, n[i].permit);
@@ -822,7 +780,7 @@ static void test_resync(const struct test_daemon *d)
        "(0, 1000] (%s)",
        (unsigned long long)dec.retry_after_ms, dec.reason);
     rc = report_limit(r, "venue.b", 5, state);
-    get_status(r, "venue.b", &s);
+    integ_get_status(r, "venue.b", DEADLINE_MS, &s);
     OK(rc == 0 && s.lim_available >= 5 && s.lim_available <= 10,
        "re-sync: remaining 5 lowers a full bucket to ~5 (%lld)",
        s.lim_available);
@@ -958,8 +916,8 @@ static void test_timeout_keeps_permits(const struct test_daemon *d)
     IS(resil_ping(r, DEADLINE_MS, NULL, 0, NULL), 0,
        "late grant: the next call on the handle answers");
     end = mono_ms() + POLL_MS;
-    while (get_status(other, key, &s) == 0 && s.bh_in_use != 0 &&
-           mono_ms() < end)
+    while (integ_get_status(other, key, DEADLINE_MS, &s) == 0 &&
+           s.bh_in_use != 0 && mono_ms() < end)
         sleep_ms(20);
     OK(s.bh_in_use == 0 && s.outstanding == 0 && s.failures == 0,
        "late grant: the permit went back as ignored (in_use %lld, "

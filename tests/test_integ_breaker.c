@@ -147,54 +147,6 @@ static int wait_probe(resil_t *r, const char *key, struct resil_decision *d)
 
 /* --- msgpack params and results ------------------------------------------ */
 
-/* The parts of a key's status map these tests look at. */
-struct kstat {
-    int found;
-    char state[16], opened_by[32], force_reason[64];
-    int has_force_reason, has_force_ttl, has_shadow;
-    long long calls, failures, opens, retry_after_ms, outstanding;
-    long long probes_in_flight, shadow_denied, force_ttl_ms;
-    double failure_rate, slow_rate;
-};
-
-static void kstat_fill(const msgpack_object *m, struct kstat *s)
-{
-    memset(s, 0, sizeof(*s));
-    if (!m || m->type != MSGPACK_OBJECT_MAP)
-        return;
-    s->found = 1;
-    proto_str_copy(proto_map_get(m, "state"), s->state, sizeof(s->state));
-    proto_str_copy(proto_map_get(m, "opened_by"), s->opened_by,
-                   sizeof(s->opened_by));
-    s->has_force_reason = proto_map_get(m, "force_reason") != NULL;
-    proto_str_copy(proto_map_get(m, "force_reason"), s->force_reason,
-                   sizeof(s->force_reason));
-    s->has_force_ttl = proto_map_get(m, "force_ttl_ms") != NULL;
-    s->force_ttl_ms = obj_int(proto_map_get(m, "force_ttl_ms"), -1);
-    s->has_shadow = proto_map_get(m, "shadow_denied") != NULL;
-    s->shadow_denied = obj_int(proto_map_get(m, "shadow_denied"), -1);
-    s->calls = obj_int(proto_map_get(m, "calls"), -1);
-    s->failures = obj_int(proto_map_get(m, "failures"), -1);
-    s->opens = obj_int(proto_map_get(m, "opens"), -1);
-    s->retry_after_ms = obj_int(proto_map_get(m, "retry_after_ms"), -1);
-    s->outstanding = obj_int(proto_map_get(m, "outstanding"), -1);
-    s->probes_in_flight = obj_int(proto_map_get(m, "probes_in_flight"), -1);
-    s->failure_rate = obj_num(proto_map_get(m, "failure_rate"), -1);
-    s->slow_rate = obj_num(proto_map_get(m, "slow_rate"), -1);
-}
-
-/* status {"key": key}: 0 with s filled (s->found 0 if no such key). */
-static int get_status(resil_t *r, const char *key, struct kstat *s)
-{
-    struct reply rep;
-    const msgpack_object *m;
-    int rc = integ_key_status(r, key, DEADLINE_MS, &rep, &m);
-
-    kstat_fill(m, s);
-    reply_free(&rep);
-    return rc;
-}
-
 /* force {key, state[, reason][, ttl_ms]}; the returned status map lands in
  * s (may be NULL). */
 static int force(resil_t *r, const char *key, const char *state,
@@ -237,7 +189,7 @@ static int wait_state(resil_t *r, const char *key, const char *want,
     long long end = mono_ms() + POLL_MS;
 
     for (;;) {
-        if (get_status(r, key, s) != 0)
+        if (integ_get_status(r, key, DEADLINE_MS, s) != 0)
             return -1;
         if (!strcmp(s->state, want))
             return 0;
@@ -274,7 +226,8 @@ static void test_consecutive(const struct test_daemon *d)
            dec.retry_after_ms > 0 && dec.retry_after_ms <= 60000,
        "consecutive: denied circuit_open, retry_after %llu in (0, 60000]",
        (unsigned long long)dec.retry_after_ms);
-    IS(get_status(r, key, &s), 0, "consecutive: status answers");
+    IS(integ_get_status(r, key, DEADLINE_MS, &s), 0,
+       "consecutive: status answers");
     OK(!strcmp(s.opened_by, "consecutive_failures") && s.opens == 1 &&
            s.calls == 6 && s.failures == 5,
        "consecutive: status opened_by %s opens %lld calls %lld failures %lld",
@@ -304,7 +257,7 @@ static void test_failure_rate(const struct test_daemon *d)
        "failure rate: 3 of 5 failed (60%%) stays closed below "
        "minimum_calls 6 (%s)",
        state);
-    get_status(r, "rate.a", &s);
+    integ_get_status(r, "rate.a", DEADLINE_MS, &s);
     OK(s.failure_rate > 59.9 && s.failure_rate < 60.1,
        "failure rate: status failure_rate 60 (%.1f)", s.failure_rate);
     OK(call_once(r, "rate.a", RESIL_SUCCESS, NULL, 5, state) == 0 &&
@@ -312,7 +265,7 @@ static void test_failure_rate(const struct test_daemon *d)
        "failure rate: sixth call (3 of 6 = 50%%) opens it at >= the "
        "threshold, even as a success (%s)",
        state);
-    get_status(r, "rate.a", &s);
+    integ_get_status(r, "rate.a", DEADLINE_MS, &s);
     OK(!strcmp(s.opened_by, "failure_rate") && s.failure_rate > 49.9 &&
            s.failure_rate < 50.1,
        "failure rate: opened_by %s, failure_rate %.1f", s.opened_by,
@@ -340,13 +293,13 @@ static void test_time_window(const struct test_daemon *d)
 
     OK(fail_n(r, key, 3, state) == 0 && !strcmp(state, "closed"),
        "time window: 3 failures stay closed below minimum_calls 4 (%s)", state);
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     OK(s.failure_rate > 99.9, "time window: failure_rate 100 (%.1f)",
        s.failure_rate);
     /* The 2 s window lets them age out: poll until the rate reads 0. */
     end = mono_ms() + POLL_MS;
-    while (get_status(r, key, &s) == 0 && s.failure_rate != 0.0 &&
-           mono_ms() < end)
+    while (integ_get_status(r, key, DEADLINE_MS, &s) == 0 &&
+           s.failure_rate != 0.0 && mono_ms() < end)
         sleep_ms(50);
     OK(s.failure_rate == 0.0 && !strcmp(s.state, "closed"),
        "time window: the failures age out of the window (rate %.1f, %s)",
@@ -360,7 +313,7 @@ static void test_time_window(const struct test_daemon *d)
        "time window: 2 of 3 failed, below minimum_calls (%s)", state);
     OK(fail_n(r, key, 1, state) == 0 && !strcmp(state, "open"),
        "time window: 3 of 4 failed within the window opens it (%s)", state);
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     OK(!strcmp(s.opened_by, "failure_rate"), "time window: opened_by %s",
        s.opened_by);
     resil_close(r);
@@ -380,7 +333,7 @@ static void test_slow_rate(const struct test_daemon *d)
         ok &= call_once(r, key, RESIL_SUCCESS, NULL, lat[i], state) == 0 &&
               !strcmp(state, "closed");
     OK(ok, "slow calls: 2 slow of 4 successes stay closed (%s)", state);
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     OK(s.slow_rate > 49.9 && s.slow_rate < 50.1 && s.failure_rate == 0.0,
        "slow calls: slow_rate 50, failure_rate 0 (%.1f, %.1f)", s.slow_rate,
        s.failure_rate);
@@ -389,7 +342,7 @@ static void test_slow_rate(const struct test_daemon *d)
        "slow calls: a call of exactly slow_call_ms makes 3 of 5 (60%%) and "
        "opens it (%s)",
        state);
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     OK(!strcmp(s.opened_by, "slow_call_rate") && s.failures == 0,
        "slow calls: opened_by %s with %lld failures", s.opened_by, s.failures);
     resil_close(r);
@@ -443,7 +396,7 @@ static void test_backoff(const struct test_daemon *d)
     OK(rc == 0 && dec.retry_after_ms > 0 && dec.retry_after_ms <= 200,
        "backoff: after closing the open time is back to open_ms (%llu)",
        (unsigned long long)dec.retry_after_ms);
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     IS(s.opens, 5, "backoff: status counts 5 opens");
     resil_close(r);
 }
@@ -471,7 +424,7 @@ static void test_half_open(const struct test_daemon *d)
     OK(acquire(r, key, &dec) == 0 && !dec.allow &&
            !strcmp(dec.reason, "half_open_busy"),
        "half-open: a fourth is half_open_busy (%s)", dec.reason);
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     OK(s.probes_in_flight == 3 && !strcmp(s.state, "half_open"),
        "half-open: status probes_in_flight %lld, %s", s.probes_in_flight,
        s.state);
@@ -512,7 +465,7 @@ static void test_record_ignore(const struct test_daemon *d)
        "record/ignore: 5 ignored failures (validation.qty) keep it "
        "closed (%s)",
        state);
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     OK(s.calls == 0 && s.failures == 0,
        "record/ignore: ignored calls are not counted (calls %lld failures "
        "%lld)",
@@ -523,7 +476,7 @@ static void test_record_ignore(const struct test_daemon *d)
               !strcmp(state, "closed");
     OK(ok, "record/ignore: 3 failures outside record keep it closed (%s)",
        state);
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     OK(s.calls == 3 && s.failures == 0,
        "record/ignore: they count as successes (calls %lld failures %lld)",
        s.calls, s.failures);
@@ -542,7 +495,7 @@ static void test_record_ignore(const struct test_daemon *d)
        "record/ignore: ...does not break the run: timeout makes 2 in a row "
        "and opens it (%s)",
        state);
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     IS(s.failures, 3, "record/ignore: 3 recorded failures");
     resil_close(r);
 }
@@ -563,7 +516,7 @@ static void test_force(const struct test_daemon *d)
        "force: open answers");
     OK(!strcmp(s.state, "forced_open"), "force: returns the status (%s)",
        s.state);
-    get_status(r, "frc.a", &s);
+    integ_get_status(r, "frc.a", DEADLINE_MS, &s);
     OK(!strcmp(s.state, "forced_open") &&
            !strcmp(s.force_reason, "maint window"),
        "force open: status state %s, force_reason '%s'", s.state,
@@ -635,7 +588,7 @@ static void test_permit_ttl(const struct test_daemon *d)
     int rc;
 
     OK(acquire(r, key, &dec) == 0 && dec.allow, "permit ttl: acquired");
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     OK(s.outstanding == 1 && !strcmp(s.state, "closed"),
        "permit ttl: one outstanding, closed (%lld, %s)", s.outstanding,
        s.state);
@@ -683,7 +636,7 @@ static void test_stale_permit(const struct test_daemon *d)
     OK(rc == 0 && rr.stale && !strcmp(rr.state, "half_open"),
        "stale: A2 failure in half-open: stale, still half_open (%d, %s)",
        rr.stale, rr.state);
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     OK(!strcmp(s.state, "half_open") && s.probes_in_flight == 1 && s.opens == 1,
        "stale: status %s, probes_in_flight %lld, opens %lld", s.state,
        s.probes_in_flight, s.opens);
@@ -696,13 +649,13 @@ static void test_stale_permit(const struct test_daemon *d)
     OK(rc == 0 && !rr.stale && !strcmp(rr.state, "closed"),
        "stale: P2 success closes it (%d, %s)", rr.stale, rr.state);
     /* The same permit reported again counts once: stale, nothing moves. */
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     calls = s.calls;
     rc = report(r, key, p2.permit, RESIL_FAILURE, &rr);
     OK(rc == 0 && rr.stale && !strcmp(rr.state, "closed"),
        "stale: P2 reported twice: the second is stale (%d, %s)", rr.stale,
        rr.state);
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     OK(s.calls == calls && !strcmp(s.state, "closed"),
        "stale: a permit reported twice counts once (calls %lld -> %lld)", calls,
        s.calls);
@@ -771,7 +724,7 @@ static void test_killed_probe(const struct test_daemon *d)
            !strcmp(dec.state, "open"),
        "killed probe: the lost probe re-opens it (allow=%d %s %s)", dec.allow,
        dec.reason, dec.state);
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     OK(!strcmp(s.opened_by, "probe_failed") && s.opens == 2 && s.failures == 2,
        "killed probe: counted as a probe failure (opened_by %s, opens %lld, "
        "failures %lld)",
@@ -833,11 +786,11 @@ static void test_shadow(const struct test_daemon *d)
        "'%s' %s)",
        rc, allow, sd, st);
     report(r, key, permit, RESIL_SUCCESS, NULL);
-    get_status(r, key, &s);
+    integ_get_status(r, key, DEADLINE_MS, &s);
     OK(s.has_shadow && s.shadow_denied == 2 && !strcmp(s.state, "open"),
        "shadow: status counts shadow_denied %lld, state %s", s.shadow_denied,
        s.state);
-    OK(get_status(r, "cons.a", &s) == 0 && !s.has_shadow,
+    OK(integ_get_status(r, "cons.a", DEADLINE_MS, &s) == 0 && !s.has_shadow,
        "shadow: a non-shadow key has no shadow_denied");
     resil_close(r);
 }
