@@ -791,7 +791,7 @@ static const struct ctl_cmd commands[] = {
      "open KEY's breaker by hand (maintenance); --for returns it to auto",
      "resilctl trip binance.orders --for 5m --reason 'venue maintenance'",
      cmd_trip},
-    {"reset", "KEY", "clear any force, close KEY's breaker, empty its window",
+    {"reset", "KEY", "clear any force and venue pause, close KEY's breaker",
      "resilctl reset binance.orders", cmd_reset},
     {"force", "KEY open|closed|disabled|auto [--for DURATION] [--reason TEXT]",
      "pin KEY's breaker state (disabled: always allow); auto undoes it",

@@ -135,6 +135,11 @@ void limiter_pause(struct limiter *l, const struct limiter_conf *c,
         l->paused_until_ms = until;
 }
 
+void limiter_unpause(struct limiter *l)
+{
+    l->paused_until_ms = 0;
+}
+
 void limiter_sync(struct limiter *l, const struct limiter_conf *c,
                   uint64_t now_ms, uint64_t remaining)
 {

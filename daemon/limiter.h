@@ -62,6 +62,9 @@ uint64_t limiter_available(struct limiter *l, const struct limiter_conf *c,
 void limiter_pause(struct limiter *l, const struct limiter_conf *c,
                    uint64_t now_ms, uint64_t ms);
 
+/* An operator's reset: end a venue pause now. */
+void limiter_unpause(struct limiter *l);
+
 /* ms left of the pause, 0 if none. */
 uint64_t limiter_paused_ms(const struct limiter *l, uint64_t now_ms);
 

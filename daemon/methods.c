@@ -566,6 +566,7 @@ static void m_reset(struct req *r)
 {
     const char *name, *before;
     struct key *k;
+    uint64_t paused;
     size_t n;
 
     if (arg_key(r, "key", 1, &name, &n) < 0 || need_admin(r) < 0 ||
@@ -573,10 +574,12 @@ static void m_reset(struct req *r)
         return;
     before = breaker_state_name(&k->br);
     breaker_reset(&k->br, r->now_ms);
+    paused = limiter_paused_ms(&k->lim, r->now_ms);
+    limiter_unpause(&k->lim); /* a mistaken 429 must not block for hours */
     r->d->wake_dirty = 1;
     k->force_reason[0] = '\0';
-    log_msg(LOG_INFO, "key %s: reset by uid %u (%s -> closed)", k->name,
-            (unsigned)r->c->uid, before);
+    log_msg(LOG_INFO, "key %s: reset by uid %u (%s -> closed%s)", k->name,
+            (unsigned)r->c->uid, before, paused ? "; venue pause cleared" : "");
     proto_pack_response_head(r->pk, r->m->msgid);
     pack_key_status(r->pk, k, r->now_ms);
 }

@@ -865,6 +865,39 @@ static void test_retry_advice(const struct test_daemon *d)
     resil_close(r);
 }
 
+/* An operator's reset ends a venue pause (a mistaken 429 with a long
+ * Retry-After must not stop trading until it runs out). */
+static void test_reset_clears_pause(const struct test_daemon *d)
+{
+    const char *key = "venue.reset";
+    resil_t *r = integ_open(d->sock, DEADLINE_MS);
+    struct resil_decision dec;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    struct reply rep;
+    char code[24];
+    int rc;
+
+    report_ex(r, key, 0, RESIL_FAILURE, "rate_limited", 0, 0, 3600000, NULL);
+    rc = acquire(r, key, &dec);
+    OK(rc == 0 && !dec.allow && !strcmp(dec.reason, "rate_limited") &&
+           dec.retry_after_ms > 3000000,
+       "reset: a 429 with Retry-After 1 h pauses the key (retry_after %llu)",
+       (unsigned long long)dec.retry_after_ms);
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    proto_kv_str(&pk, "key", key);
+    rc = integ_call(r, "reset", &sb, DEADLINE_MS, &rep, code);
+    msgpack_sbuffer_destroy(&sb);
+    reply_free(&rep);
+    IS(rc, 0, "reset: answers");
+    rc = acquire(r, key, &dec);
+    OK(rc == 0 && dec.allow, "reset: the pause is over (%s)", dec.reason);
+    report_ok(r, key, dec.permit);
+    resil_close(r);
+}
+
 /*
  * A call that times out must not cost the handle its other permits: the
  * daemon takes back every permit of a connection that closes.  The daemon
@@ -949,6 +982,7 @@ int main(void)
     test_critical_probe(&d);
     test_resync(&d);
     test_retry_advice(&d);
+    test_reset_clears_pause(&d);
     test_timeout_keeps_permits(&d);
     if (tap_failures)
         daemon_dump_log(&d);
