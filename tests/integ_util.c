@@ -49,6 +49,27 @@ void reply_free(struct reply *rep)
     rep->buf = NULL;
 }
 
+int acquire(resil_t *r, const char *key, struct resil_decision *d)
+{
+    return resil_acquire(r, key, NULL, d);
+}
+
+int integ_wait_probe(resil_t *r, const char *key, int timeout_ms,
+                     struct resil_decision *d)
+{
+    long long end = mono_ms() + timeout_ms;
+
+    for (;;) {
+        if (acquire(r, key, d) != 0)
+            return -1;
+        if (d->allow)
+            return 0;
+        if (strcmp(d->reason, "circuit_open") != 0 || mono_ms() >= end)
+            return -1;
+        sleep_ms(20);
+    }
+}
+
 resil_t *integ_open(const char *sock, int deadline_ms)
 {
     resil_t *r = resil_open(sock);

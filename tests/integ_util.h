@@ -32,6 +32,14 @@ int integ_call(resil_t *r, const char *method, const msgpack_sbuffer *sb,
                int deadline_ms, struct reply *rep, char *code);
 void reply_free(struct reply *rep);
 
+/* resil_acquire with the handle's defaults. */
+int acquire(resil_t *r, const char *key, struct resil_decision *d);
+
+/* Poll acquire every 20 ms for up to timeout_ms until it is allowed; other
+ * answers must be circuit_open denials.  0 with *d admitted, or -1. */
+int integ_wait_probe(resil_t *r, const char *key, int timeout_ms,
+                     struct resil_decision *d);
+
 /* resil_open with a per-call deadline; NULL on failure. */
 resil_t *integ_open(const char *sock, int deadline_ms);
 

@@ -72,11 +72,6 @@ void *realloc(void *p, size_t n)
 }
 #endif
 
-static int acquire(resil_t *r, const char *key, struct resil_decision *d)
-{
-    return resil_acquire(r, key, NULL, d);
-}
-
 static struct resil_report report_of(const char *key, uint64_t permit,
                                      enum resil_outcome outcome)
 {
@@ -116,23 +111,6 @@ static int fail_n(resil_t *r, const char *key, int n, char *state)
         strcpy(state, rr.state);
     }
     return 0;
-}
-
-/* Poll acquire every 20 ms for up to 5 s until it is allowed; other answers
- * must be circuit_open denials.  0 with *d the admitted decision, or -1. */
-static int wait_probe(resil_t *r, const char *key, struct resil_decision *d)
-{
-    long long end = mono_ms() + 5000;
-
-    for (;;) {
-        if (acquire(r, key, d) != 0)
-            return -1;
-        if (d->allow)
-            return 0;
-        if (strcmp(d->reason, "circuit_open") != 0 || mono_ms() >= end)
-            return -1;
-        sleep_ms(20);
-    }
 }
 
 /* Pack a params map {"key": key, "state": state[, "reason": reason]}. */
@@ -258,7 +236,8 @@ static void test_breaker_cycle(const struct test_daemon *d)
     OK(!strcmp(dec.state, "open"), "state open (%s)", dec.state);
 
     retry0 = (long long)dec.retry_after_ms;
-    OK(wait_probe(r, key, &dec) == 0, "a probe is admitted after open_ms");
+    OK(integ_wait_probe(r, key, 5000, &dec) == 0,
+       "a probe is admitted after open_ms");
     OK(mono_ms() - t0 + 5 >= retry0,
        "no probe before retry_after_ms passed (%lld >= %lld ms)",
        mono_ms() - t0, retry0);
@@ -284,7 +263,8 @@ static void test_breaker_cycle(const struct test_daemon *d)
     /* A probe failure re-opens it. */
     OK(fail_n(r, key, 5, state) == 0 && !strcmp(state, "open"),
        "five failures open it again (%s)", state);
-    OK(wait_probe(r, key, &dec) == 0 && !strcmp(dec.state, "half_open"),
+    OK(integ_wait_probe(r, key, 5000, &dec) == 0 &&
+           !strcmp(dec.state, "half_open"),
        "probe admitted again (%s)", dec.state);
     IS(report(r, key, dec.permit, RESIL_FAILURE, &rr), 0, "probe failure");
     OK(!strcmp(rr.state, "open"), "probe failure re-opens (%s)", rr.state);

@@ -72,11 +72,6 @@
 
 /* --- small helpers (same patterns as test_integ.c) ------------------------ */
 
-static int acquire(resil_t *r, const char *key, struct resil_decision *d)
-{
-    return resil_acquire(r, key, NULL, d);
-}
-
 /* acquire with cost, wait_ms and priority; the deadline covers wait_ms. */
 static int acquire_ex(resil_t *r, const char *key, uint32_t cost,
                       uint32_t wait_ms, int critical, struct resil_decision *d)

@@ -71,11 +71,6 @@
 
 /* --- small helpers (same patterns as test_integ.c) ------------------------ */
 
-static int acquire(resil_t *r, const char *key, struct resil_decision *d)
-{
-    return resil_acquire(r, key, NULL, d);
-}
-
 /* Report outcome for permit (0 = none).  cls NULL: "network.reset" for a
  * failure, none otherwise.  latency_ms < 0: not given. */
 static int report_ex(resil_t *r, const char *key, uint64_t permit,
@@ -126,23 +121,6 @@ static int fail_n(resil_t *r, const char *key, int n, char *state)
         if (call_once(r, key, RESIL_FAILURE, NULL, 12, state) < 0)
             return -1;
     return 0;
-}
-
-/* Poll acquire every 20 ms for up to POLL_MS until it is allowed; other
- * answers must be circuit_open denials.  0 with *d admitted, or -1. */
-static int wait_probe(resil_t *r, const char *key, struct resil_decision *d)
-{
-    long long end = mono_ms() + POLL_MS;
-
-    for (;;) {
-        if (acquire(r, key, d) != 0)
-            return -1;
-        if (d->allow)
-            return 0;
-        if (strcmp(d->reason, "circuit_open") != 0 || mono_ms() >= end)
-            return -1;
-        sleep_ms(20);
-    }
 }
 
 /* --- msgpack params and results ------------------------------------------ */
@@ -368,7 +346,7 @@ static void test_backoff(const struct test_daemon *d)
        "backoff: first failure opens (%s)", state);
     for (i = 0; i < 4; i++) {
         if (i > 0) {
-            if (wait_probe(r, key, &dec) != 0 ||
+            if (integ_wait_probe(r, key, POLL_MS, &dec) != 0 ||
                 report(r, key, dec.permit, RESIL_FAILURE, &rr) != 0 ||
                 strcmp(rr.state, "open") != 0) {
                 OK(0, "backoff: probe %d fails and re-opens (%s)", i, rr.state);
@@ -386,7 +364,7 @@ static void test_backoff(const struct test_daemon *d)
        "backoff: re-opens wait longer (%lld < %lld < %lld)", ra[0], ra[1],
        ra[2]);
     OK(ra[3] <= 800, "backoff: capped by open_max_ms 800 (%lld)", ra[3]);
-    OK(wait_probe(r, key, &dec) == 0 &&
+    OK(integ_wait_probe(r, key, POLL_MS, &dec) == 0 &&
            report(r, key, dec.permit, RESIL_SUCCESS, &rr) == 0 &&
            !strcmp(rr.state, "closed"),
        "backoff: a probe success closes it (%s)", rr.state);
@@ -415,7 +393,8 @@ static void test_half_open(const struct test_daemon *d)
 
     OK(fail_n(r, key, 1, state) == 0 && !strcmp(state, "open"),
        "half-open: opened (%s)", state);
-    OK(wait_probe(r, key, &p[0]) == 0 && !strcmp(p[0].state, "half_open"),
+    OK(integ_wait_probe(r, key, POLL_MS, &p[0]) == 0 &&
+           !strcmp(p[0].state, "half_open"),
        "half-open: first probe admitted (%s)", p[0].state);
     OK(acquire(r, key, &p[1]) == 0 && p[1].allow &&
            acquire(r, key, &p[2]) == 0 && p[2].allow &&
@@ -630,7 +609,8 @@ static void test_stale_permit(const struct test_daemon *d)
     OK(acquire(r, key, &dec) == 0 && !dec.allow &&
            !strcmp(dec.reason, "circuit_open"),
        "stale: still denied circuit_open (%s)", dec.reason);
-    OK(wait_probe(r, key, &p1) == 0 && !strcmp(p1.state, "half_open"),
+    OK(integ_wait_probe(r, key, POLL_MS, &p1) == 0 &&
+           !strcmp(p1.state, "half_open"),
        "stale: half-open probe P1 admitted (%s)", p1.state);
     rc = report(r, key, a2.permit, RESIL_FAILURE, &rr);
     OK(rc == 0 && rr.stale && !strcmp(rr.state, "half_open"),
@@ -693,7 +673,7 @@ static void test_killed_probe(const struct test_daemon *d)
         char ok;
 
         close(pfd[0]);
-        ok = (cr && wait_probe(cr, key, &cd) == 0 &&
+        ok = (cr && integ_wait_probe(cr, key, POLL_MS, &cd) == 0 &&
               !strcmp(cd.state, "half_open"))
                  ? 'y'
                  : 'n';
@@ -729,7 +709,8 @@ static void test_killed_probe(const struct test_daemon *d)
        "killed probe: counted as a probe failure (opened_by %s, opens %lld, "
        "failures %lld)",
        s.opened_by, s.opens, s.failures);
-    OK(wait_probe(r, key, &dec) == 0 && !strcmp(dec.state, "half_open"),
+    OK(integ_wait_probe(r, key, POLL_MS, &dec) == 0 &&
+           !strcmp(dec.state, "half_open"),
        "killed probe: a new probe after open_ms (%s)", dec.state);
     OK(report(r, key, dec.permit, RESIL_SUCCESS, &rr) == 0 &&
            !strcmp(rr.state, "half_open"),
