@@ -26,7 +26,8 @@ endif
 PROTO_SRC  := proto/scan.c proto/rpc.c proto/sockpath.c
 DAEMON_CORE := daemon/breaker.c daemon/limiter.c daemon/bulkhead.c \
                daemon/retry.c daemon/config.c daemon/keys.c daemon/log.c \
-               daemon/permit.c daemon/admit.c daemon/methods.c
+               daemon/permit.c daemon/msgidx.c daemon/error.c \
+               daemon/admit.c daemon/methods.c
 DAEMON_SRC := $(DAEMON_CORE) daemon/server.c daemon/main.c
 CLIENT_SRC := client/resil.c
 CTL_SRC    := client/resilctl.c
@@ -34,7 +35,7 @@ CTL_SRC    := client/resilctl.c
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
-              test_retry test_admit test_config test_keys
+              test_retry test_admit test_config test_keys test_permit
 INTEG_TESTS := test_integ test_integ_breaker test_integ_admit
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
@@ -72,6 +73,7 @@ $(BUILD)/tests/test_retry: $(call obj,tests/test_retry.c daemon/retry.c)
 $(BUILD)/tests/test_admit: $(call obj,tests/test_admit.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_config: $(call obj,tests/test_config.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_keys: $(call obj,tests/test_keys.c $(PROTO_SRC) $(DAEMON_CORE))
+$(BUILD)/tests/test_permit: $(call obj,tests/test_permit.c daemon/permit.c daemon/msgidx.c)
 $(BUILD)/tests/test_integ: $(call obj,tests/test_integ.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_integ_breaker: $(call obj,tests/test_integ_breaker.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_integ_admit: $(call obj,tests/test_integ_admit.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a

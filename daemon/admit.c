@@ -14,15 +14,18 @@
  */
 #include "admit.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "error.h"
 #include "log.h"
 #include "proto.h"
 
 struct parked {
     struct parked *qprev, *qnext; /* key FIFO; qnext is the free list */
     struct parked *cprev, *cnext; /* caller's list */
+    struct msgidx_node by_msgid;  /* (caller, msgid): for cancel */
     struct key *key;
     struct caller *caller;
     uint64_t cost;
@@ -36,13 +39,19 @@ static const struct limiter_conf no_limiter = {1, 1000, 1, 1000};
 
 enum verdict { V_NOPERMIT = -1, V_ALLOW, V_DENY, V_WAITABLE };
 
-int admit_init(struct resild *d)
+int admit_init(struct resild *d, uint64_t seed)
 {
     uint32_t i, n = d->cfg.max_parked;
+    int rc;
 
     d->parked_pool = calloc(n, sizeof(*d->parked_pool));
     if (!d->parked_pool)
-        return -1;
+        return RD_ENOMEM;
+    if ((rc = msgidx_init(&d->parked_ix, n, seed)) < 0) {
+        free(d->parked_pool);
+        d->parked_pool = NULL;
+        return rc;
+    }
     for (i = n; i-- > 0;) {
         d->parked_pool[i].qnext = d->parked_free;
         d->parked_free = &d->parked_pool[i];
@@ -54,6 +63,7 @@ void admit_free(struct resild *d)
 {
     free(d->parked_pool);
     d->parked_pool = NULL;
+    msgidx_free(&d->parked_ix);
 }
 
 const char *admit_reason_name(enum admit_reason r)
@@ -71,6 +81,8 @@ const char *admit_reason_name(enum admit_reason r)
         return "rate_limited";
     case ADMIT_BULKHEAD_FULL:
         return "bulkhead_full";
+    case ADMIT_CANCELLED:
+        return "cancelled";
     }
     return "ok";
 }
@@ -93,6 +105,7 @@ int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
     char prefix[KEY_MAX + 1];
     struct limiter_conf cc;
     size_t i;
+    int rc;
 
     if (k->admit_ready)
         return 0;
@@ -117,10 +130,10 @@ int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
         if (!pol->has_limiter)
             continue;
         if (k->nanc == KEY_MAX_ANCESTORS)
-            return -ADMIT_EDEEP;
-        if (keys_get(&d->keys, prefix, i, &d->cfg, now_ms, &a) < 0 ||
-            admit_prepare(d, a, now_ms) < 0)
-            return -ADMIT_EKEYS;
+            return RD_EDEEP;
+        if ((rc = keys_get(&d->keys, prefix, i, &d->cfg, now_ms, &a)) < 0 ||
+            (rc = admit_prepare(d, a, now_ms)) < 0)
+            return rc;
         k->anc[k->nanc++] = a;
     }
     k->admit_ready = 1;
@@ -175,7 +188,8 @@ static uint64_t limiter_chain_wait(struct key *k, uint64_t cost, int critical,
  */
 static enum verdict decide(struct resild *d, struct caller *c, struct key *k,
                            uint64_t cost, int critical, int from_queue,
-                           uint64_t now_ms, struct admit_result *res)
+                           uint32_t msgid, uint64_t now_ms,
+                           struct admit_result *res)
 {
     const struct policy *pol = k->policy;
     struct breaker_verdict v;
@@ -231,7 +245,8 @@ static enum verdict decide(struct resild *d, struct caller *c, struct key *k,
             breaker_release(&k->br, v.generation, v.probe);
         return out;
     }
-    p = permits_alloc(&d->permits, &c->permits);
+    p = permits_alloc(&d->permits, &c->permits, msgid,
+                      now_ms + pol->permit_ttl_ms, &res->err);
     if (!p) {
         if (v.allow)
             breaker_release(&k->br, v.generation, v.probe);
@@ -257,7 +272,6 @@ static enum verdict decide(struct resild *d, struct caller *c, struct key *k,
     p->key = k;
     p->generation = v.allow ? v.generation : k->br.generation;
     p->probe = (uint8_t)(v.allow && v.probe);
-    p->expires_ms = now_ms + pol->permit_ttl_ms;
     k->outstanding++;
     res->allow = 1;
     res->reason = ADMIT_OK;
@@ -295,6 +309,7 @@ static void unpark(struct resild *d, struct parked *p)
     struct caller *c = p->caller;
 
     key_queue_unlink(d, p);
+    msgidx_del(&d->parked_ix, &p->by_msgid);
     if (p->cprev)
         p->cprev->cnext = p->cnext;
     else
@@ -347,6 +362,7 @@ static int park(struct resild *d, struct caller *c, struct key *k,
         c->parked->cprev = p;
     c->parked = p;
     c->nparked++;
+    msgidx_add(&d->parked_ix, &p->by_msgid, c, msgid);
     d->m.parked++;
     d->wake_dirty = 1; /* arm the timer for its deadline */
     return 0;
@@ -373,16 +389,16 @@ int admit_acquire(struct resild *d, struct caller *c, struct key *k,
      * normal request may not take a limiter's reserve. */
     if (k->policy->has_limiter && !fits_ever(k, cost, critical)) {
         *culprit = k;
-        return -ADMIT_E2BIG;
+        return RD_E2BIG;
     }
     for (i = 0; i < k->nanc; i++)
         if (!fits_ever(k->anc[i], cost, critical)) {
             *culprit = k->anc[i];
-            return -ADMIT_E2BIG;
+            return RD_E2BIG;
         }
-    vd = decide(d, c, k, cost, critical, 0, now_ms, res);
+    vd = decide(d, c, k, cost, critical, 0, msgid, now_ms, res);
     if (vd == V_NOPERMIT)
-        return -ADMIT_EFULL;
+        return res->err;
     if (vd == V_WAITABLE && wait_ms > 0 && !d->stopping &&
         park(d, c, k, cost, critical, now_ms + wait_ms, msgid) == 0) {
         res->parked = 1;
@@ -418,7 +434,10 @@ static void answer_parked(struct resild *d, struct parked *p, enum verdict vd,
     if (vd == V_NOPERMIT) {
         d->m.permits_full++;
         proto_pack_error(c->pk, msgid, "busy",
-                         "max_permits outstanding; report or release some");
+                         res->err == RD_ENOMEM
+                             ? "out of memory"
+                             : "max_permits outstanding; report or release "
+                               "some");
     } else {
         proto_pack_response_head(c->pk, msgid);
         admit_pack_result(c->pk, k, res);
@@ -443,7 +462,8 @@ static void wake_key(struct resild *d, struct key *k, uint64_t now_ms)
         next = p->qnext; /* answer_parked frees p and nothing else */
         if (blocked && !p->critical && now_ms < p->deadline_ms)
             continue;
-        vd = decide(d, p->caller, k, p->cost, p->critical, 1, now_ms, &res);
+        vd = decide(d, p->caller, k, p->cost, p->critical, 1, p->msgid, now_ms,
+                    &res);
         if ((vd == V_WAITABLE || vd == V_NOPERMIT) && now_ms < p->deadline_ms) {
             blocked = 1;
             continue;
@@ -591,4 +611,28 @@ void admit_pack_status(msgpack_packer *pk, struct key *k, uint64_t now_ms)
     } else {
         msgpack_pack_nil(pk);
     }
+}
+
+int admit_cancel(struct resild *d, struct caller *c, uint32_t msgid,
+                 uint64_t now_ms)
+{
+    struct msgidx_node *n = msgidx_find(&d->parked_ix, c, msgid);
+    struct permit *p;
+
+    if (n) {
+        struct parked *q =
+            (struct parked *)((char *)n - offsetof(struct parked, by_msgid));
+        struct admit_result res = {0};
+        res.reason = ADMIT_CANCELLED;
+        answer_parked(d, q, V_DENY, &res);
+        d->wake_dirty = 1; /* those behind it may pass now */
+        return ADMIT_CANCEL_PARKED;
+    }
+    p = permits_find_msgid(&d->permits, &c->permits, msgid);
+    if (!p)
+        return 0;
+    /* Granted, but the client stopped waiting for the answer: give it
+     * back as if reported "ignore" -- never an expiry that counts. */
+    admit_permit_done(d, p, now_ms, 0, 0);
+    return ADMIT_CANCEL_RELEASED;
 }

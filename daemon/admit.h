@@ -26,9 +26,8 @@ enum admit_reason {
     ADMIT_FORCED_OPEN,
     ADMIT_RATE_LIMITED,
     ADMIT_BULKHEAD_FULL,
+    ADMIT_CANCELLED, /* the client sent cancel for it */
 };
-
-enum { ADMIT_E2BIG = 1, ADMIT_EFULL = 2, ADMIT_EKEYS = 3, ADMIT_EDEEP = 4 };
 
 struct admit_result {
     int allow;
@@ -38,27 +37,31 @@ struct admit_result {
     uint64_t permit;         /* id when allowed */
     int shadow;              /* allowed only because of shadow: true */
     enum admit_reason shadow_reason;
+    int err; /* no permit: RD_EPERMITS or RD_ENOMEM */
 };
 
-/* Pools; called once the config is in d. */
-int admit_init(struct resild *d);
+/* Pools; called once the config is in d.  seed: a random secret for the
+ * msgid index.  0, or RD_ENOMEM. */
+int admit_init(struct resild *d, uint64_t seed);
 void admit_free(struct resild *d);
 
 /*
  * Make k ready for admission: its limiter and bulkhead state and its chain
  * of ancestor keys that have limiters (created when missing).  Idempotent.
- * Returns 0, -ADMIT_EKEYS when an ancestor cannot be created (max_keys), or
- * -ADMIT_EDEEP when more ancestors have limiters than KEY_MAX_ANCESTORS.
+ * Returns 0, a keys_get error when an ancestor cannot be created (RD_EKEYS,
+ * RD_ENOMEM), or RD_EDEEP when more ancestors have limiters than
+ * KEY_MAX_ANCESTORS.
  */
 int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms);
 
 /*
  * Decide an acquire of cost for k by caller c.  wait_ms > 0 lets a request
  * denied by the bulkhead or a limiter wait, parked, for up to wait_ms (it is
- * then answered through the caller with msgid).  Returns 0 with *res, or
- * -ADMIT_E2BIG (cost can never fit: over a limiter's burst, or, for a normal
- * request, over burst minus reserve; *culprit names the limiter's key) or
- * -ADMIT_EFULL (permit pool exhausted).  While d->stopping nothing parks.
+ * then answered through the caller with msgid; a grant is indexed under
+ * msgid for admit_cancel).  Returns 0 with *res, or RD_E2BIG (cost can never
+ * fit: over a limiter's burst, or, for a normal request, over burst minus
+ * reserve; *culprit names the limiter's key), RD_EPERMITS (max_permits
+ * outstanding) or RD_ENOMEM.  While d->stopping nothing parks.
  */
 int admit_acquire(struct resild *d, struct caller *c, struct key *k,
                   uint64_t cost, int critical, uint64_t wait_ms, uint32_t msgid,
@@ -90,6 +93,16 @@ uint64_t admit_next_wake(const struct resild *d, uint64_t now_ms);
 
 /* The caller's connection closed: drop its parked requests unanswered. */
 void admit_caller_gone(struct resild *d, struct caller *c);
+
+/*
+ * cancel {msgid} from c: a parked acquire with that msgid is answered at
+ * once (allow false, reason "cancelled"); else a permit granted to it is
+ * released as "ignore".  Returns ADMIT_CANCEL_PARKED, ADMIT_CANCEL_RELEASED
+ * or 0 (nothing of c's carries that msgid any more).  O(1).
+ */
+enum { ADMIT_CANCEL_PARKED = 1, ADMIT_CANCEL_RELEASED = 2 };
+int admit_cancel(struct resild *d, struct caller *c, uint32_t msgid,
+                 uint64_t now_ms);
 
 /* Venue feedback for k: a 429 pauses the nearest limiter (self, else the
  * nearest ancestor with one, else k's own pause) for ms (0 = pause_ms);

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "error.h"
+
 static uint64_t hash(const char *s, size_t n)
 {
     uint64_t h = 1469598103934665603ULL; /* FNV-1a */
@@ -27,7 +29,7 @@ int keys_init(struct keys *ks, size_t max_keys)
         n <<= 1;
     ks->buckets = calloc(n, sizeof(*ks->buckets));
     if (!ks->buckets)
-        return -KEYS_ENOMEM;
+        return RD_ENOMEM;
     ks->nbuckets = n;
     ks->count = 0;
     ks->max = max_keys;
@@ -96,17 +98,17 @@ int keys_get(struct keys *ks, const char *name, size_t len,
     size_t b;
 
     if (!keys_valid(name, len))
-        return -KEYS_EINVAL;
+        return RD_EINVAL;
     if ((k = keys_find(ks, name, len))) {
         *out = k;
         return 0;
     }
     if (ks->count >= ks->max)
-        return -KEYS_EFULL;
+        return RD_EKEYS;
     pol = config_match(c, name_z(name, len));
     k = calloc(1, sizeof(*k) + breaker_window_bytes(&pol->breaker));
     if (!k)
-        return -KEYS_ENOMEM;
+        return RD_ENOMEM;
     memcpy(k->name, name, len);
     k->len = (uint8_t)len;
     k->policy = pol;

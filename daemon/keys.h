@@ -13,6 +13,7 @@
 #include "breaker.h"
 #include "bulkhead.h"
 #include "config.h"
+#include "error.h"
 #include "limiter.h"
 
 #define KEY_MAX 128             /* bytes in a key name */
@@ -21,8 +22,6 @@
 #define KEY_MAX_ANCESTORS 8     /* ancestor limiters checked per acquire */
 
 struct parked;
-
-enum { KEYS_EINVAL = 1, KEYS_EFULL = 2, KEYS_ENOMEM = 3 };
 
 struct key {
     struct key *next;            /* hash chain */
@@ -70,8 +69,8 @@ struct key *keys_find(const struct keys *ks, const char *name, size_t len);
 
 /*
  * Existing key, or a new one bound to its policy in c with a closed breaker.
- * Returns 0 and *out, or -KEYS_EINVAL (bad name), -KEYS_EFULL (max_keys),
- * -KEYS_ENOMEM.
+ * Returns 0 and *out, or RD_EINVAL (bad name), RD_EKEYS (max_keys),
+ * RD_ENOMEM.
  */
 int keys_get(struct keys *ks, const char *name, size_t len,
              const struct config *c, uint64_t now_ms, struct key **out);

@@ -11,9 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "config.h"
+#include "error.h"
 #include "log.h"
 #include "methods.h"
 #include "server.h"
@@ -65,6 +68,7 @@ int main(int argc, char **argv)
     struct server srv;
     uv_loop_t *loop = uv_default_loop();
     int ch, check_only = 0, rc;
+    uint64_t seed;
 
     while ((ch = getopt_long(argc, argv, "c:s:tVh", opts, NULL)) != -1) {
         switch (ch) {
@@ -119,8 +123,10 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     uv_update_time(loop);
-    if (methods_init(&d, &cfg, uv_now(loop)) < 0) {
-        log_msg(LOG_ERR, "out of memory");
+    if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
+        seed = (uint64_t)uv_hrtime() ^ ((uint64_t)getpid() << 32);
+    if ((rc = methods_init(&d, &cfg, uv_now(loop), seed)) < 0) {
+        log_msg(LOG_ERR, "cannot start: %s", rd_strerror(rc));
         return 1;
     }
     if (server_start(&srv, loop, &d, path) < 0) {

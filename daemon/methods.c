@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "admit.h"
+#include "error.h"
 #include "log.h"
 
 #define MAX_COST 1000000000ULL /* a cost above this is surely a bug */
@@ -46,6 +47,35 @@ static int bad(struct req *r, const char *fmt, ...)
     r->d->m.bad_requests++;
     proto_pack_error(r->pk, r->m->msgid, "bad_request", msg);
     return -1;
+}
+
+/*
+ * Every name in map must be one of allowed (NULL-terminated): a mistyped
+ * argument ("costs") must never pass as its default.  where prefixes the
+ * name in the message ("error.").
+ */
+static int known_args(struct req *r, const msgpack_object *map,
+                      const char *where, const char *const *allowed)
+{
+    uint32_t i;
+    size_t j;
+
+    if (!map || map->type != MSGPACK_OBJECT_MAP)
+        return 0;
+    for (i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        char esc[48];
+        if (k->type != MSGPACK_OBJECT_STR)
+            return bad(r, "argument names must be strings");
+        for (j = 0; allowed[j]; j++)
+            if (proto_str_eq(k, allowed[j]))
+                break;
+        if (!allowed[j])
+            return bad(
+                r, "unknown argument '%s%s'", where,
+                log_escape(esc, sizeof(esc), k->via.str.ptr, k->via.str.size));
+    }
+    return 0;
 }
 
 static int arg_key(struct req *r, const char *name, int required,
@@ -167,13 +197,13 @@ static int key_error(struct req *r, int rc, const char *name, size_t n)
 {
     char esc[64];
 
-    if (rc == -KEYS_EFULL) {
+    if (rc == RD_EKEYS) {
         r->d->m.keys_full++;
         proto_pack_error(r->pk, r->m->msgid, "too_many_keys",
                          "max_keys reached; no new key can be created");
         return -1;
     }
-    if (rc == -KEYS_EINVAL)
+    if (rc == RD_EINVAL)
         return bad(r, "bad key '%s'", log_escape(esc, sizeof(esc), name, n));
     proto_pack_error(r->pk, r->m->msgid, "busy", "out of memory");
     return -1;
@@ -185,16 +215,62 @@ static int get_key(struct req *r, const char *name, size_t n, struct key **k)
     int rc = keys_get(&r->d->keys, name, n, &r->d->cfg, r->now_ms, k);
     char esc[64];
 
-    if (rc == 0 && (rc = admit_prepare(r->d, *k, r->now_ms)) == -ADMIT_EDEEP)
+    if (rc == 0 && (rc = admit_prepare(r->d, *k, r->now_ms)) == RD_EDEEP)
         return bad(r,
                    "key '%s' lies below more than %d keys with rate "
                    "limiters; not every limit could be applied",
                    log_escape(esc, sizeof(esc), name, n), KEY_MAX_ANCESTORS);
-    if (rc == -ADMIT_EKEYS)
-        rc = -KEYS_EFULL;
     if (rc < 0)
         return key_error(r, rc, name, n);
     return 0;
+}
+
+/* 1 if s[0..n) is well-formed UTF-8 (no overlongs, surrogates or code
+ * points over U+10FFFF), so what is stored can be shown as text. */
+static int utf8_valid(const char *s, size_t n)
+{
+    const uint8_t *p = (const uint8_t *)s, *end = p + n;
+
+    while (p < end) {
+        uint8_t c = *p;
+        size_t len, i;
+        uint32_t cp;
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf)
+            len = 2, cp = c & 0x1f;
+        else if (c >= 0xe0 && c <= 0xef)
+            len = 3, cp = c & 0x0f;
+        else if (c >= 0xf0 && c <= 0xf4)
+            len = 4, cp = c & 0x07;
+        else
+            return 0;
+        if ((size_t)(end - p) < len)
+            return 0;
+        for (i = 1; i < len; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (p[i] & 0x3f);
+        }
+        if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+            return 0;
+        p += len;
+    }
+    return 1;
+}
+
+/* The longest prefix of valid UTF-8 s[0..n) of at most max bytes that
+ * does not split a character. */
+static size_t utf8_cut(const char *s, size_t n, size_t max)
+{
+    if (n <= max)
+        return n;
+    while (max > 0 && ((uint8_t)s[max] & 0xc0) == 0x80)
+        max--;
+    return max;
 }
 
 /* --- status maps --- */
@@ -292,7 +368,7 @@ static void m_acquire(struct req *r)
     note_transition(k, before,
                     !strcmp(before, "open") ? "open time over"
                                             : "operator force expired");
-    if (rc == -ADMIT_E2BIG) {
+    if (rc == RD_E2BIG) {
         bad(r,
             "'cost' %llu exceeds what the limiter of '%s' can ever grant "
             "(burst %llu, of which %llu only for priority critical)",
@@ -301,10 +377,12 @@ static void m_acquire(struct req *r)
             (unsigned long long)culprit->policy->reserve);
         return;
     }
-    if (rc == -ADMIT_EFULL) {
+    if (rc == RD_EPERMITS || rc == RD_ENOMEM) {
         r->d->m.permits_full++;
         proto_pack_error(r->pk, r->m->msgid, "busy",
-                         "max_permits outstanding; report or release some");
+                         rc == RD_ENOMEM ? "out of memory"
+                                         : "max_permits outstanding; report "
+                                           "or release some");
         return;
     }
     if (res.parked)
@@ -329,6 +407,7 @@ static void m_report(struct req *r)
     const msgpack_object *err = proto_map_get(r->m->params, "error");
     const msgpack_object *limit = proto_map_get(r->m->params, "limit");
     const msgpack_object *lat = proto_map_get(r->m->params, "latency_ms");
+    const msgpack_object *ctx = proto_map_get(r->m->params, "context");
     const char *name, *cls = NULL, *msg, *cid, *before;
     size_t n, cls_n = 0, msg_n, cid_n;
     uint64_t permit_id, latency, attempt, venue_wait = 0, remaining = 0;
@@ -351,13 +430,28 @@ static void m_report(struct req *r)
         return;
     has_latency = lat && lat->type != MSGPACK_OBJECT_NIL;
     if (err && err->type != MSGPACK_OBJECT_NIL &&
-        err->type != MSGPACK_OBJECT_MAP) {
-        bad(r, "'error' must be a map");
+        err->type != MSGPACK_OBJECT_MAP && err->type != MSGPACK_OBJECT_STR) {
+        bad(r, "'error' must be a class string or a map");
         return;
     }
-    if (err && err->type == MSGPACK_OBJECT_MAP) {
+    if (err && err->type == MSGPACK_OBJECT_STR) {
+        /* "error": "network.reset" is short for {"class": ...}. */
+        cls = err->via.str.ptr;
+        cls_n = err->via.str.size;
+        if (cls_n > CLASS_MAX || !keys_valid(cls, cls_n)) {
+            bad(r, "'error' must match [A-Za-z0-9._:-]{1,%d}", CLASS_MAX);
+            return;
+        }
+        memcpy(class_z, cls, cls_n);
+        class_z[cls_n] = '\0';
+        config_classify(&r->d->cfg, class_z, &severity, &transient);
+    } else if (err && err->type == MSGPACK_OBJECT_MAP) {
+        static const char *const err_args[] = {"class",          "message",
+                                               "severity",       "transient",
+                                               "retry_after_ms", NULL};
         const msgpack_object *ra = proto_map_get(err, "retry_after_ms");
-        if (arg_text(r, err, "class", CLASS_MAX + 1, &cls, &cls_n) < 0 ||
+        if (known_args(r, err, "error.", err_args) < 0 ||
+            arg_text(r, err, "class", CLASS_MAX + 1, &cls, &cls_n) < 0 ||
             arg_text(r, err, "message", 1024, &msg, &msg_n) < 0)
             return;
         if (cls && (cls_n > CLASS_MAX || !keys_valid(cls, cls_n))) {
@@ -387,17 +481,43 @@ static void m_report(struct req *r)
         config_classify(&r->d->cfg, NULL, &severity, &transient);
     }
     if (limit && limit->type != MSGPACK_OBJECT_NIL) {
+        static const char *const limit_args[] = {"remaining", "reset_ms", NULL};
         const msgpack_object *rem = proto_map_get(limit, "remaining");
+        const msgpack_object *reset = proto_map_get(limit, "reset_ms");
         if (limit->type != MSGPACK_OBJECT_MAP || !rem ||
             rem->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
             bad(r, "'limit' must be a map with an integer 'remaining'");
             return;
         }
+        if (known_args(r, limit, "limit.", limit_args) < 0)
+            return;
+        if (reset && reset->type != MSGPACK_OBJECT_NIL &&
+            reset->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            bad(r, "'limit.reset_ms' must be an integer");
+            return;
+        }
         remaining = rem->via.u64;
         has_remaining = 1;
     }
+    if (ctx && ctx->type != MSGPACK_OBJECT_NIL &&
+        ctx->type != MSGPACK_OBJECT_MAP) {
+        bad(r, "'context' must be a map");
+        return;
+    }
     if (permit_id) {
         p = permits_find(&r->d->permits, permit_id);
+        if (p && !permits_owned(p, &r->c->permits)) {
+            /* Another connection's permit: only its holder may end it.
+             * Nothing changes, nothing is revealed. */
+            const struct key *named = keys_find(&r->d->keys, name, n);
+            r->d->m.reports_foreign++;
+            proto_pack_response_head(r->pk, r->m->msgid);
+            msgpack_pack_map(r->pk, 2);
+            proto_kv_str(r->pk, "state",
+                         named ? breaker_state_name(&named->br) : "closed");
+            proto_kv_bool(r->pk, "stale", 1);
+            return;
+        }
         if (p && (p->key->len != n || memcmp(p->key->name, name, n) != 0)) {
             bad(r, "'permit' %llu was granted for another key",
                 (unsigned long long)permit_id);
@@ -540,19 +660,28 @@ static void m_force(struct req *r)
     uint64_t ttl;
     int st;
     struct key *k;
-    char esc[KEY_REASON_MAX + 1];
+    char esc[4 * KEY_REASON_MAX + 4];
 
     if (arg_key(r, "key", 1, &name, &n) < 0 ||
         arg_enum(r, "state", 1, 0, states, &st) < 0 ||
-        arg_text(r, r->m->params, "reason", KEY_REASON_MAX, &reason, &rn) < 0 ||
-        arg_uint(r, "ttl_ms", 0, 0, MAX_TTL_MS, &ttl) < 0 ||
-        need_admin(r) < 0 || get_key(r, name, n, &k) < 0)
+        arg_text(r, r->m->params, "reason", SIZE_MAX, &reason, &rn) < 0 ||
+        arg_uint(r, "ttl_ms", 0, 0, MAX_TTL_MS, &ttl) < 0)
+        return;
+    if (reason && !utf8_valid(reason, rn)) {
+        bad(r, "'reason' must be valid UTF-8");
+        return;
+    }
+    if (need_admin(r) < 0 || get_key(r, name, n, &k) < 0)
         return;
     before = breaker_state_name(&k->br);
     breaker_force(&k->br, &k->policy->breaker, r->now_ms, map[st], ttl);
     r->d->wake_dirty = 1; /* parked requests see the new state */
-    log_escape(esc, sizeof(esc), reason ? reason : "", reason ? rn : 0);
-    snprintf(k->force_reason, sizeof(k->force_reason), "%s", esc);
+    /* Kept as given, cut on a character boundary; escaped only where it
+     * is written for people (the log line below, resilctl). */
+    rn = reason ? utf8_cut(reason, rn, KEY_REASON_MAX) : 0;
+    memcpy(k->force_reason, reason ? reason : "", rn);
+    k->force_reason[rn] = '\0';
+    log_escape(esc, sizeof(esc), k->force_reason, rn);
     log_msg(LOG_INFO,
             "key %s: forced %s by uid %u (%s -> %s, ttl %llu ms, "
             "reason \"%s\")",
@@ -584,12 +713,58 @@ static void m_reset(struct req *r)
     pack_key_status(r->pk, k, r->now_ms);
 }
 
+static void m_cancel(struct req *r)
+{
+    uint64_t msgid;
+    int rc;
+
+    if (arg_uint(r, "msgid", 0, 0, UINT32_MAX, &msgid) < 0)
+        return;
+    if (!proto_map_get(r->m->params, "msgid")) {
+        bad(r, "'msgid' is required");
+        return;
+    }
+    rc = admit_cancel(r->d, r->c, (uint32_t)msgid, r->now_ms);
+    if (rc)
+        r->d->m.cancels++;
+    proto_pack_response_head(r->pk, r->m->msgid);
+    msgpack_pack_map(r->pk, 2);
+    proto_kv_bool(r->pk, "cancelled", rc != 0);
+    proto_kv_bool(r->pk, "released", rc == ADMIT_CANCEL_RELEASED);
+}
+
+/*
+ * One entry per method: its handler, the named arguments it takes (any
+ * other is bad_request), and whether it may come as a notification.  A
+ * notification of acquire is refused: its grant would reach nobody and
+ * expire as a phantom failure.
+ */
+static const char *const no_args[] = {NULL};
+static const char *const acquire_args[] = {"key", "cost", "wait_ms", "priority",
+                                           NULL};
+static const char *const report_args[] = {
+    "key",     "permit",     "outcome",        "latency_ms", "error", "limit",
+    "attempt", "idempotent", "correlation_id", "context",    NULL};
+static const char *const cancel_args[] = {"msgid", NULL};
+static const char *const status_args[] = {"key", "prefix", "limit", "after",
+                                          NULL};
+static const char *const force_args[] = {"key", "state", "reason", "ttl_ms",
+                                         NULL};
+static const char *const reset_args[] = {"key", NULL};
+
 static const struct method {
     const char *name;
     void (*fn)(struct req *r);
+    const char *const *args;
+    int notify_ok;
 } methods[] = {
-    {"ping", m_ping},     {"acquire", m_acquire}, {"report", m_report},
-    {"status", m_status}, {"force", m_force},     {"reset", m_reset},
+    {"ping", m_ping, no_args, 1},
+    {"acquire", m_acquire, acquire_args, 0},
+    {"report", m_report, report_args, 1},
+    {"cancel", m_cancel, cancel_args, 1},
+    {"status", m_status, status_args, 1},
+    {"force", m_force, force_args, 1},
+    {"reset", m_reset, reset_args, 1},
 };
 
 void methods_dispatch(struct resild *d, struct caller *c,
@@ -597,26 +772,32 @@ void methods_dispatch(struct resild *d, struct caller *c,
                       uint64_t now_ms)
 {
     struct req r = {d, c, m, pk, now_ms, NULL};
+    const struct method *f = NULL;
     char esc[64];
     size_t i;
 
     d->m.requests++;
-    for (i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+    for (i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
         if (strlen(methods[i].name) == m->method_len &&
-            memcmp(methods[i].name, m->method, m->method_len) == 0) {
-            r.name = methods[i].name;
-            if (m->params_positional)
-                bad(&r, "params must be [] or one map of named arguments, "
-                        "[{\"key\": ...}]; positional arguments are not "
-                        "accepted");
-            else
-                methods[i].fn(&r);
-            return;
-        }
+            memcmp(methods[i].name, m->method, m->method_len) == 0)
+            f = &methods[i];
+    if (m->type == PROTO_NOTIFY && (!f || !f->notify_ok)) {
+        /* Greetings such as nvim_set_client_info: nothing to answer. */
+        d->m.notifications_ignored++;
+        return;
     }
-    snprintf(esc, sizeof(esc), "unknown method '%s'",
-             log_escape((char[40]){0}, 40, m->method, m->method_len));
-    proto_pack_error(pk, m->msgid, "no_such_method", esc);
+    if (!f) {
+        snprintf(esc, sizeof(esc), "unknown method '%s'",
+                 log_escape((char[40]){0}, 40, m->method, m->method_len));
+        proto_pack_error(pk, m->msgid, "no_such_method", esc);
+        return;
+    }
+    r.name = f->name;
+    if (m->params_positional)
+        bad(&r, "params must be [] or one map of named arguments, "
+                "[{\"key\": ...}]; positional arguments are not accepted");
+    else if (known_args(&r, m->params, "", f->args) == 0)
+        f->fn(&r);
 }
 
 /* Give back one permit that ended without a report. */
@@ -646,31 +827,32 @@ void methods_caller_gone(struct resild *d, struct caller *c, uint64_t now_ms)
 
 void methods_cron(struct resild *d, uint64_t now_ms)
 {
-    uint32_t i;
+    struct permit *p;
 
-    for (i = 0; d->permits.used && i < d->permits.cap; i++) {
-        struct permit *p = &d->permits.slot[i];
-        if (p->id && now_ms >= p->expires_ms) {
-            d->m.permits_expired++;
-            end_permit(d, p, now_ms, 1, "permit expired unreported (timeout)");
-        }
+    /* Earliest expiry first: O(log n) per expired permit, nothing for the
+     * rest. */
+    while ((p = permits_expired(&d->permits, now_ms))) {
+        d->m.permits_expired++;
+        end_permit(d, p, now_ms, 1, "permit expired unreported (timeout)");
     }
     admit_wake(d, now_ms);
 }
 
-int methods_init(struct resild *d, struct config *cfg, uint64_t now_ms)
+int methods_init(struct resild *d, struct config *cfg, uint64_t now_ms,
+                 uint64_t seed)
 {
+    int rc;
+
     memset(d, 0, sizeof(*d));
     d->cfg = *cfg;
     memset(cfg, 0, sizeof(*cfg));
     d->start_ms = now_ms;
     d->pid = (long)getpid();
-    if (keys_init(&d->keys, d->cfg.max_keys) < 0)
-        return -1;
-    if (permits_init(&d->permits, d->cfg.max_permits) < 0)
-        return -1;
+    if ((rc = keys_init(&d->keys, d->cfg.max_keys)) < 0 ||
+        (rc = permits_init(&d->permits, d->cfg.max_permits, seed)) < 0)
+        return rc;
     retry_budget_init(&d->budget);
-    return admit_init(d);
+    return admit_init(d, seed ^ 0x5bd1e995u);
 }
 
 void methods_free(struct resild *d)

@@ -21,11 +21,16 @@
     500 /* keys listed by one status answer: keeps                             \
          * it well under the 256 KiB output cap */
 
-/* Build the state from a loaded config (taken: d owns cfg afterwards). */
-int methods_init(struct resild *d, struct config *cfg, uint64_t now_ms);
+/* Build the state from a loaded config (taken: d owns cfg afterwards).
+ * seed: a random secret (hash seeds).  0, or RD_ENOMEM / RD_EINVAL. */
+int methods_init(struct resild *d, struct config *cfg, uint64_t now_ms,
+                 uint64_t seed);
 void methods_free(struct resild *d);
 
-/* Answer one request m from c into pk (exactly one response). */
+/* Answer one request m from c into pk (exactly one response).  A
+ * notification (m->type PROTO_NOTIFY) of a method that allows it runs the
+ * same way and the caller discards what was packed; any other is counted
+ * and ignored. */
 void methods_dispatch(struct resild *d, struct caller *c,
                       const struct proto_msg *m, msgpack_packer *pk,
                       uint64_t now_ms);

@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "keys.h"
+#include "msgidx.h"
 #include "permit.h"
 #include "retry.h"
 
@@ -33,10 +34,13 @@ struct metrics {
     uint64_t permits_expired;
     uint64_t probes_lost;
     uint64_t shadow_denied;
-    uint64_t parked;          /* acquire requests that had to wait */
-    uint64_t parked_full;     /* could not wait: queue or pool full */
-    uint64_t critical_probes; /* critical calls through an open breaker */
-    uint64_t venue_pauses;    /* rate_limited reports that paused */
+    uint64_t parked;                /* acquire requests that had to wait */
+    uint64_t parked_full;           /* could not wait: queue or pool full */
+    uint64_t critical_probes;       /* critical calls through an open breaker */
+    uint64_t venue_pauses;          /* rate_limited reports that paused */
+    uint64_t notifications_ignored; /* unknown or refused notifications */
+    uint64_t cancels;               /* cancel that found its request */
+    uint64_t reports_foreign;       /* report of another caller's permit */
 };
 
 struct resild {
@@ -47,7 +51,8 @@ struct resild {
     struct parked *parked_pool; /* cfg.max_parked entries */
     struct parked *parked_free; /* free list */
     uint32_t parked_used;
-    struct key *waiting; /* keys with parked requests */
+    struct msgidx parked_ix; /* parked requests by (caller, msgid) */
+    struct key *waiting;     /* keys with parked requests */
     struct metrics m;
     int stopping;      /* SIGTERM: nothing parks any more */
     int wake_dirty;    /* something a parked request waits for may have

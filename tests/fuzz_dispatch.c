@@ -65,7 +65,7 @@ static void setup(void)
     }
     unlink(path);
     rmdir(dir);
-    methods_init(&d, &cfg, now);
+    methods_init(&d, &cfg, now, 42);
     for (int i = 0; i < 2; i++) {
         msgpack_sbuffer_init(&sb[i]);
         msgpack_packer_init(&pk[i], &sb[i], msgpack_sbuffer_write);

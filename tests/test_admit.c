@@ -81,7 +81,7 @@ static void load(struct resild *d, const char *json)
         DIAG("config: %s", err);
         exit(1);
     }
-    methods_init(d, &cfg, 0);
+    methods_init(d, &cfg, 0, 42);
 }
 
 static struct key *key(struct resild *d, const char *name, uint64_t now)

@@ -146,7 +146,8 @@ def t_too_large(k):
     k.still_serving("an oversized bare string")
     # Just under the limit is fine, even arriving in several reads.
     c = k.d.connect()
-    near = request_bytes(8, "ping", {"pad": "z" * (MAX_FRAME - 1000)})
+    near = request_bytes(8, "report", {"key": "near.limit", "outcome": "ignore",
+                                       "context": {"pad": "z" * (MAX_FRAME - 1000)}})
     c.send(near)
     try:
         err, res = c.wait(8, 5.0)
@@ -160,8 +161,10 @@ def t_too_large(k):
 
 def t_depth(k):
     """(c) nesting: 8 levels pass, 9 are refused."""
-    # Levels: message array 1, params array 2, map 3, then the arrays in x.
-    deep8 = pack([0, 8, "ping", [{"x": [[[[[1]]]]]}]])
+    # Levels: message array 1, params array 2, map 3, context map 4, then
+    # the arrays in x.
+    deep8 = pack([0, 8, "report", [{"key": "deep", "outcome": "ignore",
+                                    "context": {"x": [[[[1]]]]}}]])
     c = k.d.connect()
     c.send(deep8)
     try:
