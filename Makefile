@@ -35,7 +35,8 @@ CTL_SRC    := client/resilctl.c
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
-              test_retry test_admit test_config test_keys test_permit
+              test_retry test_admit test_config test_keys test_permit \
+              test_alloc
 INTEG_TESTS := test_integ test_integ_breaker test_integ_admit
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
@@ -74,6 +75,10 @@ $(BUILD)/tests/test_admit: $(call obj,tests/test_admit.c $(PROTO_SRC) $(DAEMON_C
 $(BUILD)/tests/test_config: $(call obj,tests/test_config.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_keys: $(call obj,tests/test_keys.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_permit: $(call obj,tests/test_permit.c daemon/permit.c daemon/msgidx.c)
+# Every allocation of the daemon's own objects goes through the test's
+# failing allocator.
+$(BUILD)/tests/test_alloc: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
+$(BUILD)/tests/test_alloc: $(call obj,tests/test_alloc.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_integ: $(call obj,tests/test_integ.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_integ_breaker: $(call obj,tests/test_integ_breaker.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_integ_admit: $(call obj,tests/test_integ_admit.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
