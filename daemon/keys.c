@@ -1,6 +1,18 @@
 /*
  * keys.c - key registry: chained hash table with a fixed bucket count
- * chosen from max_keys, so it never rehashes on the request path.
+ * chosen from max_keys, so it never rehashes on the request path, plus an
+ * ordered index by name for status: an AVL tree whose nodes are the keys
+ * themselves (ord_l, ord_r, ord_h, ord_size in struct key), so inserting
+ * allocates nothing.
+ *
+ * Index invariants, checked by keys_index_check:
+ *   I1  in-order traversal gives every key once, names strictly ascending
+ *       in name_cmp order;
+ *   I2  ord_size = 1 + sizes of both children, ord_h = 1 + the taller
+ *       child (an empty child counts 0);
+ *   I3  the heights of a node's children differ by at most 1, so the
+ *       height is < 1.45 log2(n + 2): at most 46 for 2^32 keys.
+ * Keys are never removed today; a delete would reuse rebalance() below.
  */
 #include "keys.h"
 
@@ -31,6 +43,7 @@ int keys_init(struct keys *ks, size_t max_keys)
     if (!ks->buckets)
         return RD_ENOMEM;
     ks->nbuckets = n;
+    ks->root = NULL;
     ks->count = 0;
     ks->max = max_keys;
     return 0;
@@ -49,6 +62,7 @@ void keys_free(struct keys *ks)
     }
     free(ks->buckets);
     ks->buckets = NULL;
+    ks->root = NULL;
 }
 
 int keys_valid(const char *name, size_t len)
@@ -78,6 +92,250 @@ struct key *keys_find(const struct keys *ks, const char *name, size_t len)
         if (k->len == len && memcmp(k->name, name, len) == 0)
             return k;
     return NULL;
+}
+
+/* ---- name index ---- */
+
+/* Deepest root-to-leaf path an iterator may stack: I3 bounds the height by
+ * 46 for any count a uint32_t ord_size can hold. */
+#define INDEX_DEPTH_MAX 64
+
+/* Byte order: memcmp over the common length, then the shorter first.  For
+ * names (no NUL) this is strcmp order. */
+static int name_cmp(const char *a, size_t an, const char *b, size_t bn)
+{
+    int c = memcmp(a, b, an < bn ? an : bn);
+
+    if (c)
+        return c;
+    return an < bn ? -1 : an > bn;
+}
+
+static unsigned ord_h(const struct key *k)
+{
+    return k ? k->ord_h : 0;
+}
+
+static size_t ord_size(const struct key *k)
+{
+    return k ? k->ord_size : 0;
+}
+
+/* Recompute k's height and size from its children (I2). */
+static void fix(struct key *k)
+{
+    unsigned l = ord_h(k->ord_l), r = ord_h(k->ord_r);
+
+    k->ord_h = (uint8_t)(1 + (l > r ? l : r));
+    k->ord_size = (uint32_t)(1 + ord_size(k->ord_l) + ord_size(k->ord_r));
+}
+
+static struct key *rotate_right(struct key *k)
+{
+    struct key *l = k->ord_l;
+
+    k->ord_l = l->ord_r;
+    l->ord_r = k;
+    fix(k);
+    fix(l);
+    return l;
+}
+
+static struct key *rotate_left(struct key *k)
+{
+    struct key *r = k->ord_r;
+
+    k->ord_r = r->ord_l;
+    r->ord_l = k;
+    fix(r->ord_l);
+    fix(r);
+    return r;
+}
+
+/* Restore I2 and I3 at k, whose subtrees hold them and differ in height by
+ * at most 2 (true after one insert or delete below k).  Returns the new
+ * subtree root. */
+static struct key *rebalance(struct key *k)
+{
+    unsigned l = ord_h(k->ord_l), r = ord_h(k->ord_r);
+
+    if (l > r + 1) {
+        if (ord_h(k->ord_l->ord_l) < ord_h(k->ord_l->ord_r))
+            k->ord_l = rotate_left(k->ord_l);
+        return rotate_right(k);
+    }
+    if (r > l + 1) {
+        if (ord_h(k->ord_r->ord_r) < ord_h(k->ord_r->ord_l))
+            k->ord_r = rotate_right(k->ord_r);
+        return rotate_left(k);
+    }
+    fix(k);
+    return k;
+}
+
+/* Insert k (name not yet in the tree) below t; returns the new root.
+ * Recursion depth is the height (I3). */
+static struct key *index_insert(struct key *t, struct key *k)
+{
+    if (!t) {
+        k->ord_l = k->ord_r = NULL;
+        fix(k);
+        return k;
+    }
+    if (name_cmp(k->name, k->len, t->name, t->len) < 0)
+        t->ord_l = index_insert(t->ord_l, k);
+    else
+        t->ord_r = index_insert(t->ord_r, k);
+    return rebalance(t);
+}
+
+/* Number of keys whose name is < s[0..n).  O(height). */
+static size_t index_rank(const struct key *t, const char *s, size_t n)
+{
+    size_t r = 0;
+
+    while (t) {
+        if (name_cmp(t->name, t->len, s, n) < 0) {
+            r += ord_size(t->ord_l) + 1;
+            t = t->ord_r;
+        } else {
+            t = t->ord_l;
+        }
+    }
+    return r;
+}
+
+/* In-order cursor: stk holds the keys still to visit whose left subtree is
+ * done, the next one on top. */
+struct index_iter {
+    struct key *stk[INDEX_DEPTH_MAX];
+    unsigned n;
+};
+
+/* Position it at the first key > s[0..n) (strict) or >= s (not strict);
+ * s NULL: at the first key. */
+static void index_seek(struct index_iter *it, struct key *t, const char *s,
+                       size_t n, int strict)
+{
+    it->n = 0;
+    while (t) {
+        int c = s ? name_cmp(t->name, t->len, s, n) : 1;
+        if (c > 0 || (c == 0 && !strict)) {
+            it->stk[it->n++] = t;
+            t = t->ord_l;
+        } else {
+            t = t->ord_r;
+        }
+    }
+}
+
+/* The next key in name order, or NULL.  Amortised O(1). */
+static struct key *index_next(struct index_iter *it)
+{
+    struct key *k, *c;
+
+    if (it->n == 0)
+        return NULL;
+    k = it->stk[--it->n];
+    for (c = k->ord_r; c; c = c->ord_l)
+        it->stk[it->n++] = c;
+    return k;
+}
+
+/* Append to out[*n..cap) the keys from the cursor on while their name is
+ * < hi[0..hn) (hi NULL: no bound); *more = 1 if one is left over. */
+static void index_collect(struct index_iter *it, const char *hi, size_t hn,
+                          struct key **out, size_t cap, size_t *n, int *more)
+{
+    struct key *k;
+
+    while ((k = index_next(it))) {
+        if (hi && name_cmp(k->name, k->len, hi, hn) >= 0)
+            return;
+        if (*n == cap) {
+            *more = 1;
+            return;
+        }
+        out[(*n)++] = k;
+    }
+}
+
+size_t keys_page(const struct keys *ks, const char *prefix, size_t plen,
+                 const char *after, size_t alen, struct key **out, size_t cap,
+                 size_t *total, int *more)
+{
+    /* The keys below prefix P are exactly the range ["P.", "P/"): '/'
+     * follows '.'.  P itself sorts before that range, but not next to it:
+     * "P-x" lies between. */
+    char lo[KEY_MAX + 2], hi[KEY_MAX + 2];
+    struct index_iter it;
+    struct key *self;
+    size_t n = 0;
+
+    *more = 0;
+    if (!prefix) {
+        *total = ord_size(ks->root);
+        index_seek(&it, ks->root, after, alen, 1);
+        index_collect(&it, NULL, 0, out, cap, &n, more);
+        return n;
+    }
+    if (plen > KEY_MAX) { /* longer than any name: nothing matches */
+        *total = 0;
+        return 0;
+    }
+    memcpy(lo, prefix, plen);
+    memcpy(hi, prefix, plen);
+    lo[plen] = '.';
+    hi[plen] = '/';
+    self = keys_find(ks, prefix, plen);
+    *total = (self ? 1 : 0) + index_rank(ks->root, hi, plen + 1) -
+             index_rank(ks->root, lo, plen + 1);
+    if (self && (!after || name_cmp(self->name, self->len, after, alen) > 0)) {
+        if (cap == 0) {
+            *more = 1;
+            return 0;
+        }
+        out[n++] = self;
+    }
+    if (after && name_cmp(after, alen, lo, plen + 1) >= 0)
+        index_seek(&it, ks->root, after, alen, 1);
+    else
+        index_seek(&it, ks->root, lo, plen + 1, 0);
+    index_collect(&it, hi, plen + 1, out, cap, &n, more);
+    return n;
+}
+
+/* Checks the subtree t against I1-I3; *prev is the key visited last in
+ * order, *seen counts keys.  Returns t's height, or -1 if unsound. */
+static int check_subtree(const struct key *t, const struct key **prev,
+                         size_t *seen)
+{
+    int l, r;
+
+    if (!t)
+        return 0;
+    if ((l = check_subtree(t->ord_l, prev, seen)) < 0)
+        return -1;
+    if (*prev && name_cmp((*prev)->name, (*prev)->len, t->name, t->len) >= 0)
+        return -1;
+    *prev = t;
+    ++*seen;
+    if ((r = check_subtree(t->ord_r, prev, seen)) < 0)
+        return -1;
+    if (l > r + 1 || r > l + 1 || t->ord_h != 1 + (l > r ? l : r) ||
+        t->ord_size != 1 + ord_size(t->ord_l) + ord_size(t->ord_r))
+        return -1;
+    return t->ord_h;
+}
+
+int keys_index_check(const struct keys *ks, unsigned *height)
+{
+    const struct key *prev = NULL;
+    size_t seen = 0;
+    int h = check_subtree(ks->root, &prev, &seen);
+
+    *height = h < 0 ? 0 : (unsigned)h;
+    return h < 0 || seen != ks->count ? -1 : 0;
 }
 
 /* name[0..len) as a C string (len <= KEY_MAX is checked by the caller). */
@@ -117,38 +375,10 @@ int keys_get(struct keys *ks, const char *name, size_t len,
     b = hash(name, len) & (ks->nbuckets - 1);
     k->next = ks->buckets[b];
     ks->buckets[b] = k;
+    ks->root = index_insert(ks->root, k);
     ks->count++;
     *out = k;
     return 0;
-}
-
-static int by_name(const void *a, const void *b)
-{
-    const struct key *x = *(struct key *const *)a;
-    const struct key *y = *(struct key *const *)b;
-
-    return strcmp(x->name, y->name);
-}
-
-size_t keys_select(const struct keys *ks, const char *prefix, size_t plen,
-                   struct key **out, size_t cap)
-{
-    size_t i, total = 0, n = 0;
-
-    for (i = 0; i < ks->nbuckets; i++) {
-        struct key *k;
-        for (k = ks->buckets[i]; k; k = k->next) {
-            if (prefix &&
-                !(k->len >= plen && memcmp(k->name, prefix, plen) == 0 &&
-                  (k->len == plen || k->name[plen] == '.')))
-                continue;
-            total++;
-            if (n < cap)
-                out[n++] = k;
-        }
-    }
-    qsort(out, n, sizeof(*out), by_name);
-    return total;
 }
 
 void keys_add_latency(struct key *k, uint64_t latency_ms)

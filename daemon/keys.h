@@ -2,6 +2,9 @@
  * keys.h - the key registry: every protected dependency ("binance.orders")
  * with its policy and breaker.  Keys are created on first use by acquire,
  * report, force and reset, bounded by max_keys; lookups are O(1) by hash.
+ * Every key is also in an ordered index by name (an AVL tree with subtree
+ * sizes, intrusive in struct key), so that status can page through keys
+ * and count a prefix in O(log n + page), never O(keys).
  * No I/O; memory is allocated only when a key is created.
  */
 #ifndef RESIL_KEYS_H
@@ -36,7 +39,13 @@ struct key {
     struct key *anc[KEY_MAX_ANCESTORS]; /* ancestors with a limiter,
                                            nearest first (borrowed) */
     uint8_t nanc;
-    uint8_t admit_ready;            /* ancestors resolved */
+    uint8_t admit_ready; /* ancestors resolved */
+    /* Name index (keys.c): AVL tree in byte order of name.  ord_h and
+     * ord_size sit in what would otherwise be padding before the next
+     * uint64_t. */
+    uint8_t ord_h;                  /* height of this subtree, leaf = 1 */
+    uint32_t ord_size;              /* keys in this subtree, self included */
+    struct key *ord_l, *ord_r;      /* smaller / larger names */
     uint64_t retry_prev_ms;         /* last advised delay (decorrelated) */
     uint64_t rng;                   /* xorshift state for retry jitter */
     struct parked *q_head, *q_tail; /* FIFO of parked acquires */
@@ -54,6 +63,7 @@ struct key {
 struct keys {
     struct key **buckets; /* nbuckets chains */
     size_t nbuckets;      /* power of two */
+    struct key *root;     /* name index (see struct key's ord_*) */
     size_t count;
     size_t max; /* max_keys */
 };
@@ -76,17 +86,31 @@ int keys_get(struct keys *ks, const char *name, size_t len,
              const struct config *c, uint64_t now_ms, struct key **out);
 
 /*
- * Keys equal to prefix or starting with "prefix." (all keys when prefix is
- * NULL), sorted by name, at most cap of them, into out.  Returns how many
- * matched in total (may exceed cap).
+ * One page of keys, in name order (byte order: memcmp, then the shorter
+ * first).  A key matches prefix[0..plen) when it equals it or starts with
+ * "prefix." (all keys when prefix is NULL).  Writes to out[0..cap) the
+ * matching keys strictly after after[0..alen) (NULL: from the first; need
+ * not be an existing key) and returns how many were written.  *total gets
+ * the number of keys matching prefix over all pages; *more is 1 when a
+ * matching key follows out[n-1] (with n == 0: follows after), else 0.
+ * prefix and after are any bytes (no NUL needed).  Keys are borrowed.
+ * O(log n + cap), no allocation; a prefix never scans non-matching keys.
  */
+size_t keys_page(const struct keys *ks, const char *prefix, size_t plen,
+                 const char *after, size_t alen, struct key **out, size_t cap,
+                 size_t *total, int *more);
+
+/*
+ * Checks the name index (order, sizes, heights, AVL balance, one entry per
+ * key) and gives its height (0 when empty).  Returns 0 when sound, -1 if
+ * not.  O(n): for tests only.
+ */
+int keys_index_check(const struct keys *ks, unsigned *height);
+
 /* Remember one reported latency. */
 void keys_add_latency(struct key *k, uint64_t latency_ms);
 
 /* p-th percentile (0..100) of the kept latencies; 0 when none. */
 uint64_t keys_latency_percentile(const struct key *k, unsigned p);
-
-size_t keys_select(const struct keys *ks, const char *prefix, size_t plen,
-                   struct key **out, size_t cap);
 
 #endif

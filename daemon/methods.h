@@ -17,9 +17,7 @@
 #include "proto.h"
 #include "state.h"
 
-#define STATUS_MAX_KEYS                                                        \
-    500 /* keys listed by one status answer: keeps                             \
-         * it well under the 256 KiB output cap */
+#define STATUS_PAGE_MAX 1000 /* keys in one status answer (its `limit`) */
 
 /* Build the state from a loaded config (taken: d owns cfg afterwards).
  * seed: a random secret (hash seeds).  0, or RD_ENOMEM / RD_EINVAL. */

@@ -243,13 +243,68 @@ def t_notifications(tap):
     tap.stop_daemon(d, "notify")
 
 
+def t_status_pages(tap):
+    d = tap.start_daemon({"max_keys": 10000}, "pages")
+    if not d:
+        return
+    c = d.connect()
+    names = ["p%d.k%04d" % (i % 3, i) for i in range(2500)]
+    # Pipelined: 2500 acquires in one write, then their answers.
+    c.send(b"".join(pack([0, 10 + i, "acquire", [{"key": n}]])
+                    for i, n in enumerate(names)))
+    for i in range(len(names)):
+        c.wait(10 + i)
+    seen, after, pages = [], None, 0
+    while True:
+        params = {"after": after} if after else {}
+        res = c.ok("status", params)
+        pages += 1
+        seen += [k["key"] for k in res["keys"]]
+        if pages == 1:
+            tap.check(len(res["keys"]) == 1000 and res["total"] == 2500,
+                      "status pages by 1000 by default; total counts all",
+                      "%d keys, total %r" % (len(res["keys"]),
+                                             res.get("total")))
+        if "next" not in res:
+            break
+        after = res["next"]
+        if pages > 10:
+            break
+    tap.check(pages == 3 and seen == sorted(names),
+              "following next lists every key once, in name order",
+              "%d pages, %d keys" % (pages, len(seen)))
+    seen, after = [], None
+    while True:
+        params = {"prefix": "p1", "limit": 300}
+        if after:
+            params["after"] = after
+        res = c.ok("status", params)
+        seen += [k["key"] for k in res["keys"]]
+        if "next" not in res:
+            break
+        after = res["next"]
+    want = sorted(n for n in names if n.startswith("p1."))
+    tap.check(seen == want and res["total"] == len(want),
+              "a prefix pages through its own keys only",
+              "%d of %d" % (len(seen), len(want)))
+    for bad_limit in (0, 1001):
+        err, _ = c.call("status", {"limit": bad_limit})
+        tap.check(is_error(err, "bad_request") and "limit" in err["message"],
+                  "status limit %d is bad_request" % bad_limit, repr(err))
+    err, _ = c.call("status", {"key": "p1.k0001", "after": "p0"})
+    tap.check(is_error(err, "bad_request"), "key with after is bad_request",
+              repr(err))
+    tap.stop_daemon(d, "pages")
+
+
 def main():
     tap = rpcutil.Tap()
     for name, fn in (("cancel", t_cancel),
                      ("unknown arguments", t_unknown_args),
                      ("exact max_permits", t_exact_max_permits),
                      ("foreign report", t_foreign_report),
-                     ("force reason", t_force_reason)):
+                     ("force reason", t_force_reason),
+                     ("status pages", t_status_pages)):
         tap.run(name, fn, tap)
     tap.finish()
 
