@@ -314,42 +314,77 @@ static int pattern_valid(const char *s)
     return 1;
 }
 
-/* Matches segment lists: "*" eats one or more whole segments. */
-static int match_from(const char *pat, const char *key)
+/*
+ * Segment matching: "*" stands for one or more whole segments, any other
+ * pattern segment for itself.  Segments are what lies between dots, so a
+ * key may have empty ones ("a..b", "a.").  One quirk is kept from the first
+ * version so that no key changes policy: a star may not consist of just
+ * the key's last segment when that segment is empty ("a.*" does not match
+ * "a.", while "a.*" matches "a.." and "*.b" matches ".b").
+ *
+ * Time: O(key segments x pattern segments) segment comparisons, no
+ * allocation, no recursion.  The classic greedy wildcard argument: only the
+ * most recent star ever needs to grow.  Whatever an earlier star could
+ * absorb instead, the later star absorbs too, because the literal segments
+ * between them were placed at their earliest possible position and a star
+ * eats any run of segments.  So on a mismatch the latest star takes one more
+ * segment and the pattern after it is retried; each star's start only moves
+ * forward, hence at most (key segments) retries per star.  (The recursive
+ * version tried every split of every star: exponential in the stars.)
+ */
+
+/* Length of the segment at s (up to '.' or the end). */
+static size_t seg_len(const char *s)
 {
-    if (*pat == '\0')
-        return *key == '\0';
-    if (pat[0] == '*' && (pat[1] == '.' || pat[1] == '\0')) {
-        const char *rest = pat[1] == '.' ? pat + 2 : pat + 1;
-        const char *k = key;
-        if (*key == '\0')
-            return 0;
-        /* Try every split point after at least one segment. */
-        for (;;) {
-            const char *dot = strchr(k, '.');
-            if (!dot)
-                return *rest == '\0';
-            if (*rest && match_from(rest, dot + 1))
-                return 1;
-            k = dot + 1;
-        }
-    }
-    while (*pat && *pat != '.') {
-        if (*pat != *key)
-            return 0;
-        pat++;
-        key++;
-    }
-    if (*pat == '\0')
-        return *key == '\0';
-    if (*key != '.')
-        return 0;
-    return match_from(pat + 1, key + 1);
+    return strcspn(s, ".");
+}
+
+/* The segment after the one at s, or NULL if s is the last. */
+static const char *seg_next(const char *s)
+{
+    const char *dot = strchr(s, '.');
+
+    return dot ? dot + 1 : NULL;
+}
+
+static int seg_is_star(const char *p)
+{
+    return p[0] == '*' && (p[1] == '.' || p[1] == '\0');
 }
 
 int config_pattern_match(const char *pattern, const char *key)
 {
-    return match_from(pattern, key);
+    const char *p = pattern, *k = key;
+    const char *star_rest = NULL; /* pattern after the latest star */
+    const char *star_end = NULL;  /* last key segment that star eats */
+
+    /* p and k point at the start of a segment; NULL is past the last. */
+    while (k) {
+        if (p && seg_is_star(p) && (seg_next(k) || *k)) {
+            /* A new star eats one segment for now (not a lone empty last
+             * one: the quirk above). */
+            star_rest = seg_next(p);
+            star_end = k;
+            p = star_rest;
+            k = seg_next(k);
+            continue;
+        }
+        if (p && !seg_is_star(p) && seg_len(p) == seg_len(k) &&
+            !memcmp(p, k, seg_len(p))) {
+            p = seg_next(p);
+            k = seg_next(k);
+            continue;
+        }
+        /* Mismatch: the latest star eats one more segment, if any is
+         * left; without a star there is no other way to match. */
+        if (!star_end || !seg_next(star_end))
+            return 0;
+        star_end = seg_next(star_end);
+        p = star_rest;
+        k = seg_next(star_end);
+    }
+    /* Key used up: every pattern segment left would need one more. */
+    return p == NULL;
 }
 
 static int class_in(const struct class_list *l, const char *cls)

@@ -112,7 +112,9 @@ void config_classify(const struct config *c, const char *cls, int *severity,
 const char *config_severity_name(int severity);
 
 /* 1 if pattern (segments of key characters, or "*" meaning one or more
- * segments) matches key. */
+ * segments) matches key.  O(key segments x pattern segments) time for any
+ * number of stars, no allocation: key may be client-supplied (an acquire's
+ * key, a report's error.class). */
 int config_pattern_match(const char *pattern, const char *key);
 
 #endif

@@ -4,9 +4,12 @@
  * the offending key.  Data-driven: each bad case is JSON text plus a
  * fragment the error must contain.
  */
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -59,8 +62,7 @@ static void test_connection_bounds(void)
         "{\"max_parked_per_client\": 2, \"partial_timeout_ms\": 300,\n"
         " \"stall_timeout_ms\": 1500, \"max_output_bytes\": 131072}");
 
-    OK(config_load(path, &c, err, sizeof(err)) == 0, "bounds load: %s",
-       err);
+    OK(config_load(path, &c, err, sizeof(err)) == 0, "bounds load: %s", err);
     IS(c.max_parked_per_client, 2, "max_parked_per_client set");
     IS(c.partial_timeout_ms, 300, "partial_timeout_ms set");
     IS(c.stall_timeout_ms, 1500, "stall_timeout_ms set");
@@ -174,6 +176,158 @@ static void test_pattern_match(void)
     OK(!config_pattern_match("*.c", "c"), "*.c does not match c");
     OK(config_pattern_match("a.*.d", "a.b.c.d"), "inner star");
     OK(!config_pattern_match("a.*.d", "a.d"), "inner star needs a segment");
+}
+
+/* The first, recursive matcher: the reference model for the new one.  It
+ * tries every split point of every star, so it is exponential in the
+ * number of stars; fine on the small inputs the random check uses. */
+static int old_match(const char *pat, const char *key)
+{
+    if (*pat == '\0')
+        return *key == '\0';
+    if (pat[0] == '*' && (pat[1] == '.' || pat[1] == '\0')) {
+        const char *rest = pat[1] == '.' ? pat + 2 : pat + 1;
+        const char *k = key;
+        if (*key == '\0')
+            return 0;
+        for (;;) {
+            const char *dot = strchr(k, '.');
+            if (!dot)
+                return *rest == '\0';
+            if (*rest && old_match(rest, dot + 1))
+                return 1;
+            k = dot + 1;
+        }
+    }
+    while (*pat && *pat != '.') {
+        if (*pat != *key)
+            return 0;
+        pat++;
+        key++;
+    }
+    if (*pat == '\0')
+        return *key == '\0';
+    if (*key != '.')
+        return 0;
+    return old_match(pat + 1, key + 1);
+}
+
+/* Random patterns and keys over a tiny alphabet (keys with empty
+ * segments too): the new matcher agrees with the old one everywhere. */
+static void test_pattern_model(void)
+{
+    static const char *const psegs[] = {"a", "b", "ab", "*", "*"};
+    static const char *const ksegs[] = {"a", "b", "ab", ""};
+    char pat[64], key[64];
+    uint64_t rng = 0x5eed;
+    long i, bad_n = 0, matches = 0;
+
+    for (i = 0; i < 300000; i++) {
+        int np, nk, j;
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        np = 1 + (int)(rng % 6);
+        nk = 1 + (int)((rng >> 8) % 8);
+        pat[0] = key[0] = '\0';
+        for (j = 0; j < np; j++) {
+            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+            if (j)
+                strcat(pat, ".");
+            strcat(pat, psegs[rng % 5]);
+        }
+        for (j = 0; j < nk; j++) {
+            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+            if (j)
+                strcat(key, ".");
+            strcat(key, ksegs[rng % 4]);
+        }
+        if (config_pattern_match(pat, key) != old_match(pat, key)) {
+            if (bad_n++ < 5)
+                DIAG("'%s' vs '%s': new %d, old %d", pat, key,
+                     config_pattern_match(pat, key), old_match(pat, key));
+        }
+        matches += old_match(pat, key);
+    }
+    OK(bad_n == 0,
+       "matcher agrees with the recursive model on %ld random "
+       "cases (%ld matches, %ld disagreements)",
+       i, matches, bad_n);
+}
+
+/* Run fn in a child that gets SIGALRM after limit_s: a matcher that is
+ * exponential again fails here in a minute, not at run.sh's timeout. */
+static int finishes(void (*fn)(void), unsigned limit_s)
+{
+    int st;
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        alarm(limit_s);
+        fn();
+        _exit(0);
+    }
+    if (pid <= 0 || waitpid(pid, &st, 0) != pid)
+        return 0;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        return 1;
+    DIAG("child: %s %d", WIFEXITED(st) ? "exit" : "signal",
+         WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    return 0;
+}
+
+static char worst_key[160], worst_key_x[160], worst_cls[80];
+
+static void worst_case(void)
+{
+    static const char *const stars10 = "*.*.*.*.*.*.*.*.*.*.x";
+    struct config c;
+    char err[256];
+    const char *path = write_cfg(
+        "{\"policies\": {\"*.*.*.*.*.*.x\": {},\n"
+        " \"a.*\": {\"breaker\": {\"record\": "
+        "[\"*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.x\"],"
+        "\"ignore\": [\"*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.y\"]}}}}");
+    const struct policy *p;
+
+    if (config_pattern_match(stars10, worst_key))
+        _exit(1);
+    if (!config_pattern_match(stars10, worst_key_x))
+        _exit(2);
+    if (config_load(path, &c, err, sizeof(err)) < 0) {
+        DIAG("%s", err);
+        _exit(3);
+    }
+    p = config_match(&c, worst_key);
+    if (strcmp(p->pattern, "a.*"))
+        _exit(4);
+    if (strcmp(config_match(&c, worst_key_x)->pattern, "*.*.*.*.*.*.x"))
+        _exit(5);
+    /* A client-supplied error class against record / ignore. */
+    if (config_failure_kind(p, worst_cls) != BREAKER_SUCCESS)
+        _exit(6);
+    config_free(&c);
+    _exit(0);
+}
+
+/* The worst case of defect 2: many stars against a 64-segment key that
+ * does not match (every split tried by the old matcher: C(63, 10) ~ 1e11
+ * for ten stars; 4.4 s for six in the daemon) and one that does. */
+static void test_pattern_worst_case(void)
+{
+    int i;
+
+    worst_key[0] = worst_key_x[0] = worst_cls[0] = '\0';
+    for (i = 0; i < 64; i++)
+        strcat(worst_key, i ? ".a" : "a");
+    for (i = 0; i < 63; i++) /* "b.": outside policy a.* */
+        strcat(worst_key_x, i ? ".a" : "b");
+    strcat(worst_key_x, ".x");
+    for (i = 0; i < 32; i++)
+        strcat(worst_cls, i ? ".a" : "a");
+    IS(strlen(worst_key), 127, "worst-case key is a valid 64-segment key");
+    OK(finishes(worst_case, 60),
+       "10 stars vs a 64-segment key, policy *.*.*.*.*.*.x and 30-star "
+       "record/ignore patterns vs a 32-segment class: right answers, "
+       "polynomial time");
 }
 
 static const struct {
@@ -297,6 +451,8 @@ int main(void)
     test_connection_bounds();
     test_inheritance_and_match();
     test_pattern_match();
+    test_pattern_model();
+    test_pattern_worst_case();
     test_breaker_options();
     test_errors();
     test_error_positions();
