@@ -11,11 +11,13 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define DEFAULT_PERMIT_TTL_MS 60000
@@ -1033,23 +1035,83 @@ static int parse_errors(struct parse *p, json_t *obj, struct config *c)
     return 0;
 }
 
+/*
+ * Read and parse path, or write why not to err: the path and the actual
+ * problem (missing, unreadable, a directory, empty, a read error), or
+ * jansson's line:column for bad JSON.  jansson alone reports a directory
+ * or a failed read as "'[' or '{' expected near end of file".  The file is
+ * opened once and checked through its descriptor, so what is checked is
+ * what is read.
+ */
+static json_t *load_json(const char *path, char *err, size_t errcap)
+{
+    json_error_t jerr;
+    struct stat st;
+    json_t *root;
+    FILE *f = fopen(path, "r");
+
+    if (!f) {
+        int e = errno;
+        const char *slash = strrchr(path, '/');
+        char parent[256];
+        /* ENOENT: say whether the file or its directory is missing. */
+        if (e == ENOENT && slash && slash != path &&
+            (size_t)(slash - path) < sizeof(parent)) {
+            memcpy(parent, path, (size_t)(slash - path));
+            parent[slash - path] = '\0';
+            if (stat(parent, &st) < 0) {
+                snprintf(err, errcap, "%s: cannot open: directory %s: %s", path,
+                         parent, strerror(errno));
+                return NULL;
+            }
+        }
+        snprintf(err, errcap, "%s: cannot open: %s", path, strerror(e));
+        return NULL;
+    }
+    if (fstat(fileno(f), &st) < 0) {
+        snprintf(err, errcap, "%s: cannot stat: %s", path, strerror(errno));
+        fclose(f);
+        return NULL;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        snprintf(err, errcap,
+                 "%s: is a directory, not a configuration file (give the "
+                 "JSON file's path)",
+                 path);
+        fclose(f);
+        return NULL;
+    }
+    if (S_ISREG(st.st_mode) && st.st_size == 0) {
+        snprintf(err, errcap,
+                 "%s: is empty (the configuration is a JSON object; {} "
+                 "means every default)",
+                 path);
+        fclose(f);
+        return NULL;
+    }
+    root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        if (ferror(f))
+            snprintf(err, errcap, "%s: read error: %s", path,
+                     strerror(errno ? errno : EIO));
+        else
+            snprintf(err, errcap, "%s:%d:%d: %s", path, jerr.line, jerr.column,
+                     jerr.text);
+    }
+    fclose(f);
+    return root;
+}
+
 int config_load(const char *path, struct config *c, char *err, size_t errcap)
 {
     struct parse p = {path, err, errcap};
-    json_error_t jerr;
     json_t *root, *v;
     const char *k;
     uint64_t x;
 
     if (config_defaults(c) < 0)
         return snprintf(err, errcap, "out of memory"), -1;
-    root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) {
-        if (jerr.line > 0)
-            snprintf(err, errcap, "%s:%d:%d: %s", path, jerr.line, jerr.column,
-                     jerr.text);
-        else /* could not read it: jansson's text names the cause */
-            snprintf(err, errcap, "%s", jerr.text);
+    if (!(root = load_json(path, err, errcap))) {
         config_free(c);
         return -1;
     }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -443,6 +444,51 @@ static void test_error_positions(void)
     }
 }
 
+/* Issue 8, defect 12a: a path that cannot be a configuration says what is
+ * wrong with it, and names it. */
+static void test_path_errors(void)
+{
+    char err[1024], sub[400], file[300];
+    struct config c;
+    FILE *f;
+
+    OK(config_load(dir, &c, err, sizeof(err)) < 0 && strstr(err, dir) &&
+           strstr(err, "is a directory") && !strstr(err, "expected"),
+       "a directory: 'is a directory' (%s)", err);
+    snprintf(sub, sizeof(sub), "%s/missing.json", dir);
+    OK(config_load(sub, &c, err, sizeof(err)) < 0 && strstr(err, sub) &&
+           strstr(err, "No such file"),
+       "a missing file: named, 'No such file' (%s)", err);
+    snprintf(sub, sizeof(sub), "%s/nodir/c.json", dir);
+    OK(config_load(sub, &c, err, sizeof(err)) < 0 && strstr(err, sub) &&
+           strstr(err, "directory") && strstr(err, "/nodir: No such file"),
+       "a missing directory on the way: the directory named (%s)", err);
+    snprintf(file, sizeof(file), "%s/plain", dir);
+    f = fopen(file, "w");
+    fclose(f);
+    OK(config_load(file, &c, err, sizeof(err)) < 0 && strstr(err, file) &&
+           strstr(err, "is empty"),
+       "an empty file: 'is empty' (%s)", err);
+    snprintf(sub, sizeof(sub), "%s/x.json", file);
+    OK(config_load(sub, &c, err, sizeof(err)) < 0 && strstr(err, sub) &&
+           strstr(err, "Not a directory"),
+       "a file used as a directory: 'Not a directory' (%s)", err);
+    f = fopen(file, "w");
+    fputs("{}", f);
+    fclose(f);
+    chmod(file, 0);
+    f = fopen(file, "r");
+    if (f) { /* root reads anything */
+        fclose(f);
+        OK(1, "# skip an unreadable file: running as root");
+    } else {
+        OK(config_load(file, &c, err, sizeof(err)) < 0 && strstr(err, file) &&
+               strstr(err, "Permission denied"),
+           "an unreadable file: 'Permission denied' (%s)", err);
+    }
+    unlink(file);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -456,6 +502,7 @@ int main(void)
     test_breaker_options();
     test_errors();
     test_error_positions();
+    test_path_errors();
     unlink(write_cfg("{}"));
     rmdir(dir);
     return tap_done();
