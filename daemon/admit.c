@@ -592,3 +592,8 @@ void admit_pack_status(msgpack_packer *pk, struct key *k, uint64_t now_ms)
         msgpack_pack_nil(pk);
     }
 }
+
+size_t admit_parked_bytes(void)
+{
+    return sizeof(struct parked);
+}

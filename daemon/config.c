@@ -10,6 +10,7 @@
  * located key puts it, and the dotted path of the bad value.
  */
 #include "config.h"
+#include "memory.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -895,6 +896,16 @@ static void default_policy(struct policy *pol)
     pol->retry = r;
 }
 
+/* Half of physical RAM in MiB; no limit when the system cannot say. */
+static uint64_t default_memory_mb(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+
+    if (pages <= 0 || page <= 0)
+        return CONFIG_MAX_MEMORY_MB;
+    return (uint64_t)pages * (uint64_t)page / 2 >> 20;
+}
+
 int config_defaults(struct config *c)
 {
     memset(c, 0, sizeof(*c));
@@ -908,6 +919,7 @@ int config_defaults(struct config *c)
     c->partial_timeout_ms = 5000;
     c->stall_timeout_ms = 5000;
     c->max_output_bytes = 256 * 1024;
+    c->max_memory_mb = default_memory_mb();
     c->policies = calloc(1, sizeof(struct policy));
     if (!c->policies)
         return -1;
@@ -1108,9 +1120,15 @@ int config_load(const char *path, struct config *c, char *err, size_t errcap)
     json_t *root, *v;
     const char *k;
     uint64_t x;
+    char msg[448];
 
     if (config_defaults(c) < 0)
         return snprintf(err, errcap, "out of memory"), -1;
+    if (!path) { /* the built-in defaults: only the memory check */
+        p.file = "built-in defaults";
+        root = NULL;
+        goto check;
+    }
     if (!(root = load_json(path, err, errcap))) {
         config_free(c);
         return -1;
@@ -1196,6 +1214,10 @@ int config_load(const char *path, struct config *c, char *err, size_t errcap)
             if (get_uint(&p, v, k, 65536, 64u << 20, &x) < 0)
                 goto bad;
             c->max_output_bytes = (uint32_t)x;
+        } else if (!strcmp(k, "max_memory_mb")) {
+            if (get_uint(&p, v, k, 1, CONFIG_MAX_MEMORY_MB, &x) < 0)
+                goto bad;
+            c->max_memory_mb = x;
         } else if (!strcmp(k, "errors")) {
             if (parse_errors(&p, v, c) < 0)
                 goto bad;
@@ -1210,6 +1232,12 @@ int config_load(const char *path, struct config *c, char *err, size_t errcap)
             fail(&p, "%s: unknown key", k);
             goto bad;
         }
+    }
+check:
+    /* Last, on the complete config: a reload is refused the same way. */
+    if (memory_check(c, msg, sizeof(msg)) < 0) {
+        fail(&p, "%s", msg);
+        goto bad;
     }
     json_decref(root);
     return 0;

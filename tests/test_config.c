@@ -14,6 +14,9 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "keys.h"
+#include "memory.h"
+#include "permit.h"
 #include "tap.h"
 
 static char dir[] = "/tmp/resild-test-config.XXXXXX";
@@ -391,6 +394,7 @@ static const struct {
     {"{\"redis\": {}}", "redis: not implemented"},
     {"{\"allow_uids\": [1, \"x\"]}", "allow_uids[1]: must be an integer"},
     {"{\"max_keys\": 1, \"max_keys\": 2}", "duplicate"},
+    {"{\"max_memory_mb\": 0}", "max_memory_mb: 0 is out of range"},
     {"[1]", "top level must be a JSON object"},
 };
 
@@ -489,6 +493,137 @@ static void test_path_errors(void)
     unlink(file);
 }
 
+/* Issue 8, defect 11: the worst-case memory of a configuration, and a
+ * configuration whose worst case is over max_memory_mb refused. */
+#define BIG_WINDOW                                                             \
+    "\"policies\": {\"binance.*\": {\"breaker\": {\"window\": "                \
+    "{\"type\": \"time\", \"size\": 3600}}}, \"okx\": {}}"
+
+static void test_memory(void)
+{
+    struct config c;
+    struct memory_estimate m;
+    char err[1024], line[512], want[128];
+    const char *path;
+    uint64_t figure;
+
+    OK(config_load(NULL, &c, err, sizeof(err)) == 0,
+       "defaults path loads, memory-checked");
+    OK(c.max_memory_mb > 0, "default max_memory_mb %llu MiB (half of RAM)",
+       (unsigned long long)c.max_memory_mb);
+    memory_estimate(&c, &m);
+    IS(m.key_bytes >= sizeof(struct key) + 100, 1,
+       "a default key costs its struct and a 100-call window");
+    IS(m.total_bytes,
+       m.keys_bytes + m.permits_bytes + m.parked_bytes + m.conns_bytes,
+       "the total is the sum of the parts");
+    IS(m.permits_bytes >= 65536 * sizeof(struct permit), 1,
+       "permits: max_permits x struct permit");
+    IS(m.conns_bytes, 1024 * m.conn_bytes, "connections: max_clients x one");
+    IS(m.conn_bytes >= 65536 + 262144, 1,
+       "one connection: max_frame_bytes in, max_output_bytes out");
+    config_free(&c);
+
+    /* 20,000 keys of a 3600-bucket time window: ~1.7 GB (the issue). */
+    path = write_cfg(
+        "{\"max_keys\": 20000, \"max_memory_mb\": 1073741824, " BIG_WINDOW "}");
+    if (!OK(config_load(path, &c, err, sizeof(err)) == 0,
+            "big window under a big limit loads"))
+        DIAG("%s", err);
+    memory_estimate(&c, &m);
+    OK(!strcmp(m.key_policy->pattern, "binance.*"),
+       "the costliest policy is the time window's (%s)", m.key_policy->pattern);
+    IS(m.key_bytes >= sizeof(struct key) + 3600 * sizeof(struct breaker_bucket),
+       1, "its key holds 3600 buckets");
+    IS(m.biggest, MEMORY_KEYS, "keys dominate");
+    OK(m.keys_bytes > 20000ull * 86000 && m.keys_bytes < 20000ull * 90000,
+       "20000 keys x ~86 KB (%.1f MiB)", m.keys_bytes / 1048576.0);
+    figure = memory_mib(&m);
+    memory_describe(&m, &c, line, sizeof(line));
+    OK(strstr(line, "20000 x") && strstr(line, "'binance.*'") &&
+           strstr(line, "3600 s time window") && strstr(line, "connections"),
+       "described: %s", line);
+    config_free(&c);
+
+    path = write_cfg(
+        "{\"max_keys\": 20000, \"max_memory_mb\": 1024, " BIG_WINDOW "}");
+    snprintf(want, sizeof(want), "worst case %llu MiB (20000 keys x",
+             (unsigned long long)figure);
+    OK(config_load(path, &c, err, sizeof(err)) < 0 && strstr(err, path) &&
+           strstr(err, want) && strstr(err, "policy 'binance.*'") &&
+           strstr(err, "3600 s time window") &&
+           strstr(err, "exceeds max_memory_mb 1024"),
+       "over max_memory_mb: refused, naming the figure and the policy (%s)",
+       err);
+    path = write_cfg("{\"max_keys\": 5000, \"max_memory_mb\": 1024, " BIG_WINDOW
+                     "}");
+    if (!OK(config_load(path, &c, err, sizeof(err)) == 0,
+            "5000 such keys fit in 1024 MiB"))
+        DIAG("%s", err);
+    else
+        config_free(&c);
+    path = write_cfg("{\"max_memory_mb\": 200}");
+    OK(config_load(path, &c, err, sizeof(err)) < 0 &&
+           strstr(err, "1024 clients (max_clients)") &&
+           strstr(err, "exceeds max_memory_mb 200"),
+       "connections the biggest part: named (%s)", err);
+    path = write_cfg("{\"max_memory_mb\": 200, \"max_clients\": 64}");
+    if (!OK(config_load(path, &c, err, sizeof(err)) == 0,
+            "fewer clients: fits in 200 MiB"))
+        DIAG("%s", err);
+    else
+        config_free(&c);
+}
+
+/* Newlines to " | ", so a captured output fits on one TAP line. */
+static void one_line(char *s)
+{
+    for (; *s; s++)
+        if (*s == '\n')
+            *s = s[1] ? '|' : '\0';
+}
+
+/* resild -t prints the figure; a refused configuration exits 1. */
+static void test_check_flag(void)
+{
+    const char *b = getenv("BUILD");
+    char cmd[768], out[2048], bin[256];
+    size_t n;
+    FILE *f;
+    const char *path;
+    int st;
+
+    snprintf(bin, sizeof(bin), "%s/resild", b ? b : "build");
+    if (access(bin, X_OK) < 0) {
+        OK(1, "# skip resild -t: %s not built", bin);
+        return;
+    }
+    path = write_cfg(
+        "{\"max_keys\": 20000, \"max_memory_mb\": 1073741824, " BIG_WINDOW "}");
+    snprintf(cmd, sizeof(cmd), "%s -t -c %s 2>&1", bin, path);
+    f = popen(cmd, "r");
+    n = f ? fread(out, 1, sizeof(out) - 1, f) : 0;
+    out[n] = '\0';
+    st = f ? pclose(f) : -1;
+    one_line(out);
+    OK(st == 0 && strstr(out, ": ok (3 policies)") &&
+           strstr(out, "worst-case memory ") && strstr(out, "keys ") &&
+           strstr(out, "'binance.*'") && strstr(out, "connections ") &&
+           strstr(out, "max_memory_mb"),
+       "resild -t prints the worst case and its parts: %s", out);
+    path = write_cfg(
+        "{\"max_keys\": 20000, \"max_memory_mb\": 1024, " BIG_WINDOW "}");
+    snprintf(cmd, sizeof(cmd), "%s -t -c %s 2>&1", bin, path);
+    f = popen(cmd, "r");
+    n = f ? fread(out, 1, sizeof(out) - 1, f) : 0;
+    out[n] = '\0';
+    st = f ? pclose(f) : -1;
+    one_line(out);
+    OK(WIFEXITED(st) && WEXITSTATUS(st) == 1 &&
+           strstr(out, "exceeds max_memory_mb 1024"),
+       "resild -t refuses a worst case over max_memory_mb: %s", out);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -503,6 +638,8 @@ int main(void)
     test_errors();
     test_error_positions();
     test_path_errors();
+    test_memory();
+    test_check_flag();
     unlink(write_cfg("{}"));
     rmdir(dir);
     return tap_done();
