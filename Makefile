@@ -27,7 +27,7 @@ PROTO_SRC  := proto/scan.c proto/rpc.c proto/sockpath.c
 DAEMON_CORE := daemon/breaker.c daemon/limiter.c daemon/bulkhead.c \
                daemon/retry.c daemon/config.c daemon/keys.c daemon/log.c \
                daemon/permit.c daemon/msgidx.c daemon/error.c \
-               daemon/admit.c daemon/methods.c
+               daemon/admit.c daemon/methods.c daemon/memory.c
 DAEMON_SRC := $(DAEMON_CORE) daemon/server.c daemon/main.c
 CLIENT_SRC := client/resil.c
 CTL_SRC    := client/resilctl.c

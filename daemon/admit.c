@@ -636,3 +636,8 @@ int admit_cancel(struct resild *d, struct caller *c, uint32_t msgid,
     admit_permit_done(d, p, now_ms, 0, 0);
     return ADMIT_CANCEL_RELEASED;
 }
+
+size_t admit_parked_bytes(void)
+{
+    return sizeof(struct parked);
+}

@@ -117,4 +117,8 @@ void admit_venue_sync(struct resild *d, struct key *k, uint64_t now_ms,
 int admit_status_entries(const struct key *k);
 void admit_pack_status(msgpack_packer *pk, struct key *k, uint64_t now_ms);
 
+/* Bytes of one parked-request entry (struct parked is private here):
+ * for the worst-case memory figure (memory.c). */
+size_t admit_parked_bytes(void);
+
 #endif

@@ -266,8 +266,17 @@ int breaker_record(struct breaker *b, const struct breaker_conf *c,
         b->failures += (uint64_t)failed;
         b->slow_calls += (uint64_t)slow;
     }
-    if (b->force != BREAKER_AUTO)
+    if (b->force != BREAKER_AUTO) {
+        /* Forced or disabled: keep measuring (window and consecutive run,
+         * whatever the automatic state underneath), drive nothing.  Every
+         * call reported now is measured, permit old or new: a force makes
+         * no permit stale. */
+        if (o != BREAKER_IGNORE) {
+            b->consecutive_failures = failed ? b->consecutive_failures + 1 : 0;
+            window_add(b, now_ms, failed, slow);
+        }
         return BREAKER_REC_FORCED;
+    }
     if (generation != b->generation)
         return BREAKER_REC_STALE;
     switch (b->state) {

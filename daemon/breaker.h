@@ -19,8 +19,15 @@
  *    success_threshold probe successes close it (window cleared); a probe
  *    failure, or a slow probe when the slow rule is on, re-opens it.
  *  - an operator force (open / closed / disabled) overrides the automatic
- *    state until set back to auto or its TTL passes; outcomes during a
- *    force are counted but drive nothing.
+ *    state until set back to auto or its TTL passes.  Outcomes during a
+ *    force are measured as always (lifetime figures, the window and the
+ *    consecutive run, whatever the automatic state underneath) but drive
+ *    nothing: "disabled" is resilience4j's metrics-only state.  Back to
+ *    auto, the automatic state resumes with the window as recorded; the
+ *    release itself trips nothing, and a closed breaker judges its rules
+ *    on the next counted outcome (so a downstream that kept failing under
+ *    the force trips it then, with no fresh minimum_calls of grace).
+ *  - a call is slow at latency_ms >= slow_call_ms (resilience4j: >).
  *
  * Every visible state change bumps `generation`.  A permit carries the
  * generation it was granted under; an outcome for an older generation is
@@ -105,8 +112,9 @@ struct breaker {
     uint32_t probes_in_flight;     /* HALF_OPEN: admitted, not yet reported */
     uint32_t probe_successes;      /* HALF_OPEN: successes so far */
     uint64_t rng;                  /* xorshift64 state for open_jitter */
-    /* Sliding window: fed only while closed, cleared on entering closed,
-     * frozen while open / half-open so status shows what tripped it. */
+    /* Sliding window: fed while closed and while forced, cleared on
+     * entering closed; otherwise frozen while open / half-open so status
+     * shows what tripped it. */
     uint8_t window_time;  /* layout of the attached memory */
     uint32_t window_size; /* entries attached */
     uint32_t win_pos;     /* count: next slot */
@@ -160,8 +168,9 @@ void breaker_acquire(struct breaker *b, const struct breaker_conf *c,
 enum breaker_recorded {
     BREAKER_REC_STALE = 0,   /* permit from an older generation: nothing */
     BREAKER_REC_COUNTED = 1, /* counted toward the state */
-    BREAKER_REC_FORCED = 2   /* a force holds the state: nothing counts,
-                              * and no permit is called stale for it */
+    BREAKER_REC_FORCED = 2   /* a force holds the state: measured (window,
+                              * consecutive run), no transition, and no
+                              * permit is called stale for it */
 };
 int breaker_record(struct breaker *b, const struct breaker_conf *c,
                    uint64_t now_ms, uint32_t generation, int probe,

@@ -10,12 +10,15 @@
  * located key puts it, and the dotted path of the bad value.
  */
 #include "config.h"
+#include "memory.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define DEFAULT_PERMIT_TTL_MS 60000
@@ -314,42 +317,77 @@ static int pattern_valid(const char *s)
     return 1;
 }
 
-/* Matches segment lists: "*" eats one or more whole segments. */
-static int match_from(const char *pat, const char *key)
+/*
+ * Segment matching: "*" stands for one or more whole segments, any other
+ * pattern segment for itself.  Segments are what lies between dots, so a
+ * key may have empty ones ("a..b", "a.").  One quirk is kept from the first
+ * version so that no key changes policy: a star may not consist of just
+ * the key's last segment when that segment is empty ("a.*" does not match
+ * "a.", while "a.*" matches "a.." and "*.b" matches ".b").
+ *
+ * Time: O(key segments x pattern segments) segment comparisons, no
+ * allocation, no recursion.  The classic greedy wildcard argument: only the
+ * most recent star ever needs to grow.  Whatever an earlier star could
+ * absorb instead, the later star absorbs too, because the literal segments
+ * between them were placed at their earliest possible position and a star
+ * eats any run of segments.  So on a mismatch the latest star takes one more
+ * segment and the pattern after it is retried; each star's start only moves
+ * forward, hence at most (key segments) retries per star.  (The recursive
+ * version tried every split of every star: exponential in the stars.)
+ */
+
+/* Length of the segment at s (up to '.' or the end). */
+static size_t seg_len(const char *s)
 {
-    if (*pat == '\0')
-        return *key == '\0';
-    if (pat[0] == '*' && (pat[1] == '.' || pat[1] == '\0')) {
-        const char *rest = pat[1] == '.' ? pat + 2 : pat + 1;
-        const char *k = key;
-        if (*key == '\0')
-            return 0;
-        /* Try every split point after at least one segment. */
-        for (;;) {
-            const char *dot = strchr(k, '.');
-            if (!dot)
-                return *rest == '\0';
-            if (*rest && match_from(rest, dot + 1))
-                return 1;
-            k = dot + 1;
-        }
-    }
-    while (*pat && *pat != '.') {
-        if (*pat != *key)
-            return 0;
-        pat++;
-        key++;
-    }
-    if (*pat == '\0')
-        return *key == '\0';
-    if (*key != '.')
-        return 0;
-    return match_from(pat + 1, key + 1);
+    return strcspn(s, ".");
+}
+
+/* The segment after the one at s, or NULL if s is the last. */
+static const char *seg_next(const char *s)
+{
+    const char *dot = strchr(s, '.');
+
+    return dot ? dot + 1 : NULL;
+}
+
+static int seg_is_star(const char *p)
+{
+    return p[0] == '*' && (p[1] == '.' || p[1] == '\0');
 }
 
 int config_pattern_match(const char *pattern, const char *key)
 {
-    return match_from(pattern, key);
+    const char *p = pattern, *k = key;
+    const char *star_rest = NULL; /* pattern after the latest star */
+    const char *star_end = NULL;  /* last key segment that star eats */
+
+    /* p and k point at the start of a segment; NULL is past the last. */
+    while (k) {
+        if (p && seg_is_star(p) && (seg_next(k) || *k)) {
+            /* A new star eats one segment for now (not a lone empty last
+             * one: the quirk above). */
+            star_rest = seg_next(p);
+            star_end = k;
+            p = star_rest;
+            k = seg_next(k);
+            continue;
+        }
+        if (p && !seg_is_star(p) && seg_len(p) == seg_len(k) &&
+            !memcmp(p, k, seg_len(p))) {
+            p = seg_next(p);
+            k = seg_next(k);
+            continue;
+        }
+        /* Mismatch: the latest star eats one more segment, if any is
+         * left; without a star there is no other way to match. */
+        if (!star_end || !seg_next(star_end))
+            return 0;
+        star_end = seg_next(star_end);
+        p = star_rest;
+        k = seg_next(star_end);
+    }
+    /* Key used up: every pattern segment left would need one more. */
+    return p == NULL;
 }
 
 static int class_in(const struct class_list *l, const char *cls)
@@ -858,6 +896,16 @@ static void default_policy(struct policy *pol)
     pol->retry = r;
 }
 
+/* Half of physical RAM in MiB; no limit when the system cannot say. */
+static uint64_t default_memory_mb(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+
+    if (pages <= 0 || page <= 0)
+        return CONFIG_MAX_MEMORY_MB;
+    return (uint64_t)pages * (uint64_t)page / 2 >> 20;
+}
+
 int config_defaults(struct config *c)
 {
     memset(c, 0, sizeof(*c));
@@ -871,6 +919,7 @@ int config_defaults(struct config *c)
     c->partial_timeout_ms = 5000;
     c->stall_timeout_ms = 5000;
     c->max_output_bytes = 256 * 1024;
+    c->max_memory_mb = default_memory_mb();
     c->policies = calloc(1, sizeof(struct policy));
     if (!c->policies)
         return -1;
@@ -998,23 +1047,89 @@ static int parse_errors(struct parse *p, json_t *obj, struct config *c)
     return 0;
 }
 
+/*
+ * Read and parse path, or write why not to err: the path and the actual
+ * problem (missing, unreadable, a directory, empty, a read error), or
+ * jansson's line:column for bad JSON.  jansson alone reports a directory
+ * or a failed read as "'[' or '{' expected near end of file".  The file is
+ * opened once and checked through its descriptor, so what is checked is
+ * what is read.
+ */
+static json_t *load_json(const char *path, char *err, size_t errcap)
+{
+    json_error_t jerr;
+    struct stat st;
+    json_t *root;
+    FILE *f = fopen(path, "r");
+
+    if (!f) {
+        int e = errno;
+        const char *slash = strrchr(path, '/');
+        char parent[256];
+        /* ENOENT: say whether the file or its directory is missing. */
+        if (e == ENOENT && slash && slash != path &&
+            (size_t)(slash - path) < sizeof(parent)) {
+            memcpy(parent, path, (size_t)(slash - path));
+            parent[slash - path] = '\0';
+            if (stat(parent, &st) < 0) {
+                snprintf(err, errcap, "%s: cannot open: directory %s: %s", path,
+                         parent, strerror(errno));
+                return NULL;
+            }
+        }
+        snprintf(err, errcap, "%s: cannot open: %s", path, strerror(e));
+        return NULL;
+    }
+    if (fstat(fileno(f), &st) < 0) {
+        snprintf(err, errcap, "%s: cannot stat: %s", path, strerror(errno));
+        fclose(f);
+        return NULL;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        snprintf(err, errcap,
+                 "%s: is a directory, not a configuration file (give the "
+                 "JSON file's path)",
+                 path);
+        fclose(f);
+        return NULL;
+    }
+    if (S_ISREG(st.st_mode) && st.st_size == 0) {
+        snprintf(err, errcap,
+                 "%s: is empty (the configuration is a JSON object; {} "
+                 "means every default)",
+                 path);
+        fclose(f);
+        return NULL;
+    }
+    root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        if (ferror(f))
+            snprintf(err, errcap, "%s: read error: %s", path,
+                     strerror(errno ? errno : EIO));
+        else
+            snprintf(err, errcap, "%s:%d:%d: %s", path, jerr.line, jerr.column,
+                     jerr.text);
+    }
+    fclose(f);
+    return root;
+}
+
 int config_load(const char *path, struct config *c, char *err, size_t errcap)
 {
     struct parse p = {path, err, errcap};
-    json_error_t jerr;
     json_t *root, *v;
     const char *k;
     uint64_t x;
+    char msg[448];
 
     if (config_defaults(c) < 0)
         return snprintf(err, errcap, "out of memory"), -1;
-    root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) {
-        if (jerr.line > 0)
-            snprintf(err, errcap, "%s:%d:%d: %s", path, jerr.line, jerr.column,
-                     jerr.text);
-        else /* could not read it: jansson's text names the cause */
-            snprintf(err, errcap, "%s", jerr.text);
+    if (!path) { /* the built-in defaults: only the memory check */
+        p.file = "built-in defaults";
+        root = NULL;
+        goto check;
+    }
+    if (!(root = load_json(path, err, errcap))) {
         config_free(c);
         return -1;
     }
@@ -1099,6 +1214,10 @@ int config_load(const char *path, struct config *c, char *err, size_t errcap)
             if (get_uint(&p, v, k, 65536, 64u << 20, &x) < 0)
                 goto bad;
             c->max_output_bytes = (uint32_t)x;
+        } else if (!strcmp(k, "max_memory_mb")) {
+            if (get_uint(&p, v, k, 1, CONFIG_MAX_MEMORY_MB, &x) < 0)
+                goto bad;
+            c->max_memory_mb = x;
         } else if (!strcmp(k, "errors")) {
             if (parse_errors(&p, v, c) < 0)
                 goto bad;
@@ -1113,6 +1232,12 @@ int config_load(const char *path, struct config *c, char *err, size_t errcap)
             fail(&p, "%s: unknown key", k);
             goto bad;
         }
+    }
+check:
+    /* Last, on the complete config: a reload is refused the same way. */
+    if (memory_check(c, msg, sizeof(msg)) < 0) {
+        fail(&p, "%s", msg);
+        goto bad;
     }
     json_decref(root);
     return 0;

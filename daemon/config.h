@@ -22,6 +22,7 @@
 #define CONFIG_PATTERN_MAX 128 /* bytes in a policy pattern */
 #define CONFIG_CLASS_MAX 64    /* bytes in an error-class pattern */
 #define CONFIG_CLASSES 16      /* patterns in breaker record / ignore */
+#define CONFIG_MAX_MEMORY_MB ((uint64_t)1 << 30) /* max_memory_mb's top */
 
 struct class_list {
     size_t n;
@@ -81,15 +82,22 @@ struct config {
     uint32_t partial_timeout_ms;    /* a partial object older: closed */
     uint32_t stall_timeout_ms;      /* output not taken this long: closed */
     uint32_t max_output_bytes;      /* unread output over this for 1 s */
+    uint64_t max_memory_mb; /* refuse a worst case above this (memory.h);
+                             * default half of physical RAM */
 };
 
-/* Fill c with the built-in defaults (the "*" policy only). */
+/* Fill c with the built-in defaults (the "*" policy only), unchecked:
+ * the daemon starts from config_load(NULL, ...), which also checks the
+ * worst-case memory.  Returns -1 only when out of memory. */
 int config_defaults(struct config *c);
 
 /*
- * Load path into c (defaults for everything absent).  On error returns -1
- * and writes one line naming the file and either line:column (JSON syntax)
- * or the offending key path to err; c is then left freed.
+ * Load path into c (defaults for everything absent); path NULL: the
+ * built-in defaults alone.  Either way the worst-case memory (memory.h) is
+ * checked against max_memory_mb.  On error returns -1 and writes one line
+ * naming the file (or "built-in defaults") and either line:column (JSON
+ * syntax), the offending key path, or what is wrong with the file itself
+ * (missing, a directory, unreadable, empty) to err; c is then left freed.
  */
 int config_load(const char *path, struct config *c, char *err, size_t errcap);
 
@@ -112,7 +120,9 @@ void config_classify(const struct config *c, const char *cls, int *severity,
 const char *config_severity_name(int severity);
 
 /* 1 if pattern (segments of key characters, or "*" meaning one or more
- * segments) matches key. */
+ * segments) matches key.  O(key segments x pattern segments) time for any
+ * number of stars, no allocation: key may be client-supplied (an acquire's
+ * key, a report's error.class). */
 int config_pattern_match(const char *pattern, const char *key);
 
 #endif

@@ -18,6 +18,7 @@
 #include "config.h"
 #include "error.h"
 #include "log.h"
+#include "memory.h"
 #include "methods.h"
 #include "server.h"
 #include "sockpath.h"
@@ -39,7 +40,8 @@ static void usage(FILE *f)
            "                      /run/resild/resild.sock if /run/resild\n"
            "                      exists, else $XDG_RUNTIME_DIR/resild.sock,\n"
            "                      else /tmp/resild.sock\n"
-           "  -t, --check         validate the configuration and exit\n"
+           "  -t, --check         validate the configuration, print its\n"
+           "                      worst-case memory and exit\n"
            "  -V, --version       print the version and exit\n"
            "  -h, --help          this text\n"
            "\n"
@@ -62,7 +64,8 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *config_path = NULL, *sock_arg = NULL;
-    char err[512], path[SOCKPATH_MAX];
+    char err[512], path[SOCKPATH_MAX], mem_line[512];
+    struct memory_estimate mem;
     struct config cfg;
     struct resild d;
     struct server srv;
@@ -100,15 +103,18 @@ int main(int argc, char **argv)
                 argv[optind]);
         return 2;
     }
-    rc = config_path ? config_load(config_path, &cfg, err, sizeof(err))
-                     : config_defaults(&cfg);
-    if (rc < 0) {
-        log_msg(LOG_ERR, "config: %s", config_path ? err : "out of memory");
+    /* NULL: the built-in defaults, memory-checked like a file. */
+    if (config_load(config_path, &cfg, err, sizeof(err)) < 0) {
+        log_msg(LOG_ERR, "config: %s", err);
         return 1;
     }
+    memory_estimate(&cfg, &mem);
+    memory_describe(&mem, &cfg, mem_line, sizeof(mem_line));
     if (check_only) {
-        printf("%s: ok (%zu policies)\n",
-               config_path ? config_path : "built-in defaults", cfg.npolicies);
+        printf("%s: ok (%zu policies)\n"
+               "worst-case memory %s; max_memory_mb %llu\n",
+               config_path ? config_path : "built-in defaults", cfg.npolicies,
+               mem_line, (unsigned long long)cfg.max_memory_mb);
         config_free(&cfg);
         return 0;
     }
@@ -141,6 +147,8 @@ int main(int argc, char **argv)
             RESIL_VERSION, path, d.pid,
             config_path ? config_path : "built-in defaults", d.cfg.npolicies,
             srv.max_clients, d.cfg.max_keys);
+    log_msg(LOG_INFO, "worst-case memory %s; max_memory_mb %llu", mem_line,
+            (unsigned long long)d.cfg.max_memory_mb);
     uv_run(loop, UV_RUN_DEFAULT);
     log_msg(LOG_INFO, "stopped: %llu requests served",
             (unsigned long long)d.m.requests);

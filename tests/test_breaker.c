@@ -403,6 +403,88 @@ static void test_half_open_since(void)
     IS(b.since_ms, 1000, "half-open since the open time ended");
 }
 
+/* Issue 8, defect 14: a forced or disabled breaker keeps measuring (the
+ * window and the consecutive run), drives nothing, and the automatic state
+ * resumes with the window as recorded. */
+static void test_force_measures(void)
+{
+    struct breaker_conf c = conf;
+    struct breaker b;
+    struct breaker_verdict v;
+
+    c.failure_threshold = 0;
+    c.window_size = 10;
+    c.minimum_calls = 5;
+    c.failure_rate_threshold = 50;
+    init(&b, &c, 0);
+    breaker_force(&b, &c, 0, BREAKER_FORCE_DISABLED, 0);
+    feed(&b, &c, 10, 5, 3, -1); /* failure x3, success x2 */
+    OK(!strcmp(breaker_state_name(&b), "disabled") && b.opens == 0,
+       "disabled: 60%% failures drive nothing (%s, opens %llu)",
+       breaker_state_name(&b), (unsigned long long)b.opens);
+    IS(breaker_failure_rate(&b, 10) * 10, 600,
+       "disabled: the window records (failure_rate 60)");
+    IS(b.calls, 5, "disabled: lifetime calls 5");
+    breaker_force(&b, &c, 20, BREAKER_AUTO, 0);
+    OK(!strcmp(breaker_state_name(&b), "closed") && b.opens == 0,
+       "auto: resumes closed, the release itself trips nothing (%s)",
+       breaker_state_name(&b));
+    IS(breaker_failure_rate(&b, 20) * 10, 600,
+       "auto: the window is kept as recorded");
+    feed(&b, &c, 30, 1, 0, -1); /* 3 of 6 = 50% */
+    IS(b.state, BREAKER_OPEN, "auto: the next outcome judges the window");
+    IS(b.cause, BREAKER_CAUSE_FAILURE_RATE, "auto: opened by failure_rate");
+
+    /* forced closed over an open breaker: measured, still forced_closed */
+    breaker_force(&b, &c, 40, BREAKER_FORCE_CLOSED, 500);
+    feed(&b, &c, 50, 4, 4, -1);
+    OK(!strcmp(breaker_state_name(&b), "forced_closed") && b.opens == 1,
+       "forced closed: failures drive nothing (%s)", breaker_state_name(&b));
+    IS(breaker_failure_rate(&b, 50) * 10, 700,
+       "forced closed over open: the window records (7 of 10)");
+    /* forced open: a report without a permit is measured too */
+    breaker_force(&b, &c, 60, BREAKER_FORCE_OPEN, 0);
+    IS(breaker_record(&b, &c, 60, b.generation, 0, BREAKER_SUCCESS, -1),
+       BREAKER_REC_FORCED, "forced open: a report is taken, not stale");
+    IS(breaker_failure_rate(&b, 60) * 10, 600,
+       "forced open: the window records (6 of 10)");
+    breaker_force(&b, &c, 70, BREAKER_AUTO, 0);
+    breaker_acquire(&b, &c, 1100, &v);
+    OK(v.allow && v.probe, "auto after a force over open: half-open probe");
+    breaker_record(&b, &c, 1100, v.generation, 1, BREAKER_SUCCESS, -1);
+    breaker_acquire(&b, &c, 1100, &v);
+    breaker_record(&b, &c, 1100, v.generation, 1, BREAKER_SUCCESS, -1);
+    IS(b.state, BREAKER_CLOSED, "two probe successes close");
+    IS(breaker_failure_rate(&b, 1100) * 10, 0, "closing starts a fresh window");
+
+    /* The consecutive run is measured under a force too. */
+    init(&b, &conf, 0);
+    breaker_force(&b, &conf, 0, BREAKER_FORCE_CLOSED, 0);
+    fail_n(&b, 0, 4);
+    breaker_force(&b, &conf, 0, BREAKER_AUTO, 0);
+    IS(b.state, BREAKER_CLOSED, "4 forced failures: closed after the force");
+    fail_n(&b, 0, 1);
+    IS(b.state, BREAKER_OPEN, "the 5th consecutive failure opens");
+    IS(b.cause, BREAKER_CAUSE_CONSECUTIVE, "opened by consecutive_failures");
+}
+
+/* A call is slow at latency >= slow_call_ms (resilience4j: strictly >). */
+static void test_slow_boundary(void)
+{
+    struct breaker_conf c = conf;
+    struct breaker b;
+
+    c.failure_threshold = 0;
+    c.slow_call_ms = 200;
+    init(&b, &c, 0);
+    feed(&b, &c, 0, 1, 0, 199);
+    IS(b.slow_calls, 0, "199 ms with slow_call_ms 200: not slow");
+    feed(&b, &c, 0, 1, 0, 200);
+    IS(b.slow_calls, 1, "200 ms with slow_call_ms 200: slow");
+    feed(&b, &c, 0, 1, 0, -1);
+    IS(b.slow_calls, 1, "unknown latency: never slow");
+}
+
 int main(void)
 {
     test_opens_after_consecutive_failures();
@@ -423,5 +505,7 @@ int main(void)
     test_many_probes();
     test_ignore_outcome();
     test_half_open_since();
+    test_force_measures();
+    test_slow_boundary();
     return tap_done();
 }

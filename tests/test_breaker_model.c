@@ -32,8 +32,14 @@
  *  - a generation change leaves every outstanding permit stale, so no probe
  *    slot can come back: the model frees all half-open slots then and
  *    restarts the count of probe successes;
- *  - outcomes that are stale or arrive while forced count in the lifetime
- *    figures only (window and consecutive count untouched);
+ *  - outcomes that are stale count in the lifetime figures only (window
+ *    and consecutive count untouched);
+ *  - outcomes that arrive while forced (open, closed, disabled) are
+ *    measured like closed ones, into the lifetime figures, the window and
+ *    the consecutive count, whatever the automatic state underneath, but
+ *    judge no rule; back in auto, the window is kept as recorded and a
+ *    closed breaker judges it on the next outcome (the release trips
+ *    nothing by itself);
  *  - a report without a permit counts for the current state (SPEC §4
  *    "Decisions"): while half-open it drives it like a probe's outcome
  *    (without a slot); while open it changes nothing;
@@ -338,7 +344,11 @@ static int m_record(struct model *m, uint64_t now_ms, uint32_t gen, int probe,
     m->failures += failed;
     m->slow_calls += slow;
     if (m->force != BREAKER_AUTO) {
+        /* Measured as always, whatever the state underneath; no rule is
+         * judged until an outcome arrives in the automatic state. */
         cov.forced++;
+        m_add(m, now_ms, failed, slow);
+        m->consecutive = failed ? m->consecutive + 1 : 0;
         return 2;
     }
     if (gen != m->gen) {
@@ -558,7 +568,9 @@ static int compare(struct run *r, uint32_t rgen0, uint32_t mgen0)
         return 1;
     EXPECT(r, breaker_retry_after(b, r->now_ms), m_retry_after(m, r->now_ms),
            "breaker_retry_after");
-    if (!strcmp(mn, "closed")) {
+    /* The window in every state: measured while closed or forced, frozen
+     * while open or half-open, cleared on closing. */
+    {
         m_window(m, r->now_ms, &n, &f, &s);
         d = breaker_failure_rate(b, r->now_ms) - (n ? f * 100.0 / n : 0.0);
         if (d > 1e-9 || d < -1e-9)

@@ -4,12 +4,19 @@
  * the offending key.  Data-driven: each bad case is JSON text plus a
  * fragment the error must contain.
  */
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "keys.h"
+#include "memory.h"
+#include "permit.h"
 #include "tap.h"
 
 static char dir[] = "/tmp/resild-test-config.XXXXXX";
@@ -59,8 +66,7 @@ static void test_connection_bounds(void)
         "{\"max_parked_per_client\": 2, \"partial_timeout_ms\": 300,\n"
         " \"stall_timeout_ms\": 1500, \"max_output_bytes\": 131072}");
 
-    OK(config_load(path, &c, err, sizeof(err)) == 0, "bounds load: %s",
-       err);
+    OK(config_load(path, &c, err, sizeof(err)) == 0, "bounds load: %s", err);
     IS(c.max_parked_per_client, 2, "max_parked_per_client set");
     IS(c.partial_timeout_ms, 300, "partial_timeout_ms set");
     IS(c.stall_timeout_ms, 1500, "stall_timeout_ms set");
@@ -176,6 +182,158 @@ static void test_pattern_match(void)
     OK(!config_pattern_match("a.*.d", "a.d"), "inner star needs a segment");
 }
 
+/* The first, recursive matcher: the reference model for the new one.  It
+ * tries every split point of every star, so it is exponential in the
+ * number of stars; fine on the small inputs the random check uses. */
+static int old_match(const char *pat, const char *key)
+{
+    if (*pat == '\0')
+        return *key == '\0';
+    if (pat[0] == '*' && (pat[1] == '.' || pat[1] == '\0')) {
+        const char *rest = pat[1] == '.' ? pat + 2 : pat + 1;
+        const char *k = key;
+        if (*key == '\0')
+            return 0;
+        for (;;) {
+            const char *dot = strchr(k, '.');
+            if (!dot)
+                return *rest == '\0';
+            if (*rest && old_match(rest, dot + 1))
+                return 1;
+            k = dot + 1;
+        }
+    }
+    while (*pat && *pat != '.') {
+        if (*pat != *key)
+            return 0;
+        pat++;
+        key++;
+    }
+    if (*pat == '\0')
+        return *key == '\0';
+    if (*key != '.')
+        return 0;
+    return old_match(pat + 1, key + 1);
+}
+
+/* Random patterns and keys over a tiny alphabet (keys with empty
+ * segments too): the new matcher agrees with the old one everywhere. */
+static void test_pattern_model(void)
+{
+    static const char *const psegs[] = {"a", "b", "ab", "*", "*"};
+    static const char *const ksegs[] = {"a", "b", "ab", ""};
+    char pat[64], key[64];
+    uint64_t rng = 0x5eed;
+    long i, bad_n = 0, matches = 0;
+
+    for (i = 0; i < 300000; i++) {
+        int np, nk, j;
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        np = 1 + (int)(rng % 6);
+        nk = 1 + (int)((rng >> 8) % 8);
+        pat[0] = key[0] = '\0';
+        for (j = 0; j < np; j++) {
+            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+            if (j)
+                strcat(pat, ".");
+            strcat(pat, psegs[rng % 5]);
+        }
+        for (j = 0; j < nk; j++) {
+            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+            if (j)
+                strcat(key, ".");
+            strcat(key, ksegs[rng % 4]);
+        }
+        if (config_pattern_match(pat, key) != old_match(pat, key)) {
+            if (bad_n++ < 5)
+                DIAG("'%s' vs '%s': new %d, old %d", pat, key,
+                     config_pattern_match(pat, key), old_match(pat, key));
+        }
+        matches += old_match(pat, key);
+    }
+    OK(bad_n == 0,
+       "matcher agrees with the recursive model on %ld random "
+       "cases (%ld matches, %ld disagreements)",
+       i, matches, bad_n);
+}
+
+/* Run fn in a child that gets SIGALRM after limit_s: a matcher that is
+ * exponential again fails here in a minute, not at run.sh's timeout. */
+static int finishes(void (*fn)(void), unsigned limit_s)
+{
+    int st;
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        alarm(limit_s);
+        fn();
+        _exit(0);
+    }
+    if (pid <= 0 || waitpid(pid, &st, 0) != pid)
+        return 0;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        return 1;
+    DIAG("child: %s %d", WIFEXITED(st) ? "exit" : "signal",
+         WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    return 0;
+}
+
+static char worst_key[160], worst_key_x[160], worst_cls[80];
+
+static void worst_case(void)
+{
+    static const char *const stars10 = "*.*.*.*.*.*.*.*.*.*.x";
+    struct config c;
+    char err[256];
+    const char *path = write_cfg(
+        "{\"policies\": {\"*.*.*.*.*.*.x\": {},\n"
+        " \"a.*\": {\"breaker\": {\"record\": "
+        "[\"*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.x\"],"
+        "\"ignore\": [\"*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.y\"]}}}}");
+    const struct policy *p;
+
+    if (config_pattern_match(stars10, worst_key))
+        _exit(1);
+    if (!config_pattern_match(stars10, worst_key_x))
+        _exit(2);
+    if (config_load(path, &c, err, sizeof(err)) < 0) {
+        DIAG("%s", err);
+        _exit(3);
+    }
+    p = config_match(&c, worst_key);
+    if (strcmp(p->pattern, "a.*"))
+        _exit(4);
+    if (strcmp(config_match(&c, worst_key_x)->pattern, "*.*.*.*.*.*.x"))
+        _exit(5);
+    /* A client-supplied error class against record / ignore. */
+    if (config_failure_kind(p, worst_cls) != BREAKER_SUCCESS)
+        _exit(6);
+    config_free(&c);
+    _exit(0);
+}
+
+/* The worst case of defect 2: many stars against a 64-segment key that
+ * does not match (every split tried by the old matcher: C(63, 10) ~ 1e11
+ * for ten stars; 4.4 s for six in the daemon) and one that does. */
+static void test_pattern_worst_case(void)
+{
+    int i;
+
+    worst_key[0] = worst_key_x[0] = worst_cls[0] = '\0';
+    for (i = 0; i < 64; i++)
+        strcat(worst_key, i ? ".a" : "a");
+    for (i = 0; i < 63; i++) /* "b.": outside policy a.* */
+        strcat(worst_key_x, i ? ".a" : "b");
+    strcat(worst_key_x, ".x");
+    for (i = 0; i < 32; i++)
+        strcat(worst_cls, i ? ".a" : "a");
+    IS(strlen(worst_key), 127, "worst-case key is a valid 64-segment key");
+    OK(finishes(worst_case, 60),
+       "10 stars vs a 64-segment key, policy *.*.*.*.*.*.x and 30-star "
+       "record/ignore patterns vs a 32-segment class: right answers, "
+       "polynomial time");
+}
+
 static const struct {
     const char *json;
     const char *want; /* substring of the error */
@@ -236,6 +394,7 @@ static const struct {
     {"{\"redis\": {}}", "redis: not implemented"},
     {"{\"allow_uids\": [1, \"x\"]}", "allow_uids[1]: must be an integer"},
     {"{\"max_keys\": 1, \"max_keys\": 2}", "duplicate"},
+    {"{\"max_memory_mb\": 0}", "max_memory_mb: 0 is out of range"},
     {"[1]", "top level must be a JSON object"},
 };
 
@@ -289,6 +448,182 @@ static void test_error_positions(void)
     }
 }
 
+/* Issue 8, defect 12a: a path that cannot be a configuration says what is
+ * wrong with it, and names it. */
+static void test_path_errors(void)
+{
+    char err[1024], sub[400], file[300];
+    struct config c;
+    FILE *f;
+
+    OK(config_load(dir, &c, err, sizeof(err)) < 0 && strstr(err, dir) &&
+           strstr(err, "is a directory") && !strstr(err, "expected"),
+       "a directory: 'is a directory' (%s)", err);
+    snprintf(sub, sizeof(sub), "%s/missing.json", dir);
+    OK(config_load(sub, &c, err, sizeof(err)) < 0 && strstr(err, sub) &&
+           strstr(err, "No such file"),
+       "a missing file: named, 'No such file' (%s)", err);
+    snprintf(sub, sizeof(sub), "%s/nodir/c.json", dir);
+    OK(config_load(sub, &c, err, sizeof(err)) < 0 && strstr(err, sub) &&
+           strstr(err, "directory") && strstr(err, "/nodir: No such file"),
+       "a missing directory on the way: the directory named (%s)", err);
+    snprintf(file, sizeof(file), "%s/plain", dir);
+    f = fopen(file, "w");
+    fclose(f);
+    OK(config_load(file, &c, err, sizeof(err)) < 0 && strstr(err, file) &&
+           strstr(err, "is empty"),
+       "an empty file: 'is empty' (%s)", err);
+    snprintf(sub, sizeof(sub), "%s/x.json", file);
+    OK(config_load(sub, &c, err, sizeof(err)) < 0 && strstr(err, sub) &&
+           strstr(err, "Not a directory"),
+       "a file used as a directory: 'Not a directory' (%s)", err);
+    f = fopen(file, "w");
+    fputs("{}", f);
+    fclose(f);
+    chmod(file, 0);
+    f = fopen(file, "r");
+    if (f) { /* root reads anything */
+        fclose(f);
+        OK(1, "# skip an unreadable file: running as root");
+    } else {
+        OK(config_load(file, &c, err, sizeof(err)) < 0 && strstr(err, file) &&
+               strstr(err, "Permission denied"),
+           "an unreadable file: 'Permission denied' (%s)", err);
+    }
+    unlink(file);
+}
+
+/* Issue 8, defect 11: the worst-case memory of a configuration, and a
+ * configuration whose worst case is over max_memory_mb refused. */
+#define BIG_WINDOW                                                             \
+    "\"policies\": {\"binance.*\": {\"breaker\": {\"window\": "                \
+    "{\"type\": \"time\", \"size\": 3600}}}, \"okx\": {}}"
+
+static void test_memory(void)
+{
+    struct config c;
+    struct memory_estimate m;
+    char err[1024], line[512], want[128];
+    const char *path;
+    uint64_t figure;
+
+    OK(config_load(NULL, &c, err, sizeof(err)) == 0,
+       "defaults path loads, memory-checked");
+    OK(c.max_memory_mb > 0, "default max_memory_mb %llu MiB (half of RAM)",
+       (unsigned long long)c.max_memory_mb);
+    memory_estimate(&c, &m);
+    IS(m.key_bytes >= sizeof(struct key) + 100, 1,
+       "a default key costs its struct and a 100-call window");
+    IS(m.total_bytes,
+       m.keys_bytes + m.permits_bytes + m.parked_bytes + m.conns_bytes,
+       "the total is the sum of the parts");
+    IS(m.permits_bytes >= 65536 * sizeof(struct permit), 1,
+       "permits: max_permits x struct permit");
+    IS(m.conns_bytes, 1024 * m.conn_bytes, "connections: max_clients x one");
+    IS(m.conn_bytes >= 65536 + 262144, 1,
+       "one connection: max_frame_bytes in, max_output_bytes out");
+    config_free(&c);
+
+    /* 20,000 keys of a 3600-bucket time window: ~1.7 GB (the issue). */
+    path = write_cfg(
+        "{\"max_keys\": 20000, \"max_memory_mb\": 1073741824, " BIG_WINDOW "}");
+    if (!OK(config_load(path, &c, err, sizeof(err)) == 0,
+            "big window under a big limit loads"))
+        DIAG("%s", err);
+    memory_estimate(&c, &m);
+    OK(!strcmp(m.key_policy->pattern, "binance.*"),
+       "the costliest policy is the time window's (%s)", m.key_policy->pattern);
+    IS(m.key_bytes >= sizeof(struct key) + 3600 * sizeof(struct breaker_bucket),
+       1, "its key holds 3600 buckets");
+    IS(m.biggest, MEMORY_KEYS, "keys dominate");
+    OK(m.keys_bytes > 20000ull * 86000 && m.keys_bytes < 20000ull * 90000,
+       "20000 keys x ~86 KB (%.1f MiB)", m.keys_bytes / 1048576.0);
+    figure = memory_mib(&m);
+    memory_describe(&m, &c, line, sizeof(line));
+    OK(strstr(line, "20000 x") && strstr(line, "'binance.*'") &&
+           strstr(line, "3600 s time window") && strstr(line, "connections"),
+       "described: %s", line);
+    config_free(&c);
+
+    path = write_cfg(
+        "{\"max_keys\": 20000, \"max_memory_mb\": 1024, " BIG_WINDOW "}");
+    snprintf(want, sizeof(want), "worst case %llu MiB (20000 keys x",
+             (unsigned long long)figure);
+    OK(config_load(path, &c, err, sizeof(err)) < 0 && strstr(err, path) &&
+           strstr(err, want) && strstr(err, "policy 'binance.*'") &&
+           strstr(err, "3600 s time window") &&
+           strstr(err, "exceeds max_memory_mb 1024"),
+       "over max_memory_mb: refused, naming the figure and the policy (%s)",
+       err);
+    path = write_cfg("{\"max_keys\": 5000, \"max_memory_mb\": 1024, " BIG_WINDOW
+                     "}");
+    if (!OK(config_load(path, &c, err, sizeof(err)) == 0,
+            "5000 such keys fit in 1024 MiB"))
+        DIAG("%s", err);
+    else
+        config_free(&c);
+    path = write_cfg("{\"max_memory_mb\": 200}");
+    OK(config_load(path, &c, err, sizeof(err)) < 0 &&
+           strstr(err, "1024 clients (max_clients)") &&
+           strstr(err, "exceeds max_memory_mb 200"),
+       "connections the biggest part: named (%s)", err);
+    path = write_cfg("{\"max_memory_mb\": 200, \"max_clients\": 64}");
+    if (!OK(config_load(path, &c, err, sizeof(err)) == 0,
+            "fewer clients: fits in 200 MiB"))
+        DIAG("%s", err);
+    else
+        config_free(&c);
+}
+
+/* Newlines to " | ", so a captured output fits on one TAP line. */
+static void one_line(char *s)
+{
+    for (; *s; s++)
+        if (*s == '\n')
+            *s = s[1] ? '|' : '\0';
+}
+
+/* resild -t prints the figure; a refused configuration exits 1. */
+static void test_check_flag(void)
+{
+    const char *b = getenv("BUILD");
+    char cmd[768], out[2048], bin[256];
+    size_t n;
+    FILE *f;
+    const char *path;
+    int st;
+
+    snprintf(bin, sizeof(bin), "%s/resild", b ? b : "build");
+    if (access(bin, X_OK) < 0) {
+        OK(1, "# skip resild -t: %s not built", bin);
+        return;
+    }
+    path = write_cfg(
+        "{\"max_keys\": 20000, \"max_memory_mb\": 1073741824, " BIG_WINDOW "}");
+    snprintf(cmd, sizeof(cmd), "%s -t -c %s 2>&1", bin, path);
+    f = popen(cmd, "r");
+    n = f ? fread(out, 1, sizeof(out) - 1, f) : 0;
+    out[n] = '\0';
+    st = f ? pclose(f) : -1;
+    one_line(out);
+    OK(st == 0 && strstr(out, ": ok (3 policies)") &&
+           strstr(out, "worst-case memory ") && strstr(out, "keys ") &&
+           strstr(out, "'binance.*'") && strstr(out, "connections ") &&
+           strstr(out, "max_memory_mb"),
+       "resild -t prints the worst case and its parts: %s", out);
+    path = write_cfg(
+        "{\"max_keys\": 20000, \"max_memory_mb\": 1024, " BIG_WINDOW "}");
+    snprintf(cmd, sizeof(cmd), "%s -t -c %s 2>&1", bin, path);
+    f = popen(cmd, "r");
+    n = f ? fread(out, 1, sizeof(out) - 1, f) : 0;
+    out[n] = '\0';
+    st = f ? pclose(f) : -1;
+    one_line(out);
+    OK(WIFEXITED(st) && WEXITSTATUS(st) == 1 &&
+           strstr(out, "exceeds max_memory_mb 1024"),
+       "resild -t refuses a worst case over max_memory_mb: %s", out);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -297,9 +632,14 @@ int main(void)
     test_connection_bounds();
     test_inheritance_and_match();
     test_pattern_match();
+    test_pattern_model();
+    test_pattern_worst_case();
     test_breaker_options();
     test_errors();
     test_error_positions();
+    test_path_errors();
+    test_memory();
+    test_check_flag();
     unlink(write_cfg("{}"));
     rmdir(dir);
     return tap_done();
