@@ -36,7 +36,8 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
               test_retry test_admit test_config test_keys
 INTEG_TESTS := test_integ test_integ_breaker test_integ_admit
-CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout
+CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
+                test_client_ctl
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS) \
                 $(CLIENT_TESTS))
 
@@ -83,6 +84,7 @@ CLIENT_TEST_UTIL := tests/fake_peer.c tests/daemon_util.c tests/integ_util.c
 $(BUILD)/tests/test_client_matrix: $(call obj,tests/test_client_matrix.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
 $(BUILD)/tests/test_client_args: $(call obj,tests/test_client_args.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
 $(BUILD)/tests/test_client_timeout: $(call obj,tests/test_client_timeout.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
+$(BUILD)/tests/test_client_ctl: $(call obj,tests/test_client_ctl.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
 $(BUILD)/tests/bench: $(call obj,tests/bench.c tests/daemon_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/%:
 	@mkdir -p $(dir $@)
