@@ -38,7 +38,10 @@ UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
               test_retry test_admit test_config test_keys test_permit \
               test_alloc
 INTEG_TESTS := test_integ test_integ_breaker test_integ_admit
-TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
+CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
+                test_client_ctl
+TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS) \
+                $(CLIENT_TESTS))
 
 .PHONY: all deps run test check bench fuzz asan install format clean
 all: $(BUILD)/resild $(BUILD)/resilctl $(BUILD)/libresil.a $(BUILD)/libresil.so
@@ -82,6 +85,13 @@ $(BUILD)/tests/test_alloc: $(call obj,tests/test_alloc.c $(PROTO_SRC) $(DAEMON_C
 $(BUILD)/tests/test_integ: $(call obj,tests/test_integ.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_integ_breaker: $(call obj,tests/test_integ_breaker.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_integ_admit: $(call obj,tests/test_integ_admit.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
+# libresil and resilctl against scripted fake peers (tests/fake_peer.c)
+# and a real daemon.
+CLIENT_TEST_UTIL := tests/fake_peer.c tests/daemon_util.c tests/integ_util.c
+$(BUILD)/tests/test_client_matrix: $(call obj,tests/test_client_matrix.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
+$(BUILD)/tests/test_client_args: $(call obj,tests/test_client_args.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
+$(BUILD)/tests/test_client_timeout: $(call obj,tests/test_client_timeout.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
+$(BUILD)/tests/test_client_ctl: $(call obj,tests/test_client_ctl.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
 $(BUILD)/tests/bench: $(call obj,tests/bench.c tests/daemon_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/%:
 	@mkdir -p $(dir $@)

@@ -17,14 +17,32 @@
  *     may grow the buffers and mallocs its result copy);
  *   - hand a frame to msgpack-c before proto_scan_next() has bounded it.
  *
- * Failure handling: a connect error, a half-sent request, EOF, an
- * unreadable answer or TIMEOUTS_MAX read timeouts in a row close the socket;
- * a single read timeout keeps it (see roundtrip).  Either starts a back-off
- * (50 ms doubling to 1 s, reset by the next answer).  During the back-off
- * calls return RESIL_ECONN with the fallback decision at once, without a
- * syscall.  On a failure errno is left
- * holding the underlying cause (ENOENT, ECONNREFUSED, ETIMEDOUT, EPROTO...)
- * so that tools can print it; resilctl does.
+ * Failure handling.  Connection failures (connect refused, no socket,
+ * backlog full, connection lost or reset, EOF, a send error) and garbage
+ * answers close the socket and start a back-off (50 ms doubling to 1 s,
+ * reset by the next answer); during the back-off calls return RESIL_ECONN
+ * with the fallback decision at once, without a syscall.  A deadline that
+ * passes on a live connection (the daemon is slow, not gone) keeps the
+ * socket and starts no back-off: the next call goes to the socket again,
+ * since a live daemon usually answers it in time (issue 8, defect 10).
+ * Only a request cut in half by its deadline closes the socket (the stream
+ * would be out of step), and then without a back-off.  On a failure errno
+ * is left holding the underlying cause (ENOENT, ECONNREFUSED, ETIMEDOUT,
+ * EPROTO...) so that tools can print it; resilctl does.
+ *
+ * An acquire given up on after its request went out is cancelled: the
+ * notification [2, "cancel", [{"msgid": N}]] is written at once with one
+ * non-blocking send, and nothing is waited for.  The daemon answers a
+ * parked request "cancelled" and releases a permit it already granted as
+ * "ignore", so a late grant never lingers to permit_ttl_ms and expires
+ * into a timeout failure (issue 8, defect 3).  When the socket cannot take
+ * the notification whole the connection is dropped instead, which releases
+ * every permit of the connection on the daemon.  The late answer itself is
+ * skipped like any answer to another msgid.
+ *
+ * Caller bugs (a NULL or malformed key, an absurd cost or wait, a bad fail
+ * mode or outcome...) are refused before anything is sent: RESIL_EINVAL
+ * with a deny, whatever the fail mode (issue 8, defect 7).
  */
 #include "resil.h"
 
@@ -52,8 +70,14 @@
 #define BACKOFF_MAX_MS 1000
 #define NS_PER_MS 1000000ULL
 #define RESIL_KEY_MAX 128 /* longest valid key (SPEC 2) */
-#define ABANDONED_MAX 16  /* late acquire answers remembered per handle */
-#define TIMEOUTS_MAX 3    /* read timeouts in a row before reconnecting */
+/* The daemon's own bounds (daemon/methods.c), checked here so that a
+ * caller bug is refused without a round trip. */
+#define RESIL_COST_MAX 1000000000ULL
+#define RESIL_WAIT_MAX_MS 3600000ULL
+#define RESIL_CLASS_MAX 64                  /* bytes of an error class */
+#define RESIL_TIME_MAX_MS (86400000LL * 30) /* latency, retry_after */
+#define RESIL_ATTEMPT_MAX 1000000
+#define RESIL_METHOD_MAX 64 /* bytes of a method name */
 
 struct resil {
     pthread_mutex_t mu;      /* serialises every call on the handle */
@@ -74,16 +98,6 @@ struct resil {
     size_t sbuf_len, sbuf_cap;
     int sbuf_overflow; /* a pack did not fit: request too large */
     msgpack_packer pk; /* writes into sbuf via sbuf_write */
-
-    /* Acquires given up on after sending (deadline passed): a late "allow"
-     * holds a permit, which is handed back with a report "ignore" when its
-     * answer turns up, so it neither lingers to its TTL (a timeout failure)
-     * nor is lost with the connection. */
-    struct abandoned {
-        uint32_t msgid; /* 0 = free slot */
-        char key[RESIL_KEY_MAX + 1];
-    } abandoned[ABANDONED_MAX];
-    int timeouts_in_row; /* read timeouts on this connection since an answer */
 
     uint8_t *rbuf;             /* bytes received, object starts at rbuf[0] */
     size_t rbuf_len, rbuf_cap; /* cap grows to CALL_MAX_RESPONSE_BYTES */
@@ -212,9 +226,6 @@ static void drop_connection(struct resil *r)
         close(r->fd);
     r->fd = -1;
     r->rbuf_len = 0;
-    r->timeouts_in_row = 0;
-    memset(r->abandoned, 0, sizeof(r->abandoned)); /* the daemon frees
-                                                    * their permits */
     proto_scan_init(&r->scan);
     msgpack_zone_clear(&r->zone);
     errno = saved;
@@ -352,32 +363,6 @@ static void compact(struct resil *r, size_t off)
     r->rbuf_len -= off;
 }
 
-static struct abandoned *find_abandoned(struct resil *r, uint32_t id)
-{
-    int i;
-
-    for (i = 0; i < ABANDONED_MAX; i++)
-        if (r->abandoned[i].msgid && r->abandoned[i].msgid == id)
-            return &r->abandoned[i];
-    return NULL;
-}
-
-/* Remember an acquire given up on.  0, or -1 when every slot is taken. */
-static int remember_abandoned(struct resil *r, uint32_t id, const char *key)
-{
-    struct abandoned *slot = NULL;
-    int i;
-
-    for (i = 0; i < ABANDONED_MAX && !slot; i++)
-        if (!r->abandoned[i].msgid)
-            slot = &r->abandoned[i];
-    if (!slot)
-        return -1;
-    slot->msgid = id;
-    snprintf(slot->key, sizeof(slot->key), "%s", key);
-    return 0;
-}
-
 static uint32_t next_id(struct resil *r)
 {
     uint32_t id = r->next_msgid++;
@@ -385,46 +370,12 @@ static uint32_t next_id(struct resil *r)
     return id ? id : r->next_msgid++; /* 0 is the daemon's "no request" */
 }
 
-static int get_bool(const msgpack_object *map, const char *name, int *out);
-static int get_uint(const msgpack_object *map, const char *name, uint64_t *out);
-
-/* The late answer m to an abandoned acquire: hand its permit back with a
- * report "ignore" (sent whole or not at all: the socket is idle, the
- * request of the call in progress went out already).  0 or RESIL_ECONN. */
-static int release_abandoned(struct resil *r, struct abandoned *slot,
-                             const struct proto_msg *m)
-{
-    uint64_t permit;
-    int allow;
-    ssize_t n;
-
-    if (m->error->type == MSGPACK_OBJECT_NIL &&
-        get_bool(m->result, "allow", &allow) == 0 && allow &&
-        get_uint(m->result, "permit", &permit) == 0 && permit) {
-        r->sbuf_len = 0;
-        r->sbuf_overflow = 0;
-        proto_pack_request_head(&r->pk, next_id(r), "report");
-        msgpack_pack_array(&r->pk, 1);
-        msgpack_pack_map(&r->pk, 3);
-        proto_kv_str(&r->pk, "key", slot->key);
-        proto_kv_u64(&r->pk, "permit", permit);
-        proto_kv_str(&r->pk, "outcome", "ignore");
-        n = send(r->fd, r->sbuf, r->sbuf_len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n != (ssize_t)r->sbuf_len) {
-            errno = n < 0 ? errno : EAGAIN;
-            return RESIL_ECONN; /* half a request would desync the stream */
-        }
-    }
-    slot->msgid = 0;
-    return 0;
-}
-
 /*
  * Read until the response to msgid is complete in rbuf.  Answers to other
- * requests are skipped by their header without decoding, except late
- * answers to abandoned acquires, whose permits are handed back;
- * notifications are skipped too.  The deadline is checked before every
- * read, so a stream of other messages cannot hold the call.  Responses
+ * requests (late answers to calls given up on: cancelled acquires
+ * included, whose permits the daemon releases itself) and notifications
+ * are skipped by their header without decoding.  The deadline is checked before
+ * every read, so a stream of other messages cannot hold the call.  Responses
  * larger than max_bytes are a protocol error.  On 0, a->m borrows from
  * rbuf (the answer is at rbuf[0]) and the zone until consume(r,
  * a->frame_len).
@@ -432,7 +383,6 @@ static int release_abandoned(struct resil *r, struct abandoned *slot,
 static int read_answer(struct resil *r, uint32_t msgid, size_t max_bytes,
                        uint64_t deadline, struct answer *a)
 {
-    struct abandoned *slot;
     const char *why;
     size_t off = 0; /* the object being scanned starts at rbuf[off] */
     uint32_t id;
@@ -454,7 +404,7 @@ static int read_answer(struct resil *r, uint32_t msgid, size_t max_bytes,
             int notify = got >= 2 && obj[0] == 0x93 && obj[1] == 0x02;
             if (notify ||
                 (proto_peek_msgid(obj, (size_t)got, PROTO_RESPONSE, &id) &&
-                 id != msgid && !find_abandoned(r, id))) {
+                 id != msgid)) {
                 off += (size_t)got; /* not ours: skip it undecoded */
                 proto_scan_init(&r->scan);
                 continue;
@@ -470,11 +420,7 @@ static int read_answer(struct resil *r, uint32_t msgid, size_t max_bytes,
                 a->frame_len = (size_t)got;
                 return 0;
             }
-            if (a->m.type == PROTO_RESPONSE &&
-                (slot = find_abandoned(r, a->m.msgid)) &&
-                release_abandoned(r, slot, &a->m) < 0)
-                return RESIL_ECONN;
-            consume(r, (size_t)got);
+            consume(r, (size_t)got); /* another message that decodes */
             continue;
         }
         compact(r, off);
@@ -526,22 +472,52 @@ static int read_answer(struct resil *r, uint32_t msgid, size_t max_bytes,
 }
 
 /*
+ * Cancel the acquire msgid, whose answer is no longer waited for: write
+ * [2, "cancel", [{"msgid": msgid}]] with one non-blocking send and wait
+ * for nothing (a notification has no answer).  The request went out whole,
+ * so sbuf is free.  When the socket cannot take the notification whole
+ * (a daemon stalled long enough to fill the socket buffer, or gone), drop
+ * the connection: half a frame would put the stream out of step, and a
+ * closed connection releases all its permits on the daemon anyway.
+ */
+static void send_cancel(struct resil *r, uint32_t msgid)
+{
+    int saved = errno;
+    ssize_t n;
+
+    r->sbuf_len = 0;
+    r->sbuf_overflow = 0;
+    proto_pack_notify_head(&r->pk, "cancel");
+    msgpack_pack_array(&r->pk, 1);
+    msgpack_pack_map(&r->pk, 1);
+    proto_kv_u64(&r->pk, "msgid", msgid);
+    do
+        n = send(r->fd, r->sbuf, r->sbuf_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)r->sbuf_len)
+        drop_connection(r);
+    errno = saved; /* the call's cause stays ETIMEDOUT */
+}
+
+/*
  * Send the request in sbuf (whose msgid is msgid) and read its answer.
  * Handles connecting, one transparent reconnect when a reused connection
  * turns out to be closed before anything was sent (a restarted daemon),
  * and the back-off bookkeeping.  Returns 0 with *a filled (including error
  * answers: the daemon answered), or a negative code.
  *
- * A deadline that passes after the whole request went out keeps the
- * connection (closing it would make the daemon take back every permit of
- * this handle, those of other threads included); the late answer is
- * skipped, or for an acquire (acquire_key) its permit handed back.  Only
- * TIMEOUTS_MAX timeouts in a row, a half-sent request, EOF or garbage
- * close it.
+ * A deadline that passes on a live connection keeps it and starts no
+ * back-off (closing it would make the daemon take back every permit of
+ * this handle, those of other threads included; backing off would fall
+ * back for calls the daemon would have answered).  If nothing of the
+ * request went out, nothing else is done; if it went out whole, the late
+ * answer is skipped by a later call, and an acquire (is_acquire) is
+ * cancelled at once; if it went out in part, the connection is dropped.
+ * Connection failures (connect, send or receive errors, EOF) and garbage
+ * close it and back off.
  */
 static int roundtrip(struct resil *r, uint32_t msgid, size_t max_bytes,
-                     uint64_t deadline, struct answer *a,
-                     const char *acquire_key)
+                     uint64_t deadline, struct answer *a, int is_acquire)
 {
     size_t sent;
     int rc, reused, attempt;
@@ -559,26 +535,30 @@ static int roundtrip(struct resil *r, uint32_t msgid, size_t max_bytes,
     for (attempt = 0;; attempt++) {
         reused = r->fd >= 0;
         if (!reused && (rc = do_connect(r, deadline)) < 0)
-            goto fail;
+            goto fail; /* no connection: a connect timeout backs off too */
         rc = send_all(r, deadline, &sent);
         if (rc == RESIL_ECONN && reused && sent == 0 && attempt == 0) {
             drop_connection(r);
             continue;
+        }
+        if (rc == RESIL_ETIMEDOUT) {
+            /* A live daemon that does not read fast enough. */
+            if (sent > 0)
+                drop_connection(r);
+            return rc;
         }
         if (rc < 0)
             goto fail;
         break;
     }
     rc = read_answer(r, msgid, max_bytes, deadline, a);
-    if (rc == RESIL_ETIMEDOUT &&
-        (!acquire_key || remember_abandoned(r, msgid, acquire_key) == 0) &&
-        ++r->timeouts_in_row < TIMEOUTS_MAX) {
-        back_off(r, now_ns());
+    if (rc == RESIL_ETIMEDOUT) {
+        if (is_acquire)
+            send_cancel(r, msgid);
         return rc;
     }
     if (rc < 0)
         goto fail;
-    r->timeouts_in_row = 0;
     r->backoff_ms = 0;
     r->backoff_until_ns = 0;
     return 0;
@@ -682,6 +662,35 @@ static void fallback_decision(struct resil_decision *d, int fail_mode)
     strcpy(d->reason, "fallback");
 }
 
+/* The decision for a caller bug: deny whatever the fail mode (resil.h). */
+static int invalid_decision(struct resil_decision *d)
+{
+    fallback_decision(d, RESIL_FAIL_CLOSED);
+    strcpy(d->reason, "invalid_argument");
+    errno = EINVAL;
+    return RESIL_EINVAL;
+}
+
+/* 1 when s is a valid key or error class: [A-Za-z0-9._:-]{1,max}.  Reads
+ * at most max+1 bytes of s, so a huge or unterminated-looking string costs
+ * nothing. */
+static int valid_name(const char *s, size_t max)
+{
+    size_t i;
+
+    if (!s)
+        return 0;
+    for (i = 0; s[i]; i++) {
+        char ch = s[i];
+        if (i == max ||
+            !((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+              (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == ':' ||
+              ch == '-'))
+            return 0;
+    }
+    return i > 0;
+}
+
 int resil_acquire(resil_t *r, const char *key,
                   const struct resil_acquire_opts *opts,
                   struct resil_decision *out)
@@ -693,26 +702,23 @@ int resil_acquire(resil_t *r, const char *key,
     uint32_t id;
     int allow;
 
-    if (!out)
+    if (!out) {
+        errno = EINVAL;
         return RESIL_EINVAL;
+    }
+    /* Caller bugs deny before anything is sent, whatever the fail mode: a
+     * fallback allow would trade unchecked on a bug nobody sees. */
     fail_mode = opts ? opts->fail_mode : RESIL_FAIL_DEFAULT;
-    if (fail_mode != RESIL_FAIL_DEFAULT && fail_mode != RESIL_FAIL_OPEN &&
-        fail_mode != RESIL_FAIL_CLOSED) {
-        fallback_decision(out, RESIL_FAIL_CLOSED); /* a bug: do not trade */
-        return RESIL_EINVAL;
-    }
-    if (!r) {
-        fallback_decision(out, fail_mode == RESIL_FAIL_CLOSED
-                                   ? RESIL_FAIL_CLOSED
-                                   : RESIL_FAIL_OPEN);
-        return RESIL_EINVAL;
-    }
+    if (!r || !valid_name(key, RESIL_KEY_MAX) || deadline_ms < 0 ||
+        (fail_mode != RESIL_FAIL_DEFAULT && fail_mode != RESIL_FAIL_OPEN &&
+         fail_mode != RESIL_FAIL_CLOSED) ||
+        (opts &&
+         (opts->cost > RESIL_COST_MAX || opts->wait_ms > RESIL_WAIT_MAX_MS)))
+        return invalid_decision(out);
     if (fail_mode == RESIL_FAIL_DEFAULT)
         fail_mode = __atomic_load_n(&r->fail_mode, __ATOMIC_RELAXED);
     fallback_decision(out, fail_mode);
     deadline = deadline_of(r, deadline_ms, start);
-    if (!key || deadline_ms < 0)
-        return RESIL_EINVAL;
     if ((rc = lock_until(r, deadline)) < 0)
         return rc;
     id = begin_request(r, "acquire");
@@ -723,11 +729,11 @@ int resil_acquire(resil_t *r, const char *key,
     proto_kv_u64(&r->pk, "wait_ms", opts ? opts->wait_ms : 0);
     proto_kv_str(&r->pk, "priority",
                  opts && opts->critical ? "critical" : "normal");
-    if (r->sbuf_overflow) {
-        rc = RESIL_EINVAL; /* a key this long can only be a caller bug */
+    if (r->sbuf_overflow) { /* cannot happen with a valid key */
+        rc = invalid_decision(out);
         goto out;
     }
-    if ((rc = roundtrip(r, id, RECV_CAP_BYTES, deadline, &a, key)) < 0)
+    if ((rc = roundtrip(r, id, RECV_CAP_BYTES, deadline, &a, 1)) < 0)
         goto out;
     if (a.m.error->type != MSGPACK_OBJECT_NIL) {
         rc = remote_error(&a.m, out->error_code, sizeof(out->error_code), NULL,
@@ -791,9 +797,18 @@ int resil_report(resil_t *r, const struct resil_report *rep,
     if (!out)
         out = &scratch;
     memset(out, 0, sizeof(*out));
-    if (!r || !rep || !rep->key || rep->deadline_ms < 0 ||
-        (unsigned)rep->outcome > RESIL_UNKNOWN)
+    /* The daemon's bounds (a bad_request there): refused without sending.
+     * error_message and correlation_id are truncated by the daemon; one
+     * too long for the send buffer is refused below. */
+    if (!r || !rep || !valid_name(rep->key, RESIL_KEY_MAX) ||
+        rep->deadline_ms < 0 || (unsigned)rep->outcome > RESIL_UNKNOWN ||
+        rep->latency_ms > RESIL_TIME_MAX_MS ||
+        rep->retry_after_ms > RESIL_TIME_MAX_MS ||
+        rep->attempt > RESIL_ATTEMPT_MAX ||
+        (rep->error_class && !valid_name(rep->error_class, RESIL_CLASS_MAX))) {
+        errno = EINVAL;
         return RESIL_EINVAL;
+    }
     deadline = deadline_of(r, rep->deadline_ms, start);
     if ((rc = lock_until(r, deadline)) < 0)
         return rc;
@@ -829,11 +844,12 @@ int resil_report(resil_t *r, const struct resil_report *rep,
             proto_kv_u64(&r->pk, "retry_after_ms",
                          (uint64_t)rep->retry_after_ms);
     }
-    if (r->sbuf_overflow) {
+    if (r->sbuf_overflow) { /* too large to send: a caller bug */
+        errno = EINVAL;
         rc = RESIL_EINVAL;
         goto out;
     }
-    if ((rc = roundtrip(r, id, RECV_CAP_BYTES, deadline, &a, NULL)) < 0)
+    if ((rc = roundtrip(r, id, RECV_CAP_BYTES, deadline, &a, 0)) < 0)
         goto out;
     if (a.m.error->type != MSGPACK_OBJECT_NIL) {
         rc = remote_error(&a.m, out->error_code, sizeof(out->error_code), NULL,
@@ -891,14 +907,16 @@ int resil_ping(resil_t *r, int deadline_ms, char *version, size_t cap,
         version[0] = '\0';
     if (pid)
         *pid = 0;
-    if (!r || deadline_ms < 0)
+    if (!r || deadline_ms < 0) {
+        errno = EINVAL;
         return RESIL_EINVAL;
+    }
     deadline = deadline_of(r, deadline_ms, start);
     if ((rc = lock_until(r, deadline)) < 0)
         return rc;
     id = begin_request(r, "ping");
     msgpack_pack_array(&r->pk, 0);
-    if ((rc = roundtrip(r, id, RECV_CAP_BYTES, deadline, &a, NULL)) < 0)
+    if ((rc = roundtrip(r, id, RECV_CAP_BYTES, deadline, &a, 0)) < 0)
         goto out;
     if (a.m.error->type != MSGPACK_OBJECT_NIL) {
         rc = remote_error(&a.m, NULL, 0, NULL, 0);
@@ -1001,9 +1019,14 @@ int resil_call(resil_t *r, const char *method, const void *params_mp,
         *result = NULL;
     if (result_len)
         *result_len = 0;
-    if (!r || !method || !result || !result_len || deadline_ms < 0 ||
-        (params_mp && !is_one_map(params_mp, params_len)))
+    if (!r || !method || !method[0] ||
+        strnlen(method, RESIL_METHOD_MAX + 1) > RESIL_METHOD_MAX || !result ||
+        !result_len || deadline_ms < 0 ||
+        (params_mp && !is_one_map(params_mp, params_len)) ||
+        (!params_mp && params_len)) {
+        errno = EINVAL;
         return RESIL_EINVAL;
+    }
     deadline = deadline_of(r, deadline_ms, start);
     if ((rc = lock_until(r, deadline)) < 0)
         return rc;
@@ -1026,12 +1049,13 @@ int resil_call(resil_t *r, const char *method, const void *params_mp,
     } else {
         msgpack_pack_array(&r->pk, 0);
     }
-    if (r->sbuf_overflow) {
+    if (r->sbuf_overflow) { /* too large to send: a caller bug */
+        errno = EINVAL;
         rc = RESIL_EINVAL;
         goto out;
     }
-    if ((rc = roundtrip(r, id, CALL_MAX_RESPONSE_BYTES, deadline, &a, NULL)) <
-        0)
+    if ((rc = roundtrip(r, id, CALL_MAX_RESPONSE_BYTES, deadline, &a,
+                        !strcmp(method, "acquire"))) < 0)
         goto out;
     if (a.m.error->type != MSGPACK_OBJECT_NIL) {
         rc = remote_error(&a.m, code, cap, msg, cap);

@@ -6,10 +6,14 @@
  * 5 ms) and never blocks past it: connect is non-blocking, I/O is polled.
  * When the daemon is unreachable, stalled or answers garbage, the call
  * returns a *fallback* decision chosen by the fail mode (RESIL_FAIL_OPEN
- * allows, RESIL_FAIL_CLOSED denies) with `fallback` set, and the handle
- * reconnects by itself after a short back-off (calls during the back-off
- * fall back at once, without touching the socket).
- *
+ * allows, RESIL_FAIL_CLOSED denies) with `fallback` set.  After a
+ * connection failure (no socket, connection refused, backlog full,
+ * connection lost, EOF) or a garbage answer the handle reconnects by
+ * itself after a short back-off (50 ms doubling to 1 s); calls during the
+ * back-off fall back at once, without touching the socket.  A call that
+ * merely runs out of time on a live connection starts no back-off: the
+ * next call asks the daemon again.
+
  * A handle is safe to share between threads: calls are serialised by a
  * mutex inside, and a call holds the handle for its whole round trip, a
  * parked acquire (wait_ms) included.  Give a thread that parks, or whose
@@ -21,14 +25,24 @@
  *
  * A call whose deadline passes after its request went out keeps the
  * connection (a connection's permits go back to the daemon when it
- * closes, other threads' included); the late answer is skipped, and a
- * late "allow" is handed back with a report "ignore".
+ * closes, other threads' included); the late answer is skipped.  An
+ * acquire given up on is cancelled at once (a "cancel" notification,
+ * written without waiting): the daemon denies it if it was still parked
+ * and takes back a permit it already granted, so a late grant never
+ * expires into a timeout failure.  If the socket cannot take the cancel,
+ * the connection is dropped instead, which releases all its permits.
  *
  * Return values: 0 on an answer from the daemon; a negative RESIL_E* code
- * otherwise (the out-struct then holds the fallback decision).  The one
- * exception: an acquire the daemon answers bad_request (the caller's bug:
- * a malformed key, a cost no limiter can ever grant) is RESIL_EREMOTE with
- * a deny, not a fallback, whatever the fail mode.
+ * otherwise (the out-struct then holds the fallback decision).  Two
+ * exceptions deny whatever the fail mode, because they are the caller's
+ * bugs and a fallback allow would trade unchecked:
+ *   - RESIL_EINVAL: an argument is malformed (NULL handle, NULL or malformed
+ *     key, cost or wait_ms over its bound, bad fail mode...).  Nothing is
+ *     sent; the decision is allow 0, fallback 1 (the daemon was not
+ *     consulted), reason "invalid_argument".  Each call lists its checks.
+ *   - RESIL_EREMOTE with error_code "bad_request": the daemon refused the
+ *     acquire (e.g. a cost no limiter can ever grant); allow 0, fallback
+ *     0, reason "error".
  */
 #ifndef RESIL_H
 #define RESIL_H
@@ -75,17 +89,20 @@ enum {
 resil_t *resil_open(const char *path);
 void resil_close(resil_t *r);
 
-/* Defaults for calls that pass deadline_ms = 0 / no fail mode. */
+/* Defaults for calls that pass deadline_ms = 0 / no fail mode.  A value
+ * out of range (deadline_ms <= 0, another fail mode) is ignored. */
 void resil_set_deadline(resil_t *r, int deadline_ms);         /* default 5 */
 void resil_set_fail_mode(resil_t *r, enum resil_fail_mode m); /* default open */
 /* The socket path in use (borrowed). */
 const char *resil_path(const resil_t *r);
 
 struct resil_acquire_opts {
-    uint32_t cost;    /* 0 means 1 */
-    uint32_t wait_ms; /* park server-side up to this long; 0 = answer now */
+    uint32_t cost;    /* 0 means 1; over 1,000,000,000: RESIL_EINVAL */
+    uint32_t wait_ms; /* park server-side up to this long; 0 = answer now;
+                       * over 3,600,000: RESIL_EINVAL */
     int critical;     /* priority "critical" */
-    int deadline_ms;  /* 0 = handle default; should exceed wait_ms */
+    int deadline_ms;  /* 0 = handle default; < 0: RESIL_EINVAL; should
+                       * exceed wait_ms */
     int fail_mode;    /* enum resil_fail_mode; 0 = the handle's.  Any other
                        * value: RESIL_EINVAL with a deny */
 };
@@ -94,13 +111,17 @@ struct resil_decision {
     int allow;               /* 1 = go ahead */
     uint64_t permit;         /* pass to resil_report; 0 when denied/fallback */
     char state[16];          /* "closed", "open", "half_open", ... */
-    char reason[24];         /* "ok", "circuit_open", ... or "fallback" */
+    char reason[24];         /* "ok", "circuit_open", ..., "fallback",
+                              * "invalid_argument" (RESIL_EINVAL) */
     uint64_t retry_after_ms; /* when denied: not before this long; 0 unknown */
     int fallback;            /* 1 = daemon not consulted (see return code) */
     char error_code[24];     /* daemon's error code on RESIL_EREMOTE */
 };
 
-/* Ask whether `key` may be called.  opts may be NULL. */
+/* Ask whether `key` may be called.  opts may be NULL.  RESIL_EINVAL with a
+ * deny (nothing sent) when r is NULL, key is NULL or not
+ * [A-Za-z0-9._:-]{1,128}, or opts breaks a bound above; out NULL is
+ * RESIL_EINVAL with nothing filled. */
 int resil_acquire(resil_t *r, const char *key,
                   const struct resil_acquire_opts *opts,
                   struct resil_decision *out);
@@ -130,11 +151,16 @@ struct resil_report_result {
     char error_code[24]; /* daemon's error code on RESIL_EREMOTE */
 };
 
-/* Report the outcome of a call.  out may be NULL. */
+/* Report the outcome of a call.  out may be NULL.  RESIL_EINVAL (nothing
+ * sent) when r or rep is NULL, rep->key is not a valid key, outcome is
+ * not a resil_outcome, deadline_ms < 0, latency_ms or retry_after_ms is
+ * over 30 days, attempt over 1,000,000, error_class not
+ * [A-Za-z0-9._:-]{1,64}, or the request exceeds 64 KiB. */
 int resil_report(resil_t *r, const struct resil_report *rep,
                  struct resil_report_result *out);
 
-/* ping: fills version (cap bytes) and pid; either may be NULL. */
+/* ping: fills version (cap bytes) and pid; either may be NULL.
+ * RESIL_EINVAL when r is NULL or deadline_ms < 0. */
 int resil_ping(resil_t *r, int deadline_ms, char *version, size_t cap,
                long *pid);
 
@@ -143,7 +169,10 @@ int resil_ping(resil_t *r, int deadline_ms, char *version, size_t cap,
  * msgpack-encoded map (or NULL for none).  On 0, *result and *result_len hold
  * the msgpack-encoded result (malloc'ed, caller frees).  On RESIL_EREMOTE
  * the error code and message are copied to code/msg (cap bytes each, may be
- * NULL).
+ * NULL).  RESIL_EINVAL (nothing sent) when r, method, result or
+ * result_len is NULL, method is empty or over 64 bytes, deadline_ms < 0,
+ * or params_mp is not exactly one map.  A timed-out "acquire" through
+ * resil_call is cancelled like one through resil_acquire.
  */
 int resil_call(resil_t *r, const char *method, const void *params_mp,
                size_t params_len, int deadline_ms, void **result,

@@ -9,14 +9,19 @@
  *
  * Output: aligned tables for people, --json (the daemon's result converted
  * generically from msgpack with jansson) for scripts.  Text that came from
- * the daemon (keys, reasons, error messages) is escaped (non-printable bytes
- * as \xNN) and truncated before it reaches a terminal.
+ * the daemon (keys, reasons, error messages) is escaped (control
+ * characters and invalid UTF-8 as \xNN or \uNNNN, see escape()) and
+ * truncated before it reaches a terminal.  `status` follows the daemon's
+ * pages (`next`) until every key is listed, --limit N keys or
+ * STATUS_MAX_KEYS.
  *
  * Exit status: 0 ok, 1 the daemon answered an error, 2 usage error,
  * 3 the daemon could not be reached (or answered garbage, or too late).
  */
 #include <errno.h>
 #include <jansson.h>
+#include <langinfo.h>
+#include <locale.h>
 #include <msgpack.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,6 +40,12 @@
 #define KEY_SHOW_MAX 128  /* bytes of a key shown before truncation */
 #define TEXT_SHOW_MAX 200 /* bytes of other peer text (reasons, errors) */
 #define ERR_TEXT_CAP 512  /* daemon error code/message copied */
+/* status pages: keys asked per page (the daemon's default page), and the
+ * most keys one `resilctl status` lists (the daemon's default max_keys;
+ * a table of them takes tens of MB).  Narrow with a PREFIX or --limit. */
+#define STATUS_PAGE_KEYS 1000
+#define STATUS_MAX_KEYS 100000
+#define NEXT_KEY_MAX 256 /* bytes of a `next` key name accepted */
 
 struct ctl {
     const char *socket; /* -s PATH, or NULL to resolve */
@@ -55,28 +66,106 @@ static const struct ctl_cmd *find_command(const char *name);
 static void usage(FILE *f);
 
 /* --- peer text: escape and truncate --------------------------------------
- * Writes at most max source bytes of s[0..n) into dst (cap bytes), with
- * bytes outside printable ASCII as \xNN and a backslash as \\, and "..."
- * when truncated.  dst must hold 4*max+4 bytes to never cut an escape. */
+ * Text that came from the daemon or the command line is shown as given, as
+ * far as that is safe on a terminal: printable ASCII and (when the locale
+ * is UTF-8) printable non-ASCII characters pass; control characters (C0,
+ * DEL, C1), Unicode format and bidi controls (which reorder what follows)
+ * and bytes that are not valid UTF-8 are shown as \xNN (bytes) or \uNNNN
+ * (code points).  A backslash is not doubled: a force reason C:\temp shows
+ * as typed (the price: a reason that spells "\x1b" looks like an escape).
+ * --json output needs none of this: jansson escapes (JSON_ENSURE_ASCII). */
+
+static int term_utf8; /* 1 when the locale's codeset is UTF-8 (main) */
+
+/* Length of the valid UTF-8 sequence at s[0..n) (no overlongs, no
+ * surrogates, at most U+10FFFF) with its code point in *cp, or 0. */
+static size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
+{
+    size_t len, i;
+    uint32_t c;
+
+    if (s[0] < 0x80) {
+        *cp = s[0];
+        return 1;
+    }
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+        len = 2;
+        c = s[0] & 0x1f;
+    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        len = 3;
+        c = s[0] & 0x0f;
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        len = 4;
+        c = s[0] & 0x07;
+    } else {
+        return 0;
+    }
+    if (len > n)
+        return 0;
+    for (i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        c = (c << 6) | (s[i] & 0x3f);
+    }
+    if ((len == 3 && c < 0x800) || (len == 4 && c < 0x10000) || c > 0x10ffff ||
+        (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    *cp = c;
+    return len;
+}
+
+/* 1 for a code point that must not reach a terminal raw: controls, and the
+ * invisible format characters that reorder or hide text. */
+static int cp_unsafe(uint32_t c)
+{
+    return c < 0x20 || (c >= 0x7f && c <= 0x9f) || c == 0xad ||
+           (c >= 0x200b && c <= 0x200f) || (c >= 0x2028 && c <= 0x202e) ||
+           (c >= 0x2060 && c <= 0x206f) || c == 0xfeff ||
+           (c >= 0xfff9 && c <= 0xfffb);
+}
+
+/*
+ * Write at most max source bytes of s[0..n) into dst (cap bytes, at least
+ * 4), escaped as above, with "..." when cut (never inside a character or
+ * an escape).  dst must hold 4*max+8 bytes to show all of max bytes.
+ */
 static const char *escape(char *dst, size_t cap, const char *s, size_t n,
                           size_t max)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t i, o = 0;
+    const unsigned char *u = (const unsigned char *)s;
+    char unit[16];
+    size_t i = 0, o = 0, len, ulen;
+    uint32_t cp;
 
-    for (i = 0; i < n && i < max && o + 5 < cap; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch == '\\') {
-            dst[o++] = '\\';
-            dst[o++] = '\\';
-        } else if (ch < 0x20 || ch >= 0x7f) {
-            dst[o++] = '\\';
-            dst[o++] = 'x';
-            dst[o++] = hex[ch >> 4];
-            dst[o++] = hex[ch & 15];
+    while (i < n) {
+        len = utf8_seq(u + i, n - i, &cp);
+        if (len == 0) { /* a byte that is not UTF-8 */
+            len = 1;
+            ulen = 4;
+            unit[0] = '\\';
+            unit[1] = 'x';
+            unit[2] = hex[u[i] >> 4];
+            unit[3] = hex[u[i] & 15];
+        } else if (cp_unsafe(cp) && cp < 0x80) {
+            ulen = 4;
+            unit[0] = '\\';
+            unit[1] = 'x';
+            unit[2] = hex[cp >> 4];
+            unit[3] = hex[cp & 15];
+        } else if (cp_unsafe(cp) || (cp >= 0x80 && !term_utf8)) {
+            ulen = (size_t)snprintf(unit, sizeof(unit),
+                                    cp > 0xffff ? "\\U%08x" : "\\u%04x",
+                                    (unsigned)cp);
         } else {
-            dst[o++] = (char)ch;
+            ulen = len;
+            memcpy(unit, u + i, len);
         }
+        if (i + len > max || o + ulen + 4 > cap)
+            break;
+        memcpy(dst + o, unit, ulen);
+        o += ulen;
+        i += len;
     }
     if (i < n && o + 4 <= cap) {
         memcpy(dst + o, "...", 3);
@@ -84,6 +173,17 @@ static const char *escape(char *dst, size_t cap, const char *s, size_t n,
     }
     dst[o] = '\0';
     return dst;
+}
+
+/* Columns a string escape() made takes on a terminal: one per character
+ * (wide characters are not measured). */
+static size_t text_width(const char *s)
+{
+    size_t w = 0;
+
+    for (; *s; s++)
+        w += ((unsigned char)*s & 0xc0) != 0x80;
+    return w;
 }
 
 /* Escaped text of a msgpack string, or dflt when o is not a string. */
@@ -275,18 +375,24 @@ static json_t *to_json(const msgpack_object *o)
     }
 }
 
-static int print_json(const msgpack_object *o)
+/* Print j (borrowed; NULL: a conversion that failed). */
+static int print_json_value(json_t *j)
 {
-    json_t *j = to_json(o);
-
     if (!j || json_dumpf(j, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII) < 0) {
-        json_decref(j);
         fprintf(stderr, "resilctl: cannot convert the answer to JSON\n");
         return EXIT_UNREACHABLE;
     }
     putchar('\n');
-    json_decref(j);
     return EXIT_OK;
+}
+
+static int print_json(const msgpack_object *o)
+{
+    json_t *j = to_json(o);
+    int rc = print_json_value(j);
+
+    json_decref(j);
+    return rc;
 }
 
 /* --- calling the daemon -------------------------------------------------- */
@@ -381,7 +487,7 @@ static const int col_right[NCOLS] = {0, 0, 0, 1, 1, 1, 1, 1, 0, 0};
 
 struct table {
     char *(*cell)[NCOLS]; /* rows x NCOLS strdup'ed strings */
-    size_t rows;
+    size_t rows, cap;     /* rows used / allocated */
     int has_forced;
 };
 
@@ -442,47 +548,47 @@ static int table_add(struct table *t, const msgpack_object *m)
     SET(COL_FORCED, buf);
 #undef SET
     for (i = 0; i < NCOLS; i++)
-        if (!row[i]) {
-            while (i < NCOLS)
-                row[i++] = NULL;
-            for (i = 0; i < NCOLS; i++)
-                free(row[i]);
-            return -1;
-        }
-    {
-        char *(*p)[NCOLS] = realloc(t->cell, (t->rows + 1) * sizeof(*p));
-        if (!p) {
-            for (i = 0; i < NCOLS; i++)
-                free(row[i]);
-            return -1;
-        }
+        if (!row[i])
+            goto fail;
+    if (t->rows == t->cap) { /* doubling: 100k rows cost O(rows) copies */
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        char *(*p)[NCOLS] = realloc(t->cell, cap * sizeof(*p));
+        if (!p)
+            goto fail;
         t->cell = p;
-        memcpy(t->cell[t->rows++], row, sizeof(row));
+        t->cap = cap;
     }
+    memcpy(t->cell[t->rows++], row, sizeof(row));
     return 0;
+fail:
+    for (i = 0; i < NCOLS; i++)
+        free(row[i]); /* free(NULL) for the ones that failed */
+    return -1;
 }
 
 static void table_print(const struct table *t)
 {
-    size_t w[NCOLS], r;
+    size_t w[NCOLS], r, cw;
     int i, ncols = t->has_forced ? NCOLS : NCOLS - 1;
 
     for (i = 0; i < ncols; i++) {
         w[i] = strlen(col_title[i]);
         for (r = 0; r < t->rows; r++)
-            if (strlen(t->cell[r][i]) > w[i])
-                w[i] = strlen(t->cell[r][i]);
+            if ((cw = text_width(t->cell[r][i])) > w[i])
+                w[i] = cw;
     }
     for (r = 0; r <= t->rows; r++) {
         for (i = 0; i < ncols; i++) {
             const char *s = r == 0 ? col_title[i] : t->cell[r - 1][i];
             int last = i == ncols - 1;
+            size_t pad = w[i] - text_width(s);
+
             if (col_right[i])
-                printf("%*s", (int)w[i], s);
+                printf("%*s%s", (int)pad, "", s);
             else if (last)
                 printf("%s", s);
             else
-                printf("%-*s", (int)w[i], s);
+                printf("%s%*s", s, (int)pad, "");
             printf(last ? "\n" : "  ");
         }
     }
@@ -523,7 +629,12 @@ struct cmd_args {
     int npos;
     uint64_t for_ms;    /* --for, 0 when absent */
     const char *reason; /* --reason, NULL when absent */
+    uint64_t limit;     /* --limit, 0 when absent */
 };
+
+/* Options a command accepts besides --json (parse_args' opts). */
+#define OPT_FORCE 1 /* --for DURATION, --reason TEXT */
+#define OPT_LIMIT 2 /* --limit N */
 
 static int cmd_usage(const struct ctl_cmd *cmd)
 {
@@ -534,7 +645,7 @@ static int cmd_usage(const struct ctl_cmd *cmd)
 
 /*
  * Parse a command's arguments: positionals (between min and max), --json
- * anywhere, and --for/--reason where allowed.  Returns 0 or an exit status
+ * anywhere, and the options in opts (OPT_*).  Returns 0 or an exit status
  * (after printing why).
  */
 static int parse_args(struct ctl *c, const struct ctl_cmd *cmd, int argc,
@@ -563,7 +674,18 @@ static int parse_args(struct ctl *c, const struct ctl_cmd *cmd, int argc,
                    cmd->args[0] ? " " : "", cmd->args, cmd->summary,
                    cmd->example);
             return -1; /* handled: exit 0 */
-        } else if (opts && (!strcmp(s, "--for") || !strcmp(s, "--reason"))) {
+        } else if ((opts & OPT_LIMIT) && !strcmp(s, "--limit")) {
+            const char *v = i + 1 < argc ? argv[++i] : "";
+            if (strspn(v, "0123456789") != strlen(v) || !*v || strlen(v) > 7 ||
+                (a->limit = strtoull(v, NULL, 10)) == 0 ||
+                a->limit > STATUS_MAX_KEYS) {
+                fprintf(
+                    stderr, "resilctl: bad count '%s' for --limit (1..%d)\n",
+                    escape(e, sizeof(e), v, strlen(v), 64), STATUS_MAX_KEYS);
+                return EXIT_USAGE;
+            }
+        } else if ((opts & OPT_FORCE) &&
+                   (!strcmp(s, "--for") || !strcmp(s, "--reason"))) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "resilctl: %s needs a value\n", s);
                 return EXIT_USAGE;
@@ -650,55 +772,145 @@ static int cmd_ping(struct ctl *c, int argc, char **argv)
     return rc;
 }
 
+/*
+ * status pages through the keys: each call asks for up to STATUS_PAGE_KEYS
+ * keys after the last one seen (`after`, from the previous page's `next`)
+ * until a page has no `next`, the wanted count (--limit, or
+ * STATUS_MAX_KEYS) is listed, or the daemon misbehaves (a page without
+ * keys, or a `next` that does not move forward: stop rather than loop).
+ * The count printed is the daemon's `total` from the last page.  --json
+ * prints one object: the first page's, with every page's keys, `total`
+ * and `health` from the last page, and `next` only when keys were left.
+ */
+struct status_run {
+    struct table t; /* table output */
+    json_t *json;   /* --json: the merged result, or NULL */
+    size_t shown;   /* keys taken so far */
+    uint64_t total; /* the last page's `total` */
+    int has_total;
+    char health[4 * 32 + 8];
+    char next[NEXT_KEY_MAX + 1]; /* `after` of the next page; "" = done */
+};
+
+/* Take one page's result.  0, or an exit status (after printing why). */
+static int status_page(struct ctl *c, struct status_run *st,
+                       const msgpack_object *res, size_t want)
+{
+    const msgpack_object *keys = proto_map_get(res, "keys");
+    const msgpack_object *next = proto_map_get(res, "next");
+    char prev[NEXT_KEY_MAX + 1];
+    size_t i, n = 0;
+    json_t *jk, *all, *one;
+
+    if (keys && keys->type == MSGPACK_OBJECT_ARRAY)
+        n = keys->via.array.size;
+    if (n > want - st->shown)
+        n = want - st->shown; /* a daemon that ignores `limit` */
+    if (obj_uint(proto_map_get(res, "total"), &st->total) == 0)
+        st->has_total = 1;
+    obj_text(st->health, sizeof(st->health), proto_map_get(res, "health"), 32,
+             "?");
+    if (c->json) {
+        if (!(one = to_json(res)))
+            goto nomem;
+        if (!st->json) {
+            st->json = one;
+            all = json_object_get(one, "keys");
+            while (json_is_array(all) && json_array_size(all) > n)
+                json_array_remove(all, json_array_size(all) - 1);
+        } else {
+            all = json_object_get(st->json, "keys");
+            jk = json_object_get(one, "keys");
+            for (i = 0; json_is_array(all) && i < n; i++)
+                if (json_array_append(all, json_array_get(jk, i)) < 0) {
+                    json_decref(one);
+                    goto nomem;
+                }
+            json_object_set(st->json, "total", json_object_get(one, "total"));
+            json_object_set(st->json, "health", json_object_get(one, "health"));
+            json_decref(one);
+        }
+    } else {
+        for (i = 0; i < n; i++)
+            if (table_add(&st->t, &keys->via.array.ptr[i]) < 0)
+                goto nomem;
+    }
+    st->shown += n;
+    memcpy(prev, st->next, sizeof(prev));
+    st->next[0] = '\0';
+    if (!next || next->type == MSGPACK_OBJECT_NIL)
+        return 0; /* the last page */
+    if (next->type != MSGPACK_OBJECT_STR || n == 0 || next->via.str.size == 0 ||
+        next->via.str.size > NEXT_KEY_MAX ||
+        memchr(next->via.str.ptr, '\0', next->via.str.size)) {
+        fprintf(stderr, "resilctl: resild sent an unusable 'next'; "
+                        "listing stopped\n");
+        return 0;
+    }
+    memcpy(st->next, next->via.str.ptr, next->via.str.size);
+    st->next[next->via.str.size] = '\0';
+    if (prev[0] && strcmp(st->next, prev) <= 0) {
+        fprintf(stderr, "resilctl: resild sent a page that does not "
+                        "advance; listing stopped\n");
+        st->next[0] = '\0';
+    }
+    return 0;
+nomem:
+    fprintf(stderr, "resilctl: out of memory\n");
+    return EXIT_UNREACHABLE;
+}
+
 static int cmd_status(struct ctl *c, int argc, char **argv)
 {
-    char h[4 * 32 + 8];
+    struct status_run st;
     struct cmd_args args;
     struct answer a;
-    struct table t = {0};
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    const msgpack_object *keys;
-    uint64_t total;
-    uint32_t i;
-    int rc = parse_args(c, find_command("status"), argc, argv, 0, 1, 0, &args);
+    size_t want, page;
+    int rc = parse_args(c, find_command("status"), argc, argv, 0, 1, OPT_LIMIT,
+                        &args);
 
     if (rc)
         return rc < 0 ? EXIT_OK : rc;
-    msgpack_sbuffer_init(&sb);
-    if (args.npos) {
+    memset(&st, 0, sizeof(st));
+    want = args.limit ? (size_t)args.limit : STATUS_MAX_KEYS;
+    do {
+        page = want - st.shown < STATUS_PAGE_KEYS ? want - st.shown
+                                                  : STATUS_PAGE_KEYS;
+        msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, 1);
-        proto_kv_str(&pk, "prefix", args.pos[0]);
-    }
-    rc = call(c, "status", args.npos ? &sb : NULL, &a);
-    msgpack_sbuffer_destroy(&sb);
+        msgpack_pack_map(&pk, 1 + !!args.npos + !!st.next[0]);
+        if (args.npos)
+            proto_kv_str(&pk, "prefix", args.pos[0]);
+        if (st.next[0])
+            proto_kv_str(&pk, "after", st.next);
+        proto_kv_u64(&pk, "limit", page);
+        rc = call(c, "status", &sb, &a);
+        msgpack_sbuffer_destroy(&sb);
+        if (rc == 0)
+            rc = status_page(c, &st, &a.result, want);
+        answer_free(&a);
+    } while (rc == 0 && st.next[0] && st.shown < want);
+
     if (rc == 0 && c->json) {
-        rc = print_json(&a.result);
+        json_object_del(st.json, "next");
+        if (st.next[0])
+            json_object_set_new(st.json, "next", json_string(st.next));
+        rc = print_json_value(st.json);
     } else if (rc == 0) {
-        keys = proto_map_get(&a.result, "keys");
-        if (keys && keys->type == MSGPACK_OBJECT_ARRAY)
-            for (i = 0; i < keys->via.array.size && rc == 0; i++)
-                if (table_add(&t, &keys->via.array.ptr[i]) < 0) {
-                    fprintf(stderr, "resilctl: out of memory\n");
-                    rc = EXIT_UNREACHABLE;
-                }
-        if (rc == 0) {
-            if (t.rows)
-                table_print(&t);
-            else
-                printf("no keys%s\n", args.npos ? " match" : " yet");
-            if (obj_uint(proto_map_get(&a.result, "total"), &total) == 0 &&
-                total > t.rows)
-                printf("showing %zu of %llu keys\n", t.rows,
-                       (unsigned long long)total);
-            printf("health: %s\n",
-                   obj_text(h, sizeof(h), proto_map_get(&a.result, "health"),
-                            32, "?"));
-        }
+        if (st.t.rows)
+            table_print(&st.t);
+        else
+            printf("no keys%s\n", args.npos ? " match" : " yet");
+        if (st.has_total && st.total > st.shown)
+            printf("showing %zu of %llu keys%s\n", st.shown,
+                   (unsigned long long)st.total,
+                   args.limit ? "" : " (narrow with a PREFIX or --limit)");
+        printf("health: %s\n", st.health);
     }
-    table_free(&t);
-    answer_free(&a);
+    json_decref(st.json);
+    table_free(&st.t);
     return rc;
 }
 
@@ -784,9 +996,10 @@ static int cmd_help(struct ctl *c, int argc, char **argv)
 static const struct ctl_cmd commands[] = {
     {"ping", "", "check that resild answers; print its version, pid, uptime",
      "resilctl ping", cmd_ping},
-    {"status", "[KEY|PREFIX]",
-     "breaker state of every key, or of KEY and the keys below it (KEY.*)",
-     "resilctl status binance", cmd_status},
+    {"status", "[KEY|PREFIX] [--limit N]",
+     "breaker state of every key, or of KEY and the keys below it (KEY.*); "
+     "--limit lists at most N",
+     "resilctl status binance --limit 50", cmd_status},
     {"trip", "KEY [--for DURATION] [--reason TEXT]",
      "open KEY's breaker by hand (maintenance); --for returns it to auto",
      "resilctl trip binance.orders --for 5m --reason 'venue maintenance'",
@@ -850,6 +1063,9 @@ int main(int argc, char **argv)
     uint64_t ms;
     int i, rc;
 
+    /* Only the character type: numbers keep printing the C way. */
+    setlocale(LC_CTYPE, "");
+    term_utf8 = !strcmp(nl_langinfo(CODESET), "UTF-8");
     for (i = 1; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
         const char *s = argv[i];
         if (!strcmp(s, "-h") || !strcmp(s, "--help")) {

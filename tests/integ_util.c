@@ -6,9 +6,16 @@
 #include "proto.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "daemon_util.h"
 
 long long mono_ms(void)
 {
@@ -169,4 +176,57 @@ int integ_get_status(resil_t *r, const char *key, int deadline_ms,
     kstat_fill(m, s);
     reply_free(&rep);
     return rc;
+}
+
+/* Read the file at path into buf (cap bytes, NUL-terminated). */
+static void slurp(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+
+    buf[0] = '\0';
+    if (f) {
+        buf[fread(buf, 1, cap - 1, f)] = '\0';
+        fclose(f);
+    }
+}
+
+int integ_run_ctl(const char *dir, char *out, char *err, size_t cap,
+                  const char *const *args)
+{
+    char bin[512], outp[300], errp[300];
+    const char *argv[16];
+    long long end;
+    int status, i, fd;
+    pid_t pid, w;
+
+    snprintf(bin, sizeof(bin), "%s/resilctl", daemon_build_dir());
+    snprintf(outp, sizeof(outp), "%s/ctl.out", dir);
+    snprintf(errp, sizeof(errp), "%s/ctl.err", dir);
+    argv[0] = bin;
+    for (i = 0; args[i] && i < 14; i++)
+        argv[i + 1] = args[i];
+    argv[i + 1] = NULL;
+    fflush(stdout);
+    pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        fd = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 1);
+        fd = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 2);
+        execv(bin, (char *const *)argv);
+        _exit(126);
+    }
+    end = mono_ms() + 10000;
+    while ((w = waitpid(pid, &status, WNOHANG)) == 0 && mono_ms() < end)
+        sleep_ms(10);
+    if (w != pid) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        return -1;
+    }
+    slurp(outp, out, cap);
+    slurp(errp, err, cap);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }

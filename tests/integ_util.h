@@ -72,4 +72,10 @@ int integ_get_status(resil_t *r, const char *key, int deadline_ms,
 long long obj_int(const msgpack_object *o, long long def);
 double obj_num(const msgpack_object *o, double def);
 
+/* Run $BUILD/resilctl with args (NULL-terminated, at most 14); its stdout
+ * and stderr land in out and err (cap bytes each, NUL-terminated), by way
+ * of files in dir.  The exit status, or -1 (also after a 10 s timeout). */
+int integ_run_ctl(const char *dir, char *out, char *err, size_t cap,
+                  const char *const *args);
+
 #endif
