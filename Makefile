@@ -35,7 +35,7 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
               test_retry test_admit test_config test_keys
-INTEG_TESTS := test_integ test_integ_breaker test_integ_admit
+INTEG_TESTS := test_integ test_integ_breaker test_integ_admit test_flood
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test check bench fuzz asan install format clean
@@ -75,7 +75,8 @@ $(BUILD)/tests/test_keys: $(call obj,tests/test_keys.c $(PROTO_SRC) $(DAEMON_COR
 $(BUILD)/tests/test_integ: $(call obj,tests/test_integ.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_integ_breaker: $(call obj,tests/test_integ_breaker.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_integ_admit: $(call obj,tests/test_integ_admit.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
-$(BUILD)/tests/bench: $(call obj,tests/bench.c tests/daemon_util.c) $(BUILD)/libresil.a
+$(BUILD)/tests/test_flood: $(call obj,tests/test_flood.c tests/flood_util.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
+$(BUILD)/tests/bench: $(call obj,tests/bench.c tests/flood_util.c tests/daemon_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/%:
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lpthread

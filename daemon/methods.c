@@ -614,6 +614,10 @@ void methods_dispatch(struct resild *d, struct caller *c,
             return;
         }
     }
+    if (m->type == PROTO_NOTIFY) { /* a greeting, say: SPEC §3 */
+        d->m.notifications_ignored++;
+        return;
+    }
     snprintf(esc, sizeof(esc), "unknown method '%s'",
              log_escape((char[40]){0}, 40, m->method, m->method_len));
     proto_pack_error(pk, m->msgid, "no_such_method", esc);

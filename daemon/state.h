@@ -37,6 +37,8 @@ struct metrics {
     uint64_t parked_full;     /* could not wait: queue or pool full */
     uint64_t critical_probes; /* critical calls through an open breaker */
     uint64_t venue_pauses;    /* rate_limited reports that paused */
+    /* Notifications of unknown methods, ignored (SPEC §3). */
+    uint64_t notifications_ignored;
 };
 
 struct resild {
