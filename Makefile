@@ -37,7 +37,7 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
               test_retry test_admit test_config test_keys test_permit \
               test_alloc
-INTEG_TESTS := test_integ test_integ_breaker test_integ_admit
+INTEG_TESTS := test_integ test_integ_breaker test_integ_admit test_flood
 CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
                 test_client_ctl
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS) \
@@ -92,7 +92,8 @@ $(BUILD)/tests/test_client_matrix: $(call obj,tests/test_client_matrix.c $(CLIEN
 $(BUILD)/tests/test_client_args: $(call obj,tests/test_client_args.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
 $(BUILD)/tests/test_client_timeout: $(call obj,tests/test_client_timeout.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
 $(BUILD)/tests/test_client_ctl: $(call obj,tests/test_client_ctl.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
-$(BUILD)/tests/bench: $(call obj,tests/bench.c tests/daemon_util.c) $(BUILD)/libresil.a
+$(BUILD)/tests/test_flood: $(call obj,tests/test_flood.c tests/flood_util.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
+$(BUILD)/tests/bench: $(call obj,tests/bench.c tests/flood_util.c tests/daemon_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/%:
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lpthread

@@ -1,13 +1,22 @@
 /*
  * server.c - Unix socket server (see server.h).
  *
- * Life of a request: libuv reads into the connection's fixed input buffer
- * (max_frame_bytes + slack, allocated once at accept); the resumable scanner
- * finds where each object ends without allocating; msgpack-c decodes the
- * accepted frame into a shared zone that is cleared after the request;
- * methods_dispatch packs the response into the connection's output buffer;
- * after the batch one uv_write sends it.  Two output buffers alternate (one
- * being written, one being filled), so the steady state allocates nothing.
+ * Life of a request: libuv reads into the server's shared input buffer
+ * (max_frame_bytes + slack); the resumable scanner finds where each object
+ * ends without allocating; msgpack-c decodes the accepted frame into a
+ * shared zone that is cleared after the request; methods_dispatch packs the
+ * response into the connection's output buffer; after the batch one
+ * uv_write sends it.  Two output buffers alternate (one being written, one
+ * being filled), so the steady state allocates nothing.  Only the bytes of
+ * an object not complete at the end of a read (or not processed while
+ * output is paused) move to a buffer the connection owns, sized to what it
+ * holds and grown up to max_frame_bytes + slack; it is freed once empty.
+ *
+ * Accepting: see server.h (bounded per loop turn, refusals cost nothing).
+ * A notification runs its method with the answer packed into a scratch
+ * buffer that is dropped.  A peer that half-closed is polled every
+ * SERVER_HUP_MS until it is gone or done, so its permits and parked
+ * requests come back when it exits.
  *
  * Must not: block, read the clock other than through uv_now, or free a
  * connection anywhere but its close callback.
@@ -15,6 +24,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <libgen.h>
 #include <poll.h>
 #include <stddef.h>
 #include <signal.h>
@@ -29,14 +39,19 @@
 #include "admit.h"
 #include "log.h"
 
-#define READ_SLACK 4096 /* input room beyond one maximal frame */
+/* Input room beyond one maximal frame; also the least room an owned input
+ * buffer offers a read. */
+#define READ_SLACK 4096
+#define NOTIFY_KEEP (64 * 1024) /* notify_out capacity kept between uses */
 
 struct conn {
     uv_pipe_t pipe; /* handle; pipe.data == this */
     struct server *srv;
     struct conn *prev, *next;
     struct caller caller;
-    uint8_t *in;           /* input buffer, in_cap bytes */
+    uint8_t *in;           /* input: srv->rbuf during a read callback when
+                            * nothing was held, else owned (malloc), NULL
+                            * when nothing is held; in_cap bytes */
     size_t in_cap, in_len; /* bytes held */
     size_t in_off;         /* start of the object being scanned */
     struct proto_scan scan;
@@ -54,6 +69,7 @@ struct conn {
     int failed;              /* protocol error: take nothing more, close
                               * once the error is flushed */
     int closing;
+    int half_closed;         /* EOF while still alive: counted in nhalf */
     struct conn *flush_next; /* on srv->to_flush */
     int to_flush;
 };
@@ -75,7 +91,8 @@ static void on_conn_closed(uv_handle_t *h)
 {
     struct conn *c = h->data;
 
-    free(c->in);
+    if (c->in != c->srv->rbuf)
+        free(c->in);
     msgpack_sbuffer_destroy(&c->out[0]);
     msgpack_sbuffer_destroy(&c->out[1]);
     free(c);
@@ -89,6 +106,11 @@ static void conn_close(struct conn *c)
     if (c->closing)
         return;
     c->closing = 1;
+    if (c->half_closed) {
+        c->half_closed = 0;
+        if (--s->nhalf == 0)
+            uv_timer_stop(&s->hup);
+    }
     if (c->to_flush) {
         struct conn **pp = &s->to_flush;
         while (*pp != c)
@@ -143,6 +165,7 @@ static void flush_pending(struct server *s)
     }
 }
 static void conn_process(struct conn *c);
+static int conn_keep_input(struct conn *c);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 
@@ -220,6 +243,7 @@ static void on_write(uv_write_t *req, int status)
     }
     c->paused = 0;
     conn_process(c);
+    conn_keep_input(c);
     if (!c->closing && !c->paused && !c->input_done && !c->failed)
         uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
     conn_flush(c);
@@ -292,10 +316,24 @@ static void conn_process(struct conn *c)
             0) {
             s->d->m.protocol_errors++;
             conn_fail(c, m.msgid_known, m.msgid, "protocol_error", why);
-        } else if (m.type != PROTO_REQUEST) {
+        } else if (m.type == PROTO_RESPONSE) {
             s->d->m.protocol_errors++;
             conn_fail(c, m.msgid_known, m.msgid, "protocol_error",
-                      "only requests [0, msgid, method, params] are accepted");
+                      "a response [1, msgid, error, result] was sent, but the "
+                      "daemon asks nothing: only requests and notifications "
+                      "are accepted");
+        } else if (m.type == PROTO_NOTIFY) {
+            /* Fire and forget (SPEC §3): the method runs, its answer is
+             * packed into the scratch buffer and dropped, so nothing
+             * reaches the client; an unknown method is counted and
+             * ignored by methods_dispatch.  Clear, or free the scratch
+             * when an answer made it big (a status of every key). */
+            methods_dispatch(s->d, &c->caller, &m, &s->notify_pk, now_ms(s));
+            if (s->notify_out.alloc > NOTIFY_KEEP) {
+                msgpack_sbuffer_destroy(&s->notify_out);
+                msgpack_sbuffer_init(&s->notify_out);
+            }
+            msgpack_sbuffer_clear(&s->notify_out);
         } else {
             methods_dispatch(s->d, &c->caller, &m, &c->pk, now_ms(s));
         }
@@ -355,13 +393,85 @@ static void after_io(struct server *s)
         flush_pending(s);
 }
 
+/*
+ * Where the next read goes.  Nothing held: the shared buffer, which the
+ * read callback that follows at once (libuv calls them in pairs) hands back
+ * through conn_keep_input.  Else the owned buffer, grown (doubling, up to
+ * rbuf_cap) to offer at least READ_SLACK bytes.  A zero-length buffer makes
+ * libuv report UV_ENOBUFS: full at rbuf_cap (paused), or out of memory.
+ */
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     struct conn *c = h->data;
+    struct server *s = c->srv;
 
     (void)hint;
+    if (c->in_len == 0) {
+        if (c->in != s->rbuf)
+            free(c->in);
+        c->in = s->rbuf;
+        c->in_cap = s->rbuf_cap;
+    } else if (c->in_cap - c->in_len < READ_SLACK && c->in_cap < s->rbuf_cap) {
+        size_t cap = c->in_cap * 2;
+        uint8_t *p;
+
+        while (cap < c->in_len + READ_SLACK)
+            cap *= 2;
+        if (cap > s->rbuf_cap)
+            cap = s->rbuf_cap;
+        p = realloc(c->in, cap);
+        if (p) {
+            c->in = p;
+            c->in_cap = cap;
+        }
+    }
     *buf = uv_buf_init((char *)c->in + c->in_len,
                        (unsigned)(c->in_cap - c->in_len));
+}
+
+/*
+ * After conn_process: give the shared buffer back.  Bytes still held (an
+ * unfinished object, or objects left while paused) move to an owned buffer
+ * of at least READ_SLACK bytes beyond them; an empty owned buffer is freed,
+ * so an idle connection holds no input memory.  0, or -1 when out of
+ * memory (the connection is closed: its bytes are lost).
+ */
+static int conn_keep_input(struct conn *c)
+{
+    struct server *s = c->srv;
+    size_t cap = READ_SLACK;
+    uint8_t *p;
+
+    if (c->closing)
+        c->in_len = 0;
+    if (c->in_len == 0) {
+        if (c->in != s->rbuf)
+            free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
+        return 0;
+    }
+    if (c->in != s->rbuf)
+        return 0;
+    while (cap < c->in_len + READ_SLACK)
+        cap *= 2;
+    if (cap > s->rbuf_cap)
+        cap = s->rbuf_cap;
+    p = malloc(cap);
+    if (!p) {
+        log_msg(LOG_WARN,
+                "client uid %u: out of memory for %zu input bytes; "
+                "closing",
+                (unsigned)c->caller.uid, c->in_len);
+        c->in = NULL;
+        c->in_cap = c->in_len = 0;
+        conn_close(c);
+        return -1;
+    }
+    memcpy(p, s->rbuf, c->in_len);
+    c->in = p;
+    c->in_cap = cap;
+    return 0;
 }
 
 /* At EOF: 1 when the peer closed its socket entirely (POLLHUP), 0 when it
@@ -378,17 +488,32 @@ static int peer_gone(struct conn *c)
     return poll(&p, 1, 0) < 0 || (p.revents & (POLLHUP | POLLERR));
 }
 
+static void on_hup(uv_timer_t *t);
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = st->data;
 
     (void)buf;
-    if (c->closing)
+    if (c->closing) {
+        conn_keep_input(c);
         return;
+    }
     if (nread == UV_ENOBUFS) {
-        /* Only a paused, full buffer gets here: wait for output to drain. */
-        c->paused = 1;
+        /* A full buffer of rbuf_cap is a paused one (the scanner refuses
+         * an object that would not fit): wait for output to drain.  A
+         * smaller one could not grow. */
         uv_read_stop(st);
+        if (c->in_cap < c->srv->rbuf_cap) {
+            log_msg(LOG_WARN,
+                    "client uid %u: out of memory for input; "
+                    "closing",
+                    (unsigned)c->caller.uid);
+            conn_close(c);
+            after_io(c->srv);
+        } else {
+            c->paused = 1;
+        }
         return;
     }
     if (nread < 0) {
@@ -400,17 +525,56 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         c->input_done = 1;
         uv_read_stop(st);
         conn_process(c);
+        conn_keep_input(c);
         if (!c->closing && (nread != UV_EOF || peer_gone(c)))
             conn_close(c);
         else
             conn_flush(c);
+        if (!c->closing && !c->half_closed) {
+            /* Still answering a half-closed peer: watch for its exit. */
+            struct server *s = c->srv;
+            c->half_closed = 1;
+            if (s->nhalf++ == 0)
+                uv_timer_start(&s->hup, on_hup, SERVER_HUP_MS, SERVER_HUP_MS);
+        }
         after_io(c->srv);
         return;
     }
     c->in_len += (size_t)nread;
     conn_process(c);
-    conn_flush(c);
+    if (conn_keep_input(c) == 0)
+        conn_flush(c);
     after_io(c->srv);
+}
+
+/*
+ * Every SERVER_HUP_MS while some peer has half-closed: one poll(2) over all
+ * of them, and close those whose peer is gone (POLLHUP: it closed its end
+ * too, by exit or close).  Their permits and parked requests go back now,
+ * not when their parked requests time out.
+ */
+static void on_hup(uv_timer_t *t)
+{
+    struct server *s = t->data;
+    struct conn *c;
+    nfds_t n = 0, i;
+
+    for (c = s->conns; c && n < s->max_clients; c = c->next) {
+        uv_os_fd_t fd;
+        if (!c->half_closed || c->closing ||
+            uv_fileno((uv_handle_t *)&c->pipe, &fd) < 0)
+            continue;
+        s->hup_fds[n].fd = fd;
+        s->hup_fds[n].events = 0; /* POLLHUP and POLLERR are always told */
+        s->hup_fds[n].revents = 0;
+        s->hup_conns[n++] = c;
+    }
+    if (n == 0 || poll(s->hup_fds, n, 0) <= 0)
+        return;
+    for (i = 0; i < n; i++)
+        if (s->hup_fds[i].revents & (POLLHUP | POLLERR))
+            conn_close(s->hup_conns[i]);
+    after_io(s); /* what the closes let through */
 }
 
 static int id_in(const struct id_list *l, uint32_t id)
@@ -423,47 +587,76 @@ static int id_in(const struct id_list *l, uint32_t id)
     return 0;
 }
 
-/* Fill caller identity from SO_PEERCRED; returns 0 if admitted. */
-static int admit(struct server *s, struct conn *c)
+/* Fill caller identity from SO_PEERCRED of fd; 0 if admitted, -1 if not
+ * in the allow lists, -2 if the credentials cannot be read. */
+static int admit(struct server *s, int fd, struct caller *cl)
 {
     const struct config *cfg = &s->d->cfg;
     struct ucred cred;
     socklen_t len = sizeof(cred);
-    uv_os_fd_t fd;
 
-    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) < 0 ||
-        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
-        return -1;
-    c->caller.uid = cred.uid;
-    c->caller.gid = cred.gid;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+        return -2;
+    cl->uid = cred.uid;
+    cl->gid = cred.gid;
     if (cfg->admin_ids_given)
-        c->caller.admin = id_in(&cfg->admin_uids, cred.uid) ||
-                          id_in(&cfg->admin_gids, cred.gid);
+        cl->admin = id_in(&cfg->admin_uids, cred.uid) ||
+                    id_in(&cfg->admin_gids, cred.gid);
     else
-        c->caller.admin = cred.uid == 0 || cred.uid == s->self_uid;
+        cl->admin = cred.uid == 0 || cred.uid == s->self_uid;
     if (cfg->allow_uids.n == 0 && cfg->allow_gids.n == 0)
         return 0;
     if (id_in(&cfg->allow_uids, cred.uid) ||
-        id_in(&cfg->allow_gids, cred.gid) || c->caller.admin)
+        id_in(&cfg->allow_gids, cred.gid) || cl->admin)
         return 0;
     return -1;
 }
 
-static void on_connection(uv_stream_t *listener, int status)
+/* Refuse fd: one non-blocking send of a pre-packed error frame (msgid 0;
+ * whatever the socket buffer does not take is lost, and a fresh socket
+ * takes it), then close.  No handle, no buffer. */
+static void refuse(struct server *s, int fd, const msgpack_sbuffer *frame)
 {
-    struct server *s = listener->data;
-    struct conn *c;
+    s->d->m.clients_rejected++;
+    (void)!send(fd, frame->data, frame->size, MSG_NOSIGNAL | MSG_DONTWAIT);
+    close(fd);
+}
 
-    if (status < 0) {
-        log_msg(LOG_WARN, "accept: %s", uv_strerror(status));
+/* Serve the accepted socket fd (non-blocking, close-on-exec), or refuse
+ * it.  Takes fd. */
+static void conn_accept(struct server *s, int fd)
+{
+    struct caller who = {0};
+    struct conn *c;
+    int rc;
+
+    rc = admit(s, fd, &who);
+    if (rc == -2) {
+        close(fd);
+        return;
+    }
+    if (s->nconns >= s->max_clients || s->stopping) {
+        log_peer(now_ms(s),
+                 "client uid %u: busy (max_clients %u connections "
+                 "already open); refused",
+                 (unsigned)who.uid, s->max_clients);
+        refuse(s, fd, &s->refuse_busy);
+        return;
+    }
+    if (rc < 0) {
+        log_peer(now_ms(s), "refused client uid %u gid %u: not in allow lists",
+                 (unsigned)who.uid, (unsigned)who.gid);
+        refuse(s, fd, &s->refuse_forbidden);
         return;
     }
     c = calloc(1, sizeof(*c));
-    if (!c)
+    if (!c) {
+        log_msg(LOG_WARN, "out of memory for a connection; refused");
+        close(fd);
         return;
+    }
     c->srv = s;
-    c->in_cap = s->d->cfg.max_frame_bytes + READ_SLACK;
-    c->in = malloc(c->in_cap);
+    c->caller = who;
     msgpack_sbuffer_init(&c->out[0]);
     msgpack_sbuffer_init(&c->out[1]);
     msgpack_packer_init(&c->pk, &c->out[0], msgpack_sbuffer_write);
@@ -477,28 +670,51 @@ static void on_connection(uv_stream_t *listener, int status)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
-    if (uv_accept(listener, (uv_stream_t *)&c->pipe) < 0 || !c->in) {
+    rc = uv_pipe_open(&c->pipe, fd);
+    if (rc < 0) {
+        log_msg(LOG_WARN, "accept: %s", uv_strerror(rc));
+        close(fd); /* not the handle's: uv_pipe_open failed */
         conn_close(c);
-        flush_pending(s);
-        return;
-    }
-    if (s->nconns > s->max_clients || s->stopping) {
-        s->d->m.clients_rejected++;
-        conn_fail(c, 1, 0, "busy", "max_clients connections already open");
-        conn_flush(c);
-        flush_pending(s);
-        return;
-    }
-    if (admit(s, c) < 0) {
-        s->d->m.clients_rejected++;
-        log_peer(now_ms(s), "refused client uid %u gid %u: not in allow lists",
-                 (unsigned)c->caller.uid, (unsigned)c->caller.gid);
-        conn_fail(c, 1, 0, "forbidden", "uid/gid not in allow_uids/allow_gids");
-        conn_flush(c);
-        flush_pending(s);
         return;
     }
     uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+}
+
+/*
+ * The listening socket is readable: accept at most SERVER_ACCEPT_BATCH
+ * connections, then let the loop serve everything else that is ready.
+ * The poll is level-triggered, so what stays in the backlog is taken next
+ * turn.  Out of file descriptors, stop watching (it would report readable
+ * at once, for ever) until the next cron tick.
+ */
+static void on_listen_ready(uv_poll_t *h, int status, int events)
+{
+    struct server *s = h->data;
+    int i;
+
+    (void)events;
+    if (status < 0) {
+        log_msg(LOG_WARN, "listener: %s", uv_strerror(status));
+        return;
+    }
+    for (i = 0; i < SERVER_ACCEPT_BATCH && s->listening; i++) {
+        int fd =
+            accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            conn_accept(s, fd);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            break;
+        log_peer(now_ms(s), "accept: %s; not accepting for %d ms",
+                 strerror(errno), SERVER_CRON_MS);
+        uv_poll_stop(&s->listener);
+        s->accept_paused = 1;
+        break;
+    }
+    flush_pending(s);
 }
 
 /*
@@ -534,6 +750,10 @@ static void on_cron(uv_timer_t *t)
 
     methods_cron(s->d, now);
     schedule_wake(s);
+    if (s->accept_paused && s->listening) {
+        s->accept_paused = 0;
+        uv_poll_start(&s->listener, UV_READABLE, on_listen_ready);
+    }
     for (c = s->conns; c; c = next) {
         next = c->next;
         if (c->partial_since_ms && !c->paused && !c->input_done &&
@@ -560,6 +780,7 @@ static void on_cron(uv_timer_t *t)
         int i;
         uv_close((uv_handle_t *)&s->cron, NULL);
         uv_close((uv_handle_t *)&s->wake, NULL);
+        uv_close((uv_handle_t *)&s->hup, NULL);
         for (i = 0; i < 3; i++)
             uv_close((uv_handle_t *)&s->sig[i], NULL);
     }
@@ -579,6 +800,14 @@ static void on_signal(uv_signal_t *h, int signum)
     server_stop(s);
 }
 
+static void on_listener_closed(uv_handle_t *h)
+{
+    struct server *s = h->data;
+
+    close(s->listen_fd);
+    s->listen_fd = -1;
+}
+
 void server_stop(struct server *s)
 {
     struct conn *c, *next;
@@ -588,7 +817,7 @@ void server_stop(struct server *s)
     s->stopping = 1;
     s->stop_deadline_ms = now_ms(s) + SERVER_DRAIN_MS;
     if (s->listening) {
-        uv_close((uv_handle_t *)&s->listener, NULL);
+        uv_close((uv_handle_t *)&s->listener, on_listener_closed);
         unlink(s->path);
         s->listening = 0;
     }
@@ -601,6 +830,7 @@ void server_stop(struct server *s)
         c->input_done = 1;
         uv_read_stop((uv_stream_t *)&c->pipe);
         conn_process(c);
+        conn_keep_input(c);
     }
     admit_wake_all_now(s->d, now_ms(s));
     flush_pending(s);
@@ -608,6 +838,36 @@ void server_stop(struct server *s)
         next = c->next; /* conn_flush may close c, and only c */
         conn_flush(c);
     }
+}
+
+/* The directory that will hold path must exist: bind(2) would say ENOENT,
+ * and an operator should read which directory is missing, not (as libuv's
+ * bind reported it) "permission denied".  0, or -1 with a message. */
+static int check_dir(const char *path)
+{
+    char copy[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    const char *dir;
+    struct stat st;
+
+    snprintf(copy, sizeof(copy), "%s", path);
+    dir = dirname(copy);
+    if (stat(dir, &st) < 0) {
+        if (errno == ENOENT)
+            log_msg(LOG_ERR,
+                    "cannot listen on %s: directory %s does not exist "
+                    "(create it, or choose another path with -s)",
+                    path, dir);
+        else
+            log_msg(LOG_ERR, "cannot listen on %s: directory %s: %s", path, dir,
+                    strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        log_msg(LOG_ERR, "cannot listen on %s: %s is not a directory", path,
+                dir);
+        return -1;
+    }
+    return 0;
 }
 
 /* Refuse a symlink or non-socket at path; unlink a stale socket; fail if a
@@ -618,6 +878,8 @@ static int check_path(const char *path)
     struct stat st;
     int fd, rc;
 
+    if (check_dir(path) < 0)
+        return -1;
     if (lstat(path, &st) < 0)
         return errno == ENOENT
                    ? 0
@@ -683,14 +945,70 @@ static uint32_t fit_clients(uint32_t want)
     return want;
 }
 
+/* The two refusal frames, packed once: [1, 0, {code, message}, nil]. */
+static int pack_refusals(struct server *s)
+{
+    msgpack_packer pk;
+
+    msgpack_packer_init(&pk, &s->refuse_busy, msgpack_sbuffer_write);
+    proto_pack_error(&pk, 0, "busy", "max_clients connections already open");
+    msgpack_packer_init(&pk, &s->refuse_forbidden, msgpack_sbuffer_write);
+    proto_pack_error(&pk, 0, "forbidden",
+                     "uid/gid not in allow_uids/allow_gids");
+    return s->refuse_busy.size && s->refuse_forbidden.size ? 0 : -1;
+}
+
+/* Bind and listen on path, non-blocking, into s->listen_fd.  The socket is
+ * born with its final mode (umask around bind): never chmod after bind.
+ * 0, or -1 with a message logged and nothing left behind. */
+static int listen_on(struct server *s, const char *path)
+{
+    struct sockaddr_un sa;
+    mode_t old;
+    int fd, rc, err;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, path, strlen(path));
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_msg(LOG_ERR, "cannot listen on %s: socket: %s", path,
+                strerror(errno));
+        return -1;
+    }
+    old = umask(~s->d->cfg.socket_mode & 0777);
+    rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    err = errno;
+    umask(old);
+    if (rc < 0) {
+        log_msg(LOG_ERR, "cannot listen on %s: %s", path,
+                err == ENOENT ? "its directory does not exist" : strerror(err));
+        close(fd);
+        return -1;
+    }
+    if (listen(fd, 511) < 0) {
+        log_msg(LOG_ERR, "cannot listen on %s: %s", path, strerror(errno));
+        close(fd);
+        unlink(path);
+        return -1;
+    }
+    s->listen_fd = fd;
+    return 0;
+}
+
 int server_start(struct server *s, uv_loop_t *loop, struct resild *d,
                  const char *path)
 {
     static const int signums[3] = {SIGTERM, SIGINT, SIGHUP};
-    mode_t old;
     int rc, i;
 
     memset(s, 0, sizeof(*s));
+    s->listen_fd = -1;
+    msgpack_sbuffer_init(&s->notify_out);
+    msgpack_packer_init(&s->notify_pk, &s->notify_out, msgpack_sbuffer_write);
+    msgpack_sbuffer_init(&s->refuse_busy);
+    msgpack_sbuffer_init(&s->refuse_forbidden);
+    s->rbuf_cap = d->cfg.max_frame_bytes + READ_SLACK;
     s->loop = loop;
     s->d = d;
     s->self_uid = getuid();
@@ -704,25 +1022,29 @@ int server_start(struct server *s, uv_loop_t *loop, struct resild *d,
         return -1;
     if (check_path(path) < 0)
         return -1;
-    uv_pipe_init(loop, &s->listener, 0);
-    s->listener.data = s;
-    /* The socket is born with its final mode: never chmod after bind. */
-    old = umask(~d->cfg.socket_mode & 0777);
-    rc = uv_pipe_bind(&s->listener, path);
-    umask(old);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
-    if (rc < 0) {
-        log_msg(LOG_ERR, "cannot listen on %s: %s", path, uv_strerror(rc));
-        uv_close((uv_handle_t *)&s->listener, NULL);
+    if (pack_refusals(s) < 0 || !(s->rbuf = malloc(s->rbuf_cap)) ||
+        !(s->hup_fds = calloc(s->max_clients, sizeof(*s->hup_fds))) ||
+        !(s->hup_conns = calloc(s->max_clients, sizeof(*s->hup_conns)))) {
+        log_msg(LOG_ERR, "out of memory");
         return -1;
     }
+    if (listen_on(s, path) < 0)
+        return -1;
+    if ((rc = uv_poll_init(loop, &s->listener, s->listen_fd)) < 0) {
+        log_msg(LOG_ERR, "cannot listen on %s: %s", path, uv_strerror(rc));
+        unlink(path);
+        return -1; /* server_free closes listen_fd */
+    }
+    s->listener.data = s;
+    uv_poll_start(&s->listener, UV_READABLE, on_listen_ready);
     s->listening = 1;
     uv_timer_init(loop, &s->cron);
     s->cron.data = s;
     uv_timer_start(&s->cron, on_cron, SERVER_CRON_MS, SERVER_CRON_MS);
     uv_timer_init(loop, &s->wake);
     s->wake.data = s;
+    uv_timer_init(loop, &s->hup);
+    s->hup.data = s;
     for (i = 0; i < 3; i++) {
         uv_signal_init(loop, &s->sig[i]);
         s->sig[i].data = s;
@@ -734,4 +1056,12 @@ int server_start(struct server *s, uv_loop_t *loop, struct resild *d,
 void server_free(struct server *s)
 {
     msgpack_zone_destroy(&s->zone);
+    msgpack_sbuffer_destroy(&s->notify_out);
+    msgpack_sbuffer_destroy(&s->refuse_busy);
+    msgpack_sbuffer_destroy(&s->refuse_forbidden);
+    free(s->rbuf);
+    free(s->hup_fds);
+    free(s->hup_conns);
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
 }

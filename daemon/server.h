@@ -10,6 +10,16 @@
  * max_output_bytes for a second), a partial object older than
  * partial_timeout_ms, and connections (max_clients); the limits are the
  * configuration's.
+ *
+ * A connect/close flood must not starve the clients already connected:
+ * at most SERVER_ACCEPT_BATCH connections are accepted per loop turn (the
+ * listening socket is watched with our own level-triggered uv_poll_t, not
+ * libuv's accept loop, which accepts until EAGAIN), and a refused one
+ * (max_clients, stopping, allow lists) costs one non-blocking send of a
+ * pre-packed error frame and a close: no handle, no buffer.  Input is read
+ * into one server-wide buffer; a connection owns input memory only while
+ * it holds the unfinished part of an object, so an idle connection costs
+ * its struct alone.
  */
 #ifndef RESIL_SERVER_H
 #define RESIL_SERVER_H
@@ -22,21 +32,36 @@
 #define SERVER_OUT_LOW (16 * 1024)  /* resume below this */
 #define SERVER_DRAIN_MS 5000        /* SIGTERM: time given to flush */
 #define SERVER_CRON_MS 100          /* housekeeping period */
+#define SERVER_ACCEPT_BATCH 16      /* connections accepted per loop turn */
+#define SERVER_HUP_MS 25 /* half-closed peers: how often to ask if gone */
 
 struct conn;
+struct pollfd;
 
 struct server {
     uv_loop_t *loop;
-    uv_pipe_t listener;
+    uv_poll_t listener; /* readable: connections wait in the backlog */
+    int listen_fd;      /* owned; -1 when closed */
+    int accept_paused;  /* out of fds: cron watches the listener again */
     uv_timer_t cron;
-    uv_timer_t wake;       /* next parked request that may pass */
-    uv_signal_t sig[3];    /* SIGTERM, SIGINT, SIGHUP */
-    struct resild *d;      /* borrowed */
-    struct conn *conns;    /* every open connection */
-    struct conn *to_flush; /* answers packed for later: see caller_flush */
+    uv_timer_t hup;          /* runs while nhalf > 0: see on_hup */
+    uint32_t nhalf;          /* half-closed connections still open */
+    struct pollfd *hup_fds;  /* max_clients entries, for on_hup's one poll */
+    struct conn **hup_conns; /* the connection of each hup_fds entry */
+    uv_timer_t wake;         /* next parked request that may pass */
+    uv_signal_t sig[3];      /* SIGTERM, SIGINT, SIGHUP */
+    struct resild *d;        /* borrowed */
+    struct conn *conns;      /* every open connection */
+    struct conn *to_flush;   /* answers packed for later: see caller_flush */
     uint32_t nconns;
     uint32_t max_clients; /* config value, lowered to fit RLIMIT_NOFILE */
     msgpack_zone zone;    /* decode zone, cleared after each request */
+    uint8_t *rbuf;   /* shared input buffer, rbuf_cap bytes: see on_alloc */
+    size_t rbuf_cap; /* max_frame_bytes + slack */
+    msgpack_sbuffer notify_out; /* what a notification's method packs:
+                                 * dropped, never sent */
+    msgpack_packer notify_pk;   /* packs into notify_out */
+    msgpack_sbuffer refuse_busy, refuse_forbidden; /* pre-packed errors */
     char path[108];
     int listening;
     int stopping;

@@ -67,11 +67,13 @@ struct proto_msg {
     int type;           /* PROTO_REQUEST / RESPONSE / NOTIFY */
     int msgid_known;    /* 1 once msgid could be read */
     uint32_t msgid;     /* request and response */
-    const char *method; /* request and notify; not NUL-terminated */
+    const char *method; /* request and notify: the str or bin name's
+                         * bytes; not NUL-terminated */
     size_t method_len;
     const msgpack_object *params;        /* request/notify: the map, or NULL */
-    int params_positional;               /* request params an array, but not []
-                                          * or [map]: answer bad_request */
+    int params_positional;               /* request/notify params an array,
+                                          * but not [] or [map]: answer
+                                          * bad_request */
     const msgpack_object *error;         /* response: nil or map */
     const msgpack_object *result;        /* response */
     const msgpack_object *notify_params; /* notify: the params array */
@@ -82,10 +84,12 @@ struct proto_msg {
  * zone (clear it with msgpack_zone_clear after use; strings point into buf).
  * Returns 0, or -PROTO_EINVAL with *why naming what is wrong (static text).
  * On failure m->msgid_known tells whether an error response can be sent.
- * For requests, params must be an array; the named arguments are its one
- * map.  Any other array (positional arguments) decodes with
- * params_positional set, so the request can be answered bad_request and
- * the connection kept.
+ * The method name may be msgpack str or bin (SPEC §3).  For requests and
+ * notifications alike, params must be an array; the named arguments are
+ * its one map (m->params).  Any other array (positional arguments) decodes
+ * with params_positional set, so the request can be answered bad_request
+ * and the connection kept.  A notification has msgid_known 0 and also
+ * notify_params (the whole array, for event consumers).
  */
 int proto_decode(const char *buf, size_t len, msgpack_zone *zone,
                  struct proto_msg *m, const char **why);

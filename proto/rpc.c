@@ -9,6 +9,34 @@
 
 #include <string.h>
 
+/* The method name: msgpack str, or bin (older msgpack "raw"; Debian's
+ * pynvim sends its greeting's name as bin).  0, or -1 for any other type. */
+static int method_name(const msgpack_object *o, struct proto_msg *m)
+{
+    if (o->type == MSGPACK_OBJECT_STR) {
+        m->method = o->via.str.ptr;
+        m->method_len = o->via.str.size;
+        return 0;
+    }
+    if (o->type == MSGPACK_OBJECT_BIN) {
+        m->method = o->via.bin.ptr;
+        m->method_len = o->via.bin.size;
+        return 0;
+    }
+    return -1;
+}
+
+/* Named arguments out of a params array, the same for requests and
+ * notifications: [] (none), [map] (the map), anything else positional. */
+static void named_params(const msgpack_object *arr, struct proto_msg *m)
+{
+    if (arr->via.array.size == 1 &&
+        arr->via.array.ptr[0].type == MSGPACK_OBJECT_MAP)
+        m->params = &arr->via.array.ptr[0];
+    else if (arr->via.array.size > 0)
+        m->params_positional = 1;
+}
+
 int proto_decode(const char *buf, size_t len, msgpack_zone *zone,
                  struct proto_msg *m, const char **why)
 {
@@ -35,14 +63,23 @@ int proto_decode(const char *buf, size_t len, msgpack_zone *zone,
     }
     m->type = (int)a[0].via.u64;
     if (m->type == PROTO_NOTIFY) {
-        if (n != 3 || a[1].type != MSGPACK_OBJECT_STR ||
-            a[2].type != MSGPACK_OBJECT_ARRAY) {
-            *why = "notification is not [2, method, params]";
+        /* Each way a notification can be wrong has its own text, so a log
+         * line names what the client got wrong (12d: a bin name used to
+         * be reported as a bad frame shape). */
+        if (n != 3) {
+            *why = "notification is not [2, method, params] (3 elements)";
             return -PROTO_EINVAL;
         }
-        m->method = a[1].via.str.ptr;
-        m->method_len = a[1].via.str.size;
+        if (method_name(&a[1], m) < 0) {
+            *why = "notification method is neither str nor bin";
+            return -PROTO_EINVAL;
+        }
+        if (a[2].type != MSGPACK_OBJECT_ARRAY) {
+            *why = "notification params is not an array";
+            return -PROTO_EINVAL;
+        }
         m->notify_params = &a[2];
+        named_params(&a[2], m);
         return 0;
     }
     if (n != 4 || a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
@@ -57,21 +94,15 @@ int proto_decode(const char *buf, size_t len, msgpack_zone *zone,
         m->result = &a[3];
         return 0;
     }
-    if (a[2].type != MSGPACK_OBJECT_STR) {
-        *why = "method is not a string";
+    if (method_name(&a[2], m) < 0) {
+        *why = "method is neither str nor bin";
         return -PROTO_EINVAL;
     }
-    m->method = a[2].via.str.ptr;
-    m->method_len = a[2].via.str.size;
     if (a[3].type != MSGPACK_OBJECT_ARRAY) {
         *why = "params is not an array";
         return -PROTO_EINVAL;
     }
-    if (a[3].via.array.size == 1 &&
-        a[3].via.array.ptr[0].type == MSGPACK_OBJECT_MAP)
-        m->params = &a[3].via.array.ptr[0];
-    else if (a[3].via.array.size > 0)
-        m->params_positional = 1;
+    named_params(&a[3], m);
     return 0;
 }
 

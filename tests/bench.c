@@ -21,6 +21,15 @@
  *                    and left out of the clock between batches, so the
  *                    permit pool never fills whatever N is.
  *   pipelined echo   the same batches of bytes against the echo child.
+ *   flood            issue 8, defect 1: a fresh daemon; FLOOD_PROCS (2)
+ *                    forked processes connect and close as fast as they
+ *                    can for $BENCH_FLOOD_S seconds (default 10; 0 skips
+ *                    the section) while a libresil client that connected
+ *                    before pings in a loop.  Prints the flood's
+ *                    connections, the pings' p50/p99/max and the daemon's
+ *                    peak RSS (VmHWM).  `bench flood` runs this section
+ *                    alone; with BUILD=<dir> it measures <dir>/resild (an
+ *                    older build, for a before/after).
  *
  * How to read it: latencies are per call in microseconds, nearest-rank
  * percentiles over every sample; ops/s is operations over the wall time of
@@ -60,6 +69,7 @@
 #include <unistd.h>
 
 #include "daemon_util.h"
+#include "flood_util.h"
 #include "resil.h"
 
 #define DEFAULT_N 20000
@@ -71,6 +81,9 @@
 #define KEY_SEQ "bench.seq"
 #define KEY_PIPE "bench.p"
 #define IO_BUF_BYTES 65536
+#define FLOOD_PROCS 2
+#define FLOOD_DEFAULT_S 10
+#define FLOOD_SAMPLES (1u << 22) /* pings kept for the percentiles */
 
 /* One row of the table.  samples_ns holds per-call latencies (cap entries,
  * NULL for the pipelined rows, which have none). */
@@ -603,6 +616,71 @@ static long parse_n(int argc, char **argv)
     return n;
 }
 
+/*
+ * The flood section (see the top): its own daemon, so VmHWM is the flood's.
+ * 0, or -1 when something broke (daemon, flooders, the daemon's exit).
+ */
+static int run_flood(void)
+{
+    const char *env = getenv("BENCH_FLOOD_S");
+    long secs = env && *env ? strtol(env, NULL, 10) : FLOOD_DEFAULT_S;
+    struct test_daemon d = {.pid = 0};
+    uint64_t *v = NULL;
+    size_t n, failed, kept;
+    long long connects;
+    long rss0, hwm;
+    double p50, p99;
+    resil_t *r = NULL;
+    struct flood f;
+    int ok = 0, st;
+
+    if (secs <= 0)
+        return 0;
+    if (secs > 3600 || !(v = malloc(FLOOD_SAMPLES * sizeof(*v))))
+        return -1;
+    if (daemon_start(&d, "{}") < 0) {
+        fprintf(stderr, "bench: resild did not start\n");
+        goto out;
+    }
+    if (!(r = resil_open(d.sock)))
+        goto out;
+    resil_set_deadline(r, DEADLINE_MS);
+    n = flood_pings(r, flood_now_ns() + 200000000u, DEADLINE_MS, v,
+                    FLOOD_SAMPLES, &failed); /* warm-up */
+    rss0 = proc_status_kib(d.pid, "VmRSS:");
+    if (failed || flood_start(&f, d.sock, FLOOD_PROCS, (int)secs * 1000) < 0)
+        goto out;
+    n = flood_pings(r, flood_now_ns() + (uint64_t)secs * 1000000000u,
+                    DEADLINE_MS, v, FLOOD_SAMPLES, &failed);
+    connects = flood_wait(&f);
+    hwm = proc_status_kib(d.pid, "VmHWM:");
+    kept = n < FLOOD_SAMPLES ? n : FLOOD_SAMPLES;
+    printf("\nconnect/close flood: %s/resild, %d processes x %ld s, "
+           "%lld connections (%.0f/s)\n",
+           daemon_build_dir(), FLOOD_PROCS, secs, connects,
+           (double)connects / (double)secs);
+    p50 = flood_pct_ms(v, kept, 500); /* sorts v */
+    p99 = flood_pct_ms(v, kept, 990);
+    printf("ping during the flood: %zu pings, %zu failed, p50 %.3f ms, "
+           "p99 %.3f ms, max %.3f ms\n",
+           n, failed, p50, p99, kept ? (double)v[kept - 1] / 1e6 : 0.0);
+    printf("daemon RSS: %ld KiB before the flood, peak (VmHWM) %ld KiB "
+           "(%.1f MiB)\n",
+           rss0, hwm, (double)hwm / 1024.0);
+    ok = failed == 0 && connects >= 0;
+out:
+    resil_close(r);
+    if (d.pid > 0 && (st = daemon_stop(&d)) != 0) {
+        fprintf(stderr, "bench: resild exited with status %d\n", st);
+        ok = 0;
+    }
+    if (!ok && d.dir[0])
+        daemon_dump_log(&d);
+    daemon_cleanup(&d);
+    free(v);
+    return ok ? 0 : -1;
+}
+
 enum { ROW_AR, ROW_PING, ROW_ECHO, ROW_PIPE, ROW_PIPE_ECHO, NROWS };
 
 int main(int argc, char **argv)
@@ -629,6 +707,8 @@ int main(int argc, char **argv)
     msgpack_packer pk;
     unsigned round;
 
+    if (argc > 1 && strcmp(argv[1], "flood") == 0)
+        return run_flood() == 0 ? 0 : 1;
     if (nl < 0) {
         fprintf(stderr,
                 "usage: bench [N]   (or BENCH_N=N; 1..%d, default "
@@ -746,5 +826,7 @@ out:
     free(msg);
     free(back);
     free(pipe_msgs);
+    if (ok && run_flood() < 0)
+        ok = 0;
     return ok ? 0 : 1;
 }

@@ -304,7 +304,8 @@ def main():
                      ("exact max_permits", t_exact_max_permits),
                      ("foreign report", t_foreign_report),
                      ("force reason", t_force_reason),
-                     ("status pages", t_status_pages)):
+                     ("status pages", t_status_pages),
+                     ("notifications", t_notifications)):
         tap.run(name, fn, tap)
     tap.finish()
 

@@ -205,7 +205,77 @@ static void test_notify(msgpack_zone *zone)
        "notify: params array");
     ev = m.notify_params ? &m.notify_params->via.array.ptr[0] : NULL;
     OK(proto_str_eq(proto_map_get(ev, "topic"), "state"), "notify: topic");
-    OK(m.params == NULL, "notify: request params unset");
+    OK(m.params == ev && !m.params_positional,
+       "notify: named params filled as for a request");
+    msgpack_zone_clear(zone);
+    frame_done(&f);
+}
+
+/* SPEC §3: a method name may be msgpack bin (older "raw"), in requests and
+ * in notifications.  Debian's pynvim opens every session with
+ * [2, bin "nvim_set_client_info", [name, version, type, methods, attrs]]:
+ * it must decode (and, positional, be flagged) rather than be refused. */
+static void test_bin_names(msgpack_zone *zone)
+{
+    struct frame f;
+    struct proto_msg m;
+    const char *why;
+
+    frame_init(&f);
+    msgpack_pack_array(&f.pk, 4);
+    msgpack_pack_int(&f.pk, 0);
+    msgpack_pack_int(&f.pk, 41);
+    msgpack_pack_bin(&f.pk, 4);
+    msgpack_pack_bin_body(&f.pk, "ping", 4);
+    msgpack_pack_array(&f.pk, 0);
+    IS(scan_decode(&f, zone, &m, &why), 0, "bin request: decodes");
+    OK(m.type == PROTO_REQUEST && m.msgid_known && m.msgid == 41,
+       "bin request: type and msgid");
+    OK(method_is(&m, "ping"), "bin request: method name read from bin");
+    OK(m.params == NULL && !m.params_positional, "bin request: no params");
+    msgpack_zone_clear(zone);
+    frame_done(&f);
+
+    frame_init(&f);
+    msgpack_pack_array(&f.pk, 3);
+    msgpack_pack_int(&f.pk, 2);
+    msgpack_pack_bin(&f.pk, 20);
+    msgpack_pack_bin_body(&f.pk, "nvim_set_client_info", 20);
+    msgpack_pack_array(&f.pk, 5);
+    proto_pack_cstr(&f.pk, "client");
+    msgpack_pack_map(&f.pk, 0);
+    proto_pack_cstr(&f.pk, "remote");
+    msgpack_pack_map(&f.pk, 0);
+    msgpack_pack_map(&f.pk, 0);
+    IS(scan_decode(&f, zone, &m, &why), 0, "pynvim greeting: decodes");
+    OK(m.type == PROTO_NOTIFY && !m.msgid_known, "pynvim greeting: notify");
+    OK(method_is(&m, "nvim_set_client_info"),
+       "pynvim greeting: bin method name");
+    OK(m.params_positional && m.params == NULL,
+       "pynvim greeting: positional params flagged");
+    msgpack_zone_clear(zone);
+    frame_done(&f);
+
+    frame_init(&f);
+    msgpack_pack_array(&f.pk, 3);
+    msgpack_pack_int(&f.pk, 2);
+    msgpack_pack_bin(&f.pk, 6);
+    msgpack_pack_bin_body(&f.pk, "report", 6);
+    msgpack_pack_array(&f.pk, 1);
+    msgpack_pack_map(&f.pk, 1);
+    proto_kv_str(&f.pk, "key", "nv");
+    IS(scan_decode(&f, zone, &m, &why), 0, "bin notify with a map: decodes");
+    OK(method_is(&m, "report") && m.params &&
+           proto_str_eq(proto_map_get(m.params, "key"), "nv"),
+       "bin notify: method and named params");
+    msgpack_zone_clear(zone);
+    frame_done(&f);
+
+    frame_init(&f);
+    proto_pack_notify_head(&f.pk, "report");
+    msgpack_pack_array(&f.pk, 0);
+    IS(scan_decode(&f, zone, &m, &why), 0, "notify with []: decodes");
+    OK(m.params == NULL && !m.params_positional, "notify []: no params");
     msgpack_zone_clear(zone);
     frame_done(&f);
 }
@@ -443,13 +513,20 @@ static void b_method_int(msgpack_packer *pk)
     msgpack_pack_int(pk, 5);
     msgpack_pack_array(pk, 0);
 }
-static void b_method_bin(msgpack_packer *pk)
+static void b_method_array(msgpack_packer *pk)
 {
     msgpack_pack_array(pk, 4);
     msgpack_pack_int(pk, 0);
     msgpack_pack_int(pk, 41);
-    msgpack_pack_bin(pk, 4);
-    msgpack_pack_bin_body(pk, "ping", 4);
+    msgpack_pack_array(pk, 1);
+    proto_pack_cstr(pk, "ping");
+    msgpack_pack_array(pk, 0);
+}
+static void b_notify_method_nil(msgpack_packer *pk)
+{
+    msgpack_pack_array(pk, 3);
+    msgpack_pack_int(pk, 2);
+    msgpack_pack_nil(pk);
     msgpack_pack_array(pk, 0);
 }
 static void b_method_nil(msgpack_packer *pk)
@@ -607,11 +684,12 @@ static void test_decode_errors(msgpack_zone *zone)
         {"msgid a string", b_msgid_str, 0, 0},
         {"msgid a float", b_msgid_float, 0, 0},
         {"method an integer", b_method_int, 1, 41},
-        {"method bin, not str", b_method_bin, 1, 41},
+        {"method an array", b_method_array, 1, 41},
         {"method nil", b_method_nil, 1, 41},
         {"params a bare map", b_params_map, 1, 42},
         {"params nil", b_params_nil, 1, 42},
         {"notify method an integer", b_notify_method_int, 0, 0},
+        {"notify method nil", b_notify_method_nil, 0, 0},
         {"notify params a map", b_notify_params_map, 0, 0},
         {"notify of 4 elements", b_notify4, 0, 0},
         {"response of 3 elements", b_response3, 0, 0},
@@ -674,6 +752,7 @@ int main(void)
     test_request(&zone);
     test_response(&zone);
     test_notify(&zone);
+    test_bin_names(&zone);
     test_pipelined(&zone);
     test_helpers(&zone);
     test_decode_errors(&zone);
