@@ -70,10 +70,10 @@ void memory_estimate(const struct config *c, struct memory_estimate *m)
                     malloc_cost(hash_buckets(c->max_keys) * sizeof(void *));
     /* A permit, its expiry-heap entry, and a share of the msgid index's
      * buckets (one per four permits, see msgidx_init). */
-    m->permits_bytes = malloc_cost((uint64_t)c->max_permits *
-                                   (sizeof(struct permit) + sizeof(void *))) +
-                       malloc_cost((uint64_t)c->max_permits / 4 *
-                                   sizeof(void *));
+    m->permits_bytes =
+        malloc_cost((uint64_t)c->max_permits *
+                    (sizeof(struct permit) + sizeof(void *))) +
+        malloc_cost((uint64_t)c->max_permits / 4 * sizeof(void *));
     m->parked_bytes =
         malloc_cost((uint64_t)c->max_parked * (uint64_t)admit_parked_bytes());
     /* Input: one maximal frame plus slack.  Output: what a client may
