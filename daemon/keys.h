@@ -110,7 +110,9 @@ int keys_index_check(const struct keys *ks, unsigned *height);
 /* Remember one reported latency. */
 void keys_add_latency(struct key *k, uint64_t latency_ms);
 
-/* p-th percentile (0..100) of the kept latencies; 0 when none. */
-uint64_t keys_latency_percentile(const struct key *k, unsigned p);
+/* The p1-th and p2-th percentiles (0..100, p1 <= p2) of the kept
+ * latencies, nearest rank; 0 when none.  O(samples + 256), no sort. */
+void keys_latency_percentiles(const struct key *k, unsigned p1, unsigned p2,
+                              uint64_t *v1, uint64_t *v2);
 
 #endif

@@ -286,6 +286,7 @@ static const char *key_health(const struct key *k)
 
 static void pack_key_status(msgpack_packer *pk, struct key *k, uint64_t now)
 {
+    uint64_t p50, p99;
     const struct breaker *b = &k->br;
     int forced, n;
 
@@ -311,8 +312,9 @@ static void pack_key_status(msgpack_packer *pk, struct key *k, uint64_t now)
     proto_kv_u64(pk, "outstanding", k->outstanding);
     proto_pack_cstr(pk, "latency_ms");
     msgpack_pack_map(pk, 2);
-    proto_kv_u64(pk, "p50", keys_latency_percentile(k, 50));
-    proto_kv_u64(pk, "p99", keys_latency_percentile(k, 99));
+    keys_latency_percentiles(k, 50, 99, &p50, &p99);
+    proto_kv_u64(pk, "p50", p50);
+    proto_kv_u64(pk, "p99", p99);
     proto_kv_u64(pk, "probes_in_flight",
                  b->state == BREAKER_HALF_OPEN ? b->probes_in_flight : 0);
     if (k->policy->shadow)

@@ -417,9 +417,62 @@ static void test_page_cost(void)
     config_free(&c);
 }
 
+/* ---- latency percentiles against a sort ---- */
+
+static int cmp_u16(const void *a, const void *b)
+{
+    return (int)*(const uint16_t *)a - (int)*(const uint16_t *)b;
+}
+
+static void test_percentiles(void)
+{
+    struct key *k = calloc(1, sizeof(*k));
+    uint64_t seed = 99;
+    int run, bad = 0;
+
+    uint64_t v1, v2;
+
+    keys_latency_percentiles(k, 50, 99, &v1, &v2);
+    OK(v1 == 0 && v2 == 0, "no samples: percentiles 0");
+    for (run = 0; run < 3000; run++) {
+        uint16_t ref[KEY_LATENCY_SAMPLES];
+        unsigned n, i, p;
+        memset(k->lat_ms, 0, sizeof(k->lat_ms));
+        k->lat_n = k->lat_pos = 0;
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        n = 1 + (unsigned)(seed % 200); /* past the ring: it wraps */
+        for (i = 0; i < n; i++) {
+            uint64_t v;
+            seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+            /* small, wide, duplicated and saturated values */
+            v = run % 4 == 0   ? seed % 8
+                : run % 4 == 1 ? seed % 70000
+                : run % 4 == 2 ? 250 + seed % 20
+                               : seed % 1000;
+            keys_add_latency(k, v);
+        }
+        memcpy(ref, k->lat_ms, sizeof(ref[0]) * k->lat_n);
+        qsort(ref, k->lat_n, sizeof(ref[0]), cmp_u16);
+        for (p = 0; p <= 100; p += (run % 2 ? 1 : 7)) {
+            unsigned q = p + (unsigned)(seed % (101 - p));
+            size_t r1 = ((size_t)p * k->lat_n + 99) / 100;
+            size_t r2 = ((size_t)q * k->lat_n + 99) / 100;
+            keys_latency_percentiles(k, p, q, &v1, &v2);
+            if (v1 != ref[r1 ? r1 - 1 : 0] || v2 != ref[r2 ? r2 - 1 : 0])
+                bad++;
+        }
+    }
+    OK(bad == 0,
+       "percentiles equal a sorted reference in 3000 sample sets "
+       "(%d off)",
+       bad);
+    free(k);
+}
+
 int main(void)
 {
     test_keys();
+    test_percentiles();
     test_page_edges();
     test_page_model();
     test_balance();
