@@ -77,6 +77,7 @@ $(BUILD)/tests/test_corpus: $(call obj,tests/test_corpus.c tests/fuzz_dispatch.c
 $(BUILD)/tests/test_integ: $(call obj,tests/test_integ.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_integ_breaker: $(call obj,tests/test_integ_breaker.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_integ_admit: $(call obj,tests/test_integ_admit.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
+$(BUILD)/tests/test_abuse: $(call obj,tests/test_abuse.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/bench: $(call obj,tests/bench.c tests/daemon_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/%:
 	@mkdir -p $(dir $@)
