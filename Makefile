@@ -35,7 +35,7 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
               test_retry test_admit test_config test_keys test_corpus
-INTEG_TESTS := test_integ test_integ_breaker test_integ_admit
+INTEG_TESTS := test_integ test_integ_breaker test_integ_admit test_abuse
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test check bench fuzz fuzz-merge asan install format clean
