@@ -36,14 +36,15 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
               test_retry test_admit test_config test_keys test_permit \
-              test_alloc
-INTEG_TESTS := test_integ test_integ_breaker test_integ_admit test_flood
+              test_alloc test_corpus
+INTEG_TESTS := test_integ test_integ_breaker test_integ_admit test_flood \
+              test_abuse
 CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
                 test_client_ctl
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS) \
                 $(CLIENT_TESTS))
 
-.PHONY: all deps run test check bench fuzz asan install format clean
+.PHONY: all deps run test check bench fuzz fuzz-merge asan install format clean
 all: $(BUILD)/resild $(BUILD)/resilctl $(BUILD)/libresil.a $(BUILD)/libresil.so
 
 deps:
@@ -82,6 +83,8 @@ $(BUILD)/tests/test_permit: $(call obj,tests/test_permit.c daemon/permit.c daemo
 # failing allocator.
 $(BUILD)/tests/test_alloc: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 $(BUILD)/tests/test_alloc: $(call obj,tests/test_alloc.c $(PROTO_SRC) $(DAEMON_CORE))
+# test_corpus replays tests/corpus through fuzz_dispatch.c's entry point.
+$(BUILD)/tests/test_corpus: $(call obj,tests/test_corpus.c tests/fuzz_dispatch.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_integ: $(call obj,tests/test_integ.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_integ_breaker: $(call obj,tests/test_integ_breaker.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_integ_admit: $(call obj,tests/test_integ_admit.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
@@ -92,6 +95,7 @@ $(BUILD)/tests/test_client_matrix: $(call obj,tests/test_client_matrix.c $(CLIEN
 $(BUILD)/tests/test_client_args: $(call obj,tests/test_client_args.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
 $(BUILD)/tests/test_client_timeout: $(call obj,tests/test_client_timeout.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
 $(BUILD)/tests/test_client_ctl: $(call obj,tests/test_client_ctl.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
+$(BUILD)/tests/test_abuse: $(call obj,tests/test_abuse.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_flood: $(call obj,tests/test_flood.c tests/flood_util.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/bench: $(call obj,tests/bench.c tests/flood_util.c tests/daemon_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/%:
@@ -108,8 +112,14 @@ bench: all $(BUILD)/tests/bench
 	@BUILD=$(BUILD) $(BUILD)/tests/bench
 
 # fuzz: libFuzzer (clang) over scanner, decoder and every method with ASan
-# and UBSan; FUZZ_SECONDS=N (default 60).  Not part of make test.
+# and UBSan, seeded from tests/corpus; FUZZ_SECONDS=N (default 60).  New
+# inputs go to build/fuzz/corpus, crashes and hangs to build/fuzz/.  Not
+# part of make test: `make test` replays tests/corpus with gcc instead
+# (test_corpus).  fuzz-merge folds build/fuzz/corpus into a minimised
+# tests/corpus, keeping every hand-written seed-* (tests/corpus_seeds.py)
+# and every crash-* / timeout-* file ever found.
 FUZZ_SECONDS ?= 60
+FUZZ_FLAGS := -max_len=4096 -timeout=10 -rss_limit_mb=2048
 $(BUILD)/fuzz/fuzz_dispatch: tests/fuzz_dispatch.c $(PROTO_SRC) $(DAEMON_CORE)
 	@mkdir -p $(dir $@)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE \
@@ -118,9 +128,18 @@ $(BUILD)/fuzz/fuzz_dispatch: tests/fuzz_dispatch.c $(PROTO_SRC) $(DAEMON_CORE)
 	    $(shell pkg-config --libs jansson msgpack)
 fuzz: $(BUILD)/fuzz/fuzz_dispatch
 	@mkdir -p $(BUILD)/fuzz/corpus
-	$(BUILD)/fuzz/fuzz_dispatch -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
-	    -artifact_prefix=$(BUILD)/fuzz/ \
-	    $(BUILD)/fuzz/corpus
+	$(BUILD)/fuzz/fuzz_dispatch -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) \
+	    -artifact_prefix=$(BUILD)/fuzz/ $(BUILD)/fuzz/corpus tests/corpus
+fuzz-merge: $(BUILD)/fuzz/fuzz_dispatch
+	@rm -rf $(BUILD)/fuzz/merged && mkdir -p $(BUILD)/fuzz/merged $(BUILD)/fuzz/corpus
+	cp tests/corpus/seed-* $(BUILD)/fuzz/merged/
+	for f in tests/corpus/crash-* tests/corpus/timeout-*; do \
+	    if [ -f "$$f" ]; then cp "$$f" $(BUILD)/fuzz/merged/; fi; done
+	$(BUILD)/fuzz/fuzz_dispatch -merge=1 -use_counters=0 $(FUZZ_FLAGS) \
+	    $(BUILD)/fuzz/merged \
+	    tests/corpus $(BUILD)/fuzz/corpus
+	rm -rf tests/corpus && mv $(BUILD)/fuzz/merged tests/corpus
+	@echo "tests/corpus: $$(ls tests/corpus | wc -l) files"
 
 test: deps
 	@$(MAKE) --no-print-directory check

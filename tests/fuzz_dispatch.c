@@ -9,8 +9,11 @@
  * object that scans and decodes as a request is dispatched, then cron and
  * the parked-request wake run.  The daemon state lives across inputs, so
  * sequences build on what earlier ones left (keys, permits, parked
- * requests, open breakers).  Not a test: nothing asserts but the
- * sanitizers.
+ * requests, open breakers).  Nothing asserts but the sanitizers.
+ *
+ * `make fuzz` runs it under libFuzzer, seeded from tests/corpus;
+ * test_corpus.c links the same entry point with gcc and replays
+ * tests/corpus in `make test`.  Keep it free of libFuzzer-only calls.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -56,7 +59,12 @@ static void setup(void)
         "\"a.*\": {\"limiter\": {\"rate\": 3, \"per_ms\": 50, \"burst\": 4},"
         "\"bulkhead\": {\"max_concurrent\": 2, \"queue\": 3}, "
         "\"permit_ttl_ms\": 200},"
-        "\"s.*\": {\"shadow\": true, \"bulkhead\": {\"max_concurrent\": 1}}}}",
+        "\"s.*\": {\"shadow\": true, \"bulkhead\": {\"max_concurrent\": 1}},"
+        /* several stars: policy and class matching over long keys */
+        "\"*.*.*.x\": {\"breaker\": {\"record\": [\"*.*.x\", "
+        "\"network.*\", \"*.*.*.*.*.*.*.*.*.y\"]}},"
+        /* the worst case of the once exponential matcher */
+        "\"*.*.*.*.*.*.*.*.x\": {\"bulkhead\": {\"max_concurrent\": 1}}}}",
         f);
     fclose(f);
     if (config_load(path, &cfg, err, sizeof(err)) < 0) {
@@ -105,7 +113,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         if (proto_decode((const char *)data + off, (size_t)n, &zone, &m,
                          &why) == 0 &&
-            m.type == PROTO_REQUEST)
+            m.type != PROTO_RESPONSE)
             methods_dispatch(&d, &callers[who], &m, &pk[who], now);
         msgpack_zone_clear(&zone);
         off += (size_t)n;
