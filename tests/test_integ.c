@@ -448,57 +448,6 @@ static void test_threads(const struct test_daemon *d)
 
 /* --- resilctl ------------------------------------------------------------ */
 
-/* Run resilctl with args; its stdout/stderr land in out/err (cap each).
- * Returns the exit status, or -1 (also on a 10 s timeout). */
-static int run_ctl(const char *dir, char *out, char *err, size_t cap,
-                   const char *const *args)
-{
-    char bin[512], outp[300], errp[300];
-    const char *argv[16];
-    long long end;
-    int status, i, fd;
-    pid_t pid, w;
-    FILE *f;
-
-    snprintf(bin, sizeof(bin), "%s/resilctl", daemon_build_dir());
-    snprintf(outp, sizeof(outp), "%s/ctl.out", dir);
-    snprintf(errp, sizeof(errp), "%s/ctl.err", dir);
-    argv[0] = bin;
-    for (i = 0; args[i] && i < 14; i++)
-        argv[i + 1] = args[i];
-    argv[i + 1] = NULL;
-    fflush(stdout);
-    pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        fd = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fd, 1);
-        fd = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fd, 2);
-        execv(bin, (char *const *)argv);
-        _exit(126);
-    }
-    end = mono_ms() + 10000;
-    while ((w = waitpid(pid, &status, WNOHANG)) == 0 && mono_ms() < end)
-        sleep_ms(10);
-    if (w != pid) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        return -1;
-    }
-    out[0] = err[0] = '\0';
-    if ((f = fopen(outp, "r"))) {
-        out[fread(out, 1, cap - 1, f)] = '\0';
-        fclose(f);
-    }
-    if ((f = fopen(errp, "r"))) {
-        err[fread(err, 1, cap - 1, f)] = '\0';
-        fclose(f);
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 /* s without its trailing newline, for one-line test names. */
 static const char *chomp(char *s)
 {
@@ -531,15 +480,15 @@ static void test_resilctl(const struct test_daemon *d)
     acquire(r, "integ.ctl", &dec);
     report(r, "integ.ctl", dec.permit, RESIL_SUCCESS, NULL);
 
-    rc = run_ctl(d->dir, out, err, sizeof(err),
-                 (const char *const[]){"-s", d->sock, "ping", NULL});
+    rc = integ_run_ctl(d->dir, out, err, sizeof(err),
+                       (const char *const[]){"-s", d->sock, "ping", NULL});
     IS(rc, 0, "resilctl ping exits 0");
     OK(!strncmp(out, "resild ", 7) && strstr(out, " pid ") &&
            strstr(out, " up "),
        "resilctl ping prints 'resild VERSION pid PID up DURATION'");
 
-    rc = run_ctl(d->dir, out, err, sizeof(out),
-                 (const char *const[]){"-s", d->sock, "status", NULL});
+    rc = integ_run_ctl(d->dir, out, err, sizeof(out),
+                       (const char *const[]){"-s", d->sock, "status", NULL});
     IS(rc, 0, "resilctl status exits 0");
     OK(strstr(out, "integ.ctl") != NULL, "status shows the key");
     OK(strstr(out, "KEY") && strstr(out, "STATE") && strstr(out, "FAIL%") &&
@@ -548,13 +497,14 @@ static void test_resilctl(const struct test_daemon *d)
     if (!strstr(out, "integ.ctl"))
         DIAG("stdout: %s stderr: %s", out, err);
 
-    rc = run_ctl(d->dir, out, err, sizeof(out),
-                 (const char *const[]){"-s", d->sock, "status", "integ", NULL});
+    rc = integ_run_ctl(
+        d->dir, out, err, sizeof(out),
+        (const char *const[]){"-s", d->sock, "status", "integ", NULL});
     OK(rc == 0 && strstr(out, "integ.ctl"), "status PREFIX matches keys below");
 
-    rc =
-        run_ctl(d->dir, out, err, sizeof(out),
-                (const char *const[]){"-s", d->sock, "--json", "status", NULL});
+    rc = integ_run_ctl(
+        d->dir, out, err, sizeof(out),
+        (const char *const[]){"-s", d->sock, "--json", "status", NULL});
     IS(rc, 0, "resilctl --json status exits 0");
     j = json_loads(out, 0, &jerr);
     OK(j && json_is_array(json_object_get(j, "keys")) &&
@@ -562,7 +512,7 @@ static void test_resilctl(const struct test_daemon *d)
        "--json status is JSON with keys[] and health");
     json_decref(j);
 
-    rc = run_ctl(
+    rc = integ_run_ctl(
         d->dir, out, err, sizeof(err),
         (const char *const[]){"-s", "/nonexistent/x.sock", "status", NULL});
     IS(rc, 3, "unreachable daemon: exit 3");
@@ -571,9 +521,10 @@ static void test_resilctl(const struct test_daemon *d)
                   "resilctl: cannot reach resild at /nonexistent/x.sock: ", 54);
     OK(ok, "unreachable: one line naming the path (%s)", chomp(err));
 
-    rc = run_ctl(d->dir, out, err, sizeof(err),
-                 (const char *const[]){"-s", d->sock, "trip", "integ.trip",
-                                       "--for", "1s", "--reason", "x", NULL});
+    rc = integ_run_ctl(d->dir, out, err, sizeof(err),
+                       (const char *const[]){"-s", d->sock, "trip",
+                                             "integ.trip", "--for", "1s",
+                                             "--reason", "x", NULL});
     IS(rc, 0, "resilctl trip --for 1s exits 0");
     if (rc)
         DIAG("stderr: %s", err);
@@ -586,56 +537,58 @@ static void test_resilctl(const struct test_daemon *d)
     OK(dec.allow, "trip --for 1s expires back to auto");
     report(r, "integ.trip", dec.permit, RESIL_SUCCESS, NULL);
 
-    rc = run_ctl(d->dir, out, err, sizeof(err),
-                 (const char *const[]){"-s", d->sock, "trip", "integ.trip",
-                                       "--for", "10x", NULL});
+    rc =
+        integ_run_ctl(d->dir, out, err, sizeof(err),
+                      (const char *const[]){"-s", d->sock, "trip", "integ.trip",
+                                            "--for", "10x", NULL});
     IS(rc, 2, "trip --for 10x: exit 2");
     ok = count_lines(err) == 1 && strstr(err, "'10x'");
     OK(ok, "bad duration: one line naming the value (%s)", chomp(err));
 
-    rc = run_ctl(d->dir, out, err, sizeof(err),
-                 (const char *const[]){"-s", d->sock, "force", "integ.trip",
-                                       "sideways", NULL});
+    rc = integ_run_ctl(d->dir, out, err, sizeof(err),
+                       (const char *const[]){"-s", d->sock, "force",
+                                             "integ.trip", "sideways", NULL});
     IS(rc, 2, "force with a bad state: exit 2");
 
-    rc = run_ctl(d->dir, out, err, sizeof(out),
-                 (const char *const[]){"-s", d->sock, "force", "integ.trip",
-                                       "open", "--reason", "a\x1b[31mb", NULL});
+    rc = integ_run_ctl(d->dir, out, err, sizeof(out),
+                       (const char *const[]){"-s", d->sock, "force",
+                                             "integ.trip", "open", "--reason",
+                                             "a\x1b[31mb", NULL});
     IS(rc, 0, "force open with a reason exits 0");
     OK(strstr(out, "\\x1b") && !strchr(out, 0x1b),
        "peer text is escaped in the table");
 
-    rc = run_ctl(
+    rc = integ_run_ctl(
         d->dir, out, err, sizeof(out),
         (const char *const[]){"-s", d->sock, "reset", "integ.trip", NULL});
     OK(rc == 0 && strstr(out, "closed"), "resilctl reset prints closed");
 
-    rc = run_ctl(d->dir, out, err, sizeof(out),
-                 (const char *const[]){"-s", d->sock, "trip", "--", "-dash.k",
-                                       "--for", "1s", NULL});
+    rc = integ_run_ctl(d->dir, out, err, sizeof(out),
+                       (const char *const[]){"-s", d->sock, "trip", "--",
+                                             "-dash.k", "--for", "1s", NULL});
     OK(rc == 2, "after --, --for is an argument too: too many (rc %d)", rc);
-    rc = run_ctl(d->dir, out, err, sizeof(out),
-                 (const char *const[]){"-s", d->sock, "trip", "--for", "1s",
-                                       "--", "-dash.k", NULL});
+    rc = integ_run_ctl(d->dir, out, err, sizeof(out),
+                       (const char *const[]){"-s", d->sock, "trip", "--for",
+                                             "1s", "--", "-dash.k", NULL});
     OK(rc == 0 && strstr(out, "-dash.k") && strstr(out, "forced_open"),
        "a key starting with '-' can be named after -- (rc %d)", rc);
-    rc = run_ctl(d->dir, out, err, sizeof(err),
-                 (const char *const[]){"-s", "", "ping", NULL});
+    rc = integ_run_ctl(d->dir, out, err, sizeof(err),
+                       (const char *const[]){"-s", "", "ping", NULL});
     OK(rc == 2 && count_lines(err) == 1,
        "-s '': exit 2 with one line, no silent default (rc %d)", rc);
 
-    rc = run_ctl(
+    rc = integ_run_ctl(
         d->dir, out, err, sizeof(err),
         (const char *const[]){"-s", d->sock, "reset", "bad key!", NULL});
     IS(rc, 1, "daemon error: exit 1");
     OK(strstr(err, "bad_request") != NULL, "daemon error code printed");
 
-    rc = run_ctl(d->dir, out, err, sizeof(out),
-                 (const char *const[]){"--help", NULL});
+    rc = integ_run_ctl(d->dir, out, err, sizeof(out),
+                       (const char *const[]){"--help", NULL});
     OK(rc == 0 && strstr(out, "trip") && strstr(out, "e.g."),
        "--help lists commands with examples");
-    rc = run_ctl(d->dir, out, err, sizeof(err),
-                 (const char *const[]){"frobnicate", NULL});
+    rc = integ_run_ctl(d->dir, out, err, sizeof(err),
+                       (const char *const[]){"frobnicate", NULL});
     IS(rc, 2, "unknown command: exit 2");
     resil_close(r);
 }
@@ -979,8 +932,8 @@ static void test_resilctl_escaping(void)
         OK(0, "evil fake daemon");
         return;
     }
-    rc = run_ctl(dir, out, err, sizeof(out),
-                 (const char *const[]){"-s", fk.path, "status", NULL});
+    rc = integ_run_ctl(dir, out, err, sizeof(out),
+                       (const char *const[]){"-s", fk.path, "status", NULL});
     IS(rc, 0, "resilctl status against a hostile daemon exits 0");
     OK(!strchr(out, 0x1b) && !strchr(out, '\r') && !strchr(out, 0x07) &&
            !strchr(out, (char)0xff),
@@ -996,9 +949,9 @@ static void test_resilctl_escaping(void)
     }
     OK(longest == 128 && strstr(out, "k...") != NULL,
        "a 299-byte key is cut to 128 bytes (%d)", longest);
-    rc =
-        run_ctl(dir, out, err, sizeof(out),
-                (const char *const[]){"-s", fk.path, "--json", "status", NULL});
+    rc = integ_run_ctl(
+        dir, out, err, sizeof(out),
+        (const char *const[]){"-s", fk.path, "--json", "status", NULL});
     OK(rc == 0 && strstr(out, "xff") && strstr(out, "\"evil"),
        "--json against a hostile daemon: exits 0, a non-UTF-8 map key shown "
        "escaped (rc %d)",
