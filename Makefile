@@ -27,7 +27,8 @@ PROTO_SRC  := proto/scan.c proto/rpc.c proto/sockpath.c
 DAEMON_CORE := daemon/breaker.c daemon/limiter.c daemon/bulkhead.c \
                daemon/retry.c daemon/config.c daemon/keys.c daemon/log.c \
                daemon/permit.c daemon/msgidx.c daemon/error.c \
-               daemon/admit.c daemon/methods.c daemon/memory.c \
+               daemon/admit.c daemon/core.c daemon/event.c daemon/evlog.c \
+               daemon/methods.c daemon/metrics.c daemon/prom.c daemon/memory.c \
                daemon/heartbeat.c
 DAEMON_SRC := $(DAEMON_CORE) daemon/server.c daemon/main.c
 CLIENT_SRC := client/resil.c
