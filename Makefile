@@ -39,7 +39,7 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
               test_heartbeat \
               test_retry test_admit test_config test_keys test_permit \
-              test_alloc test_corpus test_prom
+              test_alloc test_corpus test_core test_prom
 INTEG_TESTS := test_integ test_integ_breaker test_integ_admit test_flood \
               test_abuse
 CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
@@ -82,6 +82,7 @@ $(BUILD)/tests/test_retry: $(call obj,tests/test_retry.c daemon/retry.c)
 $(BUILD)/tests/test_admit: $(call obj,tests/test_admit.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_config: $(call obj,tests/test_config.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_keys: $(call obj,tests/test_keys.c $(PROTO_SRC) $(DAEMON_CORE))
+$(BUILD)/tests/test_core: $(call obj,tests/test_core.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_permit: $(call obj,tests/test_permit.c daemon/permit.c daemon/msgidx.c)
 $(BUILD)/tests/test_prom: $(call obj,tests/test_prom.c daemon/prom.c)
 # Every allocation of the daemon's own objects goes through the test's

@@ -343,14 +343,15 @@ static void outcome(struct resild *d, struct outcome *o, struct permit *p,
     }
     if (p)
         admit_permit_done(d, p);
-    announce(d, k, now_ms);
     d->m.outcomes[o->kind]++;
     if (failed) {
         count_error(d, now_ms);
         count_class(d, o->cls, o->severity);
     }
+    /* The outcome first, then what it did to the breaker. */
     ev.u.outcome = o;
     core_emit(d, &ev, now_ms);
+    announce(d, k, now_ms);
     /* Venue feedback reaches every client of the limiter at once. */
     if (failed && is_rate_limited(o->cls)) {
         struct key *t = admit_venue_pause(d, k, now_ms, o->venue_wait_ms);
