@@ -751,7 +751,10 @@ static void m_cancel(struct req *r)
  * One entry per method: its handler, the named arguments it takes (any
  * other is bad_request), and whether it may come as a notification.  A
  * notification of acquire is refused: its grant would reach nobody and
- * expire as a phantom failure.
+ * expire as a phantom failure.  So are ping and status, whose only effect
+ * is their answer: a status notification would cost a page of work (up to
+ * 1000 keys) for 10 bytes, and with no output to pace its sender, 64 KiB
+ * of them stalled the loop for seconds.
  */
 static const char *const no_args[] = {NULL};
 static const char *const acquire_args[] = {"key", "cost", "wait_ms", "priority",
@@ -772,11 +775,11 @@ static const struct method {
     const char *const *args;
     int notify_ok;
 } methods[] = {
-    {"ping", m_ping, no_args, 1},
+    {"ping", m_ping, no_args, 0},
     {"acquire", m_acquire, acquire_args, 0},
     {"report", m_report, report_args, 1},
     {"cancel", m_cancel, cancel_args, 1},
-    {"status", m_status, status_args, 1},
+    {"status", m_status, status_args, 0},
     {"force", m_force, force_args, 1},
     {"reset", m_reset, reset_args, 1},
 };
@@ -827,6 +830,11 @@ static void end_permit(struct resild *d, struct permit *p, uint64_t now_ms,
 
 void methods_caller_gone(struct resild *d, struct caller *c, uint64_t now_ms)
 {
+    /* A caller that held nothing frees nothing anyone waits for: waking
+     * would walk every parked request of every key, per close, and make a
+     * connect/close flood cost O(parked) per connection. */
+    if (!c->parked && !c->permits)
+        return;
     admit_caller_gone(d, c);
     while (c->permits) {
         struct permit *p = c->permits;
