@@ -50,14 +50,16 @@ static int bad(struct req *r, const char *fmt, ...)
 }
 
 /*
- * Every name in map must be one of allowed (NULL-terminated): a mistyped
- * argument ("costs") must never pass as its default.  where prefixes the
- * name in the message ("error.").
+ * Every name in map must be one of allowed (NULL-terminated, at most 32),
+ * once: a mistyped argument ("costs") must never pass as its default, and
+ * one given twice must not pass as whichever copy a reader picks (the
+ * handlers take the first, a dict-based client the last).  where prefixes
+ * the name in the message ("error.").
  */
 static int known_args(struct req *r, const msgpack_object *map,
                       const char *where, const char *const *allowed)
 {
-    uint32_t i;
+    uint32_t i, seen = 0;
     size_t j;
 
     if (!map || map->type != MSGPACK_OBJECT_MAP)
@@ -74,6 +76,9 @@ static int known_args(struct req *r, const msgpack_object *map,
             return bad(
                 r, "unknown argument '%s%s'", where,
                 log_escape(esc, sizeof(esc), k->via.str.ptr, k->via.str.size));
+        if (seen & (1u << j))
+            return bad(r, "argument '%s%s' given twice", where, allowed[j]);
+        seen |= 1u << j;
     }
     return 0;
 }

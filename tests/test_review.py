@@ -14,6 +14,9 @@ daemon side, each reproduced against the merged issue-8 main first.
   connect/close flood cost O(parked) per connection: with 16384 parked
   requests, ping p50 went from 0.07 ms to 7 ms during the flood.  A peer
   that held nothing wakes nothing now.
+- An argument given twice in one map ({"cost": 1, "cost": 5}) silently
+  took the first, where a dict-based client or proxy reads the last: the
+  same ambiguity as a mistyped name (defect 6).  It is bad_request now.
 """
 import os
 import subprocess
@@ -119,12 +122,53 @@ while True:
     tap.stop_daemon(d, "close-flood")
 
 
+def raw_request(msgid, method, pairs):
+    """A request whose params map is built pair by pair (duplicates
+    allowed, which no dict can hold)."""
+    m = bytes([0x80 | len(pairs)]) + b"".join(pack(k) + pack(v)
+                                              for k, v in pairs)
+    return bytes([0x94]) + pack(0) + pack(msgid) + pack(method) + \
+        bytes([0x91]) + m
+
+
+def t_duplicate_args(tap):
+    d = tap.start_daemon({"policies": {"lim": {
+        "limiter": {"rate": 1, "per_ms": 3600000, "burst": 10}}}}, "dup-args")
+    if not d:
+        return
+    c = d.connect()
+    c.send(raw_request(1, "acquire", [("key", "lim"), ("cost", 1),
+                                      ("cost", 5)]))
+    err, res = c.wait(1)
+    tap.check(rpcutil.is_error(err, "bad_request") and
+              "cost" in err["message"],
+              "acquire with 'cost' given twice is bad_request naming it",
+              repr((err, res)))
+    c.send(raw_request(2, "report", [("key", "lim"), ("outcome", "success"),
+                                     ("error", {"class": "a",
+                                                "message": "m"}),
+                                     ("outcome", "failure")]))
+    err, res = c.wait(2)
+    tap.check(rpcutil.is_error(err, "bad_request") and
+              "outcome" in err["message"],
+              "report with 'outcome' given twice is bad_request naming it",
+              repr((err, res)))
+    st = c.ok("status", {"key": "lim"})["keys"]
+    tap.check(not st or (st[0]["limiter"]["available"] == 10 and
+                         st[0]["calls"] == 0),
+              "and neither changed anything", repr(st))
+    tap.check(c.ok("acquire", {"key": "lim", "cost": 5})["allow"],
+              "a well-formed acquire still passes")
+    tap.stop_daemon(d, "dup-args")
+
+
 def main():
     tap = rpcutil.Tap()
     for name, fn in (("status notification flood",
                       t_status_notification_flood),
                      ("close flood with parked requests",
-                      t_close_flood_with_parked)):
+                      t_close_flood_with_parked),
+                     ("duplicate arguments", t_duplicate_args)):
         tap.run(name, fn, tap)
     tap.finish()
 
