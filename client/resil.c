@@ -375,39 +375,53 @@ static uint32_t next_id(struct resil *r)
  * requests (late answers to calls given up on: cancelled acquires
  * included, whose permits the daemon releases itself) and notifications
  * are skipped by their header without decoding.  The deadline is checked before
- * every read, so a stream of other messages cannot hold the call.  Responses
- * larger than max_bytes are a protocol error.  On 0, a->m borrows from
+ * every read, so a stream of other messages cannot hold the call.  An
+ * answer to msgid larger than max_bytes is a protocol error; one to another
+ * msgid may be as large as any answer (CALL_MAX_RESPONSE_BYTES: a late
+ * status page after a resil_call timed out), and rbuf grows to skip it,
+ * once per handle.  On 0, a->m borrows from
  * rbuf (the answer is at rbuf[0]) and the zone until consume(r,
  * a->frame_len).
  */
+/* 1 when the object obj[0..n) (n >= 7, or complete) is not the response
+ * to msgid: a notification or another request's answer. */
+static int not_ours(const uint8_t *obj, size_t n, uint32_t msgid)
+{
+    uint32_t id;
+
+    return (n >= 2 && obj[0] == 0x93 && obj[1] == 0x02) ||
+           (proto_peek_msgid(obj, n, PROTO_RESPONSE, &id) && id != msgid);
+}
+
 static int read_answer(struct resil *r, uint32_t msgid, size_t max_bytes,
                        uint64_t deadline, struct answer *a)
 {
     const char *why;
     size_t off = 0; /* the object being scanned starts at rbuf[off] */
-    uint32_t id;
     long got;
     ssize_t n;
     int rev;
 
     for (;;) {
+        /* Bounded by the largest answer of any call: whose it is shows
+         * only once its header is in. */
         got = r->rbuf_len > off
                   ? proto_scan_next(&r->scan, r->rbuf + off, r->rbuf_len - off,
-                                    max_bytes, PROTO_MAX_DEPTH)
+                                    CALL_MAX_RESPONSE_BYTES, PROTO_MAX_DEPTH)
                   : 0;
         if (got < 0) {
             errno = EPROTO;
             return RESIL_EPROTO;
         }
         if (got > 0) {
-            const uint8_t *obj = r->rbuf + off;
-            int notify = got >= 2 && obj[0] == 0x93 && obj[1] == 0x02;
-            if (notify ||
-                (proto_peek_msgid(obj, (size_t)got, PROTO_RESPONSE, &id) &&
-                 id != msgid)) {
+            if (not_ours(r->rbuf + off, (size_t)got, msgid)) {
                 off += (size_t)got; /* not ours: skip it undecoded */
                 proto_scan_init(&r->scan);
                 continue;
+            }
+            if ((size_t)got > max_bytes) {
+                errno = EMSGSIZE;
+                return RESIL_EPROTO;
             }
             compact(r, off);
             off = 0;
@@ -430,13 +444,16 @@ static int read_answer(struct resil *r, uint32_t msgid, size_t max_bytes,
             return RESIL_ETIMEDOUT;
         }
         if (r->rbuf_len == r->rbuf_cap) {
-            /* Only resil_call may grow the buffer (bounded by max_bytes);
-             * the scanner already refused objects over max_bytes. */
-            size_t cap = r->rbuf_cap * 2;
+            /* Our own answer may grow the buffer up to max_bytes (only
+             * resil_call's is over RECV_CAP_BYTES); a late answer to skip,
+             * up to the largest answer. */
+            size_t cap = r->rbuf_cap * 2, most = max_bytes;
             uint8_t *p;
 
-            if (cap > max_bytes)
-                cap = max_bytes;
+            if (not_ours(r->rbuf, r->rbuf_len, msgid))
+                most = CALL_MAX_RESPONSE_BYTES; /* a late answer to skip */
+            if (cap > most)
+                cap = most;
             if (cap <= r->rbuf_cap) {
                 errno = EMSGSIZE;
                 return RESIL_EPROTO;

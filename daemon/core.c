@@ -466,6 +466,11 @@ int core_cancel(struct resild *d, struct caller *c, uint32_t msgid,
 
 void core_caller_gone(struct resild *d, struct caller *c, uint64_t now_ms)
 {
+    /* A caller that held nothing frees nothing anyone waits for: waking
+     * would walk every parked request of every key, per close, and make a
+     * connect/close flood cost O(parked) per connection. */
+    if (!c->parked && !c->permits)
+        return;
     admit_caller_gone(d, c);
     while (c->permits) {
         struct permit *p = c->permits;

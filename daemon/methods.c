@@ -60,14 +60,16 @@ static int bad(struct req *r, const char *fmt, ...)
 }
 
 /*
- * Every name in map must be one of allowed (NULL-terminated): a mistyped
- * argument ("costs") must never pass as its default.  where prefixes the
- * name in the message ("error.").
+ * Every name in map must be one of allowed (NULL-terminated, at most 32),
+ * once: a mistyped argument ("costs") must never pass as its default, and
+ * one given twice must not pass as whichever copy a reader picks (the
+ * handlers take the first, a dict-based client the last).  where prefixes
+ * the name in the message ("error.").
  */
 static int known_args(struct req *r, const msgpack_object *map,
                       const char *where, const char *const *allowed)
 {
-    uint32_t i;
+    uint32_t i, seen = 0;
     size_t j;
 
     if (!map || map->type != MSGPACK_OBJECT_MAP)
@@ -84,6 +86,9 @@ static int known_args(struct req *r, const msgpack_object *map,
             return bad(
                 r, "unknown argument '%s%s'", where,
                 log_escape(esc, sizeof(esc), k->via.str.ptr, k->via.str.size));
+        if (seen & (1u << j))
+            return bad(r, "argument '%s%s' given twice", where, allowed[j]);
+        seen |= 1u << j;
     }
     return 0;
 }
@@ -949,7 +954,12 @@ static void m_metrics(struct req *r)
  * One entry per method: its handler, the named arguments it takes (any
  * other is bad_request), and whether it may come as a notification.  A
  * notification of acquire is refused: its grant would reach nobody and
- * expire as a phantom failure.
+ * expire as a phantom failure.  So are the reads (ping, status, health,
+ * metrics): their answer is their only effect, and a stream of them with
+ * no answer to slow the sender would only burn the loop.  So are ping and status, whose only effect
+ * is their answer: a status notification would cost a page of work (up to
+ * 1000 keys) for 10 bytes, and with no output to pace its sender, 64 KiB
+ * of them stalled the loop for seconds.
  */
 static const char *const no_args[] = {NULL};
 static const char *const acquire_args[] = {"key", "cost", "wait_ms", "priority",
@@ -972,18 +982,18 @@ static const struct method {
     const char *const *args;
     int notify_ok;
 } methods[] = {
-    {"ping", m_ping, no_args, 1},
+    {"ping", m_ping, no_args, 0},
     {"acquire", m_acquire, acquire_args, 0},
     {"report", m_report, report_args, 1},
     {"cancel", m_cancel, cancel_args, 1},
     {"heartbeat", m_heartbeat, heartbeat_args, 1},
-    {"status", m_status, status_args, 1},
-    {"health", m_health, no_args, 1},
+    {"status", m_status, status_args, 0},
+    {"health", m_health, no_args, 0},
     {"force", m_force, force_args, 1},
     {"reset", m_reset, key_only, 1},
     {"subscribe", m_subscribe, topics_args, 1},
     {"unsubscribe", m_unsubscribe, topics_args, 1},
-    {"metrics", m_metrics, no_args, 1},
+    {"metrics", m_metrics, no_args, 0},
 };
 
 void methods_dispatch(struct resild *d, struct rpc_client *rc,
