@@ -12,6 +12,7 @@
 #include "config.h"
 #include "memory.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -958,6 +959,7 @@ int config_defaults(struct config *c)
     c->stall_timeout_ms = 5000;
     c->max_output_bytes = 256 * 1024;
     c->max_memory_mb = default_memory_mb();
+    c->metrics_max_keys = 1000;
     c->policies = calloc(1, sizeof(struct policy));
     if (!c->policies)
         return -1;
@@ -1081,6 +1083,61 @@ static int parse_errors(struct parse *p, json_t *obj, struct config *c)
             }
         }
         c->nclasses++;
+    }
+    return 0;
+}
+
+/* "A.B.C.D:PORT" with an IPv4 literal and a port 1..65535 (no name to
+ * resolve, no leading zeros or sign in the port), or an absolute path that
+ * fits a sockaddr_un.  http.c parses the same forms. */
+static int listen_valid(const char *s, size_t cap)
+{
+    const char *colon = strrchr(s, ':');
+    char host[INET_ADDRSTRLEN];
+    struct in_addr a;
+    unsigned long port;
+    char *end;
+
+    if (s[0] == '/')
+        return strlen(s) < cap;
+    if (!colon || (size_t)(colon - s) >= sizeof(host))
+        return 0;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    if (inet_pton(AF_INET, host, &a) != 1)
+        return 0;
+    if (colon[1] < '1' || colon[1] > '9')
+        return 0;
+    port = strtoul(colon + 1, &end, 10);
+    return !*end && port <= 65535;
+}
+
+static int parse_metrics(struct parse *p, json_t *obj, struct config *c)
+{
+    const char *k;
+    json_t *v;
+    uint64_t x;
+
+    if (!json_is_object(obj))
+        return fail(p, "metrics: must be an object");
+    json_object_foreach(obj, k, v)
+    {
+        if (!strcmp(k, "listen")) {
+            if (!json_is_string(v) ||
+                !listen_valid(json_string_value(v), sizeof(c->metrics_listen)))
+                return fail(p,
+                            "metrics.listen: must be \"127.0.0.1:PORT\" (an "
+                            "IPv4 address and a port 1..65535) or an absolute "
+                            "Unix socket path of at most %zu bytes",
+                            sizeof(c->metrics_listen) - 1);
+            strcpy(c->metrics_listen, json_string_value(v));
+        } else if (!strcmp(k, "max_keys")) {
+            if (get_uint(p, v, "metrics.max_keys", 0, 10000000, &x) < 0)
+                return -1;
+            c->metrics_max_keys = (uint32_t)x;
+        } else {
+            return fail(p, "metrics.%s: unknown key", k);
+        }
     }
     return 0;
 }
@@ -1258,6 +1315,9 @@ int config_load(const char *path, struct config *c, char *err, size_t errcap)
             c->max_memory_mb = x;
         } else if (!strcmp(k, "errors")) {
             if (parse_errors(&p, v, c) < 0)
+                goto bad;
+        } else if (!strcmp(k, "metrics")) {
+            if (parse_metrics(&p, v, c) < 0)
                 goto bad;
         } else if (!strcmp(k, "snapshot") || !strcmp(k, "error_log") ||
                    !strcmp(k, "redis")) {

@@ -86,6 +86,13 @@ struct config {
     uint32_t max_output_bytes;      /* unread output over this for 1 s */
     uint64_t max_memory_mb; /* refuse a worst case above this (memory.h);
                              * default half of physical RAM */
+    /* "metrics" section.  metrics_listen: "" (default: no HTTP listener),
+     * "A.B.C.D:PORT" (an IPv4 literal, port 1..65535; the daemon's one TCP
+     * listener, bound to exactly that address) or an absolute Unix socket
+     * path; served by http.h. */
+    char metrics_listen[108];
+    uint32_t metrics_max_keys; /* keys with their own series; the rest are
+                                * summed under key="_other" (prom.h) */
 };
 
 /* Fill c with the built-in defaults (the "*" policy only), unchecked:

@@ -19,9 +19,11 @@
 #include "core.h"
 #include "error.h"
 #include "evlog.h"
+#include "http.h"
 #include "log.h"
 #include "memory.h"
 #include "methods.h"
+#include "metrics.h"
 #include "server.h"
 #include "sockpath.h"
 
@@ -55,6 +57,56 @@ static void usage(FILE *f)
            "Inspect and steer it with resilctl (resilctl --help).\n");
 }
 
+/* The optional HTTP /metrics listener (metrics.listen): the one TCP
+ * listener resild may have, off by default. */
+struct scrape {
+    struct http http;
+    struct resild *d;
+    uv_loop_t *loop;
+    struct prom_buf page; /* reused; http copies the text at once */
+};
+
+static const char *render_page(void *ctx, size_t *len)
+{
+    struct scrape *sc = ctx;
+
+    if (metrics_render(sc->d, uv_now(sc->loop), &sc->page) < 0)
+        return NULL; /* an incomplete page is a 500, never served */
+    *len = sc->page.len;
+    return sc->page.data;
+}
+
+static void stop_scrape(void *ctx)
+{
+    http_stop(&((struct scrape *)ctx)->http);
+}
+
+/* Start the listener when configured; the server stops it with itself.
+ * 0, or -1 with a message logged. */
+static int metrics_listen(struct scrape *sc, struct server *srv,
+                          uv_loop_t *loop, struct resild *d)
+{
+    struct http_conf conf = {0};
+    char err[256];
+
+    memset(sc, 0, sizeof(*sc));
+    sc->d = d;
+    sc->loop = loop;
+    prom_init(&sc->page, METRICS_MAX_BYTES);
+    if (!d->cfg.metrics_listen[0])
+        return 0;
+    conf.unix_mode = d->cfg.socket_mode;
+    if (http_start(&sc->http, loop, d->cfg.metrics_listen, &conf, render_page,
+                   sc, err, sizeof(err)) < 0) {
+        log_msg(LOG_ERR, "metrics.listen: %s", err);
+        return -1;
+    }
+    srv->on_stop = stop_scrape;
+    srv->on_stop_ctx = sc;
+    log_msg(LOG_INFO, "serving GET /metrics on %s", d->cfg.metrics_listen);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -71,6 +123,7 @@ int main(int argc, char **argv)
     struct config cfg;
     struct resild d;
     struct server srv;
+    static struct scrape scrape;
     uv_loop_t *loop = uv_default_loop();
     int ch, check_only = 0, rc;
     uint64_t seed;
@@ -139,7 +192,9 @@ int main(int argc, char **argv)
         log_msg(LOG_ERR, "cannot start: %s", rd_strerror(rc));
         return 1;
     }
-    if (server_start(&srv, loop, &d, path) < 0) {
+    if (server_start(&srv, loop, &d, path) < 0 ||
+        metrics_listen(&scrape, &srv, loop, &d) < 0) {
+        server_stop(&srv);
         uv_run(loop, UV_RUN_NOWAIT); /* let closed handles finish */
         server_free(&srv);
         core_free(&d);
@@ -154,6 +209,7 @@ int main(int argc, char **argv)
     log_msg(LOG_INFO, "worst-case memory %s; max_memory_mb %llu", mem_line,
             (unsigned long long)d.cfg.max_memory_mb);
     uv_run(loop, UV_RUN_DEFAULT);
+    prom_free(&scrape.page);
     log_msg(LOG_INFO, "stopped: %llu requests served",
             (unsigned long long)d.m.requests);
     server_free(&srv);

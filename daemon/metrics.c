@@ -18,8 +18,7 @@
 
 static uint64_t max_keys_of(const struct resild *d)
 {
-    (void)d;
-    return 1000; /* metrics.max_keys */
+    return d->cfg.metrics_max_keys;
 }
 
 /* Walk every key in name order, calling fn for each (chunks of PAGE from

@@ -841,6 +841,8 @@ void server_stop(struct server *s)
         return;
     s->stopping = 1;
     s->stop_deadline_ms = now_ms(s) + SERVER_DRAIN_MS;
+    if (s->on_stop)
+        s->on_stop(s->on_stop_ctx);
     if (s->listening) {
         uv_close((uv_handle_t *)&s->listener, on_listener_closed);
         unlink(s->path);

@@ -67,6 +67,9 @@ struct server {
     int stopping;
     uint64_t stop_deadline_ms;
     uid_t self_uid;
+    /* Called once by server_stop (SIGTERM): other listeners stop too. */
+    void (*on_stop)(void *ctx);
+    void *on_stop_ctx;
 };
 
 /*

@@ -8,7 +8,7 @@
 set -eu
 pkgs="build-essential pkg-config libuv1-dev libhiredis-dev libjansson-dev
       libmsgpack-dev python3 python3-msgpack redis-server neovim
-      python3-pynvim"
+      python3-pynvim curl"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

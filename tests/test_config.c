@@ -400,7 +400,82 @@ static const struct {
     {"{\"max_keys\": 1, \"max_keys\": 2}", "duplicate"},
     {"{\"max_memory_mb\": 0}", "max_memory_mb: 0 is out of range"},
     {"[1]", "top level must be a JSON object"},
+    {"{\"metrics\": []}", "metrics: must be an object"},
+    {"{\"metrics\": {\"port\": 9100}}", "metrics.port: unknown key"},
+    {"{\"metrics\": {\"listen\": 9100}}", "metrics.listen: must be"},
+    {"{\"metrics\": {\"listen\": \"\"}}", "metrics.listen: must be"},
+    {"{\"metrics\": {\"listen\": \"9100\"}}", "metrics.listen: must be"},
+    {"{\"metrics\": {\"listen\": \":9100\"}}", "metrics.listen: must be"},
+    {"{\"metrics\": {\"listen\": \"localhost:9100\"}}",
+     "metrics.listen: must be"},
+    {"{\"metrics\": {\"listen\": \"127.0.0.1\"}}", "metrics.listen: must be"},
+    {"{\"metrics\": {\"listen\": \"127.0.0.1:\"}}", "metrics.listen: must be"},
+    {"{\"metrics\": {\"listen\": \"127.0.0.1:0\"}}", "metrics.listen: must be"},
+    {"{\"metrics\": {\"listen\": \"127.0.0.1:65536\"}}",
+     "metrics.listen: must be"},
+    {"{\"metrics\": {\"listen\": \"127.0.0.1:09100\"}}",
+     "metrics.listen: must be"},
+    {"{\"metrics\": {\"listen\": \"127.0.0.1:+9100\"}}",
+     "metrics.listen: must be"},
+    {"{\"metrics\": {\"listen\": \"127.0.0.1:91x\"}}",
+     "metrics.listen: must be"},
+    {"{\"metrics\": {\"listen\": \"127.0.0.256:9100\"}}",
+     "metrics.listen: must be"},
+    {"{\"metrics\": {\"listen\": \"[::1]:9100\"}}", "metrics.listen: must be"},
+    {"{\"metrics\": {\"listen\": \"relative/m.sock\"}}",
+     "metrics.listen: must be"},
+    {"{\"metrics\": {\"max_keys\": -1}}",
+     "metrics.max_keys: -1 is out of range"},
+    {"{\"metrics\": {\"max_keys\": 10000001}}",
+     "metrics.max_keys: 10000001 is out of range"},
+    {"{\"metrics\": {\"max_keys\": \"5\"}}", "metrics.max_keys: must be"},
 };
+
+/* The "metrics" section: off by default, max_keys 1000; both address
+ * forms load (bad ones are in bad[]). */
+static void test_metrics(void)
+{
+    struct config c;
+    char err[512], json[400], path108[120];
+
+    OK(config_load(write_cfg("{}"), &c, err, sizeof(err)) == 0, "{} loads");
+    OK(c.metrics_listen[0] == '\0', "metrics.listen off by default");
+    IS(c.metrics_max_keys, 1000, "metrics.max_keys 1000 by default");
+    config_free(&c);
+    OK(config_load(write_cfg("{\"metrics\": {\"listen\": \"127.0.0.1:9100\", "
+                             "\"max_keys\": 0}}"),
+                   &c, err, sizeof(err)) == 0 &&
+           !strcmp(c.metrics_listen, "127.0.0.1:9100") &&
+           c.metrics_max_keys == 0,
+       "metrics.listen TCP and max_keys 0 load: %s", err);
+    config_free(&c);
+    OK(config_load(write_cfg("{\"metrics\": {\"listen\": \"10.1.2.3:65535\"}}"),
+                   &c, err, sizeof(err)) == 0 &&
+           !strcmp(c.metrics_listen, "10.1.2.3:65535"),
+       "another IPv4 address and port 65535 load");
+    config_free(&c);
+    memset(path108, 'a', sizeof(path108));
+    path108[0] = '/';
+    path108[107] = '\0'; /* 107 bytes: the most a sun_path holds */
+    snprintf(json, sizeof(json), "{\"metrics\": {\"listen\": \"%s\"}}",
+             path108);
+    OK(config_load(write_cfg(json), &c, err, sizeof(err)) == 0 &&
+           !strcmp(c.metrics_listen, path108),
+       "a 107-byte Unix path loads");
+    config_free(&c);
+    path108[107] = 'a';
+    path108[108] = '\0';
+    snprintf(json, sizeof(json), "{\"metrics\": {\"listen\": \"%s\"}}",
+             path108);
+    OK(config_load(write_cfg(json), &c, err, sizeof(err)) < 0 &&
+           strstr(err, "metrics.listen: must be") &&
+           strstr(err, "at most 107 bytes"),
+       "a 108-byte Unix path is refused (%s)", err);
+    OK(config_load(write_cfg("{\n  \"metrics\": {\n    \"max_keyz\": 1}}"), &c,
+                   err, sizeof(err)) < 0 &&
+           strstr(err, ":3:5: metrics.max_keyz: unknown key"),
+       "a bad metrics key is located (%s)", err);
+}
 
 static void test_errors(void)
 {
@@ -639,6 +714,7 @@ int main(void)
     test_pattern_model();
     test_pattern_worst_case();
     test_breaker_options();
+    test_metrics();
     test_errors();
     test_error_positions();
     test_path_errors();

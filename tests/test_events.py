@@ -342,6 +342,48 @@ def t_metrics_cap(tap):
     tap.stop_daemon(d, "metrics-cap")
 
 
+def t_http_metrics(tap):
+    import shutil
+    import subprocess
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix="resild-scrape.")
+    path = os.path.join(tmp, "metrics.sock")
+    d = tap.start_daemon(dict(CFG, metrics={"listen": path}), "http")
+    if not d:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    c = d.connect()
+    c.ok("acquire", {"key": "lim"})
+    if not shutil.which("curl"):
+        tap.check(True, "# SKIP curl not installed (scripts/deps.sh "
+                  "installs it)")
+    else:
+        out = subprocess.run(["curl", "-s", "-i", "--max-time", "5",
+                              "--unix-socket", path,
+                              "http://resild/metrics"],
+                             capture_output=True, timeout=10)
+        head, _, body = out.stdout.partition(b"\r\n\r\n")
+        text = body.decode("utf-8", "replace")
+        tap.check(out.returncode == 0 and head.startswith(b"HTTP/1.1 200")
+                  and b"text/plain; version=0.0.4" in head,
+                  "curl GET /metrics on metrics.listen: 200, text/plain "
+                  "version 0.0.4", repr(head[:200]))
+        tap.check(promcheck.check(text) == [] and
+                  "resild_decisions_total{" in text,
+                  "the page passes the exposition-format checker",
+                  "\n".join(promcheck.check(text)[:5]))
+        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w",
+                              "%{http_code}", "--max-time", "5",
+                              "--unix-socket", path, "http://resild/x"],
+                             capture_output=True, timeout=10)
+        tap.check(out.stdout == b"404", "another path is 404",
+                  repr(out.stdout))
+    tap.stop_daemon(d, "http")
+    tap.check(not os.path.exists(path),
+              "the listener's socket is removed at exit")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     tap = rpcutil.Tap()
     for name, fn in (("subscribe", t_subscribe),
@@ -349,7 +391,8 @@ def main():
                      ("health", t_health),
                      ("heartbeat", t_heartbeat),
                      ("metrics", t_metrics),
-                     ("metrics cap", t_metrics_cap)):
+                     ("metrics cap", t_metrics_cap),
+                     ("metrics over HTTP", t_http_metrics)):
         tap.run(name, fn, tap)
     tap.finish()
 
