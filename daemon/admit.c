@@ -340,7 +340,7 @@ static int park(struct resild *d, struct caller *c, struct key *k,
     struct parked *p = d->parked_free;
 
     if (!p || k->q_len >= bound || c->nparked >= d->cfg.max_parked_per_client) {
-        d->m.parked_full++;
+        d->m.bounds[BOUND_MAX_PARKED]++;
         return -1;
     }
     d->parked_free = p->qnext;
@@ -426,7 +426,7 @@ static void answer_parked(struct resild *d, struct parked *p, enum verdict vd,
 
     unpark(d, p);
     if (vd == V_NOPERMIT) {
-        d->m.permits_full++;
+        d->m.bounds[BOUND_MAX_PERMITS]++;
         c->answer(c, msgid, k, NULL, res->err);
     } else {
         k->decisions[res->reason]++;

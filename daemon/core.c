@@ -57,15 +57,57 @@ void core_emit(struct resild *d, struct event *ev, uint64_t now_ms)
         d->sinks[i].fn(d->sinks[i].ctx, ev);
 }
 
-void core_bound(struct resild *d, const char *bound, const struct key *k,
+const char *core_bound_name(enum core_bound b)
+{
+    static const char *const names[BOUND_COUNT] = {
+        "max_clients",        "not_allowed",     "max_keys",
+        "max_permits",        "max_parked",      "max_frame_bytes",
+        "protocol_error",     "partial_timeout", "output",
+        "subscriber_dropped", "bad_request"};
+
+    return (unsigned)b < BOUND_COUNT ? names[b] : "?";
+}
+
+void core_bound(struct resild *d, enum core_bound b, const struct key *k,
                 const char *detail, uint64_t now_ms)
 {
     struct event ev = {.type = EV_BOUND_HIT, .key = k};
 
-    d->m.bound_hits++;
-    ev.u.bound.bound = bound;
+    d->m.bounds[b]++;
+    ev.u.bound.kind = b;
+    ev.u.bound.bound = core_bound_name(b);
     ev.u.bound.detail = detail;
     core_emit(d, &ev, now_ms);
+}
+
+void core_set_connections(struct resild *d, uint32_t n)
+{
+    d->connections = n;
+}
+
+int core_wake_due(const struct resild *d)
+{
+    return d->wake_dirty;
+}
+
+uint64_t core_wake(struct resild *d, uint64_t now_ms)
+{
+    d->wake_dirty = 0;
+    if (!d->waiting)
+        return 0;
+    admit_wake(d, now_ms);
+    return admit_next_wake(d, now_ms);
+}
+
+void core_stop(struct resild *d, uint64_t now_ms)
+{
+    d->stopping = 1;
+    admit_wake_all_now(d, now_ms);
+}
+
+void core_caller_failed(struct resild *d, struct caller *c)
+{
+    admit_caller_gone(d, c);
 }
 
 /* --- health bookkeeping --- */

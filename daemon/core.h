@@ -39,9 +39,32 @@ int core_add_sink(struct resild *d, event_sink_fn fn, void *ctx);
 /* Hand ev to every sink, in registration order. */
 void core_emit(struct resild *d, struct event *ev, uint64_t now_ms);
 
-/* A bound was hit (max_keys, ...): counted and emitted.  k may be NULL. */
-void core_bound(struct resild *d, const char *bound, const struct key *k,
+/* A bound was hit: counted (metrics) and emitted.  k may be NULL. */
+void core_bound(struct resild *d, enum core_bound b, const struct key *k,
                 const char *detail, uint64_t now_ms);
+const char *core_bound_name(enum core_bound b);
+
+/* --- lifecycle, for the server --- */
+
+/* The server's connection count (a gauge for metrics and health). */
+void core_set_connections(struct resild *d, uint32_t n);
+
+/* 1 if something parked requests wait for changed since the last
+ * core_wake (a release, a park, a force, venue news, a restored beat). */
+int core_wake_due(const struct resild *d);
+
+/* Serve or expire parked requests that can be answered now; returns when
+ * the next one could be (a limiter refill or a deadline), 0 when nothing
+ * is parked. */
+uint64_t core_wake(struct resild *d, uint64_t now_ms);
+
+/* Shutdown: nothing parks any more; every parked request is answered now
+ * as if its wait had run out. */
+void core_stop(struct resild *d, uint64_t now_ms);
+
+/* A connection failed mid-stream (protocol error): its parked requests are
+ * dropped unanswered now; its permits go when it closes. */
+void core_caller_failed(struct resild *d, struct caller *c);
 
 /*
  * The key name[0..n), created on first use and ready for admission.  0 and

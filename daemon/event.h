@@ -66,6 +66,22 @@ struct outcome {
     uint32_t uid;           /* who reported */
 };
 
+/* The bounds of SPEC §3 (and a few more), counted when hit. */
+enum core_bound {
+    BOUND_MAX_CLIENTS,     /* refused at connect: busy */
+    BOUND_NOT_ALLOWED,     /* refused at connect: forbidden */
+    BOUND_MAX_KEYS,        /* too_many_keys */
+    BOUND_MAX_PERMITS,     /* busy on acquire */
+    BOUND_MAX_PARKED,      /* could not wait: queue or pool full */
+    BOUND_MAX_FRAME,       /* frame_too_large */
+    BOUND_PROTOCOL,        /* protocol_error */
+    BOUND_PARTIAL_TIMEOUT, /* slowloris closed */
+    BOUND_OUTPUT,          /* a client that does not read, closed */
+    BOUND_SUBSCRIBER,      /* a subscriber that does not read, dropped */
+    BOUND_BAD_REQUEST,     /* bad_request answers */
+    BOUND_COUNT
+};
+
 enum event_type {
     EV_TRANSITION,
     EV_OUTCOME,
@@ -116,7 +132,8 @@ struct event {
             uint64_t silent_ms;
         } heartbeat;
         struct {
-            const char *bound; /* max_keys, max_permits, ... */
+            enum core_bound kind;
+            const char *bound; /* its name: max_keys, max_permits, ... */
             const char *detail;
         } bound;
     } u;

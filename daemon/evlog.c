@@ -50,9 +50,14 @@ void evlog_sink(void *ctx, const struct event *ev)
                 (unsigned long long)ev->u.heartbeat.silent_ms);
         break;
     case EV_BOUND_HIT:
-        log_peer(ev->now_ms, "bound %s hit%s%s: %s", ev->u.bound.bound,
-                 ev->key ? " on key " : "", ev->key ? key : "",
-                 ev->u.bound.detail);
+        /* Connection-level bounds are logged by the server with the
+         * client's uid; the others here, rate-limited. */
+        if (ev->u.bound.kind == BOUND_MAX_KEYS ||
+            ev->u.bound.kind == BOUND_MAX_PERMITS ||
+            ev->u.bound.kind == BOUND_MAX_PARKED)
+            log_peer(ev->now_ms, "bound %s hit%s%s: %s", ev->u.bound.bound,
+                     ev->key ? " on key " : "", ev->key ? key : "",
+                     ev->u.bound.detail);
         break;
     case EV_OUTCOME:
     case EV_VENUE_RESYNC:

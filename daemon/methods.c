@@ -54,7 +54,7 @@ static int bad(struct req *r, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
     va_end(ap);
-    r->d->m.bad_requests++;
+    r->d->m.bounds[BOUND_BAD_REQUEST]++;
     proto_pack_error(r->pk, r->m->msgid, "bad_request", msg);
     return -1;
 }
@@ -213,7 +213,6 @@ static int key_error(struct req *r, int rc, const char *name, size_t n)
     char esc[64];
 
     if (rc == RD_EKEYS) {
-        r->d->m.keys_full++;
         proto_pack_error(r->pk, r->m->msgid, "too_many_keys",
                          "max_keys reached; no new key can be created");
         return -1;
@@ -236,7 +235,7 @@ static int get_key(struct req *r, const char *name, size_t n, struct key **k)
                    "limiters; not every limit could be applied",
                    log_escape(esc, sizeof(esc), name, n), KEY_MAX_ANCESTORS);
     if (rc == RD_EKEYS)
-        core_bound(r->d, "max_keys", NULL, "max_keys reached", r->now_ms);
+        core_bound(r->d, BOUND_MAX_KEYS, NULL, "max_keys reached", r->now_ms);
     if (rc < 0)
         return key_error(r, rc, name, n);
     return 0;
@@ -425,9 +424,8 @@ static void m_acquire(struct req *r)
         return;
     }
     if (rc == RD_EPERMITS || rc == RD_ENOMEM) {
-        r->d->m.permits_full++;
         if (rc == RD_EPERMITS)
-            core_bound(r->d, "max_permits", k, "max_permits outstanding",
+            core_bound(r->d, BOUND_MAX_PERMITS, k, "max_permits outstanding",
                        r->now_ms);
         proto_pack_error(r->pk, r->m->msgid, "busy",
                          rc == RD_ENOMEM ? "out of memory"
@@ -956,10 +954,10 @@ static void m_metrics(struct req *r)
  * notification of acquire is refused: its grant would reach nobody and
  * expire as a phantom failure.  So are the reads (ping, status, health,
  * metrics): their answer is their only effect, and a stream of them with
- * no answer to slow the sender would only burn the loop.  So are ping and status, whose only effect
- * is their answer: a status notification would cost a page of work (up to
- * 1000 keys) for 10 bytes, and with no output to pace its sender, 64 KiB
- * of them stalled the loop for seconds.
+ * no answer to slow the sender would only burn the loop.  So are ping and
+ * status, whose only effect is their answer: a status notification would cost a
+ * page of work (up to 1000 keys) for 10 bytes, and with no output to pace its
+ * sender, 64 KiB of them stalled the loop for seconds.
  */
 static const char *const no_args[] = {NULL};
 static const char *const acquire_args[] = {"key", "cost", "wait_ms", "priority",
@@ -1205,7 +1203,7 @@ static void subscriber_sink(void *ctx, const struct event *ev)
             continue;
         if (rc->queued && rc->queued(rc) > d->cfg.max_output_bytes) {
             rc->drop = 1;
-            d->m.subscribers_dropped++;
+            d->m.bounds[BOUND_SUBSCRIBER]++;
             rc->flush(rc); /* the server closes it there */
             continue;
         }

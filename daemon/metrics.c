@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "admit.h"
+#include "core.h"
 #include "keys.h"
 
 #define PAGE 256 /* keys fetched from the name index at a time */
@@ -273,26 +274,9 @@ int metrics_render(struct resild *d, uint64_t now_ms, struct prom_buf *b)
 
     prom_family(b, "resild_bound_hits_total", PROM_COUNTER,
                 "Times a bound was hit, by bound.");
-    {
-        const struct {
-            const char *name;
-            uint64_t v;
-        } bounds[] = {
-            {"max_clients", m->clients_rejected},
-            {"max_keys", m->keys_full},
-            {"max_permits", m->permits_full},
-            {"max_parked", m->parked_full},
-            {"max_frame_bytes", m->frames_too_large},
-            {"partial_timeout", m->slow_clients_closed},
-            {"output", m->slow_readers_closed},
-            {"subscriber_dropped", m->subscribers_dropped},
-            {"protocol_error", m->protocol_errors},
-            {"bad_request", m->bad_requests},
-        };
-        for (i = 0; i < sizeof(bounds) / sizeof(bounds[0]); i++) {
-            struct prom_label l[1] = {{"bound", bounds[i].name}};
-            prom_sample_u64(b, l, 1, bounds[i].v);
-        }
+    for (i = 0; i < BOUND_COUNT; i++) {
+        struct prom_label l[1] = {{"bound", core_bound_name(i)}};
+        prom_sample_u64(b, l, 1, m->bounds[i]);
     }
     prom_family(b, "resild_outcomes_total", PROM_COUNTER,
                 "Reported and implied outcomes, by outcome.");

@@ -36,7 +36,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "admit.h"
 #include "core.h"
 #include "log.h"
 
@@ -136,7 +135,7 @@ static void conn_close(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
-    s->d->connections = s->nconns;
+    core_set_connections(s->d, s->nconns);
     uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
 }
 
@@ -280,7 +279,7 @@ static void conn_fail(struct conn *c, int msgid_known, uint32_t msgid,
     if (msgid_known)
         proto_pack_error(&c->pk, msgid, code, msg);
     c->failed = 1;
-    admit_caller_gone(c->srv->d, &c->rc.caller); /* its parked: unanswered */
+    core_caller_failed(c->srv->d, &c->rc.caller); /* parked: unanswered */
     uv_read_stop((uv_stream_t *)&c->pipe);
 }
 
@@ -322,11 +321,13 @@ static void conn_process(struct conn *c)
         if (n < 0) {
             int known = proto_peek_msgid(obj, avail, PROTO_REQUEST, &id);
             if (n == -PROTO_E2BIG) {
-                s->d->m.frames_too_large++;
+                core_bound(s->d, BOUND_MAX_FRAME, NULL,
+                           "object over max_frame_bytes", now_ms(s));
                 conn_fail(c, known, id, "frame_too_large",
                           "object exceeds max_frame_bytes");
             } else {
-                s->d->m.protocol_errors++;
+                core_bound(s->d, BOUND_PROTOCOL, NULL, "not msgpack-rpc",
+                           now_ms(s));
                 conn_fail(c, known, id, "protocol_error",
                           n == -PROTO_EDEPTH ? "nesting deeper than 8"
                                              : "not valid msgpack");
@@ -335,10 +336,12 @@ static void conn_process(struct conn *c)
         }
         if (proto_decode((const char *)obj, (size_t)n, &s->zone, &m, &why) <
             0) {
-            s->d->m.protocol_errors++;
+            core_bound(s->d, BOUND_PROTOCOL, NULL, "not msgpack-rpc",
+                       now_ms(s));
             conn_fail(c, m.msgid_known, m.msgid, "protocol_error", why);
         } else if (m.type == PROTO_RESPONSE) {
-            s->d->m.protocol_errors++;
+            core_bound(s->d, BOUND_PROTOCOL, NULL, "not msgpack-rpc",
+                       now_ms(s));
             conn_fail(c, m.msgid_known, m.msgid, "protocol_error",
                       "a response [1, msgid, error, result] was sent, but the "
                       "daemon asks nothing: only requests and notifications "
@@ -380,14 +383,8 @@ static void schedule_wake(struct server *s)
 {
     uint64_t now = now_ms(s), at;
 
-    s->d->wake_dirty = 0;
-    if (!s->d->waiting) {
-        uv_timer_stop(&s->wake);
-        return;
-    }
-    admit_wake(s->d, now);
+    at = core_wake(s->d, now);
     flush_pending(s);
-    at = admit_next_wake(s->d, now);
     if (!at) {
         uv_timer_stop(&s->wake);
         return;
@@ -408,7 +405,7 @@ static void on_wake(uv_timer_t *t)
  * admission code answered meanwhile (a close answers others). */
 static void after_io(struct server *s)
 {
-    if (s->d->wake_dirty)
+    if (core_wake_due(s->d))
         schedule_wake(s);
     else
         flush_pending(s);
@@ -636,9 +633,10 @@ static int admit(struct server *s, int fd, struct caller *cl)
 /* Refuse fd: one non-blocking send of a pre-packed error frame (msgid 0;
  * whatever the socket buffer does not take is lost, and a fresh socket
  * takes it), then close.  No handle, no buffer. */
-static void refuse(struct server *s, int fd, const msgpack_sbuffer *frame)
+static void refuse(struct server *s, int fd, const msgpack_sbuffer *frame,
+                   enum core_bound why)
 {
-    s->d->m.clients_rejected++;
+    core_bound(s->d, why, NULL, "connection refused", now_ms(s));
     (void)!send(fd, frame->data, frame->size, MSG_NOSIGNAL | MSG_DONTWAIT);
     close(fd);
 }
@@ -661,13 +659,13 @@ static void conn_accept(struct server *s, int fd)
                  "client uid %u: busy (max_clients %u connections "
                  "already open); refused",
                  (unsigned)who.uid, s->max_clients);
-        refuse(s, fd, &s->refuse_busy);
+        refuse(s, fd, &s->refuse_busy, BOUND_MAX_CLIENTS);
         return;
     }
     if (rc < 0) {
         log_peer(now_ms(s), "refused client uid %u gid %u: not in allow lists",
                  (unsigned)who.uid, (unsigned)who.gid);
-        refuse(s, fd, &s->refuse_forbidden);
+        refuse(s, fd, &s->refuse_forbidden, BOUND_NOT_ALLOWED);
         return;
     }
     c = calloc(1, sizeof(*c));
@@ -693,7 +691,7 @@ static void conn_accept(struct server *s, int fd)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
-    s->d->connections = s->nconns;
+    core_set_connections(s->d, s->nconns);
     rc = uv_pipe_open(&c->pipe, fd);
     if (rc < 0) {
         log_msg(LOG_WARN, "accept: %s", uv_strerror(rc));
@@ -782,14 +780,16 @@ static void on_cron(uv_timer_t *t)
         next = c->next;
         if (c->partial_since_ms && !c->paused && !c->input_done &&
             now - c->partial_since_ms > s->d->cfg.partial_timeout_ms) {
-            s->d->m.slow_clients_closed++;
+            core_bound(s->d, BOUND_PARTIAL_TIMEOUT, NULL,
+                       "partial object past partial_timeout_ms", now);
             log_peer(now,
                      "client uid %u: partial object for over %d ms; "
                      "closing",
                      (unsigned)c->rc.caller.uid, s->d->cfg.partial_timeout_ms);
             conn_close(c);
         } else if (conn_not_reading(c, now)) {
-            s->d->m.slow_readers_closed++;
+            core_bound(s->d, BOUND_OUTPUT, NULL,
+                       "a client that does not read its answers", now);
             log_peer(now,
                      "client uid %u: not reading its answers "
                      "(%zu bytes waiting); closing",
@@ -850,7 +850,7 @@ void server_stop(struct server *s)
     }
     /* Answer what was read (a paused connection goes on once its output
      * drains), then every parked request; nothing parks from now on. */
-    s->d->stopping = 1;
+
     for (c = s->conns; c; c = c->next) {
         if (c->failed)
             continue;
@@ -859,7 +859,7 @@ void server_stop(struct server *s)
         conn_process(c);
         conn_keep_input(c);
     }
-    admit_wake_all_now(s->d, now_ms(s));
+    core_stop(s->d, now_ms(s));
     flush_pending(s);
     for (c = s->conns; c; c = next) {
         next = c->next; /* conn_flush may close c, and only c */

@@ -21,6 +21,7 @@
 
 struct parked;
 struct admit_result;
+
 struct rpc_client;
 
 #define CORE_MAX_SINKS 8      /* event consumers registered at start */
@@ -56,7 +57,7 @@ struct metrics {
     uint64_t heartbeats_lost;       /* lost edges */
     uint64_t events;                /* events emitted */
     uint64_t subscribers_dropped;   /* did not read their events */
-    uint64_t bound_hits;            /* bound_hit events */
+    uint64_t bounds[BOUND_COUNT];   /* by enum core_bound */
 };
 
 struct resild {
