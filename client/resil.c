@@ -1477,6 +1477,55 @@ static int topics_call(struct resil *r, const char *method, unsigned topics,
     return 0;
 }
 
+/* The connection of an event handle is lost: remember why, keep the fd
+ * (resil.h, "Loss"). */
+static int ev_lost(struct resil *r, int rc, int err)
+{
+    r->ev_dead = 1;
+    r->ev_dead_rc = rc;
+    r->ev_dead_errno = err;
+    errno = err;
+    return rc;
+}
+
+/*
+ * Hand the complete frames in rbuf to the callback, at most budget events
+ * (a frame cut by the budget resumes next time); other complete objects
+ * (a late answer to an (un)subscribe given up on) are dropped.  Nothing
+ * is read from the socket.  The events delivered, or -1 on garbage.
+ */
+static long deliver_buffered(struct resil *r, int budget)
+{
+    size_t off = 0;
+    long got, n, delivered = 0;
+    int done;
+
+    while (delivered < budget) {
+        got = r->rbuf_len > off
+                  ? proto_scan_next(&r->scan, r->rbuf + off, r->rbuf_len - off,
+                                    RECV_CAP_BYTES, PROTO_MAX_DEPTH)
+                  : 0;
+        if (got < 0)
+            return -1;
+        if (got == 0)
+            break;
+        done = 1;
+        if (got >= 2 && r->rbuf[off] == 0x93 && r->rbuf[off + 1] == 0x02) {
+            n = deliver_frame(r, r->rbuf + off, (size_t)got,
+                              (uint32_t)(budget - delivered), &done);
+            if (n < 0)
+                return -1;
+            delivered += n;
+        }
+        proto_scan_init(&r->scan);
+        if (!done)
+            break; /* the rest of this frame goes next time */
+        off += (size_t)got;
+    }
+    compact(r, off);
+    return delivered;
+}
+
 int resil_subscribe(resil_t *r, unsigned topics, resil_event_fn fn, void *arg,
                     int deadline_ms, struct resil_topics_result *out)
 {
@@ -1504,6 +1553,11 @@ int resil_subscribe(resil_t *r, unsigned topics, resil_event_fn fn, void *arg,
         r->ev_frame_at = 0;
     }
     rc = topics_call(r, "subscribe", topics, deadline, out);
+    /* Events that came in the same reads as the answer sit in rbuf, where
+     * the fd does not show them: hand them over now, so that an event
+     * loop may wait for readability as soon as this returns. */
+    if (rc == 0 && deliver_buffered(r, INT32_MAX) < 0)
+        rc = ev_lost(r, RESIL_EPROTO, EPROTO);
     pthread_mutex_unlock(&r->mu);
     return rc;
 }
@@ -1532,6 +1586,8 @@ int resil_unsubscribe(resil_t *r, unsigned topics, int deadline_ms,
         rc = RESIL_ECONN;
     } else {
         rc = topics_call(r, "unsubscribe", topics, deadline, out);
+        if (rc == 0 && deliver_buffered(r, INT32_MAX) < 0)
+            rc = ev_lost(r, RESIL_EPROTO, EPROTO);
     }
     pthread_mutex_unlock(&r->mu);
     return rc;
@@ -1545,27 +1601,16 @@ int resil_fd(const resil_t *r)
     return r->fd;
 }
 
-/* The connection of an event handle is lost: remember why, keep the fd
- * (resil.h, "Loss"). */
-static int ev_lost(struct resil *r, int rc, int err)
-{
-    r->ev_dead = 1;
-    r->ev_dead_rc = rc;
-    r->ev_dead_errno = err;
-    errno = err;
-    return rc;
-}
-
 #define POLL_READ_MAX_BYTES (256u * 1024) /* per resil_poll_events call */
 #define POLL_MAX_EVENTS 65536
 
 int resil_poll_events(resil_t *r, int max_events)
 {
     uint64_t deadline;
-    size_t off = 0, got_bytes = 0;
-    long got, n;
+    size_t got_bytes = 0;
+    long n;
     ssize_t rd;
-    int rc, done, delivered = 0;
+    int rc, delivered = 0;
 
     if (!r || cb_handle == r || max_events < 1 ||
         max_events > POLL_MAX_EVENTS ||
@@ -1587,38 +1632,11 @@ int resil_poll_events(resil_t *r, int max_events)
         goto out;
     }
     for (;;) {
-        /* Hand over every complete frame, up to the budget. */
-        while (delivered < max_events) {
-            got = r->rbuf_len > off
-                      ? proto_scan_next(&r->scan, r->rbuf + off,
-                                        r->rbuf_len - off, RECV_CAP_BYTES,
-                                        PROTO_MAX_DEPTH)
-                      : 0;
-            if (got < 0) {
-                rc = ev_lost(r, RESIL_EPROTO, EPROTO);
-                goto out;
-            }
-            if (got == 0)
-                break;
-            done = 1;
-            if (got >= 2 && r->rbuf[off] == 0x93 && r->rbuf[off + 1] == 0x02) {
-                n = deliver_frame(r, r->rbuf + off, (size_t)got,
-                                  (uint32_t)(max_events - delivered), &done);
-                if (n < 0) {
-                    rc = ev_lost(r, RESIL_EPROTO, EPROTO);
-                    goto out;
-                }
-                delivered += (int)n;
-            } /* else: a late answer to a (un)subscribe given up on */
-            if (!done) { /* the rest of this frame goes next time */
-                proto_scan_init(&r->scan);
-                break;
-            }
-            off += (size_t)got;
-            proto_scan_init(&r->scan);
+        if ((n = deliver_buffered(r, max_events - delivered)) < 0) {
+            rc = ev_lost(r, RESIL_EPROTO, EPROTO);
+            goto out;
         }
-        compact(r, off);
-        off = 0;
+        delivered += (int)n;
         if (delivered == max_events || got_bytes >= POLL_READ_MAX_BYTES)
             break;
         rd = recv(r->fd, r->rbuf + r->rbuf_len, r->rbuf_cap - r->rbuf_len,

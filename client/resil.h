@@ -257,7 +257,7 @@ int resil_status(resil_t *r, const char *key, int deadline_ms,
  * passes its output bound; the daemon never slows down for a reader).
  *
  * Delivery.  Events are read only when the application asks: in
- * resil_poll_events (never blocks) and, for events that arrive before the
+ * resil_poll_events (never blocks) and, for events read together with the
  * daemon's answer, in resil_subscribe/resil_unsubscribe.  Each event is
  * handed to the callback as a struct resil_event that borrows from the
  * handle's receive buffer: everything in it (raw included) is valid only
@@ -268,12 +268,16 @@ int resil_status(resil_t *r, const char *key, int deadline_ms,
  * may on other handles, but a trading thread should not run callbacks.
  *
  * Event loops (epoll, libuv, poll): add resil_fd() after resil_subscribe
- * returns 0, wait for readability, and call resil_poll_events(r, max).
- * It delivers at most max events and returns how many; when it returns
- * max, more may already be buffered inside the handle where the fd does
- * not show them: call it again (e.g. from an idle/prepare hook) until it
- * returns less than max.  It reads at most 256 KiB from the socket per
- * call, so a flooding daemon cannot hold the caller.
+ * returns 0, wait for readability (level-triggered: epoll without
+ * EPOLLET, libuv uv_poll, poll), and call resil_poll_events(r, max).  It
+ * delivers at most max events and returns how many; when it returns max,
+ * more may already be buffered inside the handle where the fd does not
+ * show them: call it again (e.g. from an idle/prepare hook) until it
+ * returns less than max.  Whenever resil_subscribe, resil_unsubscribe or
+ * resil_poll_events returns otherwise, no complete event is left inside
+ * the handle, so waiting for the fd loses nothing.  It reads at most
+ * 256 KiB from the socket per call, so a flooding daemon cannot hold the
+ * caller (the socket then stays readable).
  *
  * Loss.  When the daemon closes the connection (it went away, or dropped
  * this subscriber for not reading), resil_poll_events returns RESIL_ECONN
