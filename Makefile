@@ -27,7 +27,9 @@ PROTO_SRC  := proto/scan.c proto/rpc.c proto/sockpath.c
 DAEMON_CORE := daemon/breaker.c daemon/limiter.c daemon/bulkhead.c \
                daemon/retry.c daemon/config.c daemon/keys.c daemon/log.c \
                daemon/permit.c daemon/msgidx.c daemon/error.c \
-               daemon/admit.c daemon/methods.c daemon/memory.c
+               daemon/admit.c daemon/core.c daemon/event.c daemon/evlog.c \
+               daemon/methods.c daemon/metrics.c daemon/prom.c daemon/memory.c \
+               daemon/heartbeat.c
 DAEMON_SRC := $(DAEMON_CORE) daemon/server.c daemon/main.c
 CLIENT_SRC := client/resil.c
 CTL_SRC    := client/resilctl.c
@@ -35,8 +37,9 @@ CTL_SRC    := client/resilctl.c
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
+              test_heartbeat \
               test_retry test_admit test_config test_keys test_permit \
-              test_alloc test_corpus
+              test_alloc test_corpus test_core test_prom
 INTEG_TESTS := test_integ test_integ_breaker test_integ_admit test_flood \
               test_abuse
 CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
@@ -74,11 +77,14 @@ $(BUILD)/tests/test_rpc: $(call obj,tests/test_rpc.c $(PROTO_SRC))
 $(BUILD)/tests/test_breaker: $(call obj,tests/test_breaker.c daemon/breaker.c)
 $(BUILD)/tests/test_breaker_model: $(call obj,tests/test_breaker_model.c daemon/breaker.c)
 $(BUILD)/tests/test_limiter: $(call obj,tests/test_limiter.c daemon/limiter.c)
+$(BUILD)/tests/test_heartbeat: $(call obj,tests/test_heartbeat.c daemon/heartbeat.c)
 $(BUILD)/tests/test_retry: $(call obj,tests/test_retry.c daemon/retry.c)
 $(BUILD)/tests/test_admit: $(call obj,tests/test_admit.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_config: $(call obj,tests/test_config.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_keys: $(call obj,tests/test_keys.c $(PROTO_SRC) $(DAEMON_CORE))
+$(BUILD)/tests/test_core: $(call obj,tests/test_core.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_permit: $(call obj,tests/test_permit.c daemon/permit.c daemon/msgidx.c)
+$(BUILD)/tests/test_prom: $(call obj,tests/test_prom.c daemon/prom.c)
 # Every allocation of the daemon's own objects goes through the test's
 # failing allocator.
 $(BUILD)/tests/test_alloc: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc

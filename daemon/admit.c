@@ -18,9 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core.h"
 #include "error.h"
-#include "log.h"
-#include "proto.h"
 
 struct parked {
     struct parked *qprev, *qnext; /* key FIFO; qnext is the free list */
@@ -83,6 +82,8 @@ const char *admit_reason_name(enum admit_reason r)
         return "bulkhead_full";
     case ADMIT_CANCELLED:
         return "cancelled";
+    case ADMIT_HEARTBEAT_LOST:
+        return "heartbeat_lost";
     }
     return "ok";
 }
@@ -202,7 +203,14 @@ static enum verdict decide(struct resild *d, struct caller *c, struct key *k,
 
     memset(res, 0, sizeof(*res));
     breaker_acquire(&k->br, &pol->breaker, now_ms, &v);
-    if (!v.allow) {
+    if (v.reason != BREAKER_FORCED_OPEN && k->br.force == BREAKER_AUTO &&
+        pol->has_heartbeat && core_beat_lost(d, k, now_ms)) {
+        /* A feed that stopped beating is not called, whatever the breaker
+         * says; only an operator's force overrides it.  Not worth a wait:
+         * nobody knows when the feed comes back. */
+        res->reason = ADMIT_HEARTBEAT_LOST;
+        out = V_DENY;
+    } else if (!v.allow) {
         if (critical && pol->critical_probe_per_s &&
             v.reason != BREAKER_FORCED_OPEN &&
             limiter_wait(&k->crit_lim, &cc, now_ms, 1, 0, 1) == 0) {
@@ -406,43 +414,24 @@ int admit_acquire(struct resild *d, struct caller *c, struct key *k,
     return 0;
 }
 
-void admit_pack_result(msgpack_packer *pk, const struct key *k,
-                       const struct admit_result *res)
-{
-    msgpack_pack_map(pk, res->shadow ? 6 : 5);
-    proto_kv_bool(pk, "allow", res->allow);
-    proto_kv_u64(pk, "permit", res->permit);
-    proto_kv_str(pk, "state", breaker_state_name(&k->br));
-    proto_kv_str(pk, "reason", admit_reason_name(res->reason));
-    proto_kv_u64(pk, "retry_after_ms", res->retry_after_ms);
-    if (res->shadow)
-        proto_kv_str(pk, "shadow_denied",
-                     admit_reason_name(res->shadow_reason));
-}
-
-/* Answer p with the decision vd/res (V_NOPERMIT: error busy) and free it.
- * The caller's flush only schedules the write, so nothing here can close a
- * connection or unpark another entry. */
+/* Answer p with the decision vd/res (V_NOPERMIT: res->err) and free it.
+ * The caller's answer callback only queues the answer, so nothing here can
+ * close a connection or unpark another entry. */
 static void answer_parked(struct resild *d, struct parked *p, enum verdict vd,
                           const struct admit_result *res)
 {
     struct caller *c = p->caller;
     uint32_t msgid = p->msgid;
-    const struct key *k = p->key;
+    struct key *k = p->key;
 
     unpark(d, p);
     if (vd == V_NOPERMIT) {
         d->m.permits_full++;
-        proto_pack_error(c->pk, msgid, "busy",
-                         res->err == RD_ENOMEM
-                             ? "out of memory"
-                             : "max_permits outstanding; report or release "
-                               "some");
+        c->answer(c, msgid, k, NULL, res->err);
     } else {
-        proto_pack_response_head(c->pk, msgid);
-        admit_pack_result(c->pk, k, res);
+        k->decisions[res->reason]++;
+        c->answer(c, msgid, k, res, 0);
     }
-    c->flush(c);
 }
 
 /*
@@ -470,6 +459,7 @@ static void wake_key(struct resild *d, struct key *k, uint64_t now_ms)
         }
         answer_parked(d, p, vd, &res);
     }
+    core_sync(d, k, now_ms); /* what the decisions revealed */
 }
 
 void admit_wake(struct resild *d, uint64_t now_ms)
@@ -524,21 +514,10 @@ void admit_caller_gone(struct resild *d, struct caller *c)
         unpark(d, c->parked);
 }
 
-void admit_permit_done(struct resild *d, struct permit *p, uint64_t now_ms,
-                       int outcome_counted, int count_failure)
+void admit_permit_done(struct resild *d, struct permit *p)
 {
     struct key *k = p->key;
 
-    if (!outcome_counted) {
-        /* An expired permit or a lost probe is a failure of class
-         * "timeout" (the policy's record/ignore lists still apply). */
-        if (count_failure)
-            breaker_record(&k->br, &k->policy->breaker, now_ms, p->generation,
-                           p->probe, config_failure_kind(k->policy, "timeout"),
-                           -1);
-        else
-            breaker_release(&k->br, p->generation, p->probe);
-    }
     if (p->holds_slot)
         bulkhead_give(&k->bh);
     k->outstanding--;
@@ -555,86 +534,42 @@ static struct key *nearest_limiter(struct key *k)
     return k->anc[0];
 }
 
-void admit_venue_pause(struct resild *d, struct key *k, uint64_t now_ms,
-                       uint64_t ms)
+struct key *admit_venue_pause(struct resild *d, struct key *k, uint64_t now_ms,
+                              uint64_t ms)
 {
     struct key *t = nearest_limiter(k);
 
     d->m.venue_pauses++;
     d->wake_dirty = 1;
     limiter_pause(&t->lim, lim_conf(t), now_ms, ms);
-    log_msg(LOG_INFO,
-            "key %s: venue rate limit reported on %s; pausing "
-            "%llu ms",
-            t->name, k->name,
-            (unsigned long long)limiter_paused_ms(&t->lim, now_ms));
+    return t;
 }
 
-void admit_venue_sync(struct resild *d, struct key *k, uint64_t now_ms,
-                      uint64_t remaining)
+struct key *admit_venue_sync(struct resild *d, struct key *k, uint64_t now_ms,
+                             uint64_t remaining)
 {
     struct key *t = nearest_limiter(k);
 
     d->wake_dirty = 1;
-    if (t->policy->has_limiter)
-        limiter_sync(&t->lim, &t->policy->limiter, now_ms, remaining);
+    if (!t->policy->has_limiter)
+        return NULL;
+    limiter_sync(&t->lim, &t->policy->limiter, now_ms, remaining);
+    return t;
 }
 
-int admit_status_entries(const struct key *k)
-{
-    (void)k; /* limiter and bulkhead, nil when the policy has none */
-    return 2;
-}
-
-void admit_pack_status(msgpack_packer *pk, struct key *k, uint64_t now_ms)
-{
-    const struct policy *pol = k->policy;
-
-    proto_pack_cstr(pk, "limiter");
-    if (pol->has_limiter) {
-        msgpack_pack_map(pk, 5);
-        proto_kv_u64(pk, "rate", pol->limiter.rate);
-        proto_kv_u64(pk, "per_ms", pol->limiter.per_ms);
-        proto_kv_u64(pk, "burst", pol->limiter.burst);
-        proto_kv_u64(pk, "available",
-                     limiter_available(&k->lim, &pol->limiter, now_ms));
-        proto_kv_u64(pk, "paused_ms", limiter_paused_ms(&k->lim, now_ms));
-    } else {
-        msgpack_pack_nil(pk);
-    }
-    proto_pack_cstr(pk, "bulkhead");
-    if (pol->has_bulkhead) {
-        msgpack_pack_map(pk, 3);
-        proto_kv_u64(pk, "in_use", k->bh.in_use);
-        proto_kv_u64(pk, "max", pol->bulkhead.max_concurrent);
-        proto_kv_u64(pk, "queued", k->q_len);
-    } else {
-        msgpack_pack_nil(pk);
-    }
-}
-
-int admit_cancel(struct resild *d, struct caller *c, uint32_t msgid,
-                 uint64_t now_ms)
+int admit_cancel(struct resild *d, struct caller *c, uint32_t msgid)
 {
     struct msgidx_node *n = msgidx_find(&d->parked_ix, c, msgid);
-    struct permit *p;
+    struct parked *q;
+    struct admit_result res = {0};
 
-    if (n) {
-        struct parked *q =
-            (struct parked *)((char *)n - offsetof(struct parked, by_msgid));
-        struct admit_result res = {0};
-        res.reason = ADMIT_CANCELLED;
-        answer_parked(d, q, V_DENY, &res);
-        d->wake_dirty = 1; /* those behind it may pass now */
-        return ADMIT_CANCEL_PARKED;
-    }
-    p = permits_find_msgid(&d->permits, &c->permits, msgid);
-    if (!p)
+    if (!n)
         return 0;
-    /* Granted, but the client stopped waiting for the answer: give it
-     * back as if reported "ignore" -- never an expiry that counts. */
-    admit_permit_done(d, p, now_ms, 0, 0);
-    return ADMIT_CANCEL_RELEASED;
+    q = (struct parked *)((char *)n - offsetof(struct parked, by_msgid));
+    res.reason = ADMIT_CANCELLED;
+    answer_parked(d, q, V_DENY, &res);
+    d->wake_dirty = 1; /* those behind it may pass now */
+    return ADMIT_CANCEL_PARKED;
 }
 
 size_t admit_parked_bytes(void)

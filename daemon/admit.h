@@ -4,15 +4,14 @@
  * ancestor limiter, all or nothing; parking of requests that may wait; the
  * critical lane; venue feedback (429 pauses, rate-limit re-sync).
  *
- * No I/O and no clock reads: the caller passes the monotonic now_ms.
- * Answers to parked requests are packed through caller->pk and sent with
- * caller->flush.  Nothing is allocated per request: permits and parked
- * entries come from fixed pools sized at start.
+ * Part of the core (core.h): no I/O, no msgpack, no clock reads (the
+ * caller passes the monotonic now_ms).  Answers to parked requests leave
+ * through caller->answer.  Nothing is allocated per request but the
+ * permit pool's growth, up to max_permits.
  */
 #ifndef RESIL_ADMIT_H
 #define RESIL_ADMIT_H
 
-#include <msgpack.h>
 #include <stdint.h>
 
 #include "state.h"
@@ -26,8 +25,10 @@ enum admit_reason {
     ADMIT_FORCED_OPEN,
     ADMIT_RATE_LIMITED,
     ADMIT_BULKHEAD_FULL,
-    ADMIT_CANCELLED, /* the client sent cancel for it */
+    ADMIT_CANCELLED,      /* the client sent cancel for it */
+    ADMIT_HEARTBEAT_LOST, /* the key's heartbeats stopped */
 };
+#define ADMIT_NREASONS 8
 
 struct admit_result {
     int allow;
@@ -68,19 +69,11 @@ int admit_acquire(struct resild *d, struct caller *c, struct key *k,
                   uint64_t now_ms, struct admit_result *res,
                   const struct key **culprit);
 
-/* Pack an acquire result map (5 or 6 entries). */
-void admit_pack_result(msgpack_packer *pk, const struct key *k,
-                       const struct admit_result *res);
-
 const char *admit_reason_name(enum admit_reason r);
 
-/*
- * A permit ended.  outcome_counted: the caller already recorded its outcome
- * in the breaker (a report); otherwise count_failure decides whether it
- * counts as a "timeout" failure (expired, lost probe) or is released.
- */
-void admit_permit_done(struct resild *d, struct permit *p, uint64_t now_ms,
-                       int outcome_counted, int count_failure);
+/* A permit ended (its outcome is the core's business): its bulkhead slot
+ * and the permit go back. */
+void admit_permit_done(struct resild *d, struct permit *p);
 
 /* Serve or expire parked requests that can be answered now. */
 void admit_wake(struct resild *d, uint64_t now_ms);
@@ -95,27 +88,21 @@ uint64_t admit_next_wake(const struct resild *d, uint64_t now_ms);
 void admit_caller_gone(struct resild *d, struct caller *c);
 
 /*
- * cancel {msgid} from c: a parked acquire with that msgid is answered at
- * once (allow false, reason "cancelled"); else a permit granted to it is
- * released as "ignore".  Returns ADMIT_CANCEL_PARKED, ADMIT_CANCEL_RELEASED
- * or 0 (nothing of c's carries that msgid any more).  O(1).
+ * cancel {msgid} from c, the parked half: a parked acquire with that msgid
+ * is answered at once (allow false, reason "cancelled").  Returns
+ * ADMIT_CANCEL_PARKED, or 0 (the core then looks for a grant).  O(1).
  */
 enum { ADMIT_CANCEL_PARKED = 1, ADMIT_CANCEL_RELEASED = 2 };
-int admit_cancel(struct resild *d, struct caller *c, uint32_t msgid,
-                 uint64_t now_ms);
+int admit_cancel(struct resild *d, struct caller *c, uint32_t msgid);
 
 /* Venue feedback for k: a 429 pauses the nearest limiter (self, else the
- * nearest ancestor with one, else k's own pause) for ms (0 = pause_ms);
- * `remaining` from the venue's headers re-syncs that limiter. */
-void admit_venue_pause(struct resild *d, struct key *k, uint64_t now_ms,
-                       uint64_t ms);
-void admit_venue_sync(struct resild *d, struct key *k, uint64_t now_ms,
-                      uint64_t remaining);
-
-/* Status: number of extra entries admit_pack_status packs (limiter,
- * bulkhead) and the packing itself. */
-int admit_status_entries(const struct key *k);
-void admit_pack_status(msgpack_packer *pk, struct key *k, uint64_t now_ms);
+ * nearest ancestor with one, else k's own pause) for ms (0 = pause_ms) and
+ * returns the key paused; `remaining` from the venue's headers re-syncs
+ * that limiter and returns its key, or NULL when it has no limiter. */
+struct key *admit_venue_pause(struct resild *d, struct key *k, uint64_t now_ms,
+                              uint64_t ms);
+struct key *admit_venue_sync(struct resild *d, struct key *k, uint64_t now_ms,
+                             uint64_t remaining);
 
 /* Bytes of one parked-request entry (struct parked is private here):
  * for the worst-case memory figure (memory.c). */

@@ -87,6 +87,57 @@ static void window_add(struct breaker *b, uint64_t now_ms, int failed, int slow)
 
 /* --- transitions -------------------------------------------------------- */
 
+/* Append from -> (visible state now) with its cause, unless nothing visible
+ * changed.  Full only if the caller skipped draining (BREAKER_TRANSITIONS_MAX
+ * bounds one call): the oldest entry gives way, counted. */
+static void report(struct breaker *b, enum breaker_visible from,
+                   enum breaker_transition_cause cause)
+{
+    struct breaker_transition *t;
+    enum breaker_visible to = breaker_visible_state(b);
+
+    if (from == to)
+        return;
+    if (b->tq_len == BREAKER_TRANSITIONS_MAX) {
+        b->tq_head = (uint8_t)((b->tq_head + 1) % BREAKER_TRANSITIONS_MAX);
+        b->tq_len--;
+        b->transitions_dropped++;
+    }
+    t = &b->tq[(b->tq_head + b->tq_len) % BREAKER_TRANSITIONS_MAX];
+    t->from = from;
+    t->to = to;
+    t->cause = cause;
+    b->tq_len++;
+}
+
+int breaker_next_transition(struct breaker *b, struct breaker_transition *t)
+{
+    if (!b->tq_len)
+        return 0;
+    *t = b->tq[b->tq_head];
+    b->tq_head = (uint8_t)((b->tq_head + 1) % BREAKER_TRANSITIONS_MAX);
+    b->tq_len--;
+    return 1;
+}
+
+static enum breaker_transition_cause trip_cause(enum breaker_cause c)
+{
+    switch (c) {
+    case BREAKER_CAUSE_CONSECUTIVE:
+        return BREAKER_TC_FAILURES;
+    case BREAKER_CAUSE_FAILURE_RATE:
+        return BREAKER_TC_FAILURE_RATE;
+    case BREAKER_CAUSE_SLOW_RATE:
+        return BREAKER_TC_SLOW_RATE;
+    case BREAKER_CAUSE_PROBE_FAILED:
+        return BREAKER_TC_PROBE_FAILURE;
+    case BREAKER_CAUSE_PROBE_SLOW:
+    case BREAKER_CAUSE_NONE: /* not reached: every trip has a cause */
+        break;
+    }
+    return BREAKER_TC_PROBE_SLOW;
+}
+
 static void set_state(struct breaker *b, enum breaker_state s, uint64_t now_ms)
 {
     b->state = s;
@@ -133,9 +184,11 @@ static uint64_t open_time(struct breaker *b, const struct breaker_conf *c)
     return t;
 }
 
+/* Only ever called in the automatic state (a force drives nothing). */
 static void trip(struct breaker *b, const struct breaker_conf *c,
                  uint64_t now_ms, enum breaker_cause cause)
 {
+    enum breaker_visible from = breaker_visible_state(b);
     uint64_t t = open_time(b, c);
 
     set_state(b, BREAKER_OPEN, now_ms);
@@ -144,6 +197,7 @@ static void trip(struct breaker *b, const struct breaker_conf *c,
     b->cause = cause;
     b->reopens++;
     b->opens++;
+    report(b, from, trip_cause(cause));
 }
 
 void breaker_init(struct breaker *b, const struct breaker_conf *c, void *window,
@@ -168,25 +222,56 @@ void breaker_init(struct breaker *b, const struct breaker_conf *c, void *window,
     window_clear(b);
 }
 
+/* The open period is over: half-open.  Under a force the change is not
+ * visible, so neither since_ms nor the queue hears of it. */
+static void open_time_over(struct breaker *b, uint64_t now_ms)
+{
+    enum breaker_visible from = breaker_visible_state(b);
+    uint64_t since = b->since_ms;
+
+    set_state(b, BREAKER_HALF_OPEN, now_ms);
+    if (b->force != BREAKER_AUTO) {
+        b->since_ms = since;
+        return;
+    }
+    /* Half-open began when the open time ended, whoever looks later. */
+    b->since_ms = b->open_until_ms;
+    report(b, from, BREAKER_TC_OPEN_TIME_OVER);
+}
+
+/* breaker_advance without the (unused) conf, so reset can run it. */
+static void advance(struct breaker *b, uint64_t now_ms)
+{
+    int force_over = b->force != BREAKER_AUTO && b->force_until_ms &&
+                     now_ms >= b->force_until_ms;
+
+    /* In time order: an open period that ended no later than the force (or
+     * under a force without TTL, or with no force) ends first. */
+    if (b->state == BREAKER_OPEN && now_ms >= b->open_until_ms &&
+        (!force_over || b->open_until_ms <= b->force_until_ms))
+        open_time_over(b, now_ms);
+    if (force_over) {
+        enum breaker_visible from = breaker_visible_state(b);
+
+        b->force = BREAKER_AUTO;
+        /* The force ended at its TTL, whoever looks later. */
+        b->since_ms = b->force_until_ms;
+        b->force_until_ms = 0;
+        b->generation++;
+        b->probes_in_flight = 0;
+        b->probe_successes = 0;
+        report(b, from, BREAKER_TC_FORCE_EXPIRED);
+    }
+    /* Reached only when the force ended first and revealed it open. */
+    if (b->state == BREAKER_OPEN && now_ms >= b->open_until_ms)
+        open_time_over(b, now_ms);
+}
+
 void breaker_advance(struct breaker *b, const struct breaker_conf *c,
                      uint64_t now_ms)
 {
     (void)c;
-    if (b->force != BREAKER_AUTO && b->force_until_ms &&
-        now_ms >= b->force_until_ms) {
-        b->force = BREAKER_AUTO;
-        b->force_until_ms = 0;
-        b->since_ms = now_ms;
-        b->generation++;
-        b->probes_in_flight = 0;
-        b->probe_successes = 0;
-    }
-    if (b->state == BREAKER_OPEN && now_ms >= b->open_until_ms) {
-        set_state(b, BREAKER_HALF_OPEN, now_ms);
-        /* Half-open began when the open time ended, whoever looks later. */
-        if (b->force == BREAKER_AUTO)
-            b->since_ms = b->open_until_ms;
-    }
+    advance(b, now_ms);
 }
 
 void breaker_acquire(struct breaker *b, const struct breaker_conf *c,
@@ -305,6 +390,7 @@ int breaker_record(struct breaker *b, const struct breaker_conf *c,
             set_state(b, BREAKER_CLOSED, now_ms);
             b->reopens = 0;
             b->cause = BREAKER_CAUSE_NONE;
+            report(b, BREAKER_VIS_HALF_OPEN, BREAKER_TC_PROBE_SUCCESS);
         }
         return BREAKER_REC_COUNTED;
     }
@@ -321,27 +407,36 @@ void breaker_release(struct breaker *b, uint32_t generation, int probe)
 void breaker_force(struct breaker *b, const struct breaker_conf *c,
                    uint64_t now_ms, enum breaker_force f, uint64_t ttl_ms)
 {
+    enum breaker_visible from;
+
     breaker_advance(b, c, now_ms);
     if (f == b->force) {
         /* Same visible state: only the TTL changes; permits stay valid. */
         b->force_until_ms = (f != BREAKER_AUTO && ttl_ms) ? now_ms + ttl_ms : 0;
         return;
     }
+    from = breaker_visible_state(b);
     b->force = f;
     b->force_until_ms = (f != BREAKER_AUTO && ttl_ms) ? now_ms + ttl_ms : 0;
     b->since_ms = now_ms;
     b->generation++;
     b->probes_in_flight = 0;
     b->probe_successes = 0;
+    report(b, from, BREAKER_TC_FORCE); /* f differs: always visible */
 }
 
 void breaker_reset(struct breaker *b, uint64_t now_ms)
 {
+    enum breaker_visible from;
+
+    advance(b, now_ms);
+    from = breaker_visible_state(b);
     b->force = BREAKER_AUTO;
     b->force_until_ms = 0;
     b->reopens = 0;
     b->cause = BREAKER_CAUSE_NONE;
     set_state(b, BREAKER_CLOSED, now_ms);
+    report(b, from, BREAKER_TC_RESET);
 }
 
 double breaker_failure_rate(const struct breaker *b, uint64_t now_ms)
@@ -360,27 +455,80 @@ double breaker_slow_rate(const struct breaker *b, uint64_t now_ms)
     return calls ? 100.0 * slow / calls : 0.0;
 }
 
-const char *breaker_state_name(const struct breaker *b)
+enum breaker_visible breaker_visible_state(const struct breaker *b)
 {
     switch (b->force) {
     case BREAKER_FORCE_OPEN:
-        return "forced_open";
+        return BREAKER_VIS_FORCED_OPEN;
     case BREAKER_FORCE_CLOSED:
-        return "forced_closed";
+        return BREAKER_VIS_FORCED_CLOSED;
     case BREAKER_FORCE_DISABLED:
-        return "disabled";
+        return BREAKER_VIS_DISABLED;
     case BREAKER_AUTO:
         break;
     }
     switch (b->state) {
     case BREAKER_CLOSED:
-        return "closed";
+        return BREAKER_VIS_CLOSED;
     case BREAKER_OPEN:
-        return "open";
+        return BREAKER_VIS_OPEN;
     case BREAKER_HALF_OPEN:
+        return BREAKER_VIS_HALF_OPEN;
+    }
+    return BREAKER_VIS_CLOSED;
+}
+
+const char *breaker_visible_name(enum breaker_visible s)
+{
+    switch (s) {
+    case BREAKER_VIS_CLOSED:
+        return "closed";
+    case BREAKER_VIS_OPEN:
+        return "open";
+    case BREAKER_VIS_HALF_OPEN:
         return "half_open";
+    case BREAKER_VIS_FORCED_OPEN:
+        return "forced_open";
+    case BREAKER_VIS_FORCED_CLOSED:
+        return "forced_closed";
+    case BREAKER_VIS_DISABLED:
+        return "disabled";
     }
     return "closed";
+}
+
+const char *breaker_state_name(const struct breaker *b)
+{
+    return breaker_visible_name(breaker_visible_state(b));
+}
+
+const char *breaker_transition_cause_name(enum breaker_transition_cause c)
+{
+    switch (c) {
+    case BREAKER_TC_FAILURES:
+        return "failures";
+    case BREAKER_TC_FAILURE_RATE:
+        return "failure_rate";
+    case BREAKER_TC_SLOW_RATE:
+        return "slow_rate";
+    case BREAKER_TC_OPEN_TIME_OVER:
+        return "open_time_over";
+    case BREAKER_TC_PROBE_SUCCESS:
+        return "probe_success";
+    case BREAKER_TC_PROBE_FAILURE:
+        return "probe_failure";
+    case BREAKER_TC_PROBE_SLOW:
+        return "probe_slow";
+    case BREAKER_TC_FORCE:
+        return "force";
+    case BREAKER_TC_FORCE_EXPIRED:
+        return "force_expired";
+    case BREAKER_TC_RESET:
+        return "reset";
+    case BREAKER_TC_REMOTE:
+        return "remote";
+    }
+    return "unknown";
 }
 
 const char *breaker_reason_name(enum breaker_reason r)

@@ -32,6 +32,20 @@
  * Every visible state change bumps `generation`.  A permit carries the
  * generation it was granted under; an outcome for an older generation is
  * stale: counted in the lifetime figures, no transition.
+ *
+ * Transitions.  Every change of the visible state (closed, open,
+ * half_open, forced_open, forced_closed, disabled) is appended, with its
+ * cause, to a small queue inside the breaker by the very function that
+ * made it, breaker_advance included: a change that only time revealed is
+ * reported like any other, exactly once.  A change of the automatic state
+ * under a force is not visible and not reported; a call that leaves the
+ * visible state as it was reports nothing (a reset of a closed breaker).
+ * The caller drains the queue with breaker_next_transition() after every
+ * call.  Within one call the transitions come in the order they happened
+ * in time: when a force's TTL and the open period both ended by now_ms,
+ * the one that ended first is applied first (a tie counts as the open
+ * period ending under the force), so what is reported never depends on
+ * when someone last looked.
  */
 #ifndef RESIL_BREAKER_H
 #define RESIL_BREAKER_H
@@ -66,6 +80,51 @@ enum breaker_cause {
     BREAKER_CAUSE_PROBE_FAILED,
     BREAKER_CAUSE_PROBE_SLOW,
 };
+
+/* The visible state: the force if any, else the automatic state. */
+enum breaker_visible {
+    BREAKER_VIS_CLOSED,
+    BREAKER_VIS_OPEN,
+    BREAKER_VIS_HALF_OPEN,
+    BREAKER_VIS_FORCED_OPEN,
+    BREAKER_VIS_FORCED_CLOSED,
+    BREAKER_VIS_DISABLED,
+};
+
+/* Why the visible state changed (names: breaker_transition_cause_name). */
+enum breaker_transition_cause {
+    BREAKER_TC_FAILURES,       /* closed -> open: consecutive failures */
+    BREAKER_TC_FAILURE_RATE,   /* closed -> open: window failure rate */
+    BREAKER_TC_SLOW_RATE,      /* closed -> open: window slow-call rate */
+    BREAKER_TC_OPEN_TIME_OVER, /* open -> half_open (breaker_advance) */
+    BREAKER_TC_PROBE_SUCCESS,  /* half_open -> closed: success_threshold */
+    BREAKER_TC_PROBE_FAILURE,  /* half_open -> open: a failed probe */
+    BREAKER_TC_PROBE_SLOW,     /* half_open -> open: a slow probe */
+    BREAKER_TC_FORCE,          /* operator force, or force auto */
+    BREAKER_TC_FORCE_EXPIRED,  /* a force's TTL ended (breaker_advance) */
+    BREAKER_TC_RESET,          /* operator reset */
+    BREAKER_TC_REMOTE,         /* reserved: applied from another host; the
+                                * breaker never reports it itself */
+};
+
+struct breaker_transition {
+    enum breaker_visible from, to; /* from != to */
+    enum breaker_transition_cause cause;
+};
+
+/*
+ * Capacity of the transition queue: the most transitions one call can
+ * make.  breaker_advance makes at most 2 (a force's TTL ends revealing
+ * open, then the open period ends: forced_X -> open -> half_open; every
+ * other order or combination makes at most 1), and every other function
+ * runs breaker_advance first and then makes at most 1 change of its own
+ * (record: a trip or a close; force: the new force; reset: to closed;
+ * acquire and release: none).  So a queue drained after every call never
+ * holds more than 3, and breaker_force reaches 3 (test_breaker checks it).
+ * A caller that does not drain loses the oldest entries, counted in
+ * transitions_dropped; the breaker itself is never affected.
+ */
+#define BREAKER_TRANSITIONS_MAX 3
 
 #define BREAKER_MAX_COUNT_WINDOW 10000 /* calls */
 #define BREAKER_MAX_TIME_WINDOW 3600   /* seconds */
@@ -127,6 +186,10 @@ struct breaker {
     uint64_t failures;
     uint64_t slow_calls;
     uint64_t opens; /* times it went to open */
+    /* Transitions not yet drained: a ring of tq_len entries from tq_head. */
+    struct breaker_transition tq[BREAKER_TRANSITIONS_MAX];
+    uint8_t tq_head, tq_len;
+    uint64_t transitions_dropped; /* overwritten undrained (0 if drained) */
 };
 
 struct breaker_verdict {
@@ -186,7 +249,8 @@ void breaker_force(struct breaker *b, const struct breaker_conf *c,
                    uint64_t now_ms, enum breaker_force f, uint64_t ttl_ms);
 
 /* Back to closed, window and counters cleared, force cleared; opens and
- * the lifetime figures are kept. */
+ * the lifetime figures are kept.  Time-driven changes due by now_ms are
+ * applied (and reported) first. */
 void breaker_reset(struct breaker *b, uint64_t now_ms);
 
 /* Window figures in percent (0 when the window is empty). */
@@ -196,6 +260,16 @@ double breaker_slow_rate(const struct breaker *b, uint64_t now_ms);
 /* Visible state name: closed, open, half_open, forced_open, forced_closed,
  * disabled.  Call breaker_advance first. */
 const char *breaker_state_name(const struct breaker *b);
+enum breaker_visible breaker_visible_state(const struct breaker *b);
+const char *breaker_visible_name(enum breaker_visible s);
+
+/* Take the oldest pending transition into *t: 1 if there was one, else 0
+ * (and *t untouched).  Drain until 0 after every call that takes now_ms. */
+int breaker_next_transition(struct breaker *b, struct breaker_transition *t);
+
+/* failures, failure_rate, slow_rate, open_time_over, probe_success,
+ * probe_failure, probe_slow, force, force_expired, reset, remote. */
+const char *breaker_transition_cause_name(enum breaker_transition_cause c);
 const char *breaker_reason_name(enum breaker_reason r);
 const char *breaker_cause_name(enum breaker_cause c);
 

@@ -3,9 +3,9 @@
  *
  * Every value is range-checked here so the rest of the daemon can trust the
  * struct.  Sections the SPEC names but this version does not implement yet
- * (heartbeat, scope, snapshot, redis, error_log, errors.alerts) are refused
- * with "not implemented" rather than silently ignored: an operator who
- * configures a heartbeat must not believe it is watched when it is not.
+ * (scope, snapshot, redis, error_log, errors.alerts) are refused with "not
+ * implemented" rather than silently ignored: an operator who configures a
+ * snapshot must not believe the state is kept when it is not.
  * Every error names the file, the line and column where jansson or the
  * located key puts it, and the dotted path of the bad value.
  */
@@ -47,6 +47,7 @@ enum {
     SET_BULKHEAD = 1 << 19,
     SET_RETRY = 1 << 20,
     SET_CRITICAL_PROBE = 1 << 21,
+    SET_HEARTBEAT = 1 << 22,
 };
 
 struct parse {
@@ -760,6 +761,34 @@ static int parse_breaker(struct parse *p, json_t *obj, const char *path,
     return 0;
 }
 
+/* "heartbeat": {"timeout_ms": N}: a key whose beats stop for longer is
+ * denied (heartbeat_lost) until the next beat. */
+static int parse_heartbeat(struct parse *p, json_t *obj, const char *path,
+                           uint64_t *timeout_ms)
+{
+    const char *k;
+    json_t *v;
+    char sub[512];
+    int have = 0;
+
+    if (!json_is_object(obj))
+        return fail(p, "%s: must be an object", path);
+    json_object_foreach(obj, k, v)
+    {
+        snprintf(sub, sizeof(sub), "%s.%s", path, k);
+        if (!strcmp(k, "timeout_ms")) {
+            if (get_uint(p, v, sub, 1, 86400000, timeout_ms) < 0)
+                return -1;
+            have = 1;
+        } else {
+            return fail(p, "%s: unknown key", sub);
+        }
+    }
+    if (!have)
+        return fail(p, "%s.timeout_ms: is required", path);
+    return 0;
+}
+
 static int parse_policy(struct parse *p, const char *pattern, json_t *obj,
                         struct policy *pol, unsigned *set)
 {
@@ -812,7 +841,12 @@ static int parse_policy(struct parse *p, const char *pattern, json_t *obj,
             if (get_u32(p, v, sub, 0, 1000000, &pol->reserve) < 0)
                 return -1;
             *set |= SET_RESERVE;
-        } else if (!strcmp(k, "heartbeat") || !strcmp(k, "scope")) {
+        } else if (!strcmp(k, "heartbeat")) {
+            if (parse_heartbeat(p, v, sub, &pol->heartbeat_timeout_ms) < 0)
+                return -1;
+            pol->has_heartbeat = 1;
+            *set |= SET_HEARTBEAT;
+        } else if (!strcmp(k, "scope")) {
             return fail(p,
                         "%s: not implemented in this version (refused so "
                         "that nobody relies on it)",
@@ -880,6 +914,10 @@ static void inherit(struct policy *dst, unsigned dst_set,
     }
     if (!(dst_set & SET_RETRY))
         dst->retry = src->retry;
+    if (!(dst_set & SET_HEARTBEAT)) {
+        dst->has_heartbeat = src->has_heartbeat;
+        dst->heartbeat_timeout_ms = src->heartbeat_timeout_ms;
+    }
 }
 
 static void default_policy(struct policy *pol)

@@ -47,6 +47,8 @@ struct policy {
     int has_bulkhead;
     struct bulkhead_conf bulkhead;
     struct retry_conf retry;
+    int has_heartbeat;             /* a heartbeat part: taken whole, too */
+    uint64_t heartbeat_timeout_ms; /* silence longer than this: lost */
 };
 
 /* errors.classes: class pattern -> severity / transient overrides. */

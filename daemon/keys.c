@@ -381,13 +381,23 @@ int keys_get(struct keys *ks, const char *name, size_t len,
     return 0;
 }
 
+const double keys_latency_bounds[KEY_LATENCY_BUCKETS] = {
+    1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
+
 void keys_add_latency(struct key *k, uint64_t latency_ms)
 {
+    unsigned i = 0;
+
     k->lat_ms[k->lat_pos] =
         latency_ms > UINT16_MAX ? UINT16_MAX : (uint16_t)latency_ms;
     k->lat_pos = (uint16_t)((k->lat_pos + 1) % KEY_LATENCY_SAMPLES);
     if (k->lat_n < KEY_LATENCY_SAMPLES)
         k->lat_n++;
+    while (i < KEY_LATENCY_BUCKETS &&
+           (double)latency_ms > keys_latency_bounds[i])
+        i++;
+    k->lat_hist[i]++;
+    k->lat_sum_ms += latency_ms;
 }
 
 /*

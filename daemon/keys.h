@@ -16,6 +16,7 @@
 #include "breaker.h"
 #include "bulkhead.h"
 #include "config.h"
+#include "heartbeat.h"
 #include "error.h"
 #include "limiter.h"
 
@@ -23,6 +24,7 @@
 #define KEY_REASON_MAX 128      /* bytes of an operator's force reason kept */
 #define KEY_LATENCY_SAMPLES 128 /* latencies kept for p50/p99 */
 #define KEY_MAX_ANCESTORS 8     /* ancestor limiters checked per acquire */
+#define KEY_LATENCY_BUCKETS 13  /* metrics histogram bounds, see keys.c */
 
 struct parked;
 
@@ -55,6 +57,18 @@ struct key {
     uint16_t lat_ms[KEY_LATENCY_SAMPLES]; /* last latencies, ms, saturated */
     uint16_t lat_pos, lat_n;              /* ring position, samples held */
     char force_reason[KEY_REASON_MAX + 1];
+    /* The core's bookkeeping (core.c). */
+    struct key *unwell_prev, *unwell_next; /* on resild.unwell */
+    struct key *beat_next;                 /* on resild.beating */
+    struct key *crit_next;                 /* on resild.critical */
+    struct heartbeat hb;                   /* policy with a heartbeat */
+    uint8_t unwell;                        /* on resild.unwell */
+    uint8_t core_ready;                    /* lists joined */
+    uint64_t decisions[8]; /* acquire answers by enum admit_reason */
+    /* Reported latencies for the metrics histogram: counts per bucket of
+     * KEY_LATENCY_BOUNDS (the last: above every bound), and their sum. */
+    uint32_t lat_hist[KEY_LATENCY_BUCKETS + 1];
+    uint64_t lat_sum_ms;
     uint8_t len;
     char name[KEY_MAX + 1];
     /* The breaker's window memory follows the struct (same allocation). */
@@ -107,7 +121,10 @@ size_t keys_page(const struct keys *ks, const char *prefix, size_t plen,
  */
 int keys_index_check(const struct keys *ks, unsigned *height);
 
-/* Remember one reported latency. */
+/* Upper bounds (ms) of the latency histogram's buckets. */
+extern const double keys_latency_bounds[KEY_LATENCY_BUCKETS];
+
+/* Remember one reported latency (ring for p50/p99, histogram). */
 void keys_add_latency(struct key *k, uint64_t latency_ms);
 
 /* The p1-th and p2-th percentiles (0..100, p1 <= p2) of the kept

@@ -16,7 +16,9 @@
 #include <uv.h>
 
 #include "config.h"
+#include "core.h"
 #include "error.h"
+#include "evlog.h"
 #include "log.h"
 #include "memory.h"
 #include "methods.h"
@@ -131,14 +133,16 @@ int main(int argc, char **argv)
     uv_update_time(loop);
     if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
         seed = (uint64_t)uv_hrtime() ^ ((uint64_t)getpid() << 32);
-    if ((rc = methods_init(&d, &cfg, uv_now(loop), seed)) < 0) {
+    if ((rc = core_init(&d, &cfg, uv_now(loop), seed)) < 0 ||
+        (rc = core_add_sink(&d, evlog_sink, NULL)) < 0 ||
+        (rc = methods_attach(&d)) < 0) {
         log_msg(LOG_ERR, "cannot start: %s", rd_strerror(rc));
         return 1;
     }
     if (server_start(&srv, loop, &d, path) < 0) {
         uv_run(loop, UV_RUN_NOWAIT); /* let closed handles finish */
         server_free(&srv);
-        methods_free(&d);
+        core_free(&d);
         return 1;
     }
     log_msg(LOG_INFO,
@@ -153,7 +157,7 @@ int main(int argc, char **argv)
     log_msg(LOG_INFO, "stopped: %llu requests served",
             (unsigned long long)d.m.requests);
     server_free(&srv);
-    methods_free(&d);
+    core_free(&d);
     uv_loop_close(loop);
     return 0;
 }

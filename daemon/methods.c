@@ -1,10 +1,15 @@
 /*
- * methods.c - RPC method handlers (see methods.h).
+ * methods.c - the RPC layer (see methods.h): one table entry per method.
  *
  * Each handler validates its named arguments first and answers bad_request
  * naming the argument before it touches any state, so a bad request changes
- * nothing.  Handlers pack their result straight into the connection's output
- * buffer: nothing here allocates per request except creating a new key.
+ * nothing; then it calls the core (core.h) and packs the answer straight
+ * into the connection's output buffer.  The only layer below the server
+ * that includes msgpack.  Decisions, outcomes and state changes are the
+ * core's: nothing here changes a breaker, a limiter or a permit by itself,
+ * and nothing here writes a log line (the log is an event sink).  Also the
+ * subscriber sink: events packed as notifications for the connections that
+ * subscribed.
  */
 #include "methods.h"
 
@@ -13,9 +18,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <time.h>
+
 #include "admit.h"
+#include "core.h"
 #include "error.h"
 #include "log.h"
+#include "metrics.h"
 
 #define MAX_COST 1000000000ULL /* a cost above this is surely a bug */
 #define MAX_WAIT_MS 3600000ULL /* parking longer than an hour: no */
@@ -24,6 +33,7 @@
 
 struct req {
     struct resild *d;
+    struct rpc_client *rc;
     struct caller *c;
     const struct proto_msg *m;
     msgpack_packer *pk;
@@ -209,17 +219,19 @@ static int key_error(struct req *r, int rc, const char *name, size_t n)
     return -1;
 }
 
-/* keys_get plus admission set-up (ancestor limiters); errors packed. */
+/* core_key: the key, created on first use; errors packed. */
 static int get_key(struct req *r, const char *name, size_t n, struct key **k)
 {
-    int rc = keys_get(&r->d->keys, name, n, &r->d->cfg, r->now_ms, k);
+    int rc = core_key(r->d, name, n, r->now_ms, k);
     char esc[64];
 
-    if (rc == 0 && (rc = admit_prepare(r->d, *k, r->now_ms)) == RD_EDEEP)
+    if (rc == RD_EDEEP)
         return bad(r,
                    "key '%s' lies below more than %d keys with rate "
                    "limiters; not every limit could be applied",
                    log_escape(esc, sizeof(esc), name, n), KEY_MAX_ANCESTORS);
+    if (rc == RD_EKEYS)
+        core_bound(r->d, "max_keys", NULL, "max_keys reached", r->now_ms);
     if (rc < 0)
         return key_error(r, rc, name, n);
     return 0;
@@ -275,31 +287,65 @@ static size_t utf8_cut(const char *s, size_t n, size_t max)
 
 /* --- status maps --- */
 
-static const char *key_health(const struct key *k)
+/* An acquire answer: allow, permit, state, reason, retry_after_ms, and
+ * shadow_denied when only the shadow setting allowed it. */
+static void pack_result(msgpack_packer *pk, const struct key *k,
+                        const struct admit_result *res)
 {
-    if (breaker_is_open(&k->br))
-        return "unavailable";
-    if (k->br.force == BREAKER_AUTO && k->br.state == BREAKER_HALF_OPEN)
-        return "degraded";
-    return "operational";
+    msgpack_pack_map(pk, res->shadow ? 6 : 5);
+    proto_kv_bool(pk, "allow", res->allow);
+    proto_kv_u64(pk, "permit", res->permit);
+    proto_kv_str(pk, "state", breaker_state_name(&k->br));
+    proto_kv_str(pk, "reason", admit_reason_name(res->reason));
+    proto_kv_u64(pk, "retry_after_ms", res->retry_after_ms);
+    if (res->shadow)
+        proto_kv_str(pk, "shadow_denied",
+                     admit_reason_name(res->shadow_reason));
 }
 
+/* limiter and bulkhead entries of a status map (nil when the policy has
+ * none). */
+static void pack_admission(msgpack_packer *pk, struct key *k, uint64_t now_ms)
+{
+    const struct policy *pol = k->policy;
+
+    proto_pack_cstr(pk, "limiter");
+    if (pol->has_limiter) {
+        msgpack_pack_map(pk, 5);
+        proto_kv_u64(pk, "rate", pol->limiter.rate);
+        proto_kv_u64(pk, "per_ms", pol->limiter.per_ms);
+        proto_kv_u64(pk, "burst", pol->limiter.burst);
+        proto_kv_u64(pk, "available",
+                     limiter_available(&k->lim, &pol->limiter, now_ms));
+        proto_kv_u64(pk, "paused_ms", limiter_paused_ms(&k->lim, now_ms));
+    } else {
+        msgpack_pack_nil(pk);
+    }
+    proto_pack_cstr(pk, "bulkhead");
+    if (pol->has_bulkhead) {
+        msgpack_pack_map(pk, 3);
+        proto_kv_u64(pk, "in_use", k->bh.in_use);
+        proto_kv_u64(pk, "max", pol->bulkhead.max_concurrent);
+        proto_kv_u64(pk, "queued", k->q_len);
+    } else {
+        msgpack_pack_nil(pk);
+    }
+}
+
+/* The per-key status map of SPEC §3.  k must be advanced (core_advance). */
 static void pack_key_status(msgpack_packer *pk, struct key *k, uint64_t now)
 {
-    uint64_t p50, p99;
     const struct breaker *b = &k->br;
-    int forced, n;
+    int forced = b->force != BREAKER_AUTO, hb = k->policy->has_heartbeat;
+    uint64_t p50, p99;
 
-    breaker_advance(&k->br, &k->policy->breaker, now);
-    forced = b->force != BREAKER_AUTO;
-    n = 15 + (forced ? 2 : 0) + (k->policy->shadow ? 1 : 0) +
-        admit_status_entries(k);
-    msgpack_pack_map(pk, (size_t)n);
+    msgpack_pack_map(pk, 17 + (forced ? 2 : 0) + (k->policy->shadow ? 1 : 0) +
+                             (hb ? 1 : 0));
     proto_pack_cstr(pk, "key");
     proto_pack_strn(pk, k->name, k->len);
     proto_kv_str(pk, "policy", k->policy->pattern);
     proto_kv_str(pk, "state", breaker_state_name(b));
-    proto_kv_str(pk, "health", key_health(k));
+    proto_kv_str(pk, "health", core_health_name(core_key_health(k)));
     proto_kv_u64(pk, "since_ms", now > b->since_ms ? now - b->since_ms : 0);
     /* calls/failures: lifetime; the rates are over the sliding window. */
     proto_kv_u64(pk, "calls", b->calls);
@@ -319,21 +365,19 @@ static void pack_key_status(msgpack_packer *pk, struct key *k, uint64_t now)
                  b->state == BREAKER_HALF_OPEN ? b->probes_in_flight : 0);
     if (k->policy->shadow)
         proto_kv_u64(pk, "shadow_denied", k->shadow_denied);
-    admit_pack_status(pk, k, now);
+    pack_admission(pk, k, now);
+    if (hb) {
+        proto_pack_cstr(pk, "heartbeat");
+        msgpack_pack_map(pk, 3);
+        proto_kv_bool(pk, "lost", k->hb.lost);
+        proto_kv_u64(pk, "silent_ms", heartbeat_silent_ms(&k->hb, now));
+        proto_kv_u64(pk, "timeout_ms", k->policy->heartbeat_timeout_ms);
+    }
     if (forced) {
         proto_kv_str(pk, "force_reason", k->force_reason);
         proto_kv_u64(pk, "force_ttl_ms",
                      b->force_until_ms > now ? b->force_until_ms - now : 0);
     }
-}
-
-/* Log a visible state change of k (rare; one line each). */
-static void note_transition(struct key *k, const char *before, const char *why)
-{
-    const char *after = breaker_state_name(&k->br);
-
-    if (strcmp(before, after) != 0)
-        log_msg(LOG_INFO, "key %s: %s -> %s (%s)", k->name, before, after, why);
 }
 
 /* --- methods --- */
@@ -352,7 +396,7 @@ static void m_acquire(struct req *r)
     static const char *const prio[] = {"normal", "critical", NULL};
     const struct key *culprit = NULL;
     struct admit_result res;
-    const char *name, *before;
+    const char *name;
     struct key *k;
     uint64_t cost, wait_ms;
     size_t n;
@@ -364,12 +408,8 @@ static void m_acquire(struct req *r)
         arg_enum(r, "priority", 0, 0, prio, &critical) < 0 ||
         get_key(r, name, n, &k) < 0)
         return;
-    before = breaker_state_name(&k->br);
-    rc = admit_acquire(r->d, r->c, k, cost, critical, wait_ms, r->m->msgid,
-                       r->now_ms, &res, &culprit);
-    note_transition(k, before,
-                    !strcmp(before, "open") ? "open time over"
-                                            : "operator force expired");
+    rc = core_acquire(r->d, r->c, k, cost, critical, wait_ms, r->m->msgid,
+                      r->now_ms, &res, &culprit);
     if (rc == RD_E2BIG) {
         bad(r,
             "'cost' %llu exceeds what the limiter of '%s' can ever grant "
@@ -381,6 +421,9 @@ static void m_acquire(struct req *r)
     }
     if (rc == RD_EPERMITS || rc == RD_ENOMEM) {
         r->d->m.permits_full++;
+        if (rc == RD_EPERMITS)
+            core_bound(r->d, "max_permits", k, "max_permits outstanding",
+                       r->now_ms);
         proto_pack_error(r->pk, r->m->msgid, "busy",
                          rc == RD_ENOMEM ? "out of memory"
                                          : "max_permits outstanding; report "
@@ -390,14 +433,7 @@ static void m_acquire(struct req *r)
     if (res.parked)
         return; /* answered when it passes or wait_ms runs out */
     proto_pack_response_head(r->pk, r->m->msgid);
-    admit_pack_result(r->pk, k, &res);
-}
-
-/* 1 if cls is "rate_limited" or below it. */
-static int is_rate_limited(const char *cls)
-{
-    return cls && strncmp(cls, "rate_limited", 12) == 0 &&
-           (cls[12] == '\0' || cls[12] == '.');
+    pack_result(r->pk, k, &res);
 }
 
 static void m_report(struct req *r)
@@ -410,16 +446,12 @@ static void m_report(struct req *r)
     const msgpack_object *limit = proto_map_get(r->m->params, "limit");
     const msgpack_object *lat = proto_map_get(r->m->params, "latency_ms");
     const msgpack_object *ctx = proto_map_get(r->m->params, "context");
-    const char *name, *cls = NULL, *msg, *cid, *before;
-    size_t n, cls_n = 0, msg_n, cid_n;
+    const char *name, *cls = NULL, *msg = NULL, *cid = NULL;
+    size_t n, cls_n = 0, msg_n = 0, cid_n = 0;
     uint64_t permit_id, latency, attempt, venue_wait = 0, remaining = 0;
-    int outcome, idempotent, transient, severity, stale = 1, has_latency;
-    int has_remaining = 0, failed;
+    int outcome, idempotent, transient, severity, has_latency;
+    int has_remaining = 0;
     char class_z[CLASS_MAX + 1] = "";
-    struct retry_advice adv;
-    struct permit *p = NULL;
-    enum breaker_outcome bo;
-    struct key *k;
 
     /* Validate everything before touching any state. */
     if (arg_key(r, "key", 1, &name, &n) < 0 ||
@@ -428,7 +460,8 @@ static void m_report(struct req *r)
         arg_uint(r, "latency_ms", 0, 0, MAX_TTL_MS, &latency) < 0 ||
         arg_uint(r, "attempt", 1, 1, 1000000, &attempt) < 0 ||
         arg_bool(r, r->m->params, "idempotent", 1, &idempotent) < 0 ||
-        arg_text(r, r->m->params, "correlation_id", 128, &cid, &cid_n) < 0)
+        arg_text(r, r->m->params, "correlation_id", OUTCOME_CID_MAX, &cid,
+                 &cid_n) < 0)
         return;
     has_latency = lat && lat->type != MSGPACK_OBJECT_NIL;
     if (err && err->type != MSGPACK_OBJECT_NIL &&
@@ -454,7 +487,7 @@ static void m_report(struct req *r)
         const msgpack_object *ra = proto_map_get(err, "retry_after_ms");
         if (known_args(r, err, "error.", err_args) < 0 ||
             arg_text(r, err, "class", CLASS_MAX + 1, &cls, &cls_n) < 0 ||
-            arg_text(r, err, "message", 1024, &msg, &msg_n) < 0)
+            arg_text(r, err, "message", OUTCOME_MESSAGE_MAX, &msg, &msg_n) < 0)
             return;
         if (cls && (cls_n > CLASS_MAX || !keys_valid(cls, cls_n))) {
             bad(r, "'error.class' must match [A-Za-z0-9._:-]{1,%d}", CLASS_MAX);
@@ -506,95 +539,61 @@ static void m_report(struct req *r)
         bad(r, "'context' must be a map");
         return;
     }
-    if (permit_id) {
-        p = permits_find(&r->d->permits, permit_id);
-        if (p && !permits_owned(p, &r->c->permits)) {
-            /* Another connection's permit: only its holder may end it.
-             * Nothing changes, nothing is revealed. */
-            const struct key *named = keys_find(&r->d->keys, name, n);
-            r->d->m.reports_foreign++;
-            proto_pack_response_head(r->pk, r->m->msgid);
-            msgpack_pack_map(r->pk, 2);
-            proto_kv_str(r->pk, "state",
-                         named ? breaker_state_name(&named->br) : "closed");
-            proto_kv_bool(r->pk, "stale", 1);
-            return;
-        }
-        if (p && (p->key->len != n || memcmp(p->key->name, name, n) != 0)) {
+    {
+        struct outcome o = {
+            .permit = permit_id,
+            .kind = (enum outcome_kind)outcome,
+            .cls = class_z,
+            .severity = severity,
+            .transient = transient,
+            .message = msg,
+            .message_len = msg_n,
+            .correlation_id = cid,
+            .correlation_id_len = cid_n,
+            .latency_ms = has_latency ? (int64_t)latency : -1,
+            .venue_wait_ms = venue_wait,
+            .has_remaining = has_remaining,
+            .remaining = remaining,
+            .attempt = (uint32_t)attempt,
+            .idempotent = idempotent,
+        };
+        struct report_result rr;
+        int rc = core_report(r->d, r->c, &o, name, n, r->now_ms, &rr);
+
+        if (rc == RD_EINVAL) {
             bad(r, "'permit' %llu was granted for another key",
                 (unsigned long long)permit_id);
             return;
         }
+        if (rc < 0) {
+            key_error(r, rc, name, n);
+            return;
+        }
+        proto_pack_response_head(r->pk, r->m->msgid);
+        if (rr.foreign) {
+            /* Another connection's permit: nothing changed, nothing is
+             * revealed. */
+            msgpack_pack_map(r->pk, 2);
+            proto_kv_str(r->pk, "state",
+                         rr.key ? breaker_state_name(&rr.key->br) : "closed");
+            proto_kv_bool(r->pk, "stale", 1);
+            return;
+        }
+        msgpack_pack_map(r->pk, rr.advised ? 4 : 2);
+        proto_kv_str(r->pk, "state", breaker_state_name(&rr.key->br));
+        proto_kv_bool(r->pk, "stale", rr.stale);
+        if (!rr.advised)
+            return;
+        proto_pack_cstr(r->pk, "classification");
+        msgpack_pack_map(r->pk, 2);
+        proto_kv_str(r->pk, "severity", config_severity_name(rr.severity));
+        proto_kv_bool(r->pk, "transient", rr.transient);
+        proto_pack_cstr(r->pk, "retry");
+        msgpack_pack_map(r->pk, 3);
+        proto_kv_bool(r->pk, "retry", rr.retry.retry);
+        proto_kv_u64(r->pk, "delay_ms", rr.retry.delay_ms);
+        proto_kv_str(r->pk, "reason", rr.retry.reason);
     }
-    if (p)
-        k = p->key;
-    else if (get_key(r, name, n, &k) < 0)
-        return;
-
-    failed = outcome == 1 || outcome == 3;
-    if (!failed)
-        bo = outcome == 0 ? BREAKER_SUCCESS : BREAKER_IGNORE;
-    else /* failure or unknown: the policy's record/ignore lists decide */
-        bo = config_failure_kind(k->policy, cls ? class_z : NULL);
-    if (has_latency)
-        keys_add_latency(k, latency);
-    before = breaker_state_name(&k->br);
-    if (p) {
-        stale = breaker_record(&k->br, &k->policy->breaker, r->now_ms,
-                               p->generation, p->probe, bo,
-                               has_latency ? (int64_t)latency : -1) ==
-                BREAKER_REC_STALE;
-        admit_permit_done(r->d, p, r->now_ms, 1, 0);
-    } else if (!permit_id) {
-        /* No permit: the report is about now, so never stale. */
-        breaker_advance(&k->br, &k->policy->breaker, r->now_ms);
-        stale = breaker_record(&k->br, &k->policy->breaker, r->now_ms,
-                               k->br.generation, 0, bo,
-                               has_latency ? (int64_t)latency : -1) ==
-                BREAKER_REC_STALE;
-    }
-    /* else: a permit already reported, expired or never granted counts
-     * once, the first time; this report drives nothing and says stale. */
-    note_transition(k, before,
-                    breaker_is_open(&k->br) ? breaker_cause_name(k->br.cause)
-                                            : "probe successes");
-    /* Venue feedback reaches every client of the limiter at once. */
-    if (failed && is_rate_limited(class_z))
-        admit_venue_pause(r->d, k, r->now_ms, venue_wait);
-    if (has_remaining)
-        admit_venue_sync(r->d, k, r->now_ms, remaining);
-    if (bo != BREAKER_IGNORE)
-        retry_budget_call(&r->d->budget, r->now_ms);
-
-    proto_pack_response_head(r->pk, r->m->msgid);
-    msgpack_pack_map(r->pk, failed ? 4 : 2);
-    proto_kv_str(r->pk, "state", breaker_state_name(&k->br));
-    proto_kv_bool(r->pk, "stale", stale);
-    if (!failed)
-        return;
-    proto_pack_cstr(r->pk, "classification");
-    msgpack_pack_map(r->pk, 2);
-    proto_kv_str(r->pk, "severity", config_severity_name(severity));
-    proto_kv_bool(r->pk, "transient", transient);
-    {
-        /* Never advise a retry sooner than the key could pass: the breaker
-         * and a venue pause both count. */
-        uint64_t wait = breaker_retry_after(&k->br, r->now_ms);
-        uint64_t lw = k->policy->has_limiter || !k->nanc
-                          ? limiter_paused_ms(&k->lim, r->now_ms)
-                          : limiter_paused_ms(&k->anc[0]->lim, r->now_ms);
-        if (lw > wait)
-            wait = lw;
-        retry_advise(&k->policy->retry, &r->d->budget, r->now_ms,
-                     (uint32_t)attempt, transient, outcome == 3 && !idempotent,
-                     wait, breaker_is_open(&k->br), &k->retry_prev_ms, &k->rng,
-                     &adv);
-    }
-    proto_pack_cstr(r->pk, "retry");
-    msgpack_pack_map(r->pk, 3);
-    proto_kv_bool(r->pk, "retry", adv.retry);
-    proto_kv_u64(r->pk, "delay_ms", adv.delay_ms);
-    proto_kv_str(r->pk, "reason", adv.reason);
 }
 
 /*
@@ -630,11 +629,11 @@ static void m_status(struct req *r)
                           (size_t)limit, &total, &more);
     }
     for (i = 0; i < shown; i++) {
-        const char *h;
-        breaker_advance(&sel[i]->br, &sel[i]->policy->breaker, r->now_ms);
-        h = key_health(sel[i]);
-        degraded += strcmp(h, "operational") != 0;
-        unavailable += strcmp(h, "unavailable") == 0;
+        enum key_health h;
+        core_advance(r->d, sel[i], r->now_ms);
+        h = core_key_health(sel[i]);
+        degraded += h != HEALTH_OPERATIONAL;
+        unavailable += h == HEALTH_UNAVAILABLE;
     }
     proto_pack_response_head(r->pk, r->m->msgid);
     msgpack_pack_map(r->pk, more && shown ? 4 : 3);
@@ -669,12 +668,11 @@ static void m_force(struct req *r)
     static const enum breaker_force map[] = {BREAKER_AUTO, BREAKER_FORCE_OPEN,
                                              BREAKER_FORCE_CLOSED,
                                              BREAKER_FORCE_DISABLED};
-    const char *name, *reason, *before;
+    const char *name, *reason;
     size_t n, rn;
     uint64_t ttl;
     int st;
     struct key *k;
-    char esc[4 * KEY_REASON_MAX + 4];
 
     if (arg_key(r, "key", 1, &name, &n) < 0 ||
         arg_enum(r, "state", 1, 0, states, &st) < 0 ||
@@ -687,42 +685,25 @@ static void m_force(struct req *r)
     }
     if (need_admin(r) < 0 || get_key(r, name, n, &k) < 0)
         return;
-    before = breaker_state_name(&k->br);
-    breaker_force(&k->br, &k->policy->breaker, r->now_ms, map[st], ttl);
-    r->d->wake_dirty = 1; /* parked requests see the new state */
     /* Kept as given, cut on a character boundary; escaped only where it
-     * is written for people (the log line below, resilctl). */
+     * is written for people (the log, resilctl). */
     rn = reason ? utf8_cut(reason, rn, KEY_REASON_MAX) : 0;
-    memcpy(k->force_reason, reason ? reason : "", rn);
-    k->force_reason[rn] = '\0';
-    log_escape(esc, sizeof(esc), k->force_reason, rn);
-    log_msg(LOG_INFO,
-            "key %s: forced %s by uid %u (%s -> %s, ttl %llu ms, "
-            "reason \"%s\")",
-            k->name, states[st], (unsigned)r->c->uid, before,
-            breaker_state_name(&k->br), (unsigned long long)ttl, esc);
+    core_force(r->d, k, map[st], reason, rn, ttl, (uint32_t)r->c->uid,
+               r->now_ms);
     proto_pack_response_head(r->pk, r->m->msgid);
     pack_key_status(r->pk, k, r->now_ms);
 }
 
 static void m_reset(struct req *r)
 {
-    const char *name, *before;
+    const char *name;
     struct key *k;
-    uint64_t paused;
     size_t n;
 
     if (arg_key(r, "key", 1, &name, &n) < 0 || need_admin(r) < 0 ||
         get_key(r, name, n, &k) < 0)
         return;
-    before = breaker_state_name(&k->br);
-    breaker_reset(&k->br, r->now_ms);
-    paused = limiter_paused_ms(&k->lim, r->now_ms);
-    limiter_unpause(&k->lim); /* a mistaken 429 must not block for hours */
-    r->d->wake_dirty = 1;
-    k->force_reason[0] = '\0';
-    log_msg(LOG_INFO, "key %s: reset by uid %u (%s -> closed%s)", k->name,
-            (unsigned)r->c->uid, before, paused ? "; venue pause cleared" : "");
+    core_reset(r->d, k, (uint32_t)r->c->uid, r->now_ms);
     proto_pack_response_head(r->pk, r->m->msgid);
     pack_key_status(r->pk, k, r->now_ms);
 }
@@ -738,13 +719,230 @@ static void m_cancel(struct req *r)
         bad(r, "'msgid' is required");
         return;
     }
-    rc = admit_cancel(r->d, r->c, (uint32_t)msgid, r->now_ms);
+    rc = core_cancel(r->d, r->c, (uint32_t)msgid, r->now_ms);
     if (rc)
         r->d->m.cancels++;
     proto_pack_response_head(r->pk, r->m->msgid);
     msgpack_pack_map(r->pk, 2);
     proto_kv_bool(r->pk, "cancelled", rc != 0);
     proto_kv_bool(r->pk, "released", rc == ADMIT_CANCEL_RELEASED);
+}
+
+static void m_heartbeat(struct req *r)
+{
+    const char *name;
+    struct key *k;
+    uint64_t latency;
+    size_t n;
+
+    if (arg_key(r, "key", 1, &name, &n) < 0 ||
+        arg_uint(r, "latency_ms", 0, 0, MAX_TTL_MS, &latency) < 0 ||
+        get_key(r, name, n, &k) < 0)
+        return;
+    core_heartbeat(r->d, k, r->now_ms);
+    if (proto_map_get(r->m->params, "latency_ms"))
+        keys_add_latency(k, latency);
+    core_advance(r->d, k, r->now_ms);
+    proto_pack_response_head(r->pk, r->m->msgid);
+    msgpack_pack_map(r->pk, 2);
+    proto_kv_str(r->pk, "state", breaker_state_name(&k->br));
+    proto_kv_str(r->pk, "heartbeat", "ok");
+}
+
+#define HEALTH_LIST_MAX 1000 /* entries of services / open in one answer */
+
+/*
+ * health (SPEC §3): the roll-up over the keys that are not operational
+ * (d->unwell) and the keys of critical policies -- never a walk over every
+ * key.  unhealthy: a critical key is unavailable; degraded: any key is not
+ * operational; else healthy.
+ */
+static void m_health(struct req *r)
+{
+    struct resild *d = r->d;
+    struct key *k, *next;
+    size_t nserv = 0, nopen = 0, shown;
+    int unhealthy = 0, degraded = 0, truncated = 0;
+
+    for (k = d->unwell; k; k = next) {
+        next = k->unwell_next; /* advancing may take k off the list */
+        core_advance(d, k, r->now_ms);
+    }
+    for (k = d->unwell; k; k = k->unwell_next) {
+        enum key_health h = core_key_health(k);
+        if (h == HEALTH_OPERATIONAL)
+            continue;
+        degraded = 1;
+        nserv++;
+        nopen += breaker_is_open(&k->br);
+        if (h == HEALTH_UNAVAILABLE && k->policy->critical)
+            unhealthy = 1;
+    }
+    for (k = d->critical; k; k = k->crit_next)
+        nserv += core_key_health(k) == HEALTH_OPERATIONAL;
+    shown = nserv < HEALTH_LIST_MAX ? nserv : HEALTH_LIST_MAX;
+    truncated = shown < nserv;
+    proto_pack_response_head(r->pk, r->m->msgid);
+    msgpack_pack_map(r->pk, 5 + truncated);
+    proto_kv_str(r->pk, "overall",
+                 unhealthy  ? "unhealthy"
+                 : degraded ? "degraded"
+                            : "healthy");
+    proto_pack_cstr(r->pk, "services");
+    msgpack_pack_map(r->pk, shown);
+    nserv = 0;
+    for (k = d->unwell; k && nserv < shown; k = k->unwell_next) {
+        enum key_health h = core_key_health(k);
+        if (h == HEALTH_OPERATIONAL)
+            continue;
+        proto_pack_strn(r->pk, k->name, k->len);
+        proto_pack_cstr(r->pk, core_health_name(h));
+        nserv++;
+    }
+    for (k = d->critical; k && nserv < shown; k = k->crit_next) {
+        if (core_key_health(k) != HEALTH_OPERATIONAL)
+            continue; /* listed above */
+        proto_pack_strn(r->pk, k->name, k->len);
+        proto_pack_cstr(r->pk, "operational");
+        nserv++;
+    }
+    proto_pack_cstr(r->pk, "open");
+    shown = nopen < HEALTH_LIST_MAX ? nopen : HEALTH_LIST_MAX;
+    msgpack_pack_array(r->pk, shown);
+    for (k = d->unwell; k && shown; k = k->unwell_next)
+        if (breaker_is_open(&k->br)) {
+            proto_pack_strn(r->pk, k->name, k->len);
+            shown--;
+        }
+    proto_kv_u64(r->pk, "recent_errors", core_recent_errors(d, r->now_ms));
+    proto_pack_cstr(r->pk, "components");
+    msgpack_pack_map(r->pk, 0);
+    if (truncated)
+        proto_kv_bool(r->pk, "services_truncated", 1);
+}
+
+static const enum event_topic topic_order[] = {
+    TOPIC_STATE, TOPIC_ERROR, TOPIC_ALERT, TOPIC_OPERATOR, TOPIC_BOUND};
+
+/* 'topics': a non-empty list of topic names; *mask gets them.  absent:
+ * *mask = all when allow_absent. */
+static int arg_topics(struct req *r, int allow_absent, uint32_t *mask)
+{
+    const msgpack_object *o = proto_map_get(r->m->params, "topics");
+    uint32_t i;
+    size_t j;
+
+    *mask = 0;
+    if (!o || o->type == MSGPACK_OBJECT_NIL) {
+        if (allow_absent) {
+            *mask = TOPIC_ALL;
+            return 0;
+        }
+        return bad(r, "'topics' is required: a list of state, error, alert, "
+                      "operator, bound");
+    }
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size == 0)
+        return bad(r, "'topics' must be a non-empty list of state, error, "
+                      "alert, operator, bound");
+    for (i = 0; i < o->via.array.size; i++) {
+        const msgpack_object *t = &o->via.array.ptr[i];
+        for (j = 0; j < sizeof(topic_order) / sizeof(topic_order[0]); j++)
+            if (proto_str_eq(t, event_topic_name(topic_order[j])))
+                break;
+        if (j == sizeof(topic_order) / sizeof(topic_order[0])) {
+            char esc[40] = "";
+            if (t->type == MSGPACK_OBJECT_STR)
+                log_escape(esc, sizeof(esc), t->via.str.ptr, t->via.str.size);
+            return bad(r,
+                       "'topics': unknown topic '%s' (state, error, alert, "
+                       "operator, bound)",
+                       esc);
+        }
+        *mask |= (uint32_t)topic_order[j];
+    }
+    return 0;
+}
+
+static void pack_subscribed(struct req *r)
+{
+    size_t j, n = 0;
+
+    for (j = 0; j < sizeof(topic_order) / sizeof(topic_order[0]); j++)
+        n += (r->rc->topics & topic_order[j]) != 0;
+    proto_pack_response_head(r->pk, r->m->msgid);
+    msgpack_pack_map(r->pk, 1);
+    proto_pack_cstr(r->pk, "subscribed");
+    msgpack_pack_array(r->pk, n);
+    for (j = 0; j < sizeof(topic_order) / sizeof(topic_order[0]); j++)
+        if (r->rc->topics & topic_order[j])
+            proto_pack_cstr(r->pk, event_topic_name(topic_order[j]));
+}
+
+/* Keep rc on d->subs exactly while it has topics. */
+static void set_topics(struct resild *d, struct rpc_client *rc, uint32_t topics)
+{
+    int was = rc->topics != 0, is = topics != 0;
+
+    rc->topics = topics;
+    if (was == is)
+        return;
+    if (is) {
+        rc->sub_prev = NULL;
+        rc->sub_next = d->subs;
+        if (d->subs)
+            d->subs->sub_prev = rc;
+        d->subs = rc;
+        d->nsubs++;
+    } else {
+        if (rc->sub_prev)
+            rc->sub_prev->sub_next = rc->sub_next;
+        else
+            d->subs = rc->sub_next;
+        if (rc->sub_next)
+            rc->sub_next->sub_prev = rc->sub_prev;
+        rc->sub_prev = rc->sub_next = NULL;
+        d->nsubs--;
+    }
+}
+
+static void m_subscribe(struct req *r)
+{
+    uint32_t mask;
+
+    if (arg_topics(r, 0, &mask) < 0)
+        return;
+    set_topics(r->d, r->rc, r->rc->topics | mask);
+    pack_subscribed(r);
+}
+
+static void m_unsubscribe(struct req *r)
+{
+    uint32_t mask;
+
+    if (arg_topics(r, 1, &mask) < 0)
+        return;
+    set_topics(r->d, r->rc, r->rc->topics & ~mask);
+    pack_subscribed(r);
+}
+
+static void m_metrics(struct req *r)
+{
+    struct prom_buf b;
+    int rc;
+
+    /* A page is built per call (a scrape every few seconds, not a hot
+     * path) and dropped; an incomplete page is an error, never served. */
+    prom_init(&b, METRICS_MAX_BYTES);
+    rc = metrics_render(r->d, r->now_ms, &b);
+    if (rc < 0) {
+        proto_pack_error(r->pk, r->m->msgid, "busy", prom_strerror(rc));
+    } else {
+        proto_pack_response_head(r->pk, r->m->msgid);
+        msgpack_pack_map(r->pk, 1);
+        proto_pack_cstr(r->pk, "text");
+        proto_pack_strn(r->pk, b.data ? b.data : "", b.len);
+    }
+    prom_free(&b);
 }
 
 /*
@@ -764,7 +962,9 @@ static const char *const status_args[] = {"key", "prefix", "limit", "after",
                                           NULL};
 static const char *const force_args[] = {"key", "state", "reason", "ttl_ms",
                                          NULL};
-static const char *const reset_args[] = {"key", NULL};
+static const char *const key_only[] = {"key", NULL};
+static const char *const heartbeat_args[] = {"key", "latency_ms", NULL};
+static const char *const topics_args[] = {"topics", NULL};
 
 static const struct method {
     const char *name;
@@ -776,16 +976,21 @@ static const struct method {
     {"acquire", m_acquire, acquire_args, 0},
     {"report", m_report, report_args, 1},
     {"cancel", m_cancel, cancel_args, 1},
+    {"heartbeat", m_heartbeat, heartbeat_args, 1},
     {"status", m_status, status_args, 1},
+    {"health", m_health, no_args, 1},
     {"force", m_force, force_args, 1},
-    {"reset", m_reset, reset_args, 1},
+    {"reset", m_reset, key_only, 1},
+    {"subscribe", m_subscribe, topics_args, 1},
+    {"unsubscribe", m_unsubscribe, topics_args, 1},
+    {"metrics", m_metrics, no_args, 1},
 };
 
-void methods_dispatch(struct resild *d, struct caller *c,
+void methods_dispatch(struct resild *d, struct rpc_client *rc,
                       const struct proto_msg *m, msgpack_packer *pk,
                       uint64_t now_ms)
 {
-    struct req r = {d, c, m, pk, now_ms, NULL};
+    struct req r = {d, rc, &rc->caller, m, pk, now_ms, NULL};
     const struct method *f = NULL;
     char esc[64];
     size_t i;
@@ -814,65 +1019,194 @@ void methods_dispatch(struct resild *d, struct caller *c,
         f->fn(&r);
 }
 
-/* Give back one permit that ended without a report. */
-static void end_permit(struct resild *d, struct permit *p, uint64_t now_ms,
-                       int count_failure, const char *why)
+/* caller->answer: a parked request was decided; pack its answer into the
+ * connection's output and let the server schedule the write. */
+static void answer_parked(struct caller *c, uint32_t msgid, const struct key *k,
+                          const struct admit_result *res, int err)
 {
-    struct key *k = p->key;
-    const char *before = breaker_state_name(&k->br);
+    struct rpc_client *rc =
+        (struct rpc_client *)((char *)c - offsetof(struct rpc_client, caller));
 
-    admit_permit_done(d, p, now_ms, 0, count_failure);
-    note_transition(k, before, why);
-}
-
-void methods_caller_gone(struct resild *d, struct caller *c, uint64_t now_ms)
-{
-    admit_caller_gone(d, c);
-    while (c->permits) {
-        struct permit *p = c->permits;
-        if (p->probe)
-            d->m.probes_lost++;
-        end_permit(d, p, now_ms, p->probe,
-                   "half-open probe lost with its "
-                   "connection");
+    if (!res)
+        proto_pack_error(rc->pk, msgid, "busy",
+                         err == RD_ENOMEM ? "out of memory"
+                                          : "max_permits outstanding; report "
+                                            "or release some");
+    else {
+        proto_pack_response_head(rc->pk, msgid);
+        pack_result(rc->pk, k, res);
     }
-    admit_wake(d, now_ms);
+    rc->flush(rc);
 }
 
-void methods_cron(struct resild *d, uint64_t now_ms)
+void methods_client_init(struct rpc_client *rc, msgpack_packer *pk,
+                         void (*flush)(struct rpc_client *rc))
 {
-    struct permit *p;
+    memset(rc, 0, sizeof(*rc));
+    rc->caller.answer = answer_parked;
+    rc->pk = pk;
+    rc->flush = flush;
+}
 
-    /* Earliest expiry first: O(log n) per expired permit, nothing for the
-     * rest. */
-    while ((p = permits_expired(&d->permits, now_ms))) {
-        d->m.permits_expired++;
-        end_permit(d, p, now_ms, 1, "permit expired unreported (timeout)");
+void methods_client_gone(struct resild *d, struct rpc_client *rc,
+                         uint64_t now_ms)
+{
+    set_topics(d, rc, 0);
+    core_caller_gone(d, &rc->caller, now_ms);
+}
+
+/* --- the subscriber sink --- */
+
+/* Peer text as a str the subscriber's decoder will take: valid UTF-8 as
+ * is, anything else escaped. */
+static void pack_text(msgpack_packer *pk, const char *s, size_t n)
+{
+    char esc[4 * OUTCOME_MESSAGE_MAX + 4];
+
+    if (!s)
+        n = 0;
+    if (n == 0 || utf8_valid(s, n)) {
+        proto_pack_strn(pk, s ? s : "", n);
+        return;
     }
-    admit_wake(d, now_ms);
+    log_escape(esc, sizeof(esc), s, n);
+    proto_pack_cstr(pk, esc);
 }
 
-int methods_init(struct resild *d, struct config *cfg, uint64_t now_ms,
-                 uint64_t seed)
+static uint64_t wall_ms(void)
 {
-    int rc;
+    struct timespec ts;
 
-    memset(d, 0, sizeof(*d));
-    d->cfg = *cfg;
-    memset(cfg, 0, sizeof(*cfg));
-    d->start_ms = now_ms;
-    d->pid = (long)getpid();
-    if ((rc = keys_init(&d->keys, d->cfg.max_keys)) < 0 ||
-        (rc = permits_init(&d->permits, d->cfg.max_permits, seed)) < 0)
-        return rc;
-    retry_budget_init(&d->budget);
-    return admit_init(d, seed ^ 0x5bd1e995u);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-void methods_free(struct resild *d)
+/* [2, "event", [{topic, type, ts, key?, ...}]] for one event. */
+static void pack_event(msgpack_packer *pk, const struct event *ev, uint64_t ts)
 {
-    keys_free(&d->keys);
-    permits_free(&d->permits);
-    admit_free(d);
-    config_free(&d->cfg);
+    size_t n = 3 + (ev->key != NULL);
+    const struct outcome *o = ev->u.outcome;
+
+    switch (ev->type) {
+    case EV_TRANSITION:
+        n += 4;
+        break;
+    case EV_OUTCOME:
+        n += 9;
+        break;
+    case EV_FORCE:
+        n += 4;
+        break;
+    case EV_RESET:
+    case EV_VENUE_RESYNC:
+    case EV_HEARTBEAT_LOST:
+    case EV_HEARTBEAT_RESTORED:
+        n += 1;
+        break;
+    case EV_VENUE_PAUSE:
+    case EV_BOUND_HIT:
+        n += 2;
+        break;
+    }
+    proto_pack_notify_head(pk, "event");
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_map(pk, n);
+    proto_kv_str(pk, "topic", event_topic_name(event_topic_of(ev->type)));
+    proto_kv_str(pk, "type", event_type_name(ev->type));
+    proto_kv_u64(pk, "ts", ts);
+    if (ev->key) {
+        proto_pack_cstr(pk, "key");
+        proto_pack_strn(pk, ev->key->name, ev->key->len);
+    }
+    switch (ev->type) {
+    case EV_TRANSITION:
+        proto_kv_str(pk, "from", breaker_visible_name(ev->u.transition.from));
+        proto_kv_str(pk, "to", breaker_visible_name(ev->u.transition.to));
+        proto_kv_str(pk, "cause",
+                     breaker_transition_cause_name(ev->u.transition.cause));
+        proto_kv_str(pk, "origin", "local");
+        break;
+    case EV_OUTCOME:
+        proto_kv_str(pk, "outcome", event_outcome_name(o->kind));
+        proto_kv_str(pk, "class", o->cls);
+        proto_kv_str(pk, "severity", config_severity_name(o->severity));
+        proto_kv_bool(pk, "transient", o->transient);
+        proto_pack_cstr(pk, "message");
+        pack_text(pk, o->message, o->message_len);
+        proto_pack_cstr(pk, "correlation_id");
+        pack_text(pk, o->correlation_id, o->correlation_id_len);
+        proto_kv_str(pk, "source", event_source_name(o->source));
+        proto_pack_cstr(pk, "latency_ms");
+        if (o->latency_ms >= 0)
+            msgpack_pack_uint64(pk, (uint64_t)o->latency_ms);
+        else
+            msgpack_pack_nil(pk);
+        proto_kv_bool(pk, "stale", o->stale);
+        break;
+    case EV_FORCE:
+        proto_kv_str(pk, "state", ev->u.force.state);
+        proto_kv_str(pk, "reason", ev->u.force.reason);
+        proto_kv_u64(pk, "ttl_ms", ev->u.force.ttl_ms);
+        proto_kv_u64(pk, "uid", ev->u.force.uid);
+        break;
+    case EV_RESET:
+        proto_kv_u64(pk, "uid", ev->u.reset.uid);
+        break;
+    case EV_VENUE_PAUSE:
+        proto_kv_u64(pk, "paused_ms", ev->u.venue_pause.paused_ms);
+        proto_pack_cstr(pk, "reported_on");
+        proto_pack_strn(pk, ev->u.venue_pause.reported_on->name,
+                        ev->u.venue_pause.reported_on->len);
+        break;
+    case EV_VENUE_RESYNC:
+        proto_kv_u64(pk, "remaining", ev->u.venue_resync.remaining);
+        break;
+    case EV_HEARTBEAT_LOST:
+    case EV_HEARTBEAT_RESTORED:
+        proto_kv_u64(pk, "silent_ms", ev->u.heartbeat.silent_ms);
+        break;
+    case EV_BOUND_HIT:
+        proto_kv_str(pk, "bound", ev->u.bound.bound);
+        proto_kv_str(pk, "detail", ev->u.bound.detail);
+        break;
+    }
+}
+
+/*
+ * Each subscriber whose topics take ev gets it packed into its output.  A
+ * subscriber over the output bound is marked to be dropped (the server
+ * closes it once this walk is over) and gets nothing more: a subscriber
+ * that does not read never slows a decision or grows without bound.
+ */
+static void subscriber_sink(void *ctx, const struct event *ev)
+{
+    struct resild *d = ctx;
+    uint32_t topic = (uint32_t)event_topic_of(ev->type);
+    struct rpc_client *rc;
+    uint64_t ts = 0;
+
+    if (!d->subs)
+        return;
+    if (ev->type == EV_OUTCOME && ev->u.outcome->kind != OUT_FAILURE &&
+        ev->u.outcome->kind != OUT_UNKNOWN)
+        return; /* the error topic carries failures and unknowns only */
+    for (rc = d->subs; rc; rc = rc->sub_next) {
+        if (!(rc->topics & topic) || rc->drop)
+            continue;
+        if (rc->queued && rc->queued(rc) > d->cfg.max_output_bytes) {
+            rc->drop = 1;
+            d->m.subscribers_dropped++;
+            rc->flush(rc); /* the server closes it there */
+            continue;
+        }
+        if (!ts)
+            ts = wall_ms();
+        pack_event(rc->pk, ev, ts);
+        rc->flush(rc);
+    }
+}
+
+int methods_attach(struct resild *d)
+{
+    return core_add_sink(d, subscriber_sink, d);
 }

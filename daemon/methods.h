@@ -1,11 +1,12 @@
 /*
- * methods.h - the RPC methods of SPEC §3 and the daemon state they act on.
+ * methods.h - the RPC layer: the methods of SPEC §3 over the core.
  *
- * This is the decision layer between the socket server and the pure core
- * (breaker, keys, permits): it validates named arguments, applies them and
- * packs exactly one response.  It does no I/O and reads no clock: the
- * server passes the loop's monotonic time.  Logging a breaker transition is
- * its only side effect.
+ * Between the socket server and the core (core.h): it validates named
+ * arguments (unknown ones are bad_request), calls the core and packs
+ * exactly one response per request.  It may include msgpack and proto.h;
+ * it does no I/O of its own and reads no monotonic clock (the server passes
+ * the loop's time).  It also owns the subscriber sink: events packed as
+ * [2, "event", [map]] notifications for connections that subscribed.
  */
 #ifndef RESIL_METHODS_H
 #define RESIL_METHODS_H
@@ -19,26 +20,40 @@
 
 #define STATUS_PAGE_MAX 1000 /* keys in one status answer (its `limit`) */
 
-/* Build the state from a loaded config (taken: d owns cfg afterwards).
- * seed: a random secret (hash seeds).  0, or RD_ENOMEM / RD_EINVAL. */
-int methods_init(struct resild *d, struct config *cfg, uint64_t now_ms,
-                 uint64_t seed);
-void methods_free(struct resild *d);
+/*
+ * One client connection as the RPC layer sees it.  The server embeds one
+ * per connection and sets pk/flush/queued; the core sees only `caller`.
+ */
+struct rpc_client {
+    struct caller caller;
+    msgpack_packer *pk; /* the connection's output (answers, events) */
+    /* Something was packed into *pk outside a request (a parked answer, an
+     * event): schedule the write.  Must not write or close now. */
+    void (*flush)(struct rpc_client *rc);
+    /* Output bytes waiting for the client (NULL: unknown). */
+    size_t (*queued)(struct rpc_client *rc);
+    uint32_t topics; /* enum event_topic bits subscribed */
+    int drop;        /* subscriber over the output bound: close it */
+    struct rpc_client *sub_prev, *sub_next; /* on resild.subs */
+};
 
-/* Answer one request m from c into pk (exactly one response).  A
+/* Set up rc (zeroed) for a new connection. */
+void methods_client_init(struct rpc_client *rc, msgpack_packer *pk,
+                         void (*flush)(struct rpc_client *rc));
+
+/* Register the subscriber sink with the core (once, at start). */
+int methods_attach(struct resild *d);
+
+/* Answer one request m from rc into pk (exactly one response).  A
  * notification (m->type PROTO_NOTIFY) of a method that allows it runs the
  * same way and the caller discards what was packed; any other is counted
  * and ignored. */
-void methods_dispatch(struct resild *d, struct caller *c,
+void methods_dispatch(struct resild *d, struct rpc_client *rc,
                       const struct proto_msg *m, msgpack_packer *pk,
                       uint64_t now_ms);
 
-/* The caller's connection closed: release its permits; a lost half-open
- * probe counts as a failure. */
-void methods_caller_gone(struct resild *d, struct caller *c, uint64_t now_ms);
-
-/* Housekeeping from the cron timer: expire permits past their TTL (each
- * counts as a `timeout` failure). */
-void methods_cron(struct resild *d, uint64_t now_ms);
+/* rc's connection closed: unsubscribe it, then core_caller_gone. */
+void methods_client_gone(struct resild *d, struct rpc_client *rc,
+                         uint64_t now_ms);
 
 #endif

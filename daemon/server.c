@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "admit.h"
+#include "core.h"
 #include "log.h"
 
 /* Input room beyond one maximal frame; also the least room an owned input
@@ -48,7 +49,7 @@ struct conn {
     uv_pipe_t pipe; /* handle; pipe.data == this */
     struct server *srv;
     struct conn *prev, *next;
-    struct caller caller;
+    struct rpc_client rc;  /* the RPC layer's view; rc.caller the core's */
     uint8_t *in;           /* input: srv->rbuf during a read callback when
                             * nothing was held, else owned (malloc), NULL
                             * when nothing is held; in_cap bytes */
@@ -87,6 +88,15 @@ static size_t unsent(const struct conn *c)
     return c->pipe.write_queue_size;
 }
 
+/* rpc_client->queued: output waiting for the client, in flight and
+ * packed. */
+static size_t queued(struct rpc_client *rc)
+{
+    struct conn *c = (struct conn *)((char *)rc - offsetof(struct conn, rc));
+
+    return unsent(c) + c->out[c->cur].size;
+}
+
 static void on_conn_closed(uv_handle_t *h)
 {
     struct conn *c = h->data;
@@ -118,7 +128,7 @@ static void conn_close(struct conn *c)
         *pp = c->flush_next;
         c->to_flush = 0;
     }
-    methods_caller_gone(s->d, &c->caller, now_ms(s));
+    methods_client_gone(s->d, &c->rc, now_ms(s));
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -126,6 +136,7 @@ static void conn_close(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
+    s->d->connections = s->nconns;
     uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
 }
 
@@ -135,15 +146,15 @@ static void schedule_wake(struct server *s);
 static void after_io(struct server *s);
 
 /*
- * caller->flush: an answer to a parked request was packed, in the middle of
- * the admission code's walk over its queues.  Writing now could fail and
- * close a connection under that walk, so the connection is only queued
- * here and flush_pending writes it once the walk is over.
+ * rpc_client->flush: an answer to a parked request or an event was packed,
+ * in the middle of the core's walk over its queues or sinks.  Writing now
+ * could fail and close a connection under that walk, so the connection is
+ * only queued here and flush_pending writes (or, for a subscriber over its
+ * output bound, closes) it once the walk is over.
  */
-static void caller_flush(struct caller *caller)
+static void caller_flush(struct rpc_client *rc)
 {
-    struct conn *c =
-        (struct conn *)((char *)caller - offsetof(struct conn, caller));
+    struct conn *c = (struct conn *)((char *)rc - offsetof(struct conn, rc));
 
     if (c->closing || c->to_flush)
         return;
@@ -215,10 +226,20 @@ static void conn_write(struct conn *c)
  */
 static void conn_flush(struct conn *c)
 {
+    if (c->rc.drop && !c->closing) {
+        /* A subscriber that does not read its events: they would grow
+         * without bound, so it goes (counted by the sink). */
+        log_peer(now_ms(c->srv),
+                 "client uid %u: not reading its events (%zu bytes "
+                 "waiting); closing",
+                 (unsigned)c->rc.caller.uid, unsent(c) + c->out[c->cur].size);
+        conn_close(c);
+        return;
+    }
     conn_write(c);
     if (c->closing || c->writing || c->out[c->cur].size)
         return;
-    if (c->failed || (c->input_done && !c->paused && !c->caller.nparked))
+    if (c->failed || (c->input_done && !c->paused && !c->rc.caller.nparked))
         conn_close(c);
 }
 
@@ -255,11 +276,11 @@ static void conn_fail(struct conn *c, int msgid_known, uint32_t msgid,
                       const char *code, const char *msg)
 {
     log_peer(now_ms(c->srv), "client uid %u: %s (%s); closing",
-             (unsigned)c->caller.uid, code, msg);
+             (unsigned)c->rc.caller.uid, code, msg);
     if (msgid_known)
         proto_pack_error(&c->pk, msgid, code, msg);
     c->failed = 1;
-    admit_caller_gone(c->srv->d, &c->caller); /* its parked: unanswered */
+    admit_caller_gone(c->srv->d, &c->rc.caller); /* its parked: unanswered */
     uv_read_stop((uv_stream_t *)&c->pipe);
 }
 
@@ -328,14 +349,14 @@ static void conn_process(struct conn *c)
              * reaches the client; an unknown method is counted and
              * ignored by methods_dispatch.  Clear, or free the scratch
              * when an answer made it big (a status of every key). */
-            methods_dispatch(s->d, &c->caller, &m, &s->notify_pk, now_ms(s));
+            methods_dispatch(s->d, &c->rc, &m, &s->notify_pk, now_ms(s));
             if (s->notify_out.alloc > NOTIFY_KEEP) {
                 msgpack_sbuffer_destroy(&s->notify_out);
                 msgpack_sbuffer_init(&s->notify_out);
             }
             msgpack_sbuffer_clear(&s->notify_out);
         } else {
-            methods_dispatch(s->d, &c->caller, &m, &c->pk, now_ms(s));
+            methods_dispatch(s->d, &c->rc, &m, &c->pk, now_ms(s));
         }
         msgpack_zone_clear(&s->zone);
         c->in_off += (size_t)n;
@@ -462,7 +483,7 @@ static int conn_keep_input(struct conn *c)
         log_msg(LOG_WARN,
                 "client uid %u: out of memory for %zu input bytes; "
                 "closing",
-                (unsigned)c->caller.uid, c->in_len);
+                (unsigned)c->rc.caller.uid, c->in_len);
         c->in = NULL;
         c->in_cap = c->in_len = 0;
         conn_close(c);
@@ -508,7 +529,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             log_msg(LOG_WARN,
                     "client uid %u: out of memory for input; "
                     "closing",
-                    (unsigned)c->caller.uid);
+                    (unsigned)c->rc.caller.uid);
             conn_close(c);
             after_io(c->srv);
         } else {
@@ -656,12 +677,14 @@ static void conn_accept(struct server *s, int fd)
         return;
     }
     c->srv = s;
-    c->caller = who;
     msgpack_sbuffer_init(&c->out[0]);
     msgpack_sbuffer_init(&c->out[1]);
     msgpack_packer_init(&c->pk, &c->out[0], msgpack_sbuffer_write);
-    c->caller.pk = &c->pk;
-    c->caller.flush = caller_flush;
+    methods_client_init(&c->rc, &c->pk, caller_flush);
+    c->rc.queued = queued;
+    c->rc.caller.uid = who.uid;
+    c->rc.caller.gid = who.gid;
+    c->rc.caller.admin = who.admin;
     proto_scan_init(&c->scan);
     uv_pipe_init(s->loop, &c->pipe, 0);
     c->pipe.data = c;
@@ -670,6 +693,7 @@ static void conn_accept(struct server *s, int fd)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
+    s->d->connections = s->nconns;
     rc = uv_pipe_open(&c->pipe, fd);
     if (rc < 0) {
         log_msg(LOG_WARN, "accept: %s", uv_strerror(rc));
@@ -748,7 +772,7 @@ static void on_cron(uv_timer_t *t)
     uint64_t now = now_ms(s);
     struct conn *c, *next;
 
-    methods_cron(s->d, now);
+    core_tick(s->d, now);
     schedule_wake(s);
     if (s->accept_paused && s->listening) {
         s->accept_paused = 0;
@@ -762,14 +786,15 @@ static void on_cron(uv_timer_t *t)
             log_peer(now,
                      "client uid %u: partial object for over %d ms; "
                      "closing",
-                     (unsigned)c->caller.uid, s->d->cfg.partial_timeout_ms);
+                     (unsigned)c->rc.caller.uid, s->d->cfg.partial_timeout_ms);
             conn_close(c);
         } else if (conn_not_reading(c, now)) {
             s->d->m.slow_readers_closed++;
             log_peer(now,
                      "client uid %u: not reading its answers "
                      "(%zu bytes waiting); closing",
-                     (unsigned)c->caller.uid, unsent(c) + c->out[c->cur].size);
+                     (unsigned)c->rc.caller.uid,
+                     unsent(c) + c->out[c->cur].size);
             conn_close(c);
         } else if (s->stopping && now >= s->stop_deadline_ms) {
             conn_close(c);

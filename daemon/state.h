@@ -1,23 +1,31 @@
 /*
- * state.h - the daemon's state, shared by the method handlers (methods.c)
- * and the admission pipeline (admit.c): configuration, key registry,
- * permit pool, parked requests, retry budget and counters.  Plain data; the
- * server owns the one instance.
+ * state.h - the core's state: configuration, key registry, permit pool,
+ * parked requests, retry budget, event sinks and counters.  Plain data
+ * shared by the core's files (core.c, admit.c); the layers above reach it
+ * through core.h.  No msgpack, no uv: answers that leave later (parked
+ * requests) go through the caller's `answer` callback, which the RPC layer
+ * supplies.
  */
 #ifndef RESIL_STATE_H
 #define RESIL_STATE_H
 
-#include <msgpack.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 #include "config.h"
+#include "event.h"
 #include "keys.h"
 #include "msgidx.h"
 #include "permit.h"
 #include "retry.h"
 
 struct parked;
+struct admit_result;
+struct rpc_client;
+
+#define CORE_MAX_SINKS 8      /* event consumers registered at start */
+#define CORE_ERROR_SECONDS 60 /* recent_errors: this many 1 s buckets */
+#define CORE_CLASSES 64 /* error classes counted by name; the rest "_other" */
 
 /* Counters shown by `metrics` (issue: metrics method) and in logs. */
 struct metrics {
@@ -41,6 +49,14 @@ struct metrics {
     uint64_t notifications_ignored; /* unknown or refused notifications */
     uint64_t cancels;               /* cancel that found its request */
     uint64_t reports_foreign;       /* report of another caller's permit */
+    uint64_t outcomes[4];           /* by enum outcome_kind */
+    uint64_t transitions;           /* breaker transitions emitted */
+    uint64_t opens;                 /* of them, to open or forced open */
+    uint64_t heartbeats;            /* heartbeat calls */
+    uint64_t heartbeats_lost;       /* lost edges */
+    uint64_t events;                /* events emitted */
+    uint64_t subscribers_dropped;   /* did not read their events */
+    uint64_t bound_hits;            /* bound_hit events */
 };
 
 struct resild {
@@ -60,6 +76,31 @@ struct resild {
                         * the server runs admit_wake after this batch */
     uint64_t start_ms; /* monotonic, for uptime */
     long pid;
+    /* Event sinks, called in order by core_emit. */
+    struct {
+        event_sink_fn fn;
+        void *ctx;
+    } sinks[CORE_MAX_SINKS];
+    unsigned nsinks;
+    struct key *unwell;   /* keys not operational (health), linked */
+    struct key *beating;  /* keys whose policy has a heartbeat */
+    struct key *critical; /* keys whose policy is critical */
+    uint32_t nunwell;
+    /* recent_errors: failure/unknown outcomes per second, a ring. */
+    uint64_t err_sec[CORE_ERROR_SECONDS];
+    uint32_t err_count[CORE_ERROR_SECONDS];
+    /* Failure and unknown outcomes by error class and severity (metrics):
+     * the first CORE_CLASSES classes seen by name, the rest together. */
+    struct {
+        char cls[OUTCOME_CLASS_MAX + 1];
+        uint64_t n[4]; /* by enum severity */
+    } classes[CORE_CLASSES];
+    uint32_t nclasses;
+    uint64_t classes_other[4];
+    uint32_t connections; /* gauge, kept by the server */
+    /* Owned by the RPC layer (methods.c): connections that subscribed. */
+    struct rpc_client *subs;
+    uint32_t nsubs;
 };
 
 /* Who is asking: filled by the server at accept. */
@@ -68,10 +109,12 @@ struct caller {
     uid_t uid;
     gid_t gid;
     int admin; /* may force, reset, reload */
-    /* For answers sent later (parked requests): pack into *pk, then call
-     * flush(caller).  Set by the server; valid until the caller is gone. */
-    msgpack_packer *pk;
-    void (*flush)(struct caller *c);
+    /* The answer to a parked request, msgid, decided now: res is the
+     * decision, or NULL with err (RD_EPERMITS, RD_ENOMEM) when no permit
+     * could be had.  Set by the RPC layer; it must only queue the answer
+     * (no write, no close): it runs inside the core's walk. */
+    void (*answer)(struct caller *c, uint32_t msgid, const struct key *k,
+                   const struct admit_result *res, int err);
     struct parked *parked; /* this connection's parked requests */
     uint32_t nparked;
 };

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core.h"
 #include "methods.h"
 #include "admit.h"
 #include "proto.h"
@@ -29,11 +30,11 @@ static struct resild d;
 static int ready;
 static msgpack_sbuffer sb[2];
 static msgpack_packer pk[2];
-static struct caller callers[2];
+static struct rpc_client callers[2];
 static msgpack_zone zone;
 static uint64_t now = 1000;
 
-static void flush(struct caller *c)
+static void flush(struct rpc_client *c)
 {
     (void)c;
 }
@@ -73,13 +74,13 @@ static void setup(void)
     }
     unlink(path);
     rmdir(dir);
-    methods_init(&d, &cfg, now, 42);
+    core_init(&d, &cfg, now, 42);
+    methods_attach(&d);
     for (int i = 0; i < 2; i++) {
         msgpack_sbuffer_init(&sb[i]);
         msgpack_packer_init(&pk[i], &sb[i], msgpack_sbuffer_write);
-        callers[i].pk = &pk[i];
-        callers[i].flush = flush;
-        callers[i].admin = 1;
+        methods_client_init(&callers[i], &pk[i], flush);
+        callers[i].caller.admin = 1;
     }
     msgpack_zone_init(&zone, 4096);
     ready = 1;
@@ -102,7 +103,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         now += (ctl >> 1) & 31; /* time moves 0..31 ms */
         if ((ctl & 0xc0) == 0xc0) {
-            methods_caller_gone(&d, &callers[who], now);
+            methods_client_gone(&d, &callers[who], now);
             continue;
         }
         if (off >= size)
@@ -117,7 +118,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             methods_dispatch(&d, &callers[who], &m, &pk[who], now);
         msgpack_zone_clear(&zone);
         off += (size_t)n;
-        methods_cron(&d, now);
+        core_tick(&d, now);
         admit_wake(&d, now);
         for (int i = 0; i < 2; i++)
             msgpack_sbuffer_clear(&sb[i]);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "admit.h"
+#include "core.h"
 #include "methods.h"
 #include "tap.h"
 
@@ -18,15 +19,15 @@ static char dir[] = "/tmp/resild-test-admit.XXXXXX";
 
 /* A caller whose later answers land in an sbuffer we can decode. */
 struct fake {
-    struct caller c;
+    struct rpc_client rc; /* first: the answer callback finds us */
     msgpack_sbuffer sb;
     msgpack_packer pk;
     int flushes;
 };
 
-static void fake_flush(struct caller *c)
+static void fake_flush(struct rpc_client *rc)
 {
-    ((struct fake *)c)->flushes++;
+    ((struct fake *)rc)->flushes++;
 }
 
 static void fake_init(struct fake *f)
@@ -34,8 +35,7 @@ static void fake_init(struct fake *f)
     memset(f, 0, sizeof(*f));
     msgpack_sbuffer_init(&f->sb);
     msgpack_packer_init(&f->pk, &f->sb, msgpack_sbuffer_write);
-    f->c.pk = &f->pk;
-    f->c.flush = fake_flush;
+    methods_client_init(&f->rc, &f->pk, fake_flush);
 }
 
 static void fake_free(struct fake *f)
@@ -81,7 +81,7 @@ static void load(struct resild *d, const char *json)
         DIAG("config: %s", err);
         exit(1);
     }
-    methods_init(d, &cfg, 0, 42);
+    core_init(d, &cfg, 0, 42);
 }
 
 static struct key *key(struct resild *d, const char *name, uint64_t now)
@@ -100,8 +100,8 @@ static int acquire(struct resild *d, struct fake *f, struct key *k,
 {
     const struct key *culprit;
 
-    return admit_acquire(d, &f->c, k, cost, critical, wait_ms, 7, now, res,
-                         &culprit);
+    return admit_acquire(d, &f->rc.caller, k, cost, critical, wait_ms, 7, now,
+                         res, &culprit);
 }
 
 static const char *exchange =
@@ -151,7 +151,7 @@ static void test_hierarchy_all_or_nothing(void)
     IS(limiter_available(&acct->lim, &acct->policy->limiter, 0), 1,
        "critical took one reserved token");
     fake_free(&f);
-    methods_free(&d);
+    core_free(&d);
 }
 
 static void test_bulkhead_and_release(void)
@@ -174,12 +174,12 @@ static void test_bulkhead_and_release(void)
     acquire(&d, &f, k, 1, 1, 0, 3000, &res);
     OK(!res.allow && res.reason == ADMIT_BULKHEAD_FULL,
        "fourth denied bulkhead_full, critical too (no bulkhead reserve)");
-    admit_permit_done(&d, permits_find(&d.permits, ids[0]), 3000, 1, 0);
+    admit_permit_done(&d, permits_find(&d.permits, ids[0]));
     acquire(&d, &f, k, 1, 0, 0, 3000, &res);
     OK(res.allow, "a released permit frees its slot at once");
     IS(k->bh.in_use, 3, "in_use back at 3");
     fake_free(&f);
-    methods_free(&d);
+    core_free(&d);
 }
 
 static void test_parking(void)
@@ -213,7 +213,7 @@ static void test_parking(void)
     IS(admit_next_wake(&d, 1000), 1100, "next wake is the earliest deadline");
     admit_wake(&d, 1050);
     IS(b.flushes, 0, "nothing to answer before a release or deadline");
-    admit_permit_done(&d, permits_find(&d.permits, held[0]), 1060, 1, 0);
+    admit_permit_done(&d, permits_find(&d.permits, held[0]));
     admit_wake(&d, 1060);
     OK(fake_answer(&b, 0, &allow, reason, &msgid) && allow,
        "the head is answered allow when a permit is released");
@@ -225,7 +225,7 @@ static void test_parking(void)
     IS(d.parked_used, 0, "parked pool returned");
     fake_free(&a);
     fake_free(&b);
-    methods_free(&d);
+    core_free(&d);
 }
 
 static void test_parked_served_on_refill(void)
@@ -259,7 +259,7 @@ static void test_parked_served_on_refill(void)
     OK(fake_answer(&f, 0, &allow, reason, &msgid) && allow && msgid == 7,
        "answered allow at 200 ms with its msgid");
     fake_free(&f);
-    methods_free(&d);
+    core_free(&d);
 }
 
 static void test_caller_gone_drops_parked(void)
@@ -278,14 +278,14 @@ static void test_caller_gone_drops_parked(void)
         acquire(&d, &a, k, 1, 0, 0, 0, &res);
     acquire(&d, &b, k, 1, 0, 5000, 0, &res);
     OK(res.parked, "parked");
-    methods_caller_gone(&d, &b.c, 10);
+    core_caller_gone(&d, &b.rc.caller, 10);
     IS(k->q_len, 0, "a closed connection's parked request is dropped");
-    methods_caller_gone(&d, &a.c, 10);
+    core_caller_gone(&d, &a.rc.caller, 10);
     IS(k->bh.in_use, 0, "a closed connection's permits return at once");
     IS(k->outstanding, 0, "outstanding 0");
     fake_free(&a);
     fake_free(&b);
-    methods_free(&d);
+    core_free(&d);
 }
 
 static void test_critical_through_open_breaker(void)
@@ -311,7 +311,7 @@ static void test_critical_through_open_breaker(void)
     acquire(&d, &f, k, 1, 1, 0, 1010, &res);
     OK(res.allow, "again a second later (half-open probe or critical)");
     fake_free(&f);
-    methods_free(&d);
+    core_free(&d);
 }
 
 static void test_venue_pause_and_sync(void)
@@ -340,7 +340,7 @@ static void test_venue_pause_and_sync(void)
     OK(!res.allow && res.reason == ADMIT_RATE_LIMITED,
        "venue says 0 remaining: limiter re-synced to empty");
     fake_free(&f);
-    methods_free(&d);
+    core_free(&d);
 }
 
 static void test_shadow(void)
@@ -359,7 +359,7 @@ static void test_shadow(void)
        "shadow allows what it would deny and says why");
     IS(k->shadow_denied, 1, "shadow_denied counted");
     fake_free(&f);
-    methods_free(&d);
+    core_free(&d);
 }
 
 /* An unreported permit expires at permit_ttl_ms as a timeout failure and
@@ -378,18 +378,18 @@ static void test_permit_ttl_expiry(void)
     acquire(&d, &f, k, 1, 0, 0, 10, &res);
     OK(res.allow && k->bh.in_use == 2, "two permits out (in_use %u)",
        (unsigned)k->bh.in_use);
-    methods_cron(&d, 499);
+    core_tick(&d, 499);
     IS(d.m.permits_expired, 0, "ttl: nothing expires before 500 ms");
-    methods_cron(&d, 500);
+    core_tick(&d, 500);
     IS(d.m.permits_expired, 1, "ttl: the first permit expires at 500 ms");
     IS(k->br.failures, 1, "ttl: it counts as a failure");
-    methods_cron(&d, 510);
+    core_tick(&d, 510);
     IS(d.m.permits_expired, 2, "ttl: the second at 510 ms");
     IS(k->bh.in_use, 0, "ttl: both bulkhead slots are back");
     OK(!strcmp(breaker_state_name(&k->br), "open"),
        "ttl: two timeouts open the breaker (%s)", breaker_state_name(&k->br));
     fake_free(&f);
-    methods_free(&d);
+    core_free(&d);
 }
 
 /* A half-open probe lost with its connection re-opens the breaker, and the
@@ -406,7 +406,7 @@ static void test_lost_probe(void)
     k = key(&d, "ttl", 0);
     acquire(&d, &f, k, 1, 0, 0, 0, &res);
     acquire(&d, &f, k, 1, 0, 0, 0, &res);
-    methods_cron(&d, 500); /* both expire: open until 1500 */
+    core_tick(&d, 500); /* both expire: open until 1500 */
     acquire(&d, &f, k, 1, 0, 0, 1499, &res);
     OK(!res.allow && res.reason == ADMIT_CIRCUIT_OPEN &&
            res.retry_after_ms == 1,
@@ -418,7 +418,7 @@ static void test_lost_probe(void)
     acquire(&d, &f, k, 1, 0, 0, 1501, &res);
     OK(!res.allow && res.reason == ADMIT_HALF_OPEN_BUSY,
        "lost probe: a second caller waits for the probe");
-    methods_caller_gone(&d, &f.c, 1600);
+    core_caller_gone(&d, &f.rc.caller, 1600);
     IS(d.m.probes_lost, 1, "lost probe: counted");
     OK(!strcmp(breaker_state_name(&k->br), "open"),
        "lost probe: the breaker re-opens (%s)", breaker_state_name(&k->br));
@@ -427,7 +427,7 @@ static void test_lost_probe(void)
     OK(res.allow && !strcmp(breaker_state_name(&k->br), "half_open"),
        "lost probe: half-open again after open_ms, without an operator");
     fake_free(&f);
-    methods_free(&d);
+    core_free(&d);
 }
 
 int main(void)

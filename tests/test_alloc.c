@@ -2,7 +2,7 @@
  * test_alloc.c - every allocation of key creation, config load and permit
  * allocation fails in turn (jansson's failing-allocator style), and the
  * daemon's state code must answer each failure cleanly: config_load
- * returns an error with a message, methods_init returns RD_ENOMEM, and a
+ * returns an error with a message, core_init returns RD_ENOMEM, and a
  * request that needed the memory is answered "busy: out of memory" --
  * never a wrong answer such as too_many_keys (once -KEYS_ENOMEM equalled
  * -ADMIT_EKEYS), never a crash, never a leak (run under make asan).
@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "core.h"
 #include "methods.h"
 #include "tap.h"
 
@@ -60,7 +61,7 @@ void *__wrap_realloc(void *p, size_t n)
     return should_fail() ? NULL : __real_realloc(p, n);
 }
 
-static void flush_nothing(struct caller *c)
+static void flush_nothing(struct rpc_client *c)
 {
     (void)c;
 }
@@ -103,7 +104,7 @@ static void check_answers(msgpack_sbuffer *sb, struct tally *t)
     msgpack_unpacked_destroy(&u);
 }
 
-static void dispatch(struct resild *d, struct caller *c, msgpack_packer *pk,
+static void dispatch(struct resild *d, struct rpc_client *c, msgpack_packer *pk,
                      uint32_t msgid, const char *method, const char *key,
                      uint64_t permit)
 {
@@ -144,7 +145,7 @@ static void run(const char *path, struct tally *t, int *config_err,
 {
     struct config cfg;
     struct resild d;
-    struct caller c;
+    struct rpc_client c;
     msgpack_sbuffer out;
     msgpack_packer pk;
     char err[512] = "", key[32];
@@ -155,13 +156,14 @@ static void run(const char *path, struct tally *t, int *config_err,
         *config_err = err[0] ? 1 : -1; /* -1: failed without a message */
         return;
     }
-    rc = methods_init(&d, &cfg, 0, 42);
+    rc = core_init(&d, &cfg, 0, 42);
+    if (rc == 0)
+        rc = methods_attach(&d);
     if (rc < 0) {
         *init_err = rc == RD_ENOMEM ? 1 : -1;
-        methods_free(&d);
+        core_free(&d);
         return;
     }
-    memset(&c, 0, sizeof(c));
     /* Answers are packed into out: give it room up front, so that only
      * the daemon's own allocations meet the failures. */
     harness++;
@@ -172,9 +174,8 @@ static void run(const char *path, struct tally *t, int *config_err,
     msgpack_sbuffer_clear(&out);
     harness--;
     msgpack_packer_init(&pk, &out, msgpack_sbuffer_write);
-    c.pk = &pk;
-    c.flush = flush_nothing;
-    c.admin = 1;
+    methods_client_init(&c, &pk, flush_nothing);
+    c.caller.admin = 1;
     /* New keys (one below an ancestor with a limiter, which creates it),
      * then more permits than one chunk of the pool holds. */
     dispatch(&d, &c, &pk, 1, "acquire", "a.b.c", 0);
@@ -185,15 +186,15 @@ static void run(const char *path, struct tally *t, int *config_err,
         dispatch(&d, &c, &pk, (uint32_t)(10 + i), "acquire", key, 0);
     }
     /* Report one: the state must still be coherent. */
-    if (c.permits)
-        dispatch(&d, &c, &pk, 9999, "report", c.permits->key->name,
-                 c.permits->id);
+    if (c.caller.permits)
+        dispatch(&d, &c, &pk, 9999, "report", c.caller.permits->key->name,
+                 c.caller.permits->id);
     harness++;
     check_answers(&out, t);
     harness--;
-    methods_caller_gone(&d, &c, 2000);
+    methods_client_gone(&d, &c, 2000);
     msgpack_sbuffer_destroy(&out);
-    methods_free(&d);
+    core_free(&d);
 }
 
 int main(void)
@@ -231,17 +232,17 @@ int main(void)
                      t.wrong_text);
     }
     DIAG("%ld allocations failed in turn: %ld in config_load, %ld in "
-         "methods_init, %ld answered out of memory",
+         "core_init, %ld answered out of memory",
          runs, config_fail, init_fail, oom_answers);
     OK(runs > 20, "every allocation of a run failed once (%ld runs)", runs);
     OK(config_fail > 0, "config_load met failures (%ld)", config_fail);
-    OK(init_fail > 0, "methods_init met failures (%ld)", init_fail);
+    OK(init_fail > 0, "core_init met failures (%ld)", init_fail);
     OK(oom_answers > 0,
        "requests met failures: key creation, permit "
        "pool growth (%ld answers)",
        oom_answers);
     OK(silent == 0,
-       "every failure in config_load and methods_init is "
+       "every failure in config_load and core_init is "
        "reported as such (%ld not)",
        silent);
     OK(wrong == 0,

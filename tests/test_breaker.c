@@ -6,6 +6,7 @@
 #include "breaker.h"
 #include "tap.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* Consecutive rule only (rates off), 1 s open, 1 probe, 2 to close. */
@@ -485,6 +486,339 @@ static void test_slow_boundary(void)
     IS(b.slow_calls, 1, "unknown latency: never slow");
 }
 
+/* ---- transitions: every visible change reported once, with its cause ---- */
+
+/* Drain b's queue into "from>to:cause,..." ("" if empty). */
+static const char *drain(struct breaker *b)
+{
+    static char buf[512];
+    struct breaker_transition t;
+    size_t len = 0;
+
+    buf[0] = 0;
+    while (breaker_next_transition(b, &t))
+        len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s%s>%s:%s",
+                                len ? "," : "", breaker_visible_name(t.from),
+                                breaker_visible_name(t.to),
+                                breaker_transition_cause_name(t.cause));
+    return buf;
+}
+
+#define TR(b, want, name)                                                      \
+    do {                                                                       \
+        const char *got_ = drain(b);                                           \
+        if (!OK(!strcmp(got_, want), "%s", name))                              \
+            printf("#   got \"%s\", want \"%s\"\n", got_, want);               \
+    } while (0)
+
+static void test_transition_names(void)
+{
+    static const char *const causes[] = {
+        "failures",      "failure_rate",  "slow_rate",  "open_time_over",
+        "probe_success", "probe_failure", "probe_slow", "force",
+        "force_expired", "reset",         "remote"};
+    static const char *const states[] = {"closed",        "open",
+                                         "half_open",     "forced_open",
+                                         "forced_closed", "disabled"};
+    int i, ok = 1;
+
+    for (i = 0; i <= BREAKER_TC_REMOTE; i++)
+        ok &= !strcmp(
+            breaker_transition_cause_name((enum breaker_transition_cause)i),
+            causes[i]);
+    OK(ok && BREAKER_TC_REMOTE == 10, "the 11 cause names, in enum order");
+    ok = 1;
+    for (i = 0; i <= BREAKER_VIS_DISABLED; i++)
+        ok &= !strcmp(breaker_visible_name((enum breaker_visible)i), states[i]);
+    OK(ok, "the 6 visible state names, in enum order");
+}
+
+static void test_transition_trips(void)
+{
+    struct breaker_conf c = conf;
+    struct breaker b;
+    struct breaker_verdict v;
+
+    init(&b, &conf, 0);
+    TR(&b, "", "init reports nothing");
+    fail_n(&b, 0, 4);
+    TR(&b, "", "4 failures: nothing");
+    fail_n(&b, 0, 1);
+    TR(&b, "closed>open:failures", "5th consecutive failure: failures");
+    breaker_acquire(&b, &conf, 10, &v);
+    breaker_record(&b, &conf, 10, b.generation, 0, BREAKER_FAILURE, -1);
+    TR(&b, "", "open: acquire and a report without permit report nothing");
+
+    c.failure_threshold = 0;
+    c.minimum_calls = 4;
+    c.failure_rate_threshold = 50;
+    init(&b, &c, 0);
+    feed(&b, &c, 0, 3, 1, -1);
+    TR(&b, "", "below minimum_calls: nothing");
+    feed(&b, &c, 0, 1, 1, -1);
+    TR(&b, "closed>open:failure_rate", "failure rate rule: failure_rate");
+
+    c.failure_rate_threshold = 0;
+    c.slow_call_ms = 100;
+    c.slow_call_rate_threshold = 50;
+    init(&b, &c, 0);
+    feed(&b, &c, 0, 2, 0, 10);
+    feed(&b, &c, 0, 2, 0, 100);
+    TR(&b, "closed>open:slow_rate", "slow rate rule: slow_rate");
+}
+
+static void test_transition_probes(void)
+{
+    struct breaker_conf c = conf;
+    struct breaker b;
+    struct breaker_verdict p;
+    uint32_t gen;
+
+    init(&b, &conf, 0);
+    fail_n(&b, 0, 5);
+    drain(&b);
+    /* Only breaker_advance looks: status, the wake timer. */
+    breaker_advance(&b, &conf, 999);
+    TR(&b, "", "advance 1 ms before the open time ends: nothing");
+    breaker_advance(&b, &conf, 4000);
+    TR(&b, "open>half_open:open_time_over",
+       "advance alone reveals open -> half_open");
+    IS(b.since_ms, 1000, "half-open since the open period ended");
+    breaker_advance(&b, &conf, 5000);
+    breaker_acquire(&b, &conf, 5000, &p);
+    TR(&b, "", "reported once: later looks report nothing");
+    breaker_record(&b, &conf, 5000, p.generation, 1, BREAKER_SUCCESS, -1);
+    TR(&b, "", "1 probe success of 2: nothing");
+    breaker_acquire(&b, &conf, 5000, &p);
+    breaker_record(&b, &conf, 5000, p.generation, 1, BREAKER_SUCCESS, -1);
+    TR(&b, "half_open>closed:probe_success", "2nd success: probe_success");
+
+    fail_n(&b, 6000, 5);
+    drain(&b);
+    breaker_acquire(&b, &conf, 7000, &p);
+    TR(&b, "open>half_open:open_time_over", "acquire reveals half-open");
+    gen = p.generation;
+    breaker_record(&b, &conf, 7000, gen, 1, BREAKER_FAILURE, -1);
+    TR(&b, "half_open>open:probe_failure", "probe failure re-opens");
+    breaker_record(&b, &conf, 7000, gen, 1, BREAKER_FAILURE, -1);
+    TR(&b, "", "a stale report reports nothing");
+
+    c.slow_call_ms = 100;
+    c.slow_call_rate_threshold = 50;
+    init(&b, &c, 0);
+    feed(&b, &c, 0, 5, 5, -1);
+    drain(&b);
+    breaker_acquire(&b, &c, 1000, &p);
+    drain(&b);
+    breaker_record(&b, &c, 1000, p.generation, 1, BREAKER_SUCCESS, 100);
+    TR(&b, "half_open>open:probe_slow", "slow probe: probe_slow");
+}
+
+static void test_transition_force(void)
+{
+    struct breaker b;
+    struct breaker_verdict v;
+
+    /* Force while open, then back to the automatic state. */
+    init(&b, &conf, 0);
+    fail_n(&b, 0, 5);
+    drain(&b);
+    breaker_force(&b, &conf, 100, BREAKER_FORCE_OPEN, 0);
+    TR(&b, "open>forced_open:force", "force open while open");
+    breaker_force(&b, &conf, 200, BREAKER_FORCE_OPEN, 5000);
+    TR(&b, "", "same force again (TTL only): nothing");
+    breaker_force(&b, &conf, 300, BREAKER_AUTO, 0);
+    TR(&b, "forced_open>open:force", "auto: back to open");
+    breaker_force(&b, &conf, 300, BREAKER_AUTO, 0);
+    TR(&b, "", "auto while auto: nothing");
+
+    /* The automatic state moves under a force without a word; auto
+     * reveals where it stands. */
+    breaker_force(&b, &conf, 400, BREAKER_FORCE_CLOSED, 0);
+    TR(&b, "open>forced_closed:force", "force closed over open");
+    breaker_advance(&b, &conf, 2000);
+    TR(&b, "", "open period over under the force: not visible");
+    IS(b.since_ms, 400, "an invisible change leaves since_ms");
+    breaker_force(&b, &conf, 2100, BREAKER_FORCE_DISABLED, 0);
+    TR(&b, "forced_closed>disabled:force", "forced closed -> disabled");
+    breaker_force(&b, &conf, 2200, BREAKER_AUTO, 0);
+    TR(&b, "disabled>half_open:force", "auto: back to half-open underneath");
+    breaker_acquire(&b, &conf, 2200, &v);
+    OK(v.allow && v.probe, "and it probes");
+
+    /* Force expiry, revealed by advance alone. */
+    init(&b, &conf, 0);
+    breaker_force(&b, &conf, 10, BREAKER_FORCE_OPEN, 300);
+    TR(&b, "closed>forced_open:force", "force open over closed");
+    breaker_advance(&b, &conf, 309);
+    TR(&b, "", "1 ms before the TTL: nothing");
+    breaker_advance(&b, &conf, 400);
+    TR(&b, "forced_open>closed:force_expired", "advance reveals force expiry");
+    IS(b.since_ms, 310, "closed since the TTL ended, not since the look");
+    breaker_advance(&b, &conf, 500);
+    TR(&b, "", "reported once");
+}
+
+/* A force's TTL and the open period both over by one look: reported in the
+ * order they happened, whoever looks when. */
+static void test_transition_force_and_open_time(void)
+{
+    struct breaker b;
+
+    /* The force ends first (500), the open period later (1000). */
+    init(&b, &conf, 0);
+    fail_n(&b, 0, 5);
+    breaker_force(&b, &conf, 0, BREAKER_FORCE_OPEN, 500);
+    drain(&b);
+    breaker_advance(&b, &conf, 2000);
+    TR(&b, "forced_open>open:force_expired,open>half_open:open_time_over",
+       "force over first: forced_open -> open -> half_open");
+    IS(b.since_ms, 1000, "half-open since the open period ended");
+
+    /* The open period ends first (1000), the force later (1500). */
+    init(&b, &conf, 0);
+    fail_n(&b, 0, 5);
+    breaker_force(&b, &conf, 0, BREAKER_FORCE_CLOSED, 1500);
+    drain(&b);
+    breaker_advance(&b, &conf, 3000);
+    TR(&b, "forced_closed>half_open:force_expired",
+       "open period over first: one change, forced_closed -> half_open");
+    IS(b.since_ms, 1500, "half-open (visibly) since the force ended");
+
+    /* The same, seen in two looks: the same report. */
+    init(&b, &conf, 0);
+    fail_n(&b, 0, 5);
+    breaker_force(&b, &conf, 0, BREAKER_FORCE_CLOSED, 1500);
+    drain(&b);
+    breaker_advance(&b, &conf, 1200);
+    TR(&b, "", "a look between the two: nothing visible yet");
+    breaker_advance(&b, &conf, 3000);
+    TR(&b, "forced_closed>half_open:force_expired",
+       "the same single change, whoever looked in between");
+
+    /* A tie counts as the open period ending under the force. */
+    init(&b, &conf, 0);
+    fail_n(&b, 0, 5);
+    breaker_force(&b, &conf, 0, BREAKER_FORCE_OPEN, 1000);
+    drain(&b);
+    breaker_advance(&b, &conf, 1000);
+    TR(&b, "forced_open>half_open:force_expired", "tie: one change");
+}
+
+/* The most one call can report is BREAKER_TRANSITIONS_MAX (3): a force
+ * whose own advance makes two. */
+static void test_transition_max_per_call(void)
+{
+    struct breaker b;
+
+    IS(BREAKER_TRANSITIONS_MAX, 3, "queue sized for 3 per call");
+    init(&b, &conf, 0);
+    fail_n(&b, 0, 5);
+    breaker_force(&b, &conf, 0, BREAKER_FORCE_OPEN, 500);
+    drain(&b);
+    breaker_force(&b, &conf, 2000, BREAKER_FORCE_CLOSED, 0);
+    TR(&b,
+       "forced_open>open:force_expired,open>half_open:open_time_over,"
+       "half_open>forced_closed:force",
+       "one breaker_force call: 3 transitions, in order");
+    IS(b.transitions_dropped, 0, "none dropped when drained after each call");
+
+    /* Reset does the same: due changes first, then the reset. */
+    init(&b, &conf, 0);
+    fail_n(&b, 0, 5);
+    breaker_force(&b, &conf, 0, BREAKER_FORCE_DISABLED, 500);
+    drain(&b);
+    breaker_reset(&b, 2000);
+    TR(&b,
+       "disabled>open:force_expired,open>half_open:open_time_over,"
+       "half_open>closed:reset",
+       "one breaker_reset call: 3 transitions, in order");
+}
+
+/* A caller that does not drain: the oldest give way, counted. */
+static void test_transition_overflow(void)
+{
+    struct breaker b;
+
+    init(&b, &conf, 0);
+    breaker_force(&b, &conf, 0, BREAKER_FORCE_OPEN, 0);   /* 1 */
+    breaker_force(&b, &conf, 0, BREAKER_FORCE_CLOSED, 0); /* 2 */
+    breaker_force(&b, &conf, 0, BREAKER_AUTO, 0);         /* 3 */
+    IS(b.transitions_dropped, 0, "3 undrained fit");
+    fail_n(&b, 0, 5);     /* 4: closed -> open */
+    breaker_reset(&b, 0); /* 5: open -> closed */
+    IS(b.transitions_dropped, 2, "the 4th and 5th drop the 2 oldest");
+    TR(&b, "forced_closed>closed:force,closed>open:failures,open>closed:reset",
+       "the newest 3 remain, oldest first");
+    IS(b.state, BREAKER_CLOSED, "the breaker itself is unaffected");
+}
+
+static void test_transition_reset(void)
+{
+    static const struct {
+        const char *setup, *want;
+    } cases[] = {
+        {"closed", ""},
+        {"open", "open>closed:reset"},
+        {"half_open", "half_open>closed:reset"},
+        {"forced_open", "forced_open>closed:reset"},
+        {"forced_closed", "forced_closed>closed:reset"},
+        {"disabled", "disabled>closed:reset"},
+    };
+    struct breaker b;
+    uint32_t gen;
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *s = cases[i].setup;
+
+        init(&b, &conf, 0);
+        if (strcmp(s, "closed"))
+            fail_n(&b, 0, 5);
+        if (!strcmp(s, "half_open"))
+            breaker_advance(&b, &conf, 1000);
+        if (!strcmp(s, "forced_open"))
+            breaker_force(&b, &conf, 500, BREAKER_FORCE_OPEN, 0);
+        if (!strcmp(s, "forced_closed"))
+            breaker_force(&b, &conf, 500, BREAKER_FORCE_CLOSED, 0);
+        if (!strcmp(s, "disabled"))
+            breaker_force(&b, &conf, 500, BREAKER_FORCE_DISABLED, 0);
+        drain(&b);
+        OK(!strcmp(breaker_state_name(&b), s), "set up %s", s);
+        gen = b.generation;
+        /* Before the open period (0..1000) ends, except for half_open. */
+        breaker_reset(&b, strcmp(s, "half_open") ? 500 : 1000);
+        TR(&b, cases[i].want, s);
+        OK(b.generation != gen, "reset from %s moves the generation", s);
+    }
+    /* A force whose TTL passed before the reset: its expiry first. */
+    init(&b, &conf, 0);
+    breaker_force(&b, &conf, 0, BREAKER_FORCE_OPEN, 100);
+    drain(&b);
+    breaker_reset(&b, 200);
+    TR(&b, "forced_open>closed:force_expired",
+       "reset after an unseen TTL end: the expiry, and nothing for the reset");
+}
+
+static void test_transition_quiet_calls(void)
+{
+    struct breaker b;
+    struct breaker_verdict p, v;
+
+    init(&b, &conf, 0);
+    fail_n(&b, 0, 5);
+    breaker_acquire(&b, &conf, 1000, &p);
+    drain(&b);
+    breaker_acquire(&b, &conf, 1000, &v); /* busy */
+    breaker_release(&b, p.generation, 1);
+    breaker_record(&b, &conf, 1000, p.generation, 1, BREAKER_IGNORE, -1);
+    TR(&b, "", "busy, release, ignored outcome: nothing");
+    breaker_force(&b, &conf, 1000, BREAKER_FORCE_CLOSED, 0);
+    drain(&b);
+    fail_n(&b, 1000, 20);
+    TR(&b, "", "outcomes under a force: measured, nothing reported");
+}
+
 int main(void)
 {
     test_opens_after_consecutive_failures();
@@ -507,5 +841,14 @@ int main(void)
     test_half_open_since();
     test_force_measures();
     test_slow_boundary();
+    test_transition_names();
+    test_transition_trips();
+    test_transition_probes();
+    test_transition_force();
+    test_transition_force_and_open_time();
+    test_transition_max_per_call();
+    test_transition_overflow();
+    test_transition_reset();
+    test_transition_quiet_calls();
     return tap_done();
 }

@@ -7,9 +7,11 @@
  * daemon/breaker.c and to a deliberately naive model written from the
  * contract in breaker.h alone: the window is a plain list of (second,
  * failed, slow) entries and every rate is recomputed from scratch.  After
- * every operation the decisions (allow, probe, reason, retry_after_ms) and
- * the visible state (state name, opens, calls, failures, slow calls, and
- * where defined the cause, retry_after and window rates) must agree.  The
+ * every operation the decisions (allow, probe, reason, retry_after_ms), the
+ * visible state (state name, opens, calls, failures, slow calls, and where
+ * defined the cause, retry_after and window rates) and the transitions the
+ * operation reported (breaker_next_transition drained: from, to, cause,
+ * in order, none dropped) must agree.  The
  * first mismatch prints the seed, the step and the last HIST operations and
  * ends that run with one "not ok".
  *
@@ -50,6 +52,13 @@
  *  - forced open with a TTL tells the exact wait (SPEC §4 "Decisions"): until
  *    the later of the TTL end and the end of the automatic open period;
  *  - a force leaves the automatic state alone; it keeps running underneath.
+ *  - transitions: one per change of the visible name, none otherwise.  When
+ *    a force's TTL and the open period have both ended, the earlier ends
+ *    first (a tie: the open period, under the force), so an advance
+ *    reports either forced_X -> half_open (force_expired) or forced_X ->
+ *    open (force_expired) then open -> half_open (open_time_over); a reset
+ *    first applies what time has made due, then reports X -> closed
+ *    (reset) unless it was closed already.
  */
 #include "breaker.h"
 #include "tap.h"
@@ -89,7 +98,17 @@ static uint64_t below(uint64_t n)
 static struct {
     long trips[BREAKER_CAUSE_PROBE_SLOW + 1];
     long closes, probes, busy, stale, forced, expired_entries;
+    long causes[BREAKER_TC_REMOTE + 1];       /* transitions by cause */
+    long per_op[BREAKER_TRANSITIONS_MAX + 1]; /* operations by count */
 } cov;
+
+#define MODEL_TQ 8 /* transitions one model operation may predict */
+
+/* A predicted transition, by visible name. */
+struct mtrans {
+    const char *from, *to;
+    enum breaker_transition_cause cause;
+};
 
 struct entry {
     uint64_t sec; /* now_ms / 1000 when recorded */
@@ -111,6 +130,8 @@ struct model {
     struct entry *win;    /* window, oldest first: win[0..nwin) */
     size_t nwin, capwin;
     uint64_t calls, failures, slow_calls, opens;
+    struct mtrans tq[MODEL_TQ]; /* predicted since the last compare */
+    int ntq;
 };
 
 static const char *m_name(const struct model *m)
@@ -143,6 +164,23 @@ static void m_init(struct model *m, const struct breaker_conf *c)
     m->state = BREAKER_CLOSED;
     m->force = BREAKER_AUTO;
     m->cause = BREAKER_CAUSE_NONE;
+}
+
+/* The visible name moved from `from` to the current one because of
+ * `cause`: predict that transition (nothing if the name did not move). */
+static void m_emit(struct model *m, const char *from,
+                   enum breaker_transition_cause cause)
+{
+    const char *to = m_name(m);
+
+    if (!strcmp(from, to))
+        return;
+    if (m->ntq == MODEL_TQ)
+        abort();
+    m->tq[m->ntq].from = from;
+    m->tq[m->ntq].to = to;
+    m->tq[m->ntq].cause = cause;
+    m->ntq++;
 }
 
 /* Every outstanding permit is stale now: no probe slot can come back, and
@@ -220,6 +258,15 @@ static uint64_t m_open_time(const struct breaker_conf *c, uint32_t reopens)
 
 static void m_trip(struct model *m, uint64_t now_ms, enum breaker_cause cause)
 {
+    static const enum breaker_transition_cause tc[] = {
+        [BREAKER_CAUSE_CONSECUTIVE] = BREAKER_TC_FAILURES,
+        [BREAKER_CAUSE_FAILURE_RATE] = BREAKER_TC_FAILURE_RATE,
+        [BREAKER_CAUSE_SLOW_RATE] = BREAKER_TC_SLOW_RATE,
+        [BREAKER_CAUSE_PROBE_FAILED] = BREAKER_TC_PROBE_FAILURE,
+        [BREAKER_CAUSE_PROBE_SLOW] = BREAKER_TC_PROBE_SLOW,
+    };
+    const char *before = m_name(m);
+
     if (m->state == BREAKER_CLOSED)
         m->reopens = 0;
     else
@@ -230,6 +277,7 @@ static void m_trip(struct model *m, uint64_t now_ms, enum breaker_cause cause)
     m->opens++;
     cov.trips[cause]++;
     m_bump(m);
+    m_emit(m, before, tc[cause]);
 }
 
 static void m_close(struct model *m)
@@ -246,19 +294,36 @@ static void m_close(struct model *m)
 static void m_advance(struct model *m, uint64_t now_ms)
 {
     const char *before = m_name(m);
+    int open_over = m->state == BREAKER_OPEN && now_ms >= m->open_until;
+    int force_over =
+        m->force != BREAKER_AUTO && m->force_until && now_ms >= m->force_until;
 
-    if (m->force != BREAKER_AUTO && m->force_until &&
-        now_ms >= m->force_until) {
+    if (open_over && force_over && m->open_until > m->force_until) {
+        /* The force ended first and showed it open; then the open period
+         * ended: two visible changes. */
         m->force = BREAKER_AUTO;
         m->force_until = 0;
+        m_emit(m, before, BREAKER_TC_FORCE_EXPIRED);
+        m->state = BREAKER_HALF_OPEN;
+        m_emit(m, "open", BREAKER_TC_OPEN_TIME_OVER);
+        m_bump(m);
+        return;
     }
-    if (m->state == BREAKER_OPEN && now_ms >= m->open_until) {
+    if (open_over) {
         m->state = BREAKER_HALF_OPEN;
         m->probes = 0;
         m->successes = 0;
     }
-    if (strcmp(before, m_name(m)))
+    if (force_over) {
+        m->force = BREAKER_AUTO;
+        m->force_until = 0;
+    }
+    if (strcmp(before, m_name(m))) {
+        m_emit(m, before,
+               force_over ? BREAKER_TC_FORCE_EXPIRED
+                          : BREAKER_TC_OPEN_TIME_OVER);
         m_bump(m);
+    }
 }
 
 /* Wait until a request could pass, state already advanced to now_ms. */
@@ -376,8 +441,10 @@ static int m_record(struct model *m, uint64_t now_ms, uint32_t gen, int probe,
             m_trip(m, now_ms, BREAKER_CAUSE_PROBE_FAILED);
         else if (slow && m_slow_rule(c))
             m_trip(m, now_ms, BREAKER_CAUSE_PROBE_SLOW);
-        else if (++m->successes >= c->success_threshold)
+        else if (++m->successes >= c->success_threshold) {
             m_close(m);
+            m_emit(m, "half_open", BREAKER_TC_PROBE_SUCCESS);
+        }
     }
     return 1;
 }
@@ -398,16 +465,23 @@ static void m_force(struct model *m, uint64_t now_ms, enum breaker_force f,
     before = m_name(m);
     m->force = f;
     m->force_until = f != BREAKER_AUTO && ttl_ms ? now_ms + ttl_ms : 0;
-    if (strcmp(before, m_name(m)))
+    if (strcmp(before, m_name(m))) {
         m_bump(m);
+        m_emit(m, before, BREAKER_TC_FORCE);
+    }
 }
 
-static void m_reset(struct model *m)
+static void m_reset(struct model *m, uint64_t now_ms)
 {
+    const char *before;
+
+    m_advance(m, now_ms);
+    before = m_name(m);
     m->force = BREAKER_AUTO;
     m->force_until = 0;
     m->probes = 0;
     m_close(m); /* window, consecutive, re-opens, successes; bumps */
+    m_emit(m, before, BREAKER_TC_RESET);
 }
 
 /* ---- the harness ---- */
@@ -541,6 +615,47 @@ static struct permit take_permit(struct run *r)
     return p;
 }
 
+/* The transitions the operation reported, drained, equal the model's
+ * prediction exactly, in order; none was dropped. */
+static int compare_transitions(struct run *r)
+{
+    struct breaker_transition t;
+    struct model *m = &r->m;
+    int n = 0, i;
+
+    while (breaker_next_transition(&r->b, &t)) {
+        const char *from = breaker_visible_name(t.from);
+        const char *to = breaker_visible_name(t.to);
+        const char *why = breaker_transition_cause_name(t.cause);
+
+        hist(r, " [%s->%s %s]", from, to, why);
+        if (n >= m->ntq)
+            return mismatch(r, "unpredicted transition %s -> %s (%s)", from, to,
+                            why);
+        if (strcmp(from, m->tq[n].from) || strcmp(to, m->tq[n].to) ||
+            t.cause != m->tq[n].cause)
+            return mismatch(r,
+                            "transition %d: breaker %s -> %s (%s), model "
+                            "%s -> %s (%s)",
+                            n, from, to, why, m->tq[n].from, m->tq[n].to,
+                            breaker_transition_cause_name(m->tq[n].cause));
+        cov.causes[t.cause]++;
+        n++;
+    }
+    if (n < m->ntq)
+        return mismatch(r, "transition %d missing: model %s -> %s (%s)", n,
+                        m->tq[n].from, m->tq[n].to,
+                        breaker_transition_cause_name(m->tq[n].cause));
+    EXPECT(r, r->b.transitions_dropped, 0, "transitions dropped");
+    if (n > BREAKER_TRANSITIONS_MAX)
+        return mismatch(r, "%d transitions in one call", n);
+    cov.per_op[n]++;
+    for (i = 0; i < m->ntq; i++)
+        m->tq[i].from = m->tq[i].to = NULL;
+    m->ntq = 0;
+    return 1;
+}
+
 /* The breaker and the model after one operation agree? */
 static int compare(struct run *r, uint32_t rgen0, uint32_t mgen0)
 {
@@ -550,6 +665,8 @@ static int compare(struct run *r, uint32_t rgen0, uint32_t mgen0)
     uint32_t n, f, s;
     double d;
 
+    if (!compare_transitions(r))
+        return 0;
     if (strcmp(rn, mn))
         return mismatch(r, "state: breaker %s, model %s", rn, mn);
     EXPECT(r, b->opens, m->opens, "opens");
@@ -715,7 +832,8 @@ static int op_reset(struct run *r)
 {
     hist(r, "reset");
     breaker_reset(&r->b, r->now_ms);
-    m_reset(&r->m);
+    m_reset(&r->m, r->now_ms);
+    r->advanced_ms = r->now_ms;
     return 1;
 }
 
@@ -1068,5 +1186,16 @@ int main(void)
     DIAG("probes %ld, half-open busy %ld, stale outcomes %ld, forced outcomes "
          "%ld, window entries expired %ld",
          cov.probes, cov.busy, cov.stale, cov.forced, cov.expired_entries);
+    DIAG("operations reporting 0/1/2/3 transitions: %ld/%ld/%ld/%ld",
+         cov.per_op[0], cov.per_op[1], cov.per_op[2], cov.per_op[3]);
+    for (i = 0; i < BREAKER_TC_REMOTE; i++) {
+        DIAG("transitions %-14s %ld",
+             breaker_transition_cause_name((enum breaker_transition_cause)i),
+             cov.causes[i]);
+        OK(cov.causes[i] > 0, "model runs saw transitions caused by %s",
+           breaker_transition_cause_name((enum breaker_transition_cause)i));
+    }
+    IS(cov.causes[BREAKER_TC_REMOTE], 0, "no local transition says remote");
+    OK(cov.per_op[2] > 0, "some operations reported 2 transitions");
     return tap_done();
 }

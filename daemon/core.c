@@ -1,0 +1,542 @@
+/*
+ * core.c - the decision core (see core.h).
+ *
+ * Must not: include msgpack or uv, read a clock, write a log line, or
+ * block.  What the outside world hears of a decision leaves through
+ * core_emit (events) and the caller's answer callback (parked requests).
+ */
+#include "core.h"
+
+#include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+
+int core_init(struct resild *d, struct config *cfg, uint64_t now_ms,
+              uint64_t seed)
+{
+    int rc;
+
+    memset(d, 0, sizeof(*d));
+    d->cfg = *cfg;
+    memset(cfg, 0, sizeof(*cfg));
+    d->start_ms = now_ms;
+    d->pid = (long)getpid();
+    if ((rc = keys_init(&d->keys, d->cfg.max_keys)) < 0 ||
+        (rc = permits_init(&d->permits, d->cfg.max_permits, seed)) < 0)
+        return rc;
+    retry_budget_init(&d->budget);
+    return admit_init(d, seed ^ 0x5bd1e995u);
+}
+
+void core_free(struct resild *d)
+{
+    keys_free(&d->keys);
+    permits_free(&d->permits);
+    admit_free(d);
+    config_free(&d->cfg);
+}
+
+int core_add_sink(struct resild *d, event_sink_fn fn, void *ctx)
+{
+    if (d->nsinks == CORE_MAX_SINKS)
+        return RD_ENOMEM;
+    d->sinks[d->nsinks].fn = fn;
+    d->sinks[d->nsinks].ctx = ctx;
+    d->nsinks++;
+    return 0;
+}
+
+void core_emit(struct resild *d, struct event *ev, uint64_t now_ms)
+{
+    unsigned i;
+
+    ev->now_ms = now_ms;
+    d->m.events++;
+    for (i = 0; i < d->nsinks; i++)
+        d->sinks[i].fn(d->sinks[i].ctx, ev);
+}
+
+void core_bound(struct resild *d, const char *bound, const struct key *k,
+                const char *detail, uint64_t now_ms)
+{
+    struct event ev = {.type = EV_BOUND_HIT, .key = k};
+
+    d->m.bound_hits++;
+    ev.u.bound.bound = bound;
+    ev.u.bound.detail = detail;
+    core_emit(d, &ev, now_ms);
+}
+
+/* --- health bookkeeping --- */
+
+enum key_health core_key_health(const struct key *k)
+{
+    if (breaker_is_open(&k->br) || k->hb.lost)
+        return HEALTH_UNAVAILABLE;
+    if (k->br.force == BREAKER_AUTO && k->br.state == BREAKER_HALF_OPEN)
+        return HEALTH_DEGRADED;
+    return HEALTH_OPERATIONAL;
+}
+
+const char *core_health_name(enum key_health h)
+{
+    return h == HEALTH_UNAVAILABLE ? "unavailable"
+           : h == HEALTH_DEGRADED  ? "degraded"
+                                   : "operational";
+}
+
+/* Keep k on d->unwell exactly while it is not closed and automatic with
+ * a live heartbeat: every key that is not operational, and every key that
+ * time can change (an open breaker, a force with or without a TTL).  Health
+ * and the tick look only at those keys. */
+static void track_health(struct resild *d, struct key *k)
+{
+    int unwell = k->br.force != BREAKER_AUTO || k->br.state != BREAKER_CLOSED ||
+                 k->hb.lost;
+
+    if (unwell == k->unwell)
+        return;
+    if (unwell) {
+        k->unwell_prev = NULL;
+        k->unwell_next = d->unwell;
+        if (d->unwell)
+            d->unwell->unwell_prev = k;
+        d->unwell = k;
+        d->nunwell++;
+    } else {
+        if (k->unwell_prev)
+            k->unwell_prev->unwell_next = k->unwell_next;
+        else
+            d->unwell = k->unwell_next;
+        if (k->unwell_next)
+            k->unwell_next->unwell_prev = k->unwell_prev;
+        k->unwell_prev = k->unwell_next = NULL;
+        d->nunwell--;
+    }
+    k->unwell = (uint8_t)unwell;
+}
+
+/* --- transitions --- */
+
+/* Announce what k's breaker reported since the last call: every visible
+ * change once, with its cause, in order (breaker.h keeps them), then keep
+ * the health list right. */
+static void announce(struct resild *d, struct key *k, uint64_t now_ms)
+{
+    struct event ev = {.type = EV_TRANSITION, .key = k};
+
+    while (breaker_next_transition(&k->br, &ev.u.transition)) {
+        d->m.transitions++;
+        if (ev.u.transition.to == BREAKER_VIS_OPEN ||
+            ev.u.transition.to == BREAKER_VIS_FORCED_OPEN)
+            d->m.opens++;
+        core_emit(d, &ev, now_ms);
+    }
+    track_health(d, k);
+}
+
+void core_sync(struct resild *d, struct key *k, uint64_t now_ms)
+{
+    announce(d, k, now_ms);
+}
+
+void core_advance(struct resild *d, struct key *k, uint64_t now_ms)
+{
+    breaker_advance(&k->br, &k->policy->breaker, now_ms);
+    announce(d, k, now_ms);
+}
+
+/* --- keys --- */
+
+int core_key(struct resild *d, const char *name, size_t n, uint64_t now_ms,
+             struct key **out)
+{
+    struct key *k;
+    int rc = keys_get(&d->keys, name, n, &d->cfg, now_ms, &k);
+
+    if (rc == 0)
+        rc = admit_prepare(d, k, now_ms);
+    if (rc < 0)
+        return rc;
+    if (!k->core_ready) {
+        /* First use: join the lists the tick and health walk. */
+        k->core_ready = 1;
+        heartbeat_init(&k->hb, now_ms);
+        if (k->policy->has_heartbeat) {
+            k->beat_next = d->beating;
+            d->beating = k;
+        }
+        if (k->policy->critical) {
+            k->crit_next = d->critical;
+            d->critical = k;
+        }
+    }
+    *out = k;
+    return 0;
+}
+
+/* --- heartbeats --- */
+
+static void beat_event(struct resild *d, struct key *k, enum event_type t,
+                       uint64_t silent_ms, uint64_t now_ms)
+{
+    struct event ev = {.type = t, .key = k};
+
+    if (t == EV_HEARTBEAT_LOST)
+        d->m.heartbeats_lost++;
+    ev.u.heartbeat.silent_ms = silent_ms;
+    core_emit(d, &ev, now_ms);
+}
+
+int core_beat_lost(struct resild *d, struct key *k, uint64_t now_ms)
+{
+    uint64_t silent;
+    int lost;
+
+    if (!k->policy->has_heartbeat)
+        return 0;
+    if (heartbeat_check(&k->hb, now_ms, k->policy->heartbeat_timeout_ms, &lost,
+                        &silent) &
+        HEARTBEAT_LOST) {
+        beat_event(d, k, EV_HEARTBEAT_LOST, silent, now_ms);
+        track_health(d, k);
+    }
+    return lost;
+}
+
+void core_heartbeat(struct resild *d, struct key *k, uint64_t now_ms)
+{
+    uint64_t silent;
+    unsigned edges;
+
+    d->m.heartbeats++;
+    if (!k->policy->has_heartbeat) {
+        heartbeat_beat(&k->hb, now_ms, UINT64_MAX, &silent);
+        return;
+    }
+    edges = heartbeat_beat(&k->hb, now_ms, k->policy->heartbeat_timeout_ms,
+                           &silent);
+    if (edges & HEARTBEAT_LOST)
+        beat_event(d, k, EV_HEARTBEAT_LOST, silent, now_ms);
+    if (edges & HEARTBEAT_RESTORED) {
+        d->wake_dirty = 1;
+        beat_event(d, k, EV_HEARTBEAT_RESTORED, silent, now_ms);
+    }
+    if (edges)
+        track_health(d, k);
+}
+
+/* --- acquire --- */
+
+int core_acquire(struct resild *d, struct caller *c, struct key *k,
+                 uint64_t cost, int critical, uint64_t wait_ms, uint32_t msgid,
+                 uint64_t now_ms, struct admit_result *res,
+                 const struct key **culprit)
+{
+    int rc = admit_acquire(d, c, k, cost, critical, wait_ms, msgid, now_ms, res,
+                           culprit);
+
+    core_sync(d, k, now_ms);
+    if (rc == 0 && !res->parked)
+        k->decisions[res->reason]++;
+    return rc;
+}
+
+/* --- outcomes: every source comes through here --- */
+
+static int is_rate_limited(const char *cls)
+{
+    return strncmp(cls, "rate_limited", 12) == 0 &&
+           (cls[12] == '\0' || cls[12] == '.');
+}
+
+static void count_error(struct resild *d, uint64_t now_ms)
+{
+    uint64_t sec = now_ms / 1000;
+    unsigned i = (unsigned)(sec % CORE_ERROR_SECONDS);
+
+    if (d->err_sec[i] != sec) {
+        d->err_sec[i] = sec;
+        d->err_count[i] = 0;
+    }
+    d->err_count[i]++;
+}
+
+/* Count a failure or unknown outcome by class and severity.  O(classes
+ * seen), at most CORE_CLASSES string compares. */
+static void count_class(struct resild *d, const char *cls, int severity)
+{
+    uint32_t i;
+    unsigned sev = severity >= 0 && severity <= 3 ? (unsigned)severity : 1;
+
+    for (i = 0; i < d->nclasses; i++)
+        if (!strcmp(d->classes[i].cls, cls)) {
+            d->classes[i].n[sev]++;
+            return;
+        }
+    if (d->nclasses < CORE_CLASSES && strlen(cls) <= OUTCOME_CLASS_MAX) {
+        strcpy(d->classes[d->nclasses].cls, cls);
+        d->classes[d->nclasses++].n[sev]++;
+        return;
+    }
+    d->classes_other[sev]++;
+}
+
+uint64_t core_recent_errors(const struct resild *d, uint64_t now_ms)
+{
+    uint64_t sec = now_ms / 1000, n = 0;
+    unsigned i;
+
+    for (i = 0; i < CORE_ERROR_SECONDS; i++)
+        if (d->err_sec[i] && d->err_sec[i] + CORE_ERROR_SECONDS > sec)
+            n += d->err_count[i];
+    return n;
+}
+
+/*
+ * The one entry for an outcome of key o->key, from any source.  p: the
+ * permit it ends (owned by the reporter), or NULL.  Drives the breaker
+ * (unless stale or ignored), ends the permit, announces transitions, emits
+ * the outcome, and applies venue feedback.
+ */
+static void outcome(struct resild *d, struct outcome *o, struct permit *p,
+                    uint64_t now_ms)
+{
+    struct key *k = o->key;
+    const struct breaker_conf *bc = &k->policy->breaker;
+    int failed = o->kind == OUT_FAILURE || o->kind == OUT_UNKNOWN;
+    enum breaker_outcome bo;
+    struct event ev = {.type = EV_OUTCOME, .key = k};
+
+    if (o->severity < 0 || o->transient < 0) {
+        int sev, tr;
+        config_classify(&d->cfg, o->cls[0] ? o->cls : NULL, &sev, &tr);
+        if (o->severity < 0)
+            o->severity = sev;
+        if (o->transient < 0)
+            o->transient = tr;
+    }
+    if (!failed)
+        bo = o->kind == OUT_SUCCESS ? BREAKER_SUCCESS : BREAKER_IGNORE;
+    else /* failure or unknown: the policy's record/ignore lists decide */
+        bo = config_failure_kind(k->policy, o->cls[0] ? o->cls : NULL);
+    if (o->latency_ms >= 0)
+        keys_add_latency(k, (uint64_t)o->latency_ms);
+    if (p && o->source != SRC_REPORT && bo == BREAKER_IGNORE) {
+        /* Ended without an outcome that counts (a disconnect, a cancel):
+         * give back a probe slot, count nothing. */
+        breaker_release(&k->br, p->generation, p->probe);
+        o->stale = 0;
+    } else if (p) {
+        o->stale = breaker_record(&k->br, bc, now_ms, p->generation, p->probe,
+                                  bo, o->latency_ms) == BREAKER_REC_STALE;
+    } else if (!o->permit) {
+        /* No permit: the report is about now, so never stale. */
+        breaker_advance(&k->br, bc, now_ms);
+        o->stale = breaker_record(&k->br, bc, now_ms, k->br.generation, 0, bo,
+                                  o->latency_ms) == BREAKER_REC_STALE;
+    } else {
+        /* A permit already reported, expired or never granted counts once,
+         * the first time; this report drives nothing. */
+        o->stale = 1;
+    }
+    if (p)
+        admit_permit_done(d, p);
+    d->m.outcomes[o->kind]++;
+    if (failed) {
+        count_error(d, now_ms);
+        count_class(d, o->cls, o->severity);
+    }
+    /* The outcome first, then what it did to the breaker. */
+    ev.u.outcome = o;
+    core_emit(d, &ev, now_ms);
+    announce(d, k, now_ms);
+    /* Venue feedback reaches every client of the limiter at once. */
+    if (failed && is_rate_limited(o->cls)) {
+        struct key *t = admit_venue_pause(d, k, now_ms, o->venue_wait_ms);
+        struct event vp = {.type = EV_VENUE_PAUSE, .key = t};
+        vp.u.venue_pause.paused_ms = limiter_paused_ms(&t->lim, now_ms);
+        vp.u.venue_pause.reported_on = k;
+        core_emit(d, &vp, now_ms);
+    }
+    if (o->has_remaining) {
+        struct key *t = admit_venue_sync(d, k, now_ms, o->remaining);
+        if (t) {
+            struct event vs = {.type = EV_VENUE_RESYNC, .key = t};
+            vs.u.venue_resync.remaining = o->remaining;
+            core_emit(d, &vs, now_ms);
+        }
+    }
+    if (bo != BREAKER_IGNORE && o->source == SRC_REPORT)
+        retry_budget_call(&d->budget, now_ms);
+}
+
+int core_report(struct resild *d, struct caller *c, struct outcome *o,
+                const char *name, size_t n, uint64_t now_ms,
+                struct report_result *rr)
+{
+    struct permit *p = NULL;
+    struct key *k;
+    int rc, failed = o->kind == OUT_FAILURE || o->kind == OUT_UNKNOWN;
+
+    memset(rr, 0, sizeof(*rr));
+    if (o->permit) {
+        p = permits_find(&d->permits, o->permit);
+        if (p && !permits_owned(p, &c->permits)) {
+            /* Another connection's permit: only its holder may end it.
+             * Nothing changes, nothing is revealed. */
+            d->m.reports_foreign++;
+            rr->foreign = 1;
+            rr->key = keys_find(&d->keys, name, n);
+            rr->stale = 1;
+            return 0;
+        }
+        if (p && (p->key->len != n || memcmp(p->key->name, name, n) != 0))
+            return RD_EINVAL;
+    }
+    if (p)
+        k = p->key;
+    else if ((rc = core_key(d, name, n, now_ms, &k)) < 0)
+        return rc;
+    o->key = k;
+    o->source = SRC_REPORT;
+    o->uid = (uint32_t)c->uid;
+    outcome(d, o, p, now_ms);
+    rr->key = k;
+    rr->stale = o->stale;
+    rr->severity = o->severity;
+    rr->transient = o->transient;
+    if (failed) {
+        /* Never advise a retry sooner than the key could pass: the breaker
+         * and a venue pause both count. */
+        uint64_t wait = breaker_retry_after(&k->br, now_ms);
+        uint64_t lw = k->policy->has_limiter || !k->nanc
+                          ? limiter_paused_ms(&k->lim, now_ms)
+                          : limiter_paused_ms(&k->anc[0]->lim, now_ms);
+        if (lw > wait)
+            wait = lw;
+        retry_advise(&k->policy->retry, &d->budget, now_ms, o->attempt,
+                     o->transient, o->kind == OUT_UNKNOWN && !o->idempotent,
+                     wait, breaker_is_open(&k->br), &k->retry_prev_ms, &k->rng,
+                     &rr->retry);
+        rr->advised = 1;
+    }
+    return 0;
+}
+
+/* A permit ended without a report: source says how.  An expired permit or
+ * a lost probe is a failure of class "timeout" (the policy's record/ignore
+ * lists still apply); a disconnect or a cancel counts nothing. */
+static void end_permit(struct resild *d, struct permit *p,
+                       enum outcome_source source, uint64_t now_ms)
+{
+    int fails = source == SRC_PERMIT_EXPIRED || source == SRC_PROBE_LOST;
+    struct outcome o = {
+        .key = p->key,
+        .permit = p->id,
+        .kind = fails ? OUT_FAILURE : OUT_IGNORE,
+        .source = source,
+        .cls = fails ? "timeout" : "",
+        .severity = -1,
+        .transient = -1,
+        .latency_ms = -1,
+        .attempt = 1,
+        .idempotent = 1,
+    };
+
+    outcome(d, &o, p, now_ms);
+}
+
+int core_cancel(struct resild *d, struct caller *c, uint32_t msgid,
+                uint64_t now_ms)
+{
+    struct permit *p;
+
+    if (admit_cancel(d, c, msgid) == ADMIT_CANCEL_PARKED)
+        return ADMIT_CANCEL_PARKED;
+    p = permits_find_msgid(&d->permits, &c->permits, msgid);
+    if (!p)
+        return 0;
+    /* Granted, but the client stopped waiting for the answer: give it
+     * back as if reported "ignore" -- never an expiry that counts. */
+    end_permit(d, p, SRC_CANCEL, now_ms);
+    return ADMIT_CANCEL_RELEASED;
+}
+
+void core_caller_gone(struct resild *d, struct caller *c, uint64_t now_ms)
+{
+    admit_caller_gone(d, c);
+    while (c->permits) {
+        struct permit *p = c->permits;
+        if (p->probe)
+            d->m.probes_lost++;
+        end_permit(d, p, p->probe ? SRC_PROBE_LOST : SRC_DISCONNECT, now_ms);
+    }
+    admit_wake(d, now_ms);
+}
+
+/* --- operators --- */
+
+void core_force(struct resild *d, struct key *k, enum breaker_force f,
+                const char *reason, size_t rn, uint64_t ttl_ms, uint32_t uid,
+                uint64_t now_ms)
+{
+    static const char *const names[] = {"auto", "open", "closed", "disabled"};
+    struct event ev = {.type = EV_FORCE, .key = k};
+
+    core_advance(d, k, now_ms); /* what time did first is its own news */
+    breaker_force(&k->br, &k->policy->breaker, now_ms, f, ttl_ms);
+    d->wake_dirty = 1; /* parked requests see the new state */
+    if (rn > KEY_REASON_MAX)
+        rn = KEY_REASON_MAX;
+    memcpy(k->force_reason, reason ? reason : "", reason ? rn : 0);
+    k->force_reason[reason ? rn : 0] = '\0';
+    ev.u.force.state = names[f];
+    ev.u.force.reason = k->force_reason;
+    ev.u.force.ttl_ms = ttl_ms;
+    ev.u.force.uid = uid;
+    core_emit(d, &ev, now_ms);
+    announce(d, k, now_ms);
+}
+
+void core_reset(struct resild *d, struct key *k, uint32_t uid, uint64_t now_ms)
+{
+    struct event ev = {.type = EV_RESET, .key = k};
+
+    core_advance(d, k, now_ms);
+    ev.u.reset.uid = uid;
+    ev.u.reset.paused_ms_cleared = limiter_paused_ms(&k->lim, now_ms);
+    breaker_reset(&k->br, now_ms);
+    limiter_unpause(&k->lim); /* a mistaken 429 must not block for hours */
+    d->wake_dirty = 1;
+    k->force_reason[0] = '\0';
+    core_emit(d, &ev, now_ms);
+    announce(d, k, now_ms);
+}
+
+/* --- time --- */
+
+void core_tick(struct resild *d, uint64_t now_ms)
+{
+    struct permit *p;
+    struct key *k, *next;
+
+    /* Earliest expiry first: O(log n) per expired permit, nothing for the
+     * rest. */
+    while ((p = permits_expired(&d->permits, now_ms))) {
+        d->m.permits_expired++;
+        end_permit(d, p, SRC_PERMIT_EXPIRED, now_ms);
+    }
+    /* What time alone changes is announced when it happens, not when
+     * somebody next looks: open time over, force expiry.  Only keys on
+     * d->unwell can change by time. */
+    for (k = d->unwell; k; k = next) {
+        next = k->unwell_next; /* k may leave the list */
+        core_advance(d, k, now_ms);
+    }
+    for (k = d->beating; k; k = k->beat_next)
+        if (core_beat_lost(d, k, now_ms))
+            d->wake_dirty = 1;
+    admit_wake(d, now_ms);
+}

@@ -1,0 +1,130 @@
+/*
+ * core.h - the decision core: owns the host's state (keys, permits, parked
+ * requests, budgets) and the decision order, and is the one place where
+ * every outcome lands and every state change is announced.
+ *
+ * Layering (ARCHITECTURE.md): the server moves bytes and calls the RPC
+ * layer (methods.c) and the core's lifecycle; the RPC layer validates
+ * arguments, calls the entries below and packs answers; the core decides
+ * and emits typed events (event.h) to the sinks registered at start.  The
+ * core and everything under it (admit, breaker, limiter, bulkhead, retry,
+ * keys, permits) include no msgpack and no uv, read no clock (every entry
+ * takes the monotonic now_ms) and write no logs: the log is a sink.
+ *
+ * Every outcome -- a report, a permit that expired, a probe lost with its
+ * connection, a disconnect, a cancel -- goes through one entry (outcome()
+ * in core.c), and every breaker transition is announced exactly once with
+ * its cause, whatever revealed it (an acquire, a report, status, the tick).
+ */
+#ifndef RESIL_CORE_H
+#define RESIL_CORE_H
+
+#include <stdint.h>
+
+#include "admit.h"
+#include "event.h"
+#include "retry.h"
+#include "state.h"
+
+/* Build the state from a loaded config (taken: d owns cfg afterwards).
+ * seed: a random secret (hash seeds).  0, RD_ENOMEM or RD_EINVAL. */
+int core_init(struct resild *d, struct config *cfg, uint64_t now_ms,
+              uint64_t seed);
+void core_free(struct resild *d);
+
+/* Register a sink (at start, before any event).  0, or RD_ENOMEM when
+ * CORE_MAX_SINKS are registered. */
+int core_add_sink(struct resild *d, event_sink_fn fn, void *ctx);
+
+/* Hand ev to every sink, in registration order. */
+void core_emit(struct resild *d, struct event *ev, uint64_t now_ms);
+
+/* A bound was hit (max_keys, ...): counted and emitted.  k may be NULL. */
+void core_bound(struct resild *d, const char *bound, const struct key *k,
+                const char *detail, uint64_t now_ms);
+
+/*
+ * The key name[0..n), created on first use and ready for admission.  0 and
+ * *k, or RD_EINVAL (bad name), RD_EKEYS (max_keys), RD_ENOMEM, RD_EDEEP
+ * (more ancestors with limiters than a key may have).
+ */
+int core_key(struct resild *d, const char *name, size_t n, uint64_t now_ms,
+             struct key **k);
+
+/* Apply what time changed for k (open -> half_open, force expiry) and
+ * announce it.  Call before reading k's breaker. */
+void core_advance(struct resild *d, struct key *k, uint64_t now_ms);
+
+/* Announce k's breaker transitions since the last call (the admission
+ * code calls it after each breaker decision). */
+void core_sync(struct resild *d, struct key *k, uint64_t now_ms);
+
+/* acquire: admit_acquire (see admit.h for the arguments and errors), with
+ * transitions announced and the decision counted per key. */
+int core_acquire(struct resild *d, struct caller *c, struct key *k,
+                 uint64_t cost, int critical, uint64_t wait_ms, uint32_t msgid,
+                 uint64_t now_ms, struct admit_result *res,
+                 const struct key **culprit);
+
+/* What core_report tells the RPC layer to answer. */
+struct report_result {
+    struct key *key; /* the key reported (NULL: foreign, unknown key) */
+    int foreign;     /* another connection's permit: nothing changed */
+    int stale;       /* counted in analytics only */
+    int severity;    /* enum severity used */
+    int transient;   /* used */
+    int advised;     /* retry below is set (failure and unknown) */
+    struct retry_advice retry;
+};
+
+/*
+ * A client's report.  o is filled by the RPC layer (source SRC_REPORT,
+ * strings borrowed); name[0..n) is the key it names.  A permit of another
+ * connection changes nothing (rr->foreign).  0, RD_EINVAL when o->permit
+ * is this connection's but was granted for another key, or a core_key
+ * error.
+ */
+int core_report(struct resild *d, struct caller *c, struct outcome *o,
+                const char *name, size_t n, uint64_t now_ms,
+                struct report_result *rr);
+
+/* cancel {msgid} (see admit_cancel): a parked acquire is answered
+ * "cancelled"; a grant is released as an outcome of source SRC_CANCEL.
+ * ADMIT_CANCEL_PARKED, ADMIT_CANCEL_RELEASED or 0. */
+int core_cancel(struct resild *d, struct caller *c, uint32_t msgid,
+                uint64_t now_ms);
+
+/* Operator force of k (reason[0..rn) as given, cut to KEY_REASON_MAX on a
+ * character boundary by the caller), by uid. */
+void core_force(struct resild *d, struct key *k, enum breaker_force f,
+                const char *reason, size_t rn, uint64_t ttl_ms, uint32_t uid,
+                uint64_t now_ms);
+
+/* Operator reset of k: breaker closed, force and venue pause cleared. */
+void core_reset(struct resild *d, struct key *k, uint32_t uid, uint64_t now_ms);
+
+/* A heartbeat for k: restores a lost heartbeat (announced). */
+void core_heartbeat(struct resild *d, struct key *k, uint64_t now_ms);
+
+/* 1 if k's heartbeat is lost now (announcing the edge once). */
+int core_beat_lost(struct resild *d, struct key *k, uint64_t now_ms);
+
+/* The caller's connection closed: its parked requests are dropped, its
+ * permits end (a half-open probe as a failure, SRC_PROBE_LOST; the others
+ * SRC_DISCONNECT). */
+void core_caller_gone(struct resild *d, struct caller *c, uint64_t now_ms);
+
+/* Housekeeping from the server's cron: expire permits (a timeout failure
+ * each), announce what time changed (open time over, force expiry, lost
+ * heartbeats), serve or expire parked requests. */
+void core_tick(struct resild *d, uint64_t now_ms);
+
+/* Key health (SPEC §3 health). */
+enum key_health { HEALTH_OPERATIONAL, HEALTH_DEGRADED, HEALTH_UNAVAILABLE };
+enum key_health core_key_health(const struct key *k);
+const char *core_health_name(enum key_health h);
+
+/* Failure and unknown outcomes over the last CORE_ERROR_SECONDS. */
+uint64_t core_recent_errors(const struct resild *d, uint64_t now_ms);
+
+#endif

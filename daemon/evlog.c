@@ -1,0 +1,61 @@
+/*
+ * evlog.c - the log sink (see evlog.h).  Peer-supplied text (a force
+ * reason) is escaped here, where it is written for people.
+ */
+#include "evlog.h"
+
+#include <string.h>
+
+#include "keys.h"
+#include "log.h"
+
+void evlog_sink(void *ctx, const struct event *ev)
+{
+    const char *key = ev->key ? ev->key->name : "-";
+    char esc[4 * KEY_REASON_MAX + 4];
+
+    (void)ctx;
+    switch (ev->type) {
+    case EV_TRANSITION:
+        log_msg(LOG_INFO, "key %s: %s -> %s (%s)", key,
+                breaker_visible_name(ev->u.transition.from),
+                breaker_visible_name(ev->u.transition.to),
+                breaker_transition_cause_name(ev->u.transition.cause));
+        break;
+    case EV_FORCE:
+        log_escape(esc, sizeof(esc), ev->u.force.reason,
+                   strlen(ev->u.force.reason));
+        log_msg(LOG_INFO,
+                "key %s: forced %s by uid %u (ttl %llu ms, reason \"%s\")", key,
+                ev->u.force.state, (unsigned)ev->u.force.uid,
+                (unsigned long long)ev->u.force.ttl_ms, esc);
+        break;
+    case EV_RESET:
+        log_msg(LOG_INFO, "key %s: reset by uid %u%s", key,
+                (unsigned)ev->u.reset.uid,
+                ev->u.reset.paused_ms_cleared ? "; venue pause cleared" : "");
+        break;
+    case EV_VENUE_PAUSE:
+        log_msg(LOG_INFO,
+                "key %s: venue rate limit reported on %s; pausing %llu ms", key,
+                ev->u.venue_pause.reported_on->name,
+                (unsigned long long)ev->u.venue_pause.paused_ms);
+        break;
+    case EV_HEARTBEAT_LOST:
+        log_msg(LOG_WARN, "key %s: heartbeat lost (silent %llu ms)", key,
+                (unsigned long long)ev->u.heartbeat.silent_ms);
+        break;
+    case EV_HEARTBEAT_RESTORED:
+        log_msg(LOG_INFO, "key %s: heartbeat restored after %llu ms", key,
+                (unsigned long long)ev->u.heartbeat.silent_ms);
+        break;
+    case EV_BOUND_HIT:
+        log_peer(ev->now_ms, "bound %s hit%s%s: %s", ev->u.bound.bound,
+                 ev->key ? " on key " : "", ev->key ? key : "",
+                 ev->u.bound.detail);
+        break;
+    case EV_OUTCOME:
+    case EV_VENUE_RESYNC:
+        break;
+    }
+}

@@ -1,0 +1,340 @@
+/*
+ * metrics.c - the `metrics` page (see metrics.h).
+ *
+ * Must not: change any state (it reads counters and per-key state as they
+ * are; a breaker whose open time ran out shows open until it is next
+ * looked at or the tick announces it), allocate beyond the page buffer, or
+ * read a clock (now_ms comes from the caller).
+ */
+#include "metrics.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "admit.h"
+#include "keys.h"
+
+#define PAGE 256 /* keys fetched from the name index at a time */
+
+static uint64_t max_keys_of(const struct resild *d)
+{
+    (void)d;
+    return 1000; /* metrics.max_keys */
+}
+
+/* Walk every key in name order, calling fn for each (chunks of PAGE from
+ * the name index, so no list of all keys is ever built). */
+static void each_key(struct resild *d, void (*fn)(void *ctx, struct key *k),
+                     void *ctx)
+{
+    struct key *page[PAGE];
+    const char *after = NULL;
+    size_t alen = 0, n, i, total;
+    int more = 1;
+
+    while (more) {
+        n = keys_page(&d->keys, NULL, 0, after, alen, page, PAGE, &total,
+                      &more);
+        for (i = 0; i < n; i++)
+            fn(ctx, page[i]);
+        if (n == 0)
+            break;
+        after = page[n - 1]->name;
+        alen = page[n - 1]->len;
+    }
+}
+
+/* --- per-key families: own series for the first max_keys, _other --- */
+
+struct walk {
+    struct resild *d;
+    struct prom_buf *b;
+    struct prom_keycap cap;
+    uint64_t now_ms;
+    int which; /* the family being written */
+    /* _other aggregates */
+    uint64_t dec[ADMIT_NREASONS];
+    uint64_t states[6];
+    uint64_t u1, u2;
+    uint64_t hist[KEY_LATENCY_BUCKETS + 1];
+    uint64_t hist_sum;
+};
+
+enum {
+    F_DECISIONS,
+    F_STATE,
+    F_OPENS,
+    F_LIMITER,
+    F_IN_USE,
+    F_QUEUED,
+    F_LATENCY,
+};
+
+static const char *const state_names[6] = {
+    "closed", "open", "half_open", "forced_open", "forced_closed", "disabled"};
+
+static unsigned state_index(const struct key *k)
+{
+    const char *s = breaker_state_name(&k->br);
+    unsigned i;
+
+    for (i = 0; i < 6; i++)
+        if (!strcmp(s, state_names[i]))
+            return i;
+    return 0;
+}
+
+static void write_decisions(struct prom_buf *b, const char *key,
+                            const uint64_t *dec)
+{
+    unsigned r;
+
+    for (r = 0; r < ADMIT_NREASONS; r++) {
+        struct prom_label l[3] = {
+            {"key", key},
+            {"result", r == ADMIT_OK ? "allow" : "deny"},
+            {"reason", admit_reason_name((enum admit_reason)r)}};
+        if (dec[r] || r == ADMIT_OK)
+            prom_sample_u64(b, l, 3, dec[r]);
+    }
+}
+
+static void write_states(struct prom_buf *b, const char *key,
+                         const uint64_t *states)
+{
+    unsigned i;
+
+    for (i = 0; i < 6; i++) {
+        struct prom_label l[2] = {{"key", key}, {"state", state_names[i]}};
+        prom_sample_u64(b, l, 2, states[i]);
+    }
+}
+
+static void write_hist(struct prom_buf *b, const char *key,
+                       const uint64_t *counts, uint64_t sum)
+{
+    struct prom_label l[1] = {{"key", key}};
+    struct prom_hist h = {keys_latency_bounds, KEY_LATENCY_BUCKETS, counts,
+                          (double)sum};
+
+    prom_histogram(b, l, 1, &h);
+}
+
+static void key_sample(void *ctx, struct key *k)
+{
+    struct walk *w = ctx;
+    struct prom_label l[1] = {{"key", k->name}};
+    uint64_t v = 0, c[KEY_LATENCY_BUCKETS + 1], one[6] = {0};
+    unsigned i;
+    int own;
+
+    /* Keys a family does not describe take no place under the cap. */
+    if ((w->which == F_LIMITER && !k->policy->has_limiter) ||
+        ((w->which == F_IN_USE || w->which == F_QUEUED) &&
+         !k->policy->has_bulkhead))
+        return;
+    own = prom_keycap_take(&w->cap, k->name);
+    switch (w->which) {
+    case F_DECISIONS:
+        if (own)
+            write_decisions(w->b, k->name, k->decisions);
+        else
+            for (i = 0; i < ADMIT_NREASONS; i++)
+                w->dec[i] += k->decisions[i];
+        return;
+    case F_STATE:
+        one[state_index(k)] = 1;
+        if (own)
+            write_states(w->b, k->name, one);
+        else
+            w->states[state_index(k)]++;
+        return;
+    case F_LATENCY:
+        for (i = 0; i <= KEY_LATENCY_BUCKETS; i++)
+            c[i] = k->lat_hist[i];
+        if (own) {
+            write_hist(w->b, k->name, c, k->lat_sum_ms);
+        } else {
+            for (i = 0; i <= KEY_LATENCY_BUCKETS; i++)
+                w->hist[i] += c[i];
+            w->hist_sum += k->lat_sum_ms;
+        }
+        return;
+    case F_OPENS:
+        v = k->br.opens;
+        break;
+    case F_LIMITER:
+        v = limiter_available(&k->lim, &k->policy->limiter, w->now_ms);
+        break;
+    case F_IN_USE:
+        v = k->bh.in_use;
+        break;
+    case F_QUEUED:
+        v = k->q_len;
+        break;
+    }
+    if (own)
+        prom_sample_u64(w->b, l, 1, v);
+    else
+        w->u1 += v;
+}
+
+static void per_key(struct walk *w, int which, const char *name,
+                    enum prom_type type, const char *help)
+{
+    struct prom_label other[1] = {{"key", PROM_OTHER_KEY}};
+
+    prom_family(w->b, name, type, help);
+    w->which = which;
+    memset(w->dec, 0, sizeof(w->dec));
+    memset(w->states, 0, sizeof(w->states));
+    memset(w->hist, 0, sizeof(w->hist));
+    w->u1 = w->u2 = w->hist_sum = 0;
+    prom_keycap_init(&w->cap, max_keys_of(w->d));
+    each_key(w->d, key_sample, w);
+    if (!prom_keycap_other(&w->cap))
+        return;
+    switch (which) {
+    case F_DECISIONS:
+        write_decisions(w->b, PROM_OTHER_KEY, w->dec);
+        break;
+    case F_STATE:
+        write_states(w->b, PROM_OTHER_KEY, w->states);
+        break;
+    case F_LATENCY:
+        write_hist(w->b, PROM_OTHER_KEY, w->hist, w->hist_sum);
+        break;
+    default:
+        prom_sample_u64(w->b, other, 1, w->u1);
+        break;
+    }
+}
+
+/* --- host-wide families --- */
+
+static void counter(struct prom_buf *b, const char *name, const char *help,
+                    uint64_t v)
+{
+    prom_family(b, name, PROM_COUNTER, help);
+    prom_sample_u64(b, NULL, 0, v);
+}
+
+static void gauge(struct prom_buf *b, const char *name, const char *help,
+                  double v)
+{
+    prom_family(b, name, PROM_GAUGE, help);
+    prom_sample(b, NULL, 0, v);
+}
+
+int metrics_render(struct resild *d, uint64_t now_ms, struct prom_buf *b)
+{
+    static const char *const sevs[4] = {"low", "medium", "high", "critical"};
+    const struct metrics *m = &d->m;
+    struct walk w;
+    unsigned i, s;
+
+    prom_reset(b);
+    memset(&w, 0, sizeof(w));
+    w.d = d;
+    w.b = b;
+    w.now_ms = now_ms;
+
+    gauge(b, "resild_uptime_seconds", "Seconds since the daemon started.",
+          (double)(now_ms - d->start_ms) / 1000.0);
+    gauge(b, "resild_connections", "Client connections open.", d->connections);
+    gauge(b, "resild_subscribers", "Connections subscribed to events.",
+          d->nsubs);
+    gauge(b, "resild_keys", "Keys in the registry.", (double)d->keys.count);
+    gauge(b, "resild_permits_outstanding", "Permits granted, not yet ended.",
+          d->permits.used);
+    gauge(b, "resild_parked", "Acquire requests waiting (wait_ms).",
+          d->parked_used);
+    counter(b, "resild_requests_total", "Requests and notifications read.",
+            m->requests);
+    counter(b, "resild_notifications_ignored_total",
+            "Notifications of unknown methods or of acquire, ignored.",
+            m->notifications_ignored);
+    counter(b, "resild_transitions_total", "Breaker state changes.",
+            m->transitions);
+    counter(b, "resild_events_total", "Events emitted to the sinks.",
+            m->events);
+    counter(b, "resild_permits_expired_total",
+            "Permits that reached permit_ttl_ms unreported (timeouts).",
+            m->permits_expired);
+    counter(b, "resild_probes_lost_total",
+            "Half-open probes lost with their connection.", m->probes_lost);
+    counter(b, "resild_cancels_total", "Cancels that found their acquire.",
+            m->cancels);
+    counter(b, "resild_venue_pauses_total",
+            "rate_limited reports that paused a limiter.", m->venue_pauses);
+    counter(b, "resild_shadow_denied_total",
+            "Denials a shadow policy turned into allows.", m->shadow_denied);
+    counter(b, "resild_heartbeats_lost_total",
+            "Keys whose heartbeats stopped (lost edges).", m->heartbeats_lost);
+
+    prom_family(b, "resild_bound_hits_total", PROM_COUNTER,
+                "Times a bound was hit, by bound.");
+    {
+        const struct {
+            const char *name;
+            uint64_t v;
+        } bounds[] = {
+            {"max_clients", m->clients_rejected},
+            {"max_keys", m->keys_full},
+            {"max_permits", m->permits_full},
+            {"max_parked", m->parked_full},
+            {"max_frame_bytes", m->frames_too_large},
+            {"partial_timeout", m->slow_clients_closed},
+            {"output", m->slow_readers_closed},
+            {"subscriber_dropped", m->subscribers_dropped},
+            {"protocol_error", m->protocol_errors},
+            {"bad_request", m->bad_requests},
+        };
+        for (i = 0; i < sizeof(bounds) / sizeof(bounds[0]); i++) {
+            struct prom_label l[1] = {{"bound", bounds[i].name}};
+            prom_sample_u64(b, l, 1, bounds[i].v);
+        }
+    }
+    prom_family(b, "resild_outcomes_total", PROM_COUNTER,
+                "Reported and implied outcomes, by outcome.");
+    {
+        static const char *const kinds[4] = {"success", "failure", "ignore",
+                                             "unknown"};
+        for (i = 0; i < 4; i++) {
+            struct prom_label l[1] = {{"outcome", kinds[i]}};
+            prom_sample_u64(b, l, 1, m->outcomes[i]);
+        }
+    }
+    prom_family(b, "resild_errors_total", PROM_COUNTER,
+                "Failure and unknown outcomes by error class and severity "
+                "(the first 64 classes by name, the rest as _other).");
+    for (i = 0; i < d->nclasses; i++)
+        for (s = 0; s < 4; s++)
+            if (d->classes[i].n[s]) {
+                struct prom_label l[2] = {{"class", d->classes[i].cls},
+                                          {"severity", sevs[s]}};
+                prom_sample_u64(b, l, 2, d->classes[i].n[s]);
+            }
+    for (s = 0; s < 4; s++)
+        if (d->classes_other[s]) {
+            struct prom_label l[2] = {{"class", PROM_OTHER_KEY},
+                                      {"severity", sevs[s]}};
+            prom_sample_u64(b, l, 2, d->classes_other[s]);
+        }
+
+    per_key(&w, F_DECISIONS, "resild_decisions_total", PROM_COUNTER,
+            "Acquire answers by key, result and reason.");
+    per_key(&w, F_STATE, "resild_breaker_state", PROM_GAUGE,
+            "Breaker state by key: 1 for the state it is in.");
+    per_key(&w, F_OPENS, "resild_breaker_opens_total", PROM_COUNTER,
+            "Times the key's breaker opened.");
+    per_key(&w, F_LIMITER, "resild_limiter_available", PROM_GAUGE,
+            "Tokens available in the key's own limiter.");
+    per_key(&w, F_IN_USE, "resild_bulkhead_in_use", PROM_GAUGE,
+            "Bulkhead slots in use.");
+    per_key(&w, F_QUEUED, "resild_bulkhead_queued", PROM_GAUGE,
+            "Acquire requests parked on the key.");
+    per_key(&w, F_LATENCY, "resild_report_latency_ms", PROM_HISTOGRAM,
+            "Latency of reported calls in milliseconds.");
+    return prom_error(b);
+}
