@@ -683,9 +683,108 @@ static void test_real(void)
         poll(&pf, 1, 50);
     }
     (void)seen_open;
-    OK(rc == 0 && s.n >= 2,
+    OK(rc == 0 && s.n >= 2 && !strcmp(s.keys[0], "feed.ws") &&
+           !strcmp(s.keys[1], "feed.ws"),
        "real: a force brings its events (force, transition) (n %ld, rc %d)",
        s.n, rc);
+out:
+    resil_close(r);
+    resil_close(ev);
+    daemon_cleanup(&d);
+}
+
+/* Events of the real daemon, recorded by type for test_real_heartbeat. */
+struct rec {
+    int n;
+    char types[16][24];
+    char keys[16][130];
+    uint64_t silent_ms[16];
+};
+
+static void rec_cb(const struct resil_event *ev, void *arg)
+{
+    struct rec *c = arg;
+    uint64_t u = 0;
+
+    if (c->n == 16)
+        return;
+    snprintf(c->types[c->n], sizeof(c->types[0]), "%s", ev->type);
+    snprintf(c->keys[c->n], sizeof(c->keys[0]), "%s", ev->key);
+    resil_event_uint(ev, "silent_ms", &u);
+    c->silent_ms[c->n] = u;
+    c->n++;
+}
+
+/* Poll ev until pred(c) holds or 5 s pass (the daemon's tick decides
+ * when a beat is overdue: waited for, never slept on). */
+static int wait_rec(resil_t *ev, struct rec *c, const char *type)
+{
+    long long end = mono_ms() + 5000;
+    int i;
+
+    while (mono_ms() < end) {
+        for (i = 0; i < c->n; i++)
+            if (!strcmp(c->types[i], type))
+                return 1;
+        if (resil_poll_events(ev, 16) < 0)
+            return 0;
+        {
+            struct pollfd pf = {.fd = resil_fd(ev), .events = POLLIN};
+            poll(&pf, 1, 50);
+        }
+    }
+    return 0;
+}
+
+/* heartbeat through libresil: loss is an event and a heartbeat_lost deny,
+ * the next beat restores it. */
+static void test_real_heartbeat(void)
+{
+    static struct test_daemon d;
+    struct resil_topics_result tr;
+    struct resil_decision dec;
+    struct resil_key_status st;
+    struct rec c = {0};
+    resil_t *r, *ev;
+    int rc, i, lost = -1, restored = -1;
+
+    if (!OK(daemon_start(&d, "{\"policies\": {\"feed.*\": {\"heartbeat\": "
+                             "{\"timeout_ms\": 200}}}}") == 0,
+            "real hb: resild starts with a 200 ms heartbeat policy"))
+        return;
+    r = integ_open(d.sock, 2000);
+    ev = integ_open(d.sock, 2000);
+    rc = resil_subscribe(ev, RESIL_TOPIC_STATE, rec_cb, &c, 0, &tr);
+    if (rc == RESIL_EREMOTE && !strcmp(tr.error_code, "no_such_method")) {
+        OK(1, "real hb # SKIP resild has no subscribe yet");
+        goto out;
+    }
+    rc = resil_heartbeat(r, "feed.ws", 1, 0, NULL);
+    IS(rc, 0, "real hb: first beat answered");
+    OK(wait_rec(ev, &c, "heartbeat_lost"),
+       "real hb: silence past timeout_ms brings heartbeat_lost");
+    rc = resil_acquire(r, "feed.ws", NULL, &dec);
+    OK(rc == 0 && !dec.allow && !strcmp(dec.reason, "heartbeat_lost") &&
+           dec.retry_after_ms == 0,
+       "real hb: acquire denied heartbeat_lost, retry_after_ms 0 (%s)",
+       dec.reason);
+    rc = resil_status(r, "feed.ws", 0, &st);
+    OK(rc == 0 && st.found && !strcmp(st.health, "unavailable"),
+       "real hb: resil_status says unavailable (%s)", st.health);
+    rc = resil_heartbeat(r, "feed.ws", -1, 0, NULL);
+    OK(rc == 0 && wait_rec(ev, &c, "heartbeat_restored"),
+       "real hb: the next beat brings heartbeat_restored");
+    for (i = 0; i < c.n; i++) {
+        if (!strcmp(c.types[i], "heartbeat_lost") && lost < 0)
+            lost = i;
+        if (!strcmp(c.types[i], "heartbeat_restored") && restored < 0)
+            restored = i;
+    }
+    OK(lost >= 0 && restored > lost && !strcmp(c.keys[lost], "feed.ws") &&
+           c.silent_ms[lost] >= 200 && c.silent_ms[restored] >= 200,
+       "real hb: lost then restored, key feed.ws, silent_ms >= timeout");
+    rc = resil_acquire(r, "feed.ws", NULL, &dec);
+    OK(rc == 0 && dec.allow, "real hb: allowed again after the beat");
 out:
     resil_close(r);
     resil_close(ev);
@@ -706,6 +805,7 @@ int main(void)
     test_loss();
     test_reenter();
     test_real();
+    test_real_heartbeat();
     daemon_rmtree(dir);
     return tap_done();
 }

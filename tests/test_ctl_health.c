@@ -487,7 +487,9 @@ static void test_real(void)
     struct bg b;
     int rc;
 
-    if (!OK(daemon_start(&d, NULL) == 0, "real: resild starts"))
+    if (!OK(daemon_start(&d, "{\"policies\": {\"crit.*\": "
+                             "{\"critical\": true}}}") == 0,
+            "real: resild starts"))
         return;
     r = integ_open(d.sock, 2000);
     rc = integ_call(r, "health", NULL, 2000, &rep, code);
@@ -498,6 +500,34 @@ static void test_real(void)
         rc = run((const char *const[]){"-s", d.sock, "health", NULL});
         OK(rc == 0 && strstr(out, "overall: healthy\n"),
            "real: health of a fresh daemon: healthy, exit 0 (rc %d)", rc);
+    }
+    if (strcmp(code, "no_such_method")) {
+        /* degraded: a key forced open; unhealthy: a critical key too. */
+        run((const char *const[]){"-s", d.sock, "trip", "plain", NULL});
+        rc = run((const char *const[]){"-s", d.sock, "health", NULL});
+        OK(rc == 1 && strstr(out, "overall: degraded\n") &&
+               strstr(out, "open (1): plain\n") &&
+               strstr(out, "  plain  unavailable\n"),
+           "real: a key forced open: degraded, exit 1 (rc %d)", rc);
+        run((const char *const[]){"-s", d.sock, "trip", "crit.a", NULL});
+        rc = run((const char *const[]){"-s", d.sock, "health", NULL});
+        OK(rc == 2 && strstr(out, "overall: unhealthy\n"),
+           "real: a critical key forced open: unhealthy, exit 2 (rc %d)", rc);
+        rc = run((const char *const[]){"-s", d.sock, "--json", "health", NULL});
+        {
+            json_error_t jerr;
+            json_t *j = json_loads(out, 0, &jerr);
+            OK(rc == 2 && j &&
+                   !strcmp(json_string_value(json_object_get(j, "overall")),
+                           "unhealthy") &&
+                   json_array_size(json_object_get(j, "open")) == 2,
+               "real: health --json: unhealthy, both keys open, exit 2");
+            json_decref(j);
+        }
+        run((const char *const[]){"-s", d.sock, "reset", "plain", NULL});
+        run((const char *const[]){"-s", d.sock, "reset", "crit.a", NULL});
+        rc = run((const char *const[]){"-s", d.sock, "health", NULL});
+        IS(rc, 0, "real: reset both: healthy again, exit 0");
     }
     rc = integ_call(r, "metrics", NULL, 2000, &rep, code);
     reply_free(&rep);
