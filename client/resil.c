@@ -63,8 +63,11 @@
 #define DEFAULT_DEADLINE_MS 5
 #define SEND_CAP_BYTES 65536 /* fixed send buffer; resil_call grows it */
 #define RECV_CAP_BYTES 65536 /* acquire/report/ping answers fit in this */
-#define CALL_MAX_RESPONSE_BYTES                                                \
-    (1u << 20)                /* resil_call (status of many keys) */
+/* resil_call's largest answer: a status page of 1000 keys, or the
+ * metrics text (about 1.6 KB per key: 1.6 MB at metrics.max_keys 1000,
+ * which overflowed the former 1 MiB).  The buffer grows only when an
+ * answer needs it. */
+#define CALL_MAX_RESPONSE_BYTES (16u << 20)
 #define ZONE_CHUNK_BYTES 8192 /* msgpack zone chunk kept across calls */
 #define BACKOFF_START_MS 50
 #define BACKOFF_MAX_MS 1000
@@ -549,7 +552,7 @@ static int read_answer(struct resil *r, uint32_t msgid, size_t max_bytes,
                                     max_bytes, PROTO_MAX_DEPTH)
                   : 0;
         if (got < 0) {
-            errno = EPROTO;
+            errno = got == -PROTO_E2BIG ? EMSGSIZE : EPROTO;
             return RESIL_EPROTO;
         }
         if (got > 0) {

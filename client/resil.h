@@ -168,7 +168,8 @@ int resil_ping(resil_t *r, int deadline_ms, char *version, size_t cap,
 /*
  * Generic call for status, force, reset and anything else: params_mp is a
  * msgpack-encoded map (or NULL for none).  On 0, *result and *result_len hold
- * the msgpack-encoded result (malloc'ed, caller frees).  On RESIL_EREMOTE
+ * the msgpack-encoded result (malloc'ed, caller frees; answers up to
+ * 16 MiB, a larger one is RESIL_EPROTO with errno EMSGSIZE).  On RESIL_EREMOTE
  * the error code and message are copied to code/msg (cap bytes each, may be
  * NULL).  RESIL_EINVAL (nothing sent) when r, method, result or
  * result_len is NULL, method is empty or over 64 bytes, deadline_ms < 0,

@@ -471,7 +471,9 @@ static int call(struct ctl *c, const char *method, const msgpack_sbuffer *sb,
         return EXIT_UNREACHABLE;
     default:
         fprintf(stderr, "resilctl: cannot reach resild at %s: %s\n",
-                resil_path(c->r), resil_strerror(rc));
+                resil_path(c->r),
+                err == EMSGSIZE ? "its answer is too large"
+                                : resil_strerror(rc));
         return EXIT_UNREACHABLE;
     }
 }

@@ -235,7 +235,7 @@ static void write_events(struct child *ch, int fd)
     char key[16];
     int i, j;
 
-    if (ch->o->events_raw_len)
+    if (ch->o->events_raw_len && !ch->o->raw_with_answer)
         write_all(fd, ch->o->events_raw, ch->o->events_raw_len);
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -397,6 +397,9 @@ static void on_frame(struct child *ch, struct conn *c, const uint8_t *frame,
         answer(ch, &m, &sb, limit, after);
         if (ch->o->events_before_answer)
             write_events(ch, c->fd);
+        if (ch->o->raw_with_answer)
+            msgpack_sbuffer_write(&sb, ch->o->events_raw,
+                                  ch->o->events_raw_len);
         write_all(c->fd, sb.data, sb.size);
         if (!ch->o->events_before_answer)
             write_events(ch, c->fd);

@@ -47,12 +47,14 @@ struct peer_opts {
      * nevents generated events [2,"event",[map...]] (events_per_frame
      * maps a frame, default 1): state transitions of keys e000000...
      * with "seq" 0, 1, ...; then it closes the connection when
-     * close_after_events.  log_hex adds "HEX <frame bytes>" lines. */
+     * close_after_events.  raw_with_answer: the answer and events_raw go
+     * out in one write (so the client reads them together).  log_hex adds
+     * "HEX <frame bytes>" lines. */
     const char *overall;
     const char *events_raw;
     size_t events_raw_len;
     int nevents, events_per_frame, events_before_answer, close_after_events;
-    int log_hex;
+    int log_hex, raw_with_answer;
 };
 
 struct peer {

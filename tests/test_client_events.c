@@ -404,6 +404,65 @@ static void test_order(void)
     peer_stop(&p);
 }
 
+/* An event loop waits for readability before it polls: events read
+ * together with the subscribe answer must not sit unseen in the handle. */
+static void test_wait_first(void)
+{
+    static struct peer p;
+    struct peer_opts po = {.mode = PEER_ANSWER, .raw_with_answer = 1};
+    struct seen s = {0};
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    char key[16];
+    long long end;
+    int rc, i;
+    resil_t *r;
+
+    /* Three events in the same write as the answer. */
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    for (i = 0; i < 3; i++) {
+        snprintf(key, sizeof(key), "e%06d", i);
+        proto_pack_notify_head(&pk, "event");
+        msgpack_pack_array(&pk, 1);
+        msgpack_pack_map(&pk, 9);
+        proto_kv_str(&pk, "topic", "state");
+        proto_kv_str(&pk, "type", "transition");
+        proto_kv_str(&pk, "key", key);
+        proto_kv_u64(&pk, "ts", 1700000000000ULL + (uint64_t)i);
+        proto_kv_str(&pk, "from", "closed");
+        proto_kv_str(&pk, "to", "open");
+        proto_kv_str(&pk, "cause", "failures");
+        proto_kv_str(&pk, "origin", "local");
+        proto_kv_u64(&pk, "seq", (uint64_t)i);
+    }
+    po.events_raw = sb.data;
+    po.events_raw_len = sb.size;
+    if (!OK(start(&p, "waitfirst", &po) == 0, "wait first: fake peer starts"))
+        return;
+    for (i = 0; i < 3; i++) {
+        r = integ_open(p.path, 2000);
+        memset(&s, 0, sizeof(s));
+        rc = resil_subscribe(r, RESIL_TOPIC_STATE, on_event, &s, 0, NULL);
+        end = mono_ms() + 2000;
+        while (rc == 0 && s.n < 3 && mono_ms() < end) {
+            struct pollfd pf = {.fd = resil_fd(r), .events = POLLIN};
+            if (poll(&pf, 1, (int)(end - mono_ms())) > 0 &&
+                resil_poll_events(r, 64) < 0)
+                break;
+        }
+        resil_close(r);
+        if (s.n != 3)
+            break;
+    }
+    OK(s.n == 3 && !s.out_of_order,
+       "wait first: poll(fd) then resil_poll_events sees every event "
+       "(round %d: %ld of 3)",
+       i, s.n);
+    peer_stop(&p);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 /* Skipped: other notifications, non-map elements; delivered: the rest. */
 static void test_skip(void)
 {
@@ -800,6 +859,7 @@ int main(void)
     test_heartbeat_status();
     test_subscribe_bytes();
     test_order();
+    test_wait_first();
     test_skip();
     test_flood();
     test_loss();

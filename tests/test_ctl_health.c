@@ -24,7 +24,7 @@
 #include "tap.h"
 
 static char dir[256];
-static char out[1 << 20], err[1 << 16];
+static char out[4 << 20], err[1 << 16];
 
 static int run(const char *const *args)
 {
@@ -537,6 +537,29 @@ static void test_real(void)
         rc = run((const char *const[]){"-s", d.sock, "metrics", NULL});
         OK(rc == 0 && strstr(out, "# TYPE "),
            "real: metrics prints exposition text (rc %d)", rc);
+        /* 1000 keys with outcomes: about 1.6 MB of text, over the 1 MiB
+         * libresil's resil_call used to take. */
+        {
+            struct resil_report rp = {.outcome = RESIL_FAILURE,
+                                      .latency_ms = 5,
+                                      .retry_after_ms = -1,
+                                      .error_class = "network.reset"};
+            struct resil_decision dec;
+            char key[32];
+            int i;
+            for (i = 0; i < 1000; i++) {
+                snprintf(key, sizeof(key), "venue%04d.orders", i);
+                acquire(r, key, &dec);
+                rp.key = key;
+                rp.permit = dec.permit;
+                resil_report(r, &rp, NULL);
+            }
+        }
+        rc = run((const char *const[]){"-s", d.sock, "metrics", NULL});
+        OK(rc == 0 && strlen(out) > (1u << 20) &&
+               strstr(out, "venue0990.orders"),
+           "real: metrics of 1000 keys (%zu bytes) prints whole (rc %d)",
+           strlen(out), rc);
     }
     rc = integ_call(r, "subscribe", NULL, 2000, &rep, code);
     reply_free(&rep);
