@@ -63,8 +63,11 @@
 #define DEFAULT_DEADLINE_MS 5
 #define SEND_CAP_BYTES 65536 /* fixed send buffer; resil_call grows it */
 #define RECV_CAP_BYTES 65536 /* acquire/report/ping answers fit in this */
-#define CALL_MAX_RESPONSE_BYTES                                                \
-    (1u << 20)                /* resil_call (status of many keys) */
+/* resil_call's largest answer: a status page of 1000 keys, or the
+ * metrics text (about 1.6 KB per key: 1.6 MB at metrics.max_keys 1000,
+ * which overflowed the former 1 MiB).  The buffer grows only when an
+ * answer needs it. */
+#define CALL_MAX_RESPONSE_BYTES (16u << 20)
 #define ZONE_CHUNK_BYTES 8192 /* msgpack zone chunk kept across calls */
 #define BACKOFF_START_MS 50
 #define BACKOFF_MAX_MS 1000
@@ -103,7 +106,31 @@ struct resil {
     size_t rbuf_len, rbuf_cap; /* cap grows to CALL_MAX_RESPONSE_BYTES */
     struct proto_scan scan;    /* scanner state for the object at rbuf[0] */
     msgpack_zone zone;         /* decoded objects; cleared after each use */
+
+    /* Event handle (resil_subscribe); all under mu except `events`, which
+     * the trading calls read before taking the mutex (relaxed atomics). */
+    int events;           /* 1 once subscribed: trading calls refused */
+    int ev_dead;          /* connection lost; fd kept until resubscribe */
+    int ev_dead_rc;       /* what resil_poll_events returns meanwhile */
+    int ev_dead_errno;    /* and the errno it leaves */
+    uint32_t ev_frame_at; /* events of the frame at rbuf[0] delivered
+                           * already (a frame may carry several) */
+    resil_event_fn ev_fn;
+    void *ev_arg;
 };
+
+/* The handle whose event callback runs on this thread (NULL: none), so a
+ * callback that calls back into its own handle is refused instead of
+ * waiting for the mutex its caller holds. */
+static _Thread_local const struct resil *cb_handle;
+
+/* 1 when a trading call on r must be refused: an event handle, or the
+ * handle whose callback is running on this thread. */
+static int not_for_trading(const struct resil *r)
+{
+    return r &&
+           (__atomic_load_n(&r->events, __ATOMIC_RELAXED) || cb_handle == r);
+}
 
 /* A decoded answer still living in rbuf and the zone. */
 struct answer {
@@ -370,11 +397,140 @@ static uint32_t next_id(struct resil *r)
     return id ? id : r->next_msgid++; /* 0 is the daemon's "no request" */
 }
 
+/* --- events --------------------------------------------------------------- */
+
+static const char *const topic_names[] = {"state", "error", "alert", "operator",
+                                          "bound"};
+#define NTOPICS (sizeof(topic_names) / sizeof(topic_names[0]))
+
+static void event_str(const msgpack_object *map, const char *name, char *dst,
+                      size_t cap)
+{
+    if (proto_str_copy(proto_map_get(map, name), dst, cap) < 0)
+        dst[0] = '\0';
+}
+
+/* Fill ev from one event map (borrowing raw bytes and the decoded map). */
+static void event_fill(struct resil_event *ev, const msgpack_object *map,
+                       const uint8_t *raw, size_t raw_len)
+{
+    const msgpack_object *o;
+    size_t i;
+
+    memset(ev, 0, sizeof(*ev));
+    event_str(map, "topic", ev->topic_name, sizeof(ev->topic_name));
+    for (i = 0; i < NTOPICS; i++)
+        if (!strcmp(ev->topic_name, topic_names[i]))
+            ev->topic = 1u << i;
+    event_str(map, "type", ev->type, sizeof(ev->type));
+    event_str(map, "key", ev->key, sizeof(ev->key));
+    if ((o = proto_map_get(map, "ts")) &&
+        o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        ev->ts_ms = o->via.u64;
+    event_str(map, "from", ev->from, sizeof(ev->from));
+    event_str(map, "to", ev->to, sizeof(ev->to));
+    event_str(map, "cause", ev->cause, sizeof(ev->cause));
+    event_str(map, "outcome", ev->outcome, sizeof(ev->outcome));
+    event_str(map, "class", ev->error_class, sizeof(ev->error_class));
+    event_str(map, "severity", ev->severity, sizeof(ev->severity));
+    ev->raw = raw;
+    ev->raw_len = raw_len;
+    ev->priv = map;
+}
+
+/* Bytes of the array header at p[0..n), or 0 if it is not one. */
+static size_t array_head(const uint8_t *p, size_t n)
+{
+    if (n >= 1 && p[0] >= 0x90 && p[0] <= 0x9f)
+        return 1;
+    if (n >= 3 && p[0] == 0xdc)
+        return 3;
+    if (n >= 5 && p[0] == 0xdd)
+        return 5;
+    return 0;
+}
+
+/* Size of the one object at p[0..n) (already bounded), or 0. */
+static size_t object_len(const uint8_t *p, size_t n)
+{
+    struct proto_scan s;
+    long got;
+
+    proto_scan_init(&s);
+    got = proto_scan_next(&s, p, n, n, PROTO_MAX_DEPTH);
+    return got > 0 ? (size_t)got : 0;
+}
+
+/*
+ * Hand the events of the notification frame[0..len) to the callback: the
+ * maps of [2, "event", [map...]] from number r->ev_frame_at on, at most
+ * budget of them.  Other notifications and non-map elements are skipped.
+ * Returns the events delivered, with *done (may be NULL when the budget
+ * is unbounded) set when the frame is finished (r->ev_frame_at is back to
+ * 0); -1 when the frame does not decode.  The zone is cleared after.
+ */
+static long deliver_frame(struct resil *r, const uint8_t *frame, size_t len,
+                          uint32_t budget, int *done)
+{
+    const msgpack_object *arr;
+    struct resil_event ev;
+    struct proto_msg m;
+    const char *why;
+    size_t off, n;
+    uint32_t i;
+    long count = 0;
+
+    if (done)
+        *done = 1;
+    if (proto_decode((const char *)frame, len, &r->zone, &m, &why) < 0) {
+        msgpack_zone_clear(&r->zone);
+        return -1;
+    }
+    arr = m.notify_params;
+    if (m.type != PROTO_NOTIFY || m.method_len != 5 ||
+        memcmp(m.method, "event", 5) || !arr ||
+        arr->type != MSGPACK_OBJECT_ARRAY) {
+        msgpack_zone_clear(&r->zone);
+        return 0; /* not an event: nothing for us */
+    }
+    /* Where the params array's elements start: skip 0x93, the type and
+     * the method name (each one bounded object), then the array head. */
+    off = 1;
+    off += object_len(frame + off, len - off);
+    off += object_len(frame + off, len - off);
+    off += array_head(frame + off, len - off);
+    for (i = 0; i < arr->via.array.size && off < len; i++) {
+        n = object_len(frame + off, len - off);
+        if (n == 0)
+            break;
+        if (i >= r->ev_frame_at &&
+            arr->via.array.ptr[i].type == MSGPACK_OBJECT_MAP) {
+            if ((uint32_t)count == budget) {
+                r->ev_frame_at = i;
+                if (done)
+                    *done = 0;
+                msgpack_zone_clear(&r->zone);
+                return count;
+            }
+            event_fill(&ev, &arr->via.array.ptr[i], frame + off, n);
+            cb_handle = r;
+            r->ev_fn(&ev, r->ev_arg);
+            cb_handle = NULL;
+            count++;
+        }
+        off += n;
+    }
+    r->ev_frame_at = 0;
+    msgpack_zone_clear(&r->zone);
+    return count;
+}
+
 /*
  * Read until the response to msgid is complete in rbuf.  Answers to other
  * requests (late answers to calls given up on: cancelled acquires
  * included, whose permits the daemon releases itself) and notifications
- * are skipped by their header without decoding.  The deadline is checked before
+ * are skipped by their header without decoding, except events on an event
+ * handle, which go to its callback in order.  The deadline is checked before
  * every read, so a stream of other messages cannot hold the call.  An
  * answer to msgid larger than max_bytes is a protocol error; one to another
  * msgid may be as large as any answer (CALL_MAX_RESPONSE_BYTES: a late
@@ -410,11 +566,24 @@ static int read_answer(struct resil *r, uint32_t msgid, size_t max_bytes,
                                     CALL_MAX_RESPONSE_BYTES, PROTO_MAX_DEPTH)
                   : 0;
         if (got < 0) {
-            errno = EPROTO;
+            errno = got == -PROTO_E2BIG ? EMSGSIZE : EPROTO;
             return RESIL_EPROTO;
         }
         if (got > 0) {
-            if (not_ours(r->rbuf + off, (size_t)got, msgid)) {
+            const uint8_t *obj = r->rbuf + off;
+            int notify = got >= 2 && obj[0] == 0x93 && obj[1] == 0x02;
+            if (notify && r->events) {
+                /* An event that came before our answer: hand it over now,
+                 * in order (resil.h, "Delivery"). */
+                if (deliver_frame(r, obj, (size_t)got, UINT32_MAX, NULL) < 0) {
+                    errno = EPROTO;
+                    return RESIL_EPROTO;
+                }
+                off += (size_t)got;
+                proto_scan_init(&r->scan);
+                continue;
+            }
+            if (not_ours(obj, (size_t)got, msgid)) {
                 off += (size_t)got; /* not ours: skip it undecoded */
                 proto_scan_init(&r->scan);
                 continue;
@@ -726,7 +895,8 @@ int resil_acquire(resil_t *r, const char *key,
     /* Caller bugs deny before anything is sent, whatever the fail mode: a
      * fallback allow would trade unchecked on a bug nobody sees. */
     fail_mode = opts ? opts->fail_mode : RESIL_FAIL_DEFAULT;
-    if (!r || !valid_name(key, RESIL_KEY_MAX) || deadline_ms < 0 ||
+    if (!r || not_for_trading(r) || !valid_name(key, RESIL_KEY_MAX) ||
+        deadline_ms < 0 ||
         (fail_mode != RESIL_FAIL_DEFAULT && fail_mode != RESIL_FAIL_OPEN &&
          fail_mode != RESIL_FAIL_CLOSED) ||
         (opts &&
@@ -817,8 +987,9 @@ int resil_report(resil_t *r, const struct resil_report *rep,
     /* The daemon's bounds (a bad_request there): refused without sending.
      * error_message and correlation_id are truncated by the daemon; one
      * too long for the send buffer is refused below. */
-    if (!r || !rep || !valid_name(rep->key, RESIL_KEY_MAX) ||
-        rep->deadline_ms < 0 || (unsigned)rep->outcome > RESIL_UNKNOWN ||
+    if (!r || not_for_trading(r) || !rep ||
+        !valid_name(rep->key, RESIL_KEY_MAX) || rep->deadline_ms < 0 ||
+        (unsigned)rep->outcome > RESIL_UNKNOWN ||
         rep->latency_ms > RESIL_TIME_MAX_MS ||
         rep->retry_after_ms > RESIL_TIME_MAX_MS ||
         rep->attempt > RESIL_ATTEMPT_MAX ||
@@ -924,7 +1095,7 @@ int resil_ping(resil_t *r, int deadline_ms, char *version, size_t cap,
         version[0] = '\0';
     if (pid)
         *pid = 0;
-    if (!r || deadline_ms < 0) {
+    if (!r || not_for_trading(r) || deadline_ms < 0) {
         errno = EINVAL;
         return RESIL_EINVAL;
     }
@@ -1036,7 +1207,7 @@ int resil_call(resil_t *r, const char *method, const void *params_mp,
         *result = NULL;
     if (result_len)
         *result_len = 0;
-    if (!r || !method || !method[0] ||
+    if (!r || not_for_trading(r) || !method || !method[0] ||
         strnlen(method, RESIL_METHOD_MAX + 1) > RESIL_METHOD_MAX || !result ||
         !result_len || deadline_ms < 0 ||
         (params_mp && !is_one_map(params_mp, params_len)) ||
@@ -1094,4 +1265,447 @@ int resil_call(resil_t *r, const char *method, const void *params_mp,
 out:
     pthread_mutex_unlock(&r->mu);
     return rc;
+}
+
+/* --- heartbeat ------------------------------------------------------------ */
+
+/* The common end of a call whose answer is an error or not a map: copy
+ * the error, keep or drop the connection, return the code. */
+static int answer_failed(struct resil *r, struct answer *a, char *code,
+                         size_t cap)
+{
+    int rc;
+
+    if (a->m.error->type != MSGPACK_OBJECT_NIL) {
+        rc = remote_error(&a->m, code, cap, NULL, 0);
+        if (rc != RESIL_EREMOTE)
+            fail_connection(r, now_ns());
+        else if (error_closes(&a->m))
+            drop_connection(r);
+        else
+            consume(r, a->frame_len);
+        return rc;
+    }
+    errno = EPROTO;
+    fail_connection(r, now_ns());
+    return RESIL_EPROTO;
+}
+
+int resil_heartbeat(resil_t *r, const char *key, int64_t latency_ms,
+                    int deadline_ms, struct resil_heartbeat_result *out)
+{
+    struct resil_heartbeat_result scratch;
+    uint64_t start = now_ns(), deadline;
+    struct answer a;
+    uint32_t id;
+    int rc;
+
+    if (!out)
+        out = &scratch;
+    memset(out, 0, sizeof(*out));
+    if (!r || not_for_trading(r) || !valid_name(key, RESIL_KEY_MAX) ||
+        latency_ms > RESIL_TIME_MAX_MS || deadline_ms < 0) {
+        errno = EINVAL;
+        return RESIL_EINVAL;
+    }
+    deadline = deadline_of(r, deadline_ms, start);
+    if ((rc = lock_until(r, deadline)) < 0)
+        return rc;
+    id = begin_request(r, "heartbeat");
+    msgpack_pack_array(&r->pk, 1);
+    msgpack_pack_map(&r->pk, 1 + (latency_ms >= 0));
+    proto_kv_str(&r->pk, "key", key);
+    if (latency_ms >= 0)
+        proto_kv_u64(&r->pk, "latency_ms", (uint64_t)latency_ms);
+    if ((rc = roundtrip(r, id, RECV_CAP_BYTES, deadline, &a, 0)) < 0)
+        goto out;
+    if (a.m.error->type != MSGPACK_OBJECT_NIL ||
+        proto_str_copy(proto_map_get(a.m.result, "state"), out->state,
+                       sizeof(out->state)) < 0) {
+        rc = answer_failed(r, &a, out->error_code, sizeof(out->error_code));
+        goto out;
+    }
+    consume(r, a.frame_len);
+    rc = 0;
+out:
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+/* --- status of one key ---------------------------------------------------- */
+
+static uint64_t map_u64(const msgpack_object *map, const char *name)
+{
+    uint64_t v;
+
+    return get_uint(map, name, &v) == 0 ? v : 0;
+}
+
+static double map_num(const msgpack_object *map, const char *name)
+{
+    const msgpack_object *o = proto_map_get(map, name);
+
+    if (!o)
+        return 0;
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return (double)o->via.u64;
+    if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
+        return o->via.f64;
+    return 0;
+}
+
+static void map_str(const msgpack_object *map, const char *name, char *dst,
+                    size_t cap)
+{
+    if (proto_str_copy(proto_map_get(map, name), dst, cap) < 0)
+        dst[0] = '\0';
+}
+
+static void key_status_fill(struct resil_key_status *s, const msgpack_object *m)
+{
+    const msgpack_object *o;
+
+    s->found = 1;
+    map_str(m, "key", s->key, sizeof(s->key));
+    map_str(m, "policy", s->policy, sizeof(s->policy));
+    map_str(m, "state", s->state, sizeof(s->state));
+    map_str(m, "health", s->health, sizeof(s->health));
+    map_str(m, "opened_by", s->opened_by, sizeof(s->opened_by));
+    s->since_ms = map_u64(m, "since_ms");
+    s->calls = map_u64(m, "calls");
+    s->failures = map_u64(m, "failures");
+    s->failure_rate = map_num(m, "failure_rate");
+    s->slow_rate = map_num(m, "slow_rate");
+    s->opens = map_u64(m, "opens");
+    s->retry_after_ms = map_u64(m, "retry_after_ms");
+    s->outstanding = map_u64(m, "outstanding");
+    o = proto_map_get(m, "latency_ms");
+    s->latency_p50_ms = map_u64(o, "p50");
+    s->latency_p99_ms = map_u64(o, "p99");
+    o = proto_map_get(m, "limiter");
+    if (o && o->type == MSGPACK_OBJECT_MAP) {
+        s->has_limiter = 1;
+        s->limiter_rate = map_u64(o, "rate");
+        s->limiter_per_ms = map_u64(o, "per_ms");
+        s->limiter_burst = map_u64(o, "burst");
+        s->limiter_available = map_u64(o, "available");
+        s->limiter_paused_ms = map_u64(o, "paused_ms");
+    }
+    o = proto_map_get(m, "bulkhead");
+    if (o && o->type == MSGPACK_OBJECT_MAP) {
+        s->has_bulkhead = 1;
+        s->bulkhead_in_use = map_u64(o, "in_use");
+        s->bulkhead_max = map_u64(o, "max");
+        s->bulkhead_queued = map_u64(o, "queued");
+    }
+    o = proto_map_get(m, "force_reason");
+    if (o && o->type == MSGPACK_OBJECT_STR) {
+        s->forced = 1;
+        map_str(m, "force_reason", s->force_reason, sizeof(s->force_reason));
+        s->force_ttl_ms = map_u64(m, "force_ttl_ms");
+    }
+}
+
+int resil_status(resil_t *r, const char *key, int deadline_ms,
+                 struct resil_key_status *out)
+{
+    uint64_t start = now_ns(), deadline;
+    const msgpack_object *keys;
+    struct answer a;
+    uint32_t id;
+    int rc;
+
+    if (out)
+        memset(out, 0, sizeof(*out));
+    if (!r || !out || not_for_trading(r) || !valid_name(key, RESIL_KEY_MAX) ||
+        deadline_ms < 0) {
+        errno = EINVAL;
+        return RESIL_EINVAL;
+    }
+    deadline = deadline_of(r, deadline_ms, start);
+    if ((rc = lock_until(r, deadline)) < 0)
+        return rc;
+    id = begin_request(r, "status");
+    msgpack_pack_array(&r->pk, 1);
+    msgpack_pack_map(&r->pk, 1);
+    proto_kv_str(&r->pk, "key", key);
+    if ((rc = roundtrip(r, id, RECV_CAP_BYTES, deadline, &a, 0)) < 0)
+        goto out;
+    keys = proto_map_get(a.m.result, "keys");
+    if (a.m.error->type != MSGPACK_OBJECT_NIL || !keys ||
+        keys->type != MSGPACK_OBJECT_ARRAY ||
+        (keys->via.array.size &&
+         keys->via.array.ptr[0].type != MSGPACK_OBJECT_MAP)) {
+        rc = answer_failed(r, &a, out->error_code, sizeof(out->error_code));
+        goto out;
+    }
+    if (keys->via.array.size)
+        key_status_fill(out, &keys->via.array.ptr[0]);
+    consume(r, a.frame_len);
+    rc = 0;
+out:
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+/* --- subscribe / poll ----------------------------------------------------- */
+
+/* Topic mask of a "subscribed" list; unknown names are ignored. */
+static unsigned topics_of(const msgpack_object *list)
+{
+    unsigned mask = 0;
+    uint32_t i;
+    size_t t;
+
+    if (!list || list->type != MSGPACK_OBJECT_ARRAY)
+        return 0;
+    for (i = 0; i < list->via.array.size; i++)
+        for (t = 0; t < NTOPICS; t++)
+            if (proto_str_eq(&list->via.array.ptr[i], topic_names[t]))
+                mask |= 1u << t;
+    return mask;
+}
+
+/* subscribe or unsubscribe (topics 0: unsubscribe from all).  Holds mu. */
+static int topics_call(struct resil *r, const char *method, unsigned topics,
+                       uint64_t deadline, struct resil_topics_result *out)
+{
+    const msgpack_object *list;
+    struct answer a;
+    uint32_t id, n = 0;
+    size_t t;
+    int rc;
+
+    for (t = 0; t < NTOPICS; t++)
+        n += !!(topics & (1u << t));
+    id = begin_request(r, method);
+    msgpack_pack_array(&r->pk, 1);
+    msgpack_pack_map(&r->pk, n ? 1 : 0);
+    if (n) {
+        proto_pack_cstr(&r->pk, "topics");
+        msgpack_pack_array(&r->pk, n);
+        for (t = 0; t < NTOPICS; t++)
+            if (topics & (1u << t))
+                proto_pack_cstr(&r->pk, topic_names[t]);
+    }
+    if ((rc = roundtrip(r, id, RECV_CAP_BYTES, deadline, &a, 0)) < 0)
+        return rc;
+    list = proto_map_get(a.m.result, "subscribed");
+    if (a.m.error->type != MSGPACK_OBJECT_NIL || !list ||
+        list->type != MSGPACK_OBJECT_ARRAY)
+        return answer_failed(r, &a, out->error_code, sizeof(out->error_code));
+    out->subscribed = topics_of(list);
+    consume(r, a.frame_len);
+    return 0;
+}
+
+/* The connection of an event handle is lost: remember why, keep the fd
+ * (resil.h, "Loss"). */
+static int ev_lost(struct resil *r, int rc, int err)
+{
+    r->ev_dead = 1;
+    r->ev_dead_rc = rc;
+    r->ev_dead_errno = err;
+    errno = err;
+    return rc;
+}
+
+/*
+ * Hand the complete frames in rbuf to the callback, at most budget events
+ * (a frame cut by the budget resumes next time); other complete objects
+ * (a late answer to an (un)subscribe given up on) are dropped.  Nothing
+ * is read from the socket.  The events delivered, or -1 on garbage.
+ */
+static long deliver_buffered(struct resil *r, int budget)
+{
+    size_t off = 0;
+    long got, n, delivered = 0;
+    int done;
+
+    while (delivered < budget) {
+        got = r->rbuf_len > off
+                  ? proto_scan_next(&r->scan, r->rbuf + off, r->rbuf_len - off,
+                                    RECV_CAP_BYTES, PROTO_MAX_DEPTH)
+                  : 0;
+        if (got < 0)
+            return -1;
+        if (got == 0)
+            break;
+        done = 1;
+        if (got >= 2 && r->rbuf[off] == 0x93 && r->rbuf[off + 1] == 0x02) {
+            n = deliver_frame(r, r->rbuf + off, (size_t)got,
+                              (uint32_t)(budget - delivered), &done);
+            if (n < 0)
+                return -1;
+            delivered += n;
+        }
+        proto_scan_init(&r->scan);
+        if (!done)
+            break; /* the rest of this frame goes next time */
+        off += (size_t)got;
+    }
+    compact(r, off);
+    return delivered;
+}
+
+int resil_subscribe(resil_t *r, unsigned topics, resil_event_fn fn, void *arg,
+                    int deadline_ms, struct resil_topics_result *out)
+{
+    struct resil_topics_result scratch;
+    uint64_t start = now_ns(), deadline;
+    int rc;
+
+    if (!out)
+        out = &scratch;
+    memset(out, 0, sizeof(*out));
+    if (!r || !fn || cb_handle == r || topics == 0 ||
+        (topics & ~(unsigned)RESIL_TOPIC_ALL) || deadline_ms < 0) {
+        errno = EINVAL;
+        return RESIL_EINVAL;
+    }
+    deadline = deadline_of(r, deadline_ms, start);
+    if ((rc = lock_until(r, deadline)) < 0)
+        return rc;
+    __atomic_store_n(&r->events, 1, __ATOMIC_RELAXED);
+    r->ev_fn = fn;
+    r->ev_arg = arg;
+    if (r->ev_dead) { /* the old connection is gone: start a new one */
+        drop_connection(r);
+        r->ev_dead = 0;
+        r->ev_frame_at = 0;
+    }
+    rc = topics_call(r, "subscribe", topics, deadline, out);
+    /* Events that came in the same reads as the answer sit in rbuf, where
+     * the fd does not show them: hand them over now, so that an event
+     * loop may wait for readability as soon as this returns. */
+    if (rc == 0 && deliver_buffered(r, INT32_MAX) < 0)
+        rc = ev_lost(r, RESIL_EPROTO, EPROTO);
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+int resil_unsubscribe(resil_t *r, unsigned topics, int deadline_ms,
+                      struct resil_topics_result *out)
+{
+    struct resil_topics_result scratch;
+    uint64_t start = now_ns(), deadline;
+    int rc;
+
+    if (!out)
+        out = &scratch;
+    memset(out, 0, sizeof(*out));
+    if (!r || cb_handle == r || (topics & ~(unsigned)RESIL_TOPIC_ALL) ||
+        deadline_ms < 0) {
+        errno = EINVAL;
+        return RESIL_EINVAL;
+    }
+    deadline = deadline_of(r, deadline_ms, start);
+    if ((rc = lock_until(r, deadline)) < 0)
+        return rc;
+    if (!r->events || r->ev_dead || r->fd < 0 || r->fd_pid != getpid()) {
+        /* A new connection has no subscription to drop. */
+        errno = r->ev_dead ? r->ev_dead_errno : ENOTCONN;
+        rc = RESIL_ECONN;
+    } else {
+        rc = topics_call(r, "unsubscribe", topics, deadline, out);
+        if (rc == 0 && deliver_buffered(r, INT32_MAX) < 0)
+            rc = ev_lost(r, RESIL_EPROTO, EPROTO);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+int resil_fd(const resil_t *r)
+{
+    if (!r || !__atomic_load_n(&r->events, __ATOMIC_RELAXED) || r->fd < 0 ||
+        r->fd_pid != getpid())
+        return -1;
+    return r->fd;
+}
+
+#define POLL_READ_MAX_BYTES (256u * 1024) /* per resil_poll_events call */
+#define POLL_MAX_EVENTS 65536
+
+int resil_poll_events(resil_t *r, int max_events)
+{
+    uint64_t deadline;
+    size_t got_bytes = 0;
+    long n;
+    ssize_t rd;
+    int rc, delivered = 0;
+
+    if (!r || cb_handle == r || max_events < 1 ||
+        max_events > POLL_MAX_EVENTS ||
+        !__atomic_load_n(&r->events, __ATOMIC_RELAXED)) {
+        errno = EINVAL;
+        return RESIL_EINVAL;
+    }
+    deadline = deadline_of(r, 0, now_ns());
+    if ((rc = lock_until(r, deadline)) < 0)
+        return rc;
+    if (r->ev_dead) {
+        errno = r->ev_dead_errno;
+        rc = r->ev_dead_rc;
+        goto out;
+    }
+    if (r->fd < 0 || r->fd_pid != getpid()) {
+        errno = ENOTCONN;
+        rc = RESIL_ECONN;
+        goto out;
+    }
+    for (;;) {
+        if ((n = deliver_buffered(r, max_events - delivered)) < 0) {
+            rc = ev_lost(r, RESIL_EPROTO, EPROTO);
+            goto out;
+        }
+        delivered += (int)n;
+        if (delivered == max_events || got_bytes >= POLL_READ_MAX_BYTES)
+            break;
+        rd = recv(r->fd, r->rbuf + r->rbuf_len, r->rbuf_cap - r->rbuf_len,
+                  MSG_DONTWAIT);
+        if (rd > 0) {
+            r->rbuf_len += (size_t)rd;
+            got_bytes += (size_t)rd;
+            continue;
+        }
+        if (rd < 0 && errno == EINTR)
+            continue;
+        if (rd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        /* EOF or an error: the events before it were delivered; say so
+         * next time if any were, now if none. */
+        ev_lost(r, RESIL_ECONN, rd == 0 ? ECONNRESET : errno);
+        if (delivered == 0) {
+            rc = RESIL_ECONN;
+            goto out;
+        }
+        break;
+    }
+    rc = delivered;
+out:
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+long resil_event_str(const struct resil_event *ev, const char *name, char *dst,
+                     size_t cap)
+{
+    if (!ev || !ev->priv || !name)
+        return -1;
+    return proto_str_copy(proto_map_get(ev->priv, name), dst, cap);
+}
+
+int resil_event_uint(const struct resil_event *ev, const char *name,
+                     uint64_t *v)
+{
+    if (!ev || !ev->priv || !name || !v)
+        return -1;
+    return get_uint(ev->priv, name, v);
+}
+
+int resil_event_bool(const struct resil_event *ev, const char *name, int *v)
+{
+    if (!ev || !ev->priv || !name || !v)
+        return -1;
+    return get_bool(ev->priv, name, v);
 }

@@ -17,16 +17,27 @@
  *
  * Exit status: 0 ok, 1 the daemon answered an error, 2 usage error,
  * 3 the daemon could not be reached (or answered garbage, or too late).
+ * Two commands differ, for monitoring: `health` exits with the daemon's
+ * verdict (0 healthy, 1 degraded, 2 unhealthy) and 3 whenever it cannot
+ * tell (unreachable, an error answer, its own usage error), like a Nagios
+ * check; `watch` exits 0 when stopped (SIGINT, SIGTERM, EOF on a piped
+ * stdin, or its reader gone) and 3 when the daemon is or goes away.
  */
 #include <errno.h>
 #include <jansson.h>
 #include <langinfo.h>
 #include <locale.h>
 #include <msgpack.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "proto.h"
 #include "resil.h"
@@ -52,6 +63,7 @@ struct ctl {
     int json;           /* --json */
     int deadline_ms;    /* -t */
     resil_t *r;
+    int reader_gone; /* stdout's reader closed it (EPIPE): not an error */
 };
 
 struct ctl_cmd {
@@ -459,7 +471,9 @@ static int call(struct ctl *c, const char *method, const msgpack_sbuffer *sb,
         return EXIT_UNREACHABLE;
     default:
         fprintf(stderr, "resilctl: cannot reach resild at %s: %s\n",
-                resil_path(c->r), resil_strerror(rc));
+                resil_path(c->r),
+                err == EMSGSIZE ? "its answer is too large"
+                                : resil_strerror(rc));
         return EXIT_UNREACHABLE;
     }
 }
@@ -630,11 +644,45 @@ struct cmd_args {
     uint64_t for_ms;    /* --for, 0 when absent */
     const char *reason; /* --reason, NULL when absent */
     uint64_t limit;     /* --limit, 0 when absent */
+    unsigned topics;    /* --topics, RESIL_TOPIC_* bits; 0 when absent */
 };
 
 /* Options a command accepts besides --json (parse_args' opts). */
-#define OPT_FORCE 1 /* --for DURATION, --reason TEXT */
-#define OPT_LIMIT 2 /* --limit N */
+#define OPT_FORCE 1  /* --for DURATION, --reason TEXT */
+#define OPT_LIMIT 2  /* --limit N */
+#define OPT_TOPICS 4 /* --topics LIST */
+
+static const char *const topic_names[] = {"state", "error", "alert", "operator",
+                                          "bound"};
+#define NTOPICS (sizeof(topic_names) / sizeof(topic_names[0]))
+
+/* "state,error" -> RESIL_TOPIC_* bits ("all": every topic).  0 when the
+ * list is empty, has an empty item or an unknown name. */
+static unsigned parse_topics(const char *list)
+{
+    unsigned mask = 0;
+    const char *p = list, *end;
+    size_t i, n;
+
+    for (;;) {
+        end = strchr(p, ',');
+        n = end ? (size_t)(end - p) : strlen(p);
+        if (n == 3 && !strncmp(p, "all", 3)) {
+            mask |= RESIL_TOPIC_ALL;
+        } else {
+            for (i = 0; i < NTOPICS; i++)
+                if (strlen(topic_names[i]) == n &&
+                    !strncmp(p, topic_names[i], n))
+                    break;
+            if (i == NTOPICS)
+                return 0; /* empty or unknown */
+            mask |= 1u << i;
+        }
+        if (!end)
+            return mask;
+        p = end + 1;
+    }
+}
 
 static int cmd_usage(const struct ctl_cmd *cmd)
 {
@@ -682,6 +730,16 @@ static int parse_args(struct ctl *c, const struct ctl_cmd *cmd, int argc,
                 fprintf(
                     stderr, "resilctl: bad count '%s' for --limit (1..%d)\n",
                     escape(e, sizeof(e), v, strlen(v), 64), STATUS_MAX_KEYS);
+                return EXIT_USAGE;
+            }
+        } else if ((opts & OPT_TOPICS) && !strcmp(s, "--topics")) {
+            const char *v = i + 1 < argc ? argv[++i] : "";
+            if (!(a->topics = parse_topics(v))) {
+                fprintf(stderr,
+                        "resilctl: bad topic list '%s' for --topics (comma-"
+                        "separated: state, error, alert, operator, bound; or "
+                        "all)\n",
+                        escape(e, sizeof(e), v, strlen(v), 64));
                 return EXIT_USAGE;
             }
         } else if ((opts & OPT_FORCE) &&
@@ -975,6 +1033,474 @@ static int cmd_reset(struct ctl *c, int argc, char **argv)
     return rc;
 }
 
+/*
+ * health exits with the daemon's verdict so that a monitoring system can
+ * run it as a check: 0 healthy, 1 degraded, 2 unhealthy, 3 when it cannot
+ * tell (unreachable, an error answer, an overall it does not know, or its
+ * own usage error -- never 2, which would read as unhealthy).
+ */
+#define HEALTH_UNKNOWN 3
+
+static int health_code(const msgpack_object *overall)
+{
+    if (proto_str_eq(overall, "healthy"))
+        return 0;
+    if (proto_str_eq(overall, "degraded"))
+        return 1;
+    if (proto_str_eq(overall, "unhealthy"))
+        return 2;
+    return HEALTH_UNKNOWN;
+}
+
+/* Print the health map for people. */
+static void print_health(const msgpack_object *h)
+{
+    char b1[4 * TEXT_SHOW_MAX + 8], b2[4 * TEXT_SHOW_MAX + 8];
+    const msgpack_object *o = proto_map_get(h, "open");
+    const msgpack_object *sv = proto_map_get(h, "services");
+    const msgpack_object *cp = proto_map_get(h, "components");
+    size_t w = 3, n = 0, cw;
+    uint64_t u;
+    uint32_t i;
+
+    printf("overall: %s\n",
+           obj_text(b1, sizeof(b1), proto_map_get(h, "overall"), 32, "?"));
+    if (o && o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size) {
+        printf("open (%u):", (unsigned)o->via.array.size);
+        for (i = 0; i < o->via.array.size; i++)
+            printf(" %s", obj_text(b1, sizeof(b1), &o->via.array.ptr[i],
+                                   KEY_SHOW_MAX, "?"));
+        printf("\n");
+    } else {
+        printf("open: none\n");
+    }
+    /* Services that are not operational (critical keys that are fine are
+     * in the map too: left out here, shown by --json). */
+    if (sv && sv->type == MSGPACK_OBJECT_MAP)
+        for (i = 0; i < sv->via.map.size; i++)
+            if (!proto_str_eq(&sv->via.map.ptr[i].val, "operational")) {
+                n++;
+                cw =
+                    text_width(obj_text(b1, sizeof(b1), &sv->via.map.ptr[i].key,
+                                        KEY_SHOW_MAX, "?"));
+                w = cw > w ? cw : w;
+            }
+    if (n) {
+        printf("not operational (%zu):\n", n);
+        for (i = 0; i < sv->via.map.size; i++) {
+            if (proto_str_eq(&sv->via.map.ptr[i].val, "operational"))
+                continue;
+            obj_text(b1, sizeof(b1), &sv->via.map.ptr[i].key, KEY_SHOW_MAX,
+                     "?");
+            printf("  %s%*s  %s\n", b1, (int)(w - text_width(b1)), "",
+                   obj_text(b2, sizeof(b2), &sv->via.map.ptr[i].val, 32, "?"));
+        }
+    } else {
+        printf("not operational: none\n");
+    }
+    if (proto_map_get(h, "services_truncated"))
+        printf("  (more: resild lists at most 1000)\n");
+    if (obj_uint(proto_map_get(h, "recent_errors"), &u) == 0)
+        printf("recent errors (60 s): %llu\n", (unsigned long long)u);
+    if (cp && cp->type == MSGPACK_OBJECT_MAP && cp->via.map.size) {
+        printf("components:\n");
+        for (i = 0; i < cp->via.map.size; i++) {
+            const msgpack_object *c = &cp->via.map.ptr[i].val;
+            const msgpack_object *ok = proto_map_get(c, "ok");
+            printf("  %s  %s  %s\n",
+                   obj_text(b1, sizeof(b1), &cp->via.map.ptr[i].key, 64, "?"),
+                   ok && ok->type == MSGPACK_OBJECT_BOOLEAN
+                       ? (ok->via.boolean ? "ok" : "FAIL")
+                       : "?",
+                   obj_text(b2, sizeof(b2), proto_map_get(c, "detail"),
+                            TEXT_SHOW_MAX, ""));
+        }
+    } else {
+        printf("components: none\n");
+    }
+}
+
+static int cmd_health(struct ctl *c, int argc, char **argv)
+{
+    char e[4 * 32 + 8];
+    struct cmd_args args;
+    struct answer a;
+    int code,
+        rc = parse_args(c, find_command("health"), argc, argv, 0, 0, 0, &args);
+
+    if (rc)
+        return rc < 0 ? EXIT_OK : HEALTH_UNKNOWN;
+    if (call(c, "health", NULL, &a) != 0) {
+        answer_free(&a);
+        return HEALTH_UNKNOWN;
+    }
+    code = health_code(proto_map_get(&a.result, "overall"));
+    if (c->json) {
+        if (print_json(&a.result) != EXIT_OK)
+            code = HEALTH_UNKNOWN;
+    } else {
+        print_health(&a.result);
+    }
+    if (code == HEALTH_UNKNOWN)
+        fprintf(stderr,
+                "resilctl: resild sent an unknown overall health "
+                "'%s'\n",
+                obj_text(e, sizeof(e), proto_map_get(&a.result, "overall"), 32,
+                         "(none)"));
+    answer_free(&a);
+    return code;
+}
+
+/* metrics prints the exposition text as is; a line that holds a control
+ * character or invalid UTF-8 is escaped like any peer text. */
+static int cmd_metrics(struct ctl *c, int argc, char **argv)
+{
+    struct cmd_args args;
+    struct answer a;
+    const msgpack_object *t;
+    const char *p, *end, *nl;
+    char *buf = NULL;
+    int rc = parse_args(c, find_command("metrics"), argc, argv, 0, 0, 0, &args);
+
+    if (rc)
+        return rc < 0 ? EXIT_OK : rc;
+    if ((rc = call(c, "metrics", NULL, &a)) != 0) {
+        answer_free(&a);
+        return rc;
+    }
+    t = proto_map_get(&a.result, "text");
+    if (c->json) {
+        rc = print_json(&a.result);
+    } else if (!t || t->type != MSGPACK_OBJECT_STR) {
+        fprintf(stderr, "resilctl: resild sent metrics without text\n");
+        rc = EXIT_UNREACHABLE;
+    } else if (!(buf = malloc(4 * (size_t)t->via.str.size + 8))) {
+        fprintf(stderr, "resilctl: out of memory\n");
+        rc = EXIT_UNREACHABLE;
+    } else {
+        p = t->via.str.ptr;
+        end = p + t->via.str.size;
+        while (p < end) {
+            nl = memchr(p, '\n', (size_t)(end - p));
+            if (!nl)
+                nl = end;
+            escape(buf, 4 * (size_t)t->via.str.size + 8, p, (size_t)(nl - p),
+                   (size_t)(nl - p));
+            printf("%s\n", buf);
+            p = nl + 1;
+        }
+    }
+    free(buf);
+    answer_free(&a);
+    return rc;
+}
+
+/* --- watch ---------------------------------------------------------------
+ * One line per event, flushed at once: UTC time, topic, key, what
+ * happened; --json prints each event map as one line of JSON (JSON Lines).
+ * The loop waits in ppoll() with SIGINT/SIGTERM unblocked only there, so a
+ * signal is never lost between the check and the wait. */
+
+static volatile sig_atomic_t watch_stop;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    watch_stop = 1;
+}
+
+struct line {
+    char b[8192];
+    size_t n;
+};
+
+static void line_add(struct line *l, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void line_add(struct line *l, const char *fmt, ...)
+{
+    va_list ap;
+    int k;
+
+    if (l->n >= sizeof(l->b) - 1)
+        return;
+    va_start(ap, fmt);
+    k = vsnprintf(l->b + l->n, sizeof(l->b) - l->n, fmt, ap);
+    va_end(ap);
+    if (k > 0)
+        l->n += (size_t)k < sizeof(l->b) - l->n ? (size_t)k
+                                                : sizeof(l->b) - 1 - l->n;
+}
+
+/* Escaped string field `name` of map m into dst, or dflt. */
+static const char *ev_text(char *dst, size_t cap, const msgpack_object *m,
+                           const char *name, size_t max, const char *dflt)
+{
+    return obj_text(dst, cap, proto_map_get(m, name), max, dflt);
+}
+
+/* What an event says, in words (m is the event map). */
+static void describe_event(struct line *l, const msgpack_object *m)
+{
+    char a[4 * TEXT_SHOW_MAX + 8], b[4 * TEXT_SHOW_MAX + 8];
+    char c3[4 * TEXT_SHOW_MAX + 8], d[64];
+    const msgpack_object *type = proto_map_get(m, "type");
+    const msgpack_object *o;
+    uint64_t u;
+    uint32_t i;
+
+    if (proto_str_eq(type, "transition")) {
+        line_add(l, "%s -> %s (%s)", ev_text(a, sizeof(a), m, "from", 32, "?"),
+                 ev_text(b, sizeof(b), m, "to", 32, "?"),
+                 ev_text(c3, sizeof(c3), m, "cause", 32, "?"));
+        o = proto_map_get(m, "origin");
+        if (o && !proto_str_eq(o, "local"))
+            line_add(l, " from %s", obj_text(a, sizeof(a), o, 64, "?"));
+    } else if (proto_str_eq(type, "venue_pause")) {
+        u = 0;
+        obj_uint(proto_map_get(m, "paused_ms"), &u);
+        line_add(l, "venue paused %s (429 reported on %s)",
+                 fmt_duration(d, sizeof(d), u),
+                 ev_text(a, sizeof(a), m, "reported_on", KEY_SHOW_MAX, "?"));
+    } else if (proto_str_eq(type, "venue_resync")) {
+        u = 0;
+        obj_uint(proto_map_get(m, "remaining"), &u);
+        line_add(l, "venue resync, %llu remaining", (unsigned long long)u);
+    } else if (proto_str_eq(type, "heartbeat_lost") ||
+               proto_str_eq(type, "heartbeat_restored")) {
+        u = 0;
+        obj_uint(proto_map_get(m, "silent_ms"), &u);
+        line_add(l, "heartbeat %s (silent %s)",
+                 proto_str_eq(type, "heartbeat_lost") ? "lost" : "restored",
+                 fmt_duration(d, sizeof(d), u));
+    } else if (proto_str_eq(type, "outcome")) {
+        line_add(l, "%s", ev_text(a, sizeof(a), m, "outcome", 32, "?"));
+        ev_text(a, sizeof(a), m, "class", 64, "");
+        if (a[0])
+            line_add(l, " %s", a);
+        line_add(l, " %s", ev_text(a, sizeof(a), m, "severity", 32, "?"));
+        o = proto_map_get(m, "transient");
+        if (o && o->type == MSGPACK_OBJECT_BOOLEAN && o->via.boolean)
+            line_add(l, " transient");
+        o = proto_map_get(m, "stale");
+        if (o && o->type == MSGPACK_OBJECT_BOOLEAN && o->via.boolean)
+            line_add(l, " stale");
+        line_add(l, " via %s", ev_text(a, sizeof(a), m, "source", 32, "?"));
+        if (obj_uint(proto_map_get(m, "latency_ms"), &u) == 0)
+            line_add(l, " %llums", (unsigned long long)u);
+        ev_text(a, sizeof(a), m, "message", TEXT_SHOW_MAX, "");
+        if (a[0])
+            line_add(l, ": %s", a);
+        ev_text(a, sizeof(a), m, "correlation_id", 64, "");
+        if (a[0])
+            line_add(l, " [%s]", a);
+    } else if (proto_str_eq(type, "force")) {
+        line_add(l, "forced %s", ev_text(a, sizeof(a), m, "state", 32, "?"));
+        if (obj_uint(proto_map_get(m, "ttl_ms"), &u) == 0 && u > 0)
+            line_add(l, " for %s", fmt_duration(d, sizeof(d), u));
+        if (obj_uint(proto_map_get(m, "uid"), &u) == 0)
+            line_add(l, " by uid %llu", (unsigned long long)u);
+        ev_text(a, sizeof(a), m, "reason", TEXT_SHOW_MAX, "");
+        if (a[0])
+            line_add(l, ": %s", a);
+    } else if (proto_str_eq(type, "reset")) {
+        line_add(l, "reset");
+        if (obj_uint(proto_map_get(m, "uid"), &u) == 0)
+            line_add(l, " by uid %llu", (unsigned long long)u);
+    } else if (proto_str_eq(type, "bound_hit")) {
+        line_add(l, "bound %s hit", ev_text(a, sizeof(a), m, "bound", 64, "?"));
+        ev_text(a, sizeof(a), m, "detail", TEXT_SHOW_MAX, "");
+        if (a[0])
+            line_add(l, ": %s", a);
+    } else {
+        /* A type this resilctl does not know: its name and the other
+         * scalar fields as name=value. */
+        line_add(l, "%s", obj_text(a, sizeof(a), type, 64, "?"));
+        for (i = 0; i < m->via.map.size; i++) {
+            const msgpack_object *k = &m->via.map.ptr[i].key;
+            const msgpack_object *v = &m->via.map.ptr[i].val;
+            if (proto_str_eq(k, "topic") || proto_str_eq(k, "type") ||
+                proto_str_eq(k, "key") || proto_str_eq(k, "ts"))
+                continue;
+            obj_text(a, sizeof(a), k, 64, "?");
+            if (v->type == MSGPACK_OBJECT_STR)
+                line_add(l, " %s=%s", a,
+                         obj_text(b, sizeof(b), v, TEXT_SHOW_MAX, ""));
+            else if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                line_add(l, " %s=%llu", a, (unsigned long long)v->via.u64);
+            else if (v->type == MSGPACK_OBJECT_BOOLEAN)
+                line_add(l, " %s=%s", a, v->via.boolean ? "true" : "false");
+        }
+    }
+}
+
+struct watch {
+    struct ctl *c;
+    msgpack_zone zone; /* decoded event, cleared after each */
+    int failed;        /* stdout failed: stop */
+};
+
+/* The event callback: one line per event, flushed. */
+static void watch_event(const struct resil_event *ev, void *arg)
+{
+    struct watch *w = arg;
+    char a[4 * TEXT_SHOW_MAX + 8], b[4 * KEY_SHOW_MAX + 8];
+    struct line l = {.n = 0};
+    msgpack_object m;
+    struct tm tm;
+    time_t sec;
+    size_t off = 0;
+    uint64_t ts = ev->ts_ms;
+
+    if (w->failed)
+        return;
+    if (msgpack_unpack(ev->raw, ev->raw_len, &off, &w->zone, &m) !=
+            MSGPACK_UNPACK_SUCCESS ||
+        m.type != MSGPACK_OBJECT_MAP) {
+        msgpack_zone_clear(&w->zone);
+        return; /* libresil hands over maps only */
+    }
+    if (w->c->json) {
+        json_t *j = to_json(&m);
+        if (!j || json_dumpf(j, stdout, JSON_COMPACT | JSON_ENSURE_ASCII) < 0)
+            w->failed = 1;
+        json_decref(j);
+        putchar('\n');
+    } else {
+        if (!ts) {
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
+            ts = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+        }
+        sec = (time_t)(ts / 1000);
+        gmtime_r(&sec, &tm);
+        line_add(&l, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ  %-8s  %s  ",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                 tm.tm_min, tm.tm_sec, (unsigned)(ts % 1000),
+                 ev_text(a, sizeof(a), &m, "topic", 16, "?"),
+                 ev_text(b, sizeof(b), &m, "key", KEY_SHOW_MAX, "-"));
+        describe_event(&l, &m);
+        printf("%s\n", l.b);
+    }
+    msgpack_zone_clear(&w->zone);
+    if (fflush(stdout) != 0) {
+        w->failed = 1;
+        w->c->reader_gone = errno == EPIPE;
+    }
+}
+
+/* 1 when stdin is a pipe or socket: its EOF stops watch (a terminal's
+ * stdin is never read, so a background watch is not stopped by SIGTTIN). */
+static int stdin_is_pipe(void)
+{
+    struct stat st;
+
+    return fstat(0, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+}
+
+#define WATCH_BATCH 256 /* events handed over per resil_poll_events */
+
+static int cmd_watch(struct ctl *c, int argc, char **argv)
+{
+    char e1[4 * 64 + 8];
+    struct resil_topics_result tr;
+    struct cmd_args args;
+    struct watch w = {.c = c};
+    struct sigaction sa;
+    struct pollfd pf[2];
+    sigset_t block, waitmask;
+    char junk[512];
+    int rc, n, npf, use_stdin = stdin_is_pipe();
+
+    rc = parse_args(c, find_command("watch"), argc, argv, 0, 0, OPT_TOPICS,
+                    &args);
+    if (rc)
+        return rc < 0 ? EXIT_OK : rc;
+    /* SIGINT/SIGTERM only interrupt the wait (ppoll); a stopped reader of
+     * stdout is an EPIPE, not a kill. */
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigprocmask(SIG_BLOCK, &block, &waitmask);
+    sigdelset(&waitmask, SIGINT);
+    sigdelset(&waitmask, SIGTERM);
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    msgpack_zone_init(&w.zone, 4096);
+
+    errno = 0;
+    rc = resil_subscribe(c->r, args.topics ? args.topics : RESIL_TOPIC_ALL,
+                         watch_event, &w, c->deadline_ms, &tr);
+    if (rc == RESIL_EREMOTE) {
+        fprintf(
+            stderr, "resilctl: resild refused to subscribe: %s\n",
+            escape(e1, sizeof(e1), tr.error_code, strlen(tr.error_code), 64));
+        rc = EXIT_REMOTE;
+        goto out;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "resilctl: cannot reach resild at %s: %s\n",
+                resil_path(c->r),
+                rc == RESIL_ETIMEDOUT ? "no answer in time"
+                : errno               ? strerror(errno)
+                                      : resil_strerror(rc));
+        rc = EXIT_UNREACHABLE;
+        goto out;
+    }
+    /* Said once the subscription stands (tests wait for it), on stderr
+     * so that stdout stays events only. */
+    fprintf(stderr, "resilctl: watching resild at %s; Ctrl-C stops\n",
+            resil_path(c->r));
+    rc = EXIT_OK;
+    while (!watch_stop && !w.failed) {
+        npf = 1;
+        pf[0].fd = resil_fd(c->r);
+        pf[0].events = POLLIN;
+        pf[0].revents = 0;
+        if (use_stdin) {
+            pf[1].fd = 0;
+            pf[1].events = POLLIN;
+            pf[1].revents = 0;
+            npf = 2;
+        }
+        n = ppoll(pf, (nfds_t)npf, NULL, &waitmask);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue; /* watch_stop says whether to go on */
+            fprintf(stderr, "resilctl: poll: %s\n", strerror(errno));
+            rc = EXIT_UNREACHABLE;
+            break;
+        }
+        if (npf == 2 && pf[1].revents) {
+            ssize_t k = read(0, junk, sizeof(junk));
+            if (k == 0 || (k < 0 && errno != EINTR && errno != EAGAIN))
+                break; /* EOF on stdin: stop, exit 0 */
+        }
+        if (!pf[0].revents)
+            continue;
+        do
+            n = resil_poll_events(c->r, WATCH_BATCH);
+        while (n == WATCH_BATCH && !w.failed);
+        if (n < 0) {
+            fprintf(stderr, "resilctl: lost resild at %s: %s\n",
+                    resil_path(c->r),
+                    n == RESIL_ECONN ? "connection closed" : resil_strerror(n));
+            rc = EXIT_UNREACHABLE;
+            break;
+        }
+    }
+    if (w.failed && !c->reader_gone) {
+        fprintf(stderr, "resilctl: cannot write the events\n");
+        rc = EXIT_UNREACHABLE;
+    }
+out:
+    msgpack_zone_destroy(&w.zone);
+    return rc;
+}
+
 static int cmd_help(struct ctl *c, int argc, char **argv)
 {
     const struct ctl_cmd *cmd;
@@ -1010,6 +1536,16 @@ static const struct ctl_cmd commands[] = {
      "pin KEY's breaker state (disabled: always allow); auto undoes it",
      "resilctl force binance.orders closed --for 30s --reason 'false alarm'",
      cmd_force},
+    {"health", "",
+     "overall health, open keys, services not operational, recent errors, "
+     "components; exit 0 healthy, 1 degraded, 2 unhealthy, 3 unknown",
+     "resilctl health || page-oncall", cmd_health},
+    {"watch", "[--topics LIST]",
+     "print live events, one line each, until Ctrl-C; LIST is any of "
+     "state,error,alert,operator,bound (default all); --json: JSON Lines",
+     "resilctl watch --topics state,operator", cmd_watch},
+    {"metrics", "", "print the Prometheus metrics text",
+     "resilctl metrics | grep resild_breaker_state", cmd_metrics},
     {"help", "[COMMAND]", "this help, or one command's", "resilctl help trip",
      cmd_help},
 };
@@ -1051,13 +1587,15 @@ static void usage(FILE *f)
         "Durations: 500ms, 30s, 5m, 2h, 1d.  A KEY that starts with '-'\n"
         "goes after --.\n"
         "Exit status: 0 ok, 1 resild refused (its error is printed),\n"
-        "2 usage error, 3 resild unreachable.\n",
+        "2 usage error, 3 resild unreachable.  health: 0 healthy,\n"
+        "1 degraded, 2 unhealthy, 3 cannot tell.  watch: 0 when stopped,\n"
+        "3 when resild is or goes away.\n",
         DEFAULT_DEADLINE_MS);
 }
 
 int main(int argc, char **argv)
 {
-    struct ctl c = {NULL, 0, DEFAULT_DEADLINE_MS, NULL};
+    struct ctl c = {NULL, 0, DEFAULT_DEADLINE_MS, NULL, 0};
     const struct ctl_cmd *cmd;
     char e[4 * 64 + 8];
     uint64_t ms;
@@ -1132,7 +1670,7 @@ int main(int argc, char **argv)
     }
     rc = cmd->exec(&c, argc - i - 1, argv + i + 1);
     resil_close(c.r);
-    if (fflush(stdout) != 0 && rc == EXIT_OK)
+    if (fflush(stdout) != 0 && rc == EXIT_OK && !c.reader_gone)
         rc = EXIT_UNREACHABLE;
     return rc;
 }

@@ -130,6 +130,141 @@ static void status_result(struct child *ch, msgpack_packer *pk,
     }
 }
 
+/* status {"key": key}: the key's full status map (SPEC 3). */
+static void status_one(msgpack_packer *pk, const msgpack_object *key)
+{
+    if (proto_str_eq(key, "nokey")) { /* a key the daemon does not have */
+        msgpack_pack_map(pk, 3);
+        proto_kv_str(pk, "health", "healthy");
+        proto_kv_u64(pk, "total", 0);
+        proto_pack_cstr(pk, "keys");
+        msgpack_pack_array(pk, 0);
+        return;
+    }
+    msgpack_pack_map(pk, 3);
+    proto_kv_str(pk, "health", "degraded");
+    proto_kv_u64(pk, "total", 1);
+    proto_pack_cstr(pk, "keys");
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_map(pk, 20);
+    proto_pack_cstr(pk, "key");
+    msgpack_pack_object(pk, *key);
+    proto_kv_str(pk, "policy", "binance.*");
+    proto_kv_str(pk, "state", "half_open");
+    proto_kv_str(pk, "health", "degraded");
+    proto_kv_u64(pk, "since_ms", 1500);
+    proto_kv_u64(pk, "calls", 120);
+    proto_kv_u64(pk, "failures", 30);
+    proto_kv_f64(pk, "failure_rate", 25.5);
+    proto_kv_f64(pk, "slow_rate", 1.25);
+    proto_kv_u64(pk, "opens", 3);
+    proto_kv_str(pk, "opened_by", "failure_rate");
+    proto_kv_u64(pk, "retry_after_ms", 0);
+    proto_kv_u64(pk, "outstanding", 2);
+    proto_pack_cstr(pk, "latency_ms");
+    msgpack_pack_map(pk, 2);
+    proto_kv_u64(pk, "p50", 4);
+    proto_kv_u64(pk, "p99", 42);
+    proto_kv_u64(pk, "probes_in_flight", 1);
+    proto_pack_cstr(pk, "limiter");
+    msgpack_pack_map(pk, 5);
+    proto_kv_u64(pk, "rate", 10);
+    proto_kv_u64(pk, "per_ms", 1000);
+    proto_kv_u64(pk, "burst", 20);
+    proto_kv_u64(pk, "available", 7);
+    proto_kv_u64(pk, "paused_ms", 250);
+    proto_pack_cstr(pk, "bulkhead");
+    msgpack_pack_nil(pk);
+    proto_kv_str(pk, "force_reason",
+                 "a reason longer than the client's buffer: "
+                 "0123456789012345678901234567890123456789012345678901234567"
+                 "890123456789012345678901234567890123456789");
+    proto_kv_u64(pk, "force_ttl_ms", 60000);
+    proto_kv_u64(pk, "shadow_denied", 0);
+}
+
+static void health_result(struct child *ch, msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 5);
+    proto_kv_str(pk, "overall", ch->o->overall ? ch->o->overall : "healthy");
+    proto_pack_cstr(pk, "services");
+    msgpack_pack_map(pk, 3);
+    proto_kv_str(pk, "binance.orders", "unavailable");
+    proto_kv_str(pk, "okx\x1b[31m.ws", "degraded");
+    proto_kv_str(pk, "kraken.rest", "operational");
+    proto_pack_cstr(pk, "open");
+    msgpack_pack_array(pk, 1);
+    proto_pack_cstr(pk, "binance.orders");
+    proto_kv_u64(pk, "recent_errors", 12);
+    proto_pack_cstr(pk, "components");
+    msgpack_pack_map(pk, 1);
+    proto_pack_cstr(pk, "redis");
+    msgpack_pack_map(pk, 2);
+    proto_kv_bool(pk, "ok", 0);
+    proto_kv_str(pk, "detail", "connection refused\x07");
+}
+
+/* The metrics text: valid exposition lines and one with a raw ESC. */
+static const char metrics_text[] =
+    "# HELP resild_uptime_seconds Time since start.\n"
+    "# TYPE resild_uptime_seconds gauge\n"
+    "resild_uptime_seconds 12.5\n"
+    "resild_decisions_total{key=\"a.b\",result=\"allow\"} 3\n"
+    "resild_odd{x=\"\x1b[2J\"} 1\n";
+
+/* Echo the subscribe topics (or none for unsubscribe). */
+static void topics_result(msgpack_packer *pk, const struct proto_msg *m,
+                          int echo)
+{
+    const msgpack_object *t = proto_map_get(m->params, "topics");
+
+    msgpack_pack_map(pk, 1);
+    proto_pack_cstr(pk, "subscribed");
+    if (echo && t)
+        msgpack_pack_object(pk, *t);
+    else
+        msgpack_pack_array(pk, 0);
+}
+
+/* The generated events: nevents transitions, events_per_frame a frame. */
+static void write_events(struct child *ch, int fd)
+{
+    int per = ch->o->events_per_frame > 0 ? ch->o->events_per_frame : 1;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    char key[16];
+    int i, j;
+
+    if (ch->o->events_raw_len && !ch->o->raw_with_answer)
+        write_all(fd, ch->o->events_raw, ch->o->events_raw_len);
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    for (i = 0; i < ch->o->nevents; i += per) {
+        int n = ch->o->nevents - i < per ? ch->o->nevents - i : per;
+        proto_pack_notify_head(&pk, "event");
+        msgpack_pack_array(&pk, (uint32_t)n);
+        for (j = i; j < i + n; j++) {
+            snprintf(key, sizeof(key), "e%06d", j);
+            msgpack_pack_map(&pk, 9);
+            proto_kv_str(&pk, "topic", "state");
+            proto_kv_str(&pk, "type", "transition");
+            proto_kv_str(&pk, "key", key);
+            proto_kv_u64(&pk, "ts", 1700000000000ULL + (uint64_t)j);
+            proto_kv_str(&pk, "from", "closed");
+            proto_kv_str(&pk, "to", "open");
+            proto_kv_str(&pk, "cause", "failures");
+            proto_kv_str(&pk, "origin", "local");
+            proto_kv_u64(&pk, "seq", (uint64_t)j);
+        }
+        if (sb.size > 32768) {
+            write_all(fd, sb.data, sb.size);
+            sb.size = 0;
+        }
+    }
+    write_all(fd, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 /* The answer to request m, packed into sb. */
 static void answer(struct child *ch, const struct proto_msg *m,
                    msgpack_sbuffer *sb, uint64_t limit, const char *after)
@@ -156,12 +291,35 @@ static void answer(struct child *ch, const struct proto_msg *m,
         msgpack_pack_map(&pk, 2);
         proto_kv_str(&pk, "state", "closed");
         proto_kv_bool(&pk, "stale", 0);
+    } else if (m->method_len == 6 && !memcmp(m->method, "status", 6) &&
+               proto_map_get(m->params, "key")) {
+        proto_pack_response_head(&pk, m->msgid);
+        status_one(&pk, proto_map_get(m->params, "key"));
     } else if (m->method_len == 6 && !memcmp(m->method, "status", 6)) {
         proto_pack_response_head(&pk, m->msgid);
         status_result(ch, &pk, m->params, limit, after);
     } else if (m->method_len == 5 && !memcmp(m->method, "force", 5)) {
         proto_pack_response_head(&pk, m->msgid);
         key_map(ch, &pk, 0);
+    } else if (m->method_len == 9 && !memcmp(m->method, "heartbeat", 9)) {
+        proto_pack_response_head(&pk, m->msgid);
+        msgpack_pack_map(&pk, 2);
+        proto_kv_str(&pk, "state", "closed");
+        proto_kv_str(&pk, "heartbeat", "ok");
+    } else if (m->method_len == 6 && !memcmp(m->method, "health", 6)) {
+        proto_pack_response_head(&pk, m->msgid);
+        health_result(ch, &pk);
+    } else if (m->method_len == 7 && !memcmp(m->method, "metrics", 7)) {
+        proto_pack_response_head(&pk, m->msgid);
+        msgpack_pack_map(&pk, 1);
+        proto_pack_cstr(&pk, "text");
+        proto_pack_strn(&pk, metrics_text, sizeof(metrics_text) - 1);
+    } else if (m->method_len == 9 && !memcmp(m->method, "subscribe", 9)) {
+        proto_pack_response_head(&pk, m->msgid);
+        topics_result(&pk, m, 1);
+    } else if (m->method_len == 11 && !memcmp(m->method, "unsubscribe", 11)) {
+        proto_pack_response_head(&pk, m->msgid);
+        topics_result(&pk, m, 0);
     } else {
         proto_pack_error(&pk, m->msgid, "no_such_method", "fake");
     }
@@ -225,6 +383,34 @@ static void on_frame(struct child *ch, struct conn *c, const uint8_t *frame,
     id = m.msgid;
     logf_line(ch, "REQ %.*s %llu%s", (int)m.method_len, m.method,
               (unsigned long long)id, extra);
+    if (ch->o->log_hex) { /* the request's bytes, up to 240 */
+        char hex[2 * 240 + 1];
+        size_t i;
+        for (i = 0; i < len && i < 240; i++)
+            snprintf(hex + 2 * i, 3, "%02x", frame[i]);
+        hex[2 * i] = '\0';
+        logf_line(ch, "HEX %s", hex);
+    }
+    if (m.method_len == 9 && !memcmp(m.method, "subscribe", 9) &&
+        ch->o->mode == PEER_ANSWER) {
+        msgpack_sbuffer_init(&sb);
+        answer(ch, &m, &sb, limit, after);
+        if (ch->o->events_before_answer)
+            write_events(ch, c->fd);
+        if (ch->o->raw_with_answer)
+            msgpack_sbuffer_write(&sb, ch->o->events_raw,
+                                  ch->o->events_raw_len);
+        write_all(c->fd, sb.data, sb.size);
+        if (!ch->o->events_before_answer)
+            write_events(ch, c->fd);
+        msgpack_sbuffer_destroy(&sb);
+        msgpack_zone_destroy(&zone);
+        if (ch->o->close_after_events) {
+            close(c->fd);
+            c->fd = -1;
+        }
+        return;
+    }
     msgpack_sbuffer_init(&sb);
     answer(ch, &m, &sb, limit, after);
     switch (ch->o->mode) {
@@ -282,6 +468,10 @@ static void on_readable(struct child *ch, struct conn *c)
         if (got == 0)
             break;
         on_frame(ch, c, c->buf + off, (size_t)got);
+        if (c->fd < 0) { /* on_frame closed it (close_after_events) */
+            c->len = 0;
+            return;
+        }
         off += (size_t)got;
     }
     memmove(c->buf, c->buf + off, c->len - off);

@@ -11,7 +11,9 @@
  *   BAD                                              an undecodable frame
  * It answers as its mode says (below); answers are a plausible resild's:
  * ping, acquire (allow, permit 7), report, status (nkeys keys k00000...,
- * paged by `limit` and `after` like SPEC 3 says), force (the key's map).
+ * paged by `limit` and `after` like SPEC 3 says; with `key`, that key's
+ * full map), force (the key's map), and issue 9's heartbeat, health,
+ * metrics, subscribe (with scripted events) and unsubscribe.
  */
 #ifndef RESIL_FAKE_PEER_H
 #define RESIL_FAKE_PEER_H
@@ -38,6 +40,21 @@ struct peer_opts {
     const char *force_reason; /* NULL: no key is forced; else key k00000
                                * carries this force_reason (raw bytes) */
     size_t force_reason_len;
+    /* Issue 9.  health answers with this `overall` (NULL: "healthy"),
+     * services, open keys, recent_errors 12 and a component.  subscribe
+     * answers {"subscribed": the topics asked}; after its answer (before
+     * it with events_before_answer) the peer writes events_raw as is, then
+     * nevents generated events [2,"event",[map...]] (events_per_frame
+     * maps a frame, default 1): state transitions of keys e000000...
+     * with "seq" 0, 1, ...; then it closes the connection when
+     * close_after_events.  raw_with_answer: the answer and events_raw go
+     * out in one write (so the client reads them together).  log_hex adds
+     * "HEX <frame bytes>" lines. */
+    const char *overall;
+    const char *events_raw;
+    size_t events_raw_len;
+    int nevents, events_per_frame, events_before_answer, close_after_events;
+    int log_hex, raw_with_answer;
 };
 
 struct peer {
