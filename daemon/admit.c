@@ -108,14 +108,18 @@ int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
     size_t i;
     int rc;
 
-    if (k->admit_ready)
+    if (k->admit_ready == ADMIT_READY)
         return 0;
-    limiter_init(&k->lim, lim_conf(k), now_ms);
-    cc = crit_conf(k);
-    limiter_init(&k->crit_lim, &cc, now_ms);
-    k->rng = ((uint64_t)(uintptr_t)k * 0x9e3779b97f4a7c15ULL) ^ now_ms;
-    if (!k->rng)
-        k->rng = 1;
+    if (k->admit_ready == 0) {
+        /* First use; after a rebind (ADMIT_REBOUND) the limiters keep
+         * their state and only the ancestors are found again. */
+        limiter_init(&k->lim, lim_conf(k), now_ms);
+        cc = crit_conf(k);
+        limiter_init(&k->crit_lim, &cc, now_ms);
+        k->rng = ((uint64_t)(uintptr_t)k * 0x9e3779b97f4a7c15ULL) ^ now_ms;
+        if (!k->rng)
+            k->rng = 1;
+    }
     k->nanc = 0;
     /* Ancestors, nearest first: "a.b.c" -> "a.b", "a".  One more than
      * anc[] holds is refused, never skipped: the farthest is usually the
@@ -137,7 +141,7 @@ int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
             return rc;
         k->anc[k->nanc++] = a;
     }
-    k->admit_ready = 1;
+    k->admit_ready = ADMIT_READY;
     return 0;
 }
 
@@ -202,6 +206,12 @@ static enum verdict decide(struct resild *d, struct caller *c, struct key *k,
     size_t i;
 
     memset(res, 0, sizeof(*res));
+    if (k->admit_ready != ADMIT_READY && admit_prepare(d, k, now_ms) < 0) {
+        /* After a reload that could not resolve k's ancestor limiters
+         * (max_keys): deny rather than skip a limit. */
+        res->reason = ADMIT_RATE_LIMITED;
+        return V_DENY;
+    }
     breaker_acquire(&k->br, &pol->breaker, now_ms, &v);
     if (v.reason != BREAKER_FORCED_OPEN && k->br.force == BREAKER_AUTO &&
         pol->has_heartbeat && core_beat_lost(d, k, now_ms)) {

@@ -18,6 +18,11 @@
 
 #define ADMIT_DEFAULT_QUEUE 64 /* parked per key when no bulkhead queue */
 
+/* key.admit_ready: 0 never prepared; ADMIT_READY prepared; ADMIT_REBOUND
+ * the configuration changed, ancestors to find again. */
+#define ADMIT_READY 1
+#define ADMIT_REBOUND 2
+
 enum admit_reason {
     ADMIT_OK,
     ADMIT_CIRCUIT_OPEN,

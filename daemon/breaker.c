@@ -222,6 +222,32 @@ void breaker_init(struct breaker *b, const struct breaker_conf *c, void *window,
     window_clear(b);
 }
 
+int breaker_same_window(const struct breaker_conf *a,
+                        const struct breaker_conf *b)
+{
+    return a->window_time == b->window_time &&
+           (a->window_size ? a->window_size : 1) ==
+               (b->window_size ? b->window_size : 1);
+}
+
+void breaker_rewindow(struct breaker *b, const struct breaker_conf *c,
+                      void *window)
+{
+    int same = b->window_time == c->window_time &&
+               b->window_size == (c->window_size ? c->window_size : 1);
+
+    b->window_time = c->window_time;
+    b->window_size = c->window_size ? c->window_size : 1;
+    b->ring = NULL;
+    b->buckets = NULL;
+    if (b->window_time)
+        b->buckets = window;
+    else
+        b->ring = window;
+    if (!same)
+        window_clear(b);
+}
+
 /* The open period is over: half-open.  Under a force the change is not
  * visible, so neither since_ms nor the queue hears of it. */
 static void open_time_over(struct breaker *b, uint64_t now_ms)

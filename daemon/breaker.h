@@ -210,6 +210,21 @@ size_t breaker_window_bytes(const struct breaker_conf *c);
 void breaker_init(struct breaker *b, const struct breaker_conf *c, void *window,
                   uint64_t seed, uint64_t now_ms);
 
+/* 1 if a breaker configured with a and one with b lay out their window
+ * the same way (type and size), so the window memory can be kept. */
+int breaker_same_window(const struct breaker_conf *a,
+                        const struct breaker_conf *b);
+
+/*
+ * The configuration changed (reload): take c's window layout in window
+ * (breaker_window_bytes(c) bytes owned by the caller; the same memory when
+ * the layout is unchanged).  A changed layout starts an empty window; the
+ * state, its timers, the generation, the force and the lifetime figures
+ * are kept.
+ */
+void breaker_rewindow(struct breaker *b, const struct breaker_conf *c,
+                      void *window);
+
 /* Apply time-driven changes (open -> half-open, force TTL end).  Every
  * other function calls it first; callers only need it before reading
  * fields directly. */

@@ -7,6 +7,7 @@
  */
 #include "core.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -586,4 +587,104 @@ void core_tick(struct resild *d, uint64_t now_ms)
         if (core_beat_lost(d, k, now_ms))
             d->wake_dirty = 1;
     admit_wake(d, now_ms);
+}
+
+/* --- rebinding to a new configuration --- */
+
+/* Every key, in no particular order: the hash chains. */
+#define FOR_EACH_KEY(d, i, k)                                                  \
+    for ((i) = 0; (i) < (d)->keys.nbuckets; (i)++)                             \
+        for ((k) = (d)->keys.buckets[(i)]; (k); (k) = (k)->next)
+
+int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms)
+{
+    struct config old;
+    struct key *k;
+    size_t i, nwin = 0, w = 0;
+    void **wins = NULL;
+    int rc = 0;
+
+    /* Phase 1: every allocation, before anything changes. */
+    FOR_EACH_KEY(d, i, k)
+    {
+        const struct policy *pol = config_match(cfg, k->name);
+        if (!breaker_same_window(&pol->breaker, &k->policy->breaker))
+            nwin++;
+    }
+    if (nwin && !(wins = calloc(nwin, sizeof(*wins))))
+        return RD_ENOMEM;
+    FOR_EACH_KEY(d, i, k)
+    {
+        const struct policy *pol = config_match(cfg, k->name);
+        if (breaker_same_window(&pol->breaker, &k->policy->breaker))
+            continue;
+        if (!(wins[w++] = calloc(1, breaker_window_bytes(&pol->breaker)))) {
+            rc = RD_ENOMEM;
+            break;
+        }
+    }
+    if (rc < 0) {
+        while (w-- > 0)
+            free(wins[w]);
+        free(wins);
+        return rc;
+    }
+
+    /* Phase 2: nothing can fail from here. */
+    old = d->cfg;
+    d->cfg = *cfg;
+    memset(cfg, 0, sizeof(*cfg));
+    d->beating = d->critical = NULL;
+    w = 0;
+    FOR_EACH_KEY(d, i, k)
+    {
+        const struct policy *was = k->policy;
+        const struct policy *pol = config_match(&d->cfg, k->name);
+
+        breaker_advance(&k->br, &was->breaker, now_ms);
+        if (!breaker_same_window(&pol->breaker, &was->breaker)) {
+            free(k->window);
+            k->window = wins[w++];
+            breaker_rewindow(&k->br, &pol->breaker, k->window);
+        }
+        if (k->admit_ready && pol->has_limiter) {
+            /* Keep what the bucket holds, never more than the new burst:
+             * a reload must not hand out a fresh burst of exchange
+             * weight. */
+            uint64_t avail =
+                was->has_limiter
+                    ? limiter_available(&k->lim, &was->limiter, now_ms)
+                    : pol->limiter.burst;
+            uint64_t paused = limiter_paused_ms(&k->lim, now_ms);
+            limiter_init(&k->lim, &pol->limiter, now_ms);
+            limiter_sync(&k->lim, &pol->limiter, now_ms,
+                         avail < pol->limiter.burst ? avail
+                                                    : pol->limiter.burst);
+            if (paused)
+                limiter_pause(&k->lim, &pol->limiter, now_ms, paused);
+        }
+        k->policy = pol;
+        if (k->admit_ready)
+            k->admit_ready = ADMIT_REBOUND; /* ancestors on the next use */
+        k->nanc = 0;
+        if (k->core_ready && pol->has_heartbeat) {
+            k->beat_next = d->beating;
+            d->beating = k;
+        }
+        if (k->core_ready && pol->critical) {
+            k->crit_next = d->critical;
+            d->critical = k;
+        }
+        announce(d, k, now_ms);
+    }
+    free(wins);
+    /* Ancestor limiters now, so parked requests are decided under every
+     * limit; one that cannot be resolved (max_keys) is denied until it
+     * can (see decide in admit.c). */
+    FOR_EACH_KEY(d, i, k)
+    if (k->admit_ready == ADMIT_REBOUND)
+        (void)admit_prepare(d, k, now_ms);
+    d->wake_dirty = 1; /* limits changed under the parked requests */
+    config_free(&old);
+    return 0;
 }

@@ -44,6 +44,18 @@ void core_bound(struct resild *d, enum core_bound b, const struct key *k,
                 const char *detail, uint64_t now_ms);
 const char *core_bound_name(enum core_bound b);
 
+/*
+ * A new configuration (reload): every key is matched again and takes its
+ * new policy -- breaker options (a changed window layout starts an empty
+ * window; state, timers and forces are kept), limiter (the tokens it has
+ * are kept, cut to the new burst: a reload never refills a bucket), bulkhead,
+ * heartbeat, critical; ancestor limiters are resolved again on the key's
+ * next use.  Takes cfg on success (d owns it; the old one is freed) and
+ * leaves it with the caller on failure.  0, or RD_ENOMEM with nothing
+ * changed.  O(keys): for a reload, never a request.
+ */
+int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms);
+
 /* --- lifecycle, for the server --- */
 
 /* The server's connection count (a gauge for metrics and health). */

@@ -57,6 +57,7 @@ void keys_free(struct keys *ks)
         struct key *k = ks->buckets[i], *next;
         for (; k; k = next) {
             next = k->next;
+            free(k->window);
             free(k);
         }
     }

@@ -64,6 +64,9 @@ struct key {
     struct heartbeat hb;                   /* policy with a heartbeat */
     uint8_t unwell;                        /* on resild.unwell */
     uint8_t core_ready;                    /* lists joined */
+    void *window;          /* breaker window memory allocated on a rebind
+                            * whose layout differed (NULL: it follows the
+                            * struct, as allocated at creation) */
     uint64_t decisions[8]; /* acquire answers by enum admit_reason */
     /* Reported latencies for the metrics histogram: counts per bucket of
      * KEY_LATENCY_BOUNDS (the last: above every bound), and their sum. */

@@ -75,7 +75,7 @@ static const char *config_text =
     "}}";
 
 struct tally {
-    long answers, oom, wrong;
+    long answers, oom, wrong, rebind_fail;
     char wrong_text[160];
 };
 
@@ -189,6 +189,33 @@ static void run(const char *path, struct tally *t, int *config_err,
     if (c.caller.permits)
         dispatch(&d, &c, &pk, 9999, "report", c.caller.permits->key->name,
                  c.caller.permits->id);
+    /* Rebind to a configuration whose windows differ: every key needs
+     * new window memory, all of it before anything changes. */
+    {
+        struct config cfg2;
+        char p2[300];
+        FILE *f;
+        harness++;
+        snprintf(p2, sizeof(p2), "%s.2", path);
+        f = fopen(p2, "w");
+        fputs("{\"policies\": {\"*\": {\"breaker\": {\"window\": "
+              "{\"type\": \"count\", \"size\": 50}}}}}",
+              f);
+        fclose(f);
+        rc = config_load(p2, &cfg2, err, sizeof(err));
+        unlink(p2);
+        harness--;
+        if (rc == 0) {
+            rc = core_rebind(&d, &cfg2, 1500);
+            if (rc < 0) {
+                t->rebind_fail += rc == RD_ENOMEM;
+                t->wrong += rc != RD_ENOMEM;
+                harness++;
+                config_free(&cfg2);
+                harness--;
+            }
+        }
+    }
     harness++;
     check_answers(&out, t);
     harness--;
@@ -201,7 +228,7 @@ int main(void)
 {
     char dir[] = "/tmp/resild-test-alloc.XXXXXX", path[256];
     long n, runs = 0, config_fail = 0, init_fail = 0, oom_answers = 0;
-    long silent = 0, wrong = 0;
+    long silent = 0, wrong = 0, rebind_fail = 0;
     char wrong_text[200] = "";
     FILE *f;
 
@@ -227,6 +254,7 @@ int main(void)
         init_fail += init_err == 1;
         silent += config_err == -1 || init_err == -1;
         oom_answers += t.oom;
+        rebind_fail += t.rebind_fail;
         if (t.wrong && !wrong++)
             snprintf(wrong_text, sizeof(wrong_text), "run %ld: %s", n,
                      t.wrong_text);
@@ -241,6 +269,10 @@ int main(void)
        "requests met failures: key creation, permit "
        "pool growth (%ld answers)",
        oom_answers);
+    OK(rebind_fail > 0,
+       "core_rebind met failures and answered RD_ENOMEM "
+       "(%ld)",
+       rebind_fail);
     OK(silent == 0,
        "every failure in config_load and core_init is "
        "reported as such (%ld not)",

@@ -383,6 +383,91 @@ static void test_venue_pause(void)
     core_free(&d);
 }
 
+/* A new configuration: every key takes its new policy, keeps its state,
+ * never gets a fresh burst, and finds its ancestors again. */
+static void test_rebind(void)
+{
+    struct resild d;
+    struct caller c = {.answer = answer};
+    struct config cfg;
+    struct key *k, *lim, *crit;
+    char path[256], err[256];
+    int allow, i;
+    FILE *f;
+
+    start(&d, "{\"policies\": {\"*\": {\"breaker\": {\"failure_threshold\": 0,"
+              " \"failure_rate_threshold\": 50, \"minimum_calls\": 4,"
+              " \"window\": {\"type\": \"count\", \"size\": 10}}},"
+              " \"lim\": {\"limiter\": {\"rate\": 1, \"per\": \"hour\","
+              " \"burst\": 10}}}}");
+    k = key(&d, "r", 0);
+    report(&d, &c, k, 0, OUT_FAILURE, 1);
+    report(&d, &c, k, 0, OUT_SUCCESS, 2);
+    report(&d, &c, k, 0, OUT_SUCCESS, 3);
+    lim = key(&d, "lim", 0);
+    for (i = 0; i < 8; i++)
+        acquire(&d, &c, lim, (uint32_t)(10 + i), 10, &allow);
+    IS(limiter_available(&lim->lim, &lim->policy->limiter, 10), 2,
+       "two tokens left before the reload");
+    crit = key(&d, "p.x", 0);
+
+    snprintf(path, sizeof(path), "%s/c.json", dir);
+    f = fopen(path, "w");
+    fputs("{\"policies\": {\"*\": {\"breaker\": {\"failure_threshold\": 0,"
+          " \"failure_rate_threshold\": 50, \"minimum_calls\": 4,"
+          " \"window\": {\"type\": \"count\", \"size\": 10}}},"
+          " \"lim\": {\"limiter\": {\"rate\": 1, \"per\": \"hour\","
+          " \"burst\": 100}},"
+          " \"p\": {\"limiter\": {\"rate\": 1, \"per\": \"hour\","
+          " \"burst\": 1}},"
+          " \"p.x\": {\"critical\": true,"
+          " \"heartbeat\": {\"timeout_ms\": 100}}}}",
+          f);
+    fclose(f);
+    if (config_load(path, &cfg, err, sizeof(err)) < 0) {
+        DIAG("config: %s", err);
+        return;
+    }
+    IS(core_rebind(&d, &cfg, 20), 0, "rebind");
+    IS(k->br.win_calls, 3, "same window layout: the window is kept");
+    IS(limiter_available(&lim->lim, &lim->policy->limiter, 20), 2,
+       "a bigger burst does not refill the bucket");
+    OK(!strcmp(crit->policy->pattern, "p.x") && crit->policy->critical &&
+           d.critical == crit,
+       "p.x takes its new policy and joins the critical list");
+    acquire(&d, &c, crit, 30, 30, &allow);
+    OK(allow, "p.x: the new ancestor limiter of p lets the first one by");
+    acquire(&d, &c, crit, 31, 31, &allow);
+    OK(!allow, "and its burst of 1 holds the second: ancestors found again");
+    core_tick(&d, 200);
+    IS(count(0, EV_HEARTBEAT_LOST, "p.x"), 1,
+       "p.x's new heartbeat part is watched");
+
+    snprintf(path, sizeof(path), "%s/c.json", dir);
+    f = fopen(path, "w");
+    fputs("{\"policies\": {\"*\": {\"breaker\": {"
+          " \"window\": {\"type\": \"time\", \"size\": 30}}},"
+          " \"lim\": {\"limiter\": {\"rate\": 1, \"per\": \"hour\","
+          " \"burst\": 1}}}}",
+          f);
+    fclose(f);
+    config_load(path, &cfg, err, sizeof(err));
+    core_force(&d, k, BREAKER_FORCE_OPEN, "m", 1, 0, 0, 300);
+    IS(core_rebind(&d, &cfg, 310), 0, "rebind to a time window");
+    OK(k->br.window_time && k->br.win_calls == 0 &&
+           breaker_failure_rate(&k->br, 310) == 0.0,
+       "a changed window layout starts empty");
+    OK(k->br.force == BREAKER_FORCE_OPEN, "the force is kept");
+    IS(limiter_available(&lim->lim, &lim->policy->limiter, 310), 1,
+       "a smaller burst cuts the bucket to it");
+    OK(d.critical == NULL && d.beating == NULL,
+       "the critical and heartbeat lists follow the new policies");
+    report(&d, &c, k, 0, OUT_FAILURE, 320);
+    OK(k->br.window_time && breaker_failure_rate(&k->br, 320) == 100.0,
+       "the new window measures");
+    core_free(&d);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -393,6 +478,7 @@ int main(void)
     test_outcome_sources();
     test_heartbeat();
     test_venue_pause();
+    test_rebind();
     {
         char path[300];
         snprintf(path, sizeof(path), "%s/c.json", dir);
