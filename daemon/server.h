@@ -1,6 +1,9 @@
 /*
  * server.h - the Unix-socket front end: listen, accept, read, frame,
- * dispatch, write, close.  The only module that talks to libuv sockets.
+ * dispatch, write, close.  The server layer (with http.c and main.c): it
+ * may include uv; it moves bytes and calls the RPC layer (methods.h) and
+ * the core's lifecycle (core_tick, core_wake, core_stop, core_bound,
+ * core_set_connections), never the core's state.
  *
  * One loop, one thread.  Every size a peer controls is bounded here before
  * anything is allocated: frame bytes (max_frame_bytes, via the scanner),
