@@ -7,6 +7,7 @@
  */
 #include "core.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -79,6 +80,26 @@ void core_bound(struct resild *d, enum core_bound b, const struct key *k,
     ev.u.bound.bound = core_bound_name(b);
     ev.u.bound.detail = detail;
     core_emit(d, &ev, now_ms);
+}
+
+void core_component(struct resild *d, const char *name, int ok,
+                    const char *detail)
+{
+    unsigned i;
+
+    for (i = 0; i < d->ncomponents; i++)
+        if (!strcmp(d->components[i].name, name))
+            break;
+    if (i == d->ncomponents) {
+        if (i == CORE_COMPONENTS)
+            return;
+        snprintf(d->components[i].name, sizeof(d->components[i].name), "%s",
+                 name);
+        d->ncomponents++;
+    }
+    d->components[i].ok = ok;
+    snprintf(d->components[i].detail, sizeof(d->components[i].detail), "%s",
+             detail ? detail : "");
 }
 
 void core_set_connections(struct resild *d, uint32_t n)

@@ -56,6 +56,12 @@ const char *core_bound_name(enum core_bound b);
  */
 int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms);
 
+/* A component's state for health (name <= 15 bytes, registered on first
+ * call, at most CORE_COMPONENTS): ok, and a line for people.  A component
+ * that is not ok makes health at least degraded. */
+void core_component(struct resild *d, const char *name, int ok,
+                    const char *detail);
+
 /* --- lifecycle, for the server --- */
 
 /* The server's connection count (a gauge for metrics and health). */

@@ -766,6 +766,10 @@ static void m_health(struct req *r)
     struct key *k, *next;
     size_t nserv = 0, nopen = 0, shown;
     int unhealthy = 0, degraded = 0, truncated = 0;
+    unsigned i;
+
+    for (i = 0; i < d->ncomponents; i++)
+        degraded |= !d->components[i].ok;
 
     for (k = d->unwell; k; k = next) {
         next = k->unwell_next; /* advancing may take k off the list */
@@ -819,7 +823,13 @@ static void m_health(struct req *r)
         }
     proto_kv_u64(r->pk, "recent_errors", core_recent_errors(d, r->now_ms));
     proto_pack_cstr(r->pk, "components");
-    msgpack_pack_map(r->pk, 0);
+    msgpack_pack_map(r->pk, d->ncomponents);
+    for (i = 0; i < d->ncomponents; i++) {
+        proto_pack_cstr(r->pk, d->components[i].name);
+        msgpack_pack_map(r->pk, 2);
+        proto_kv_bool(r->pk, "ok", d->components[i].ok);
+        proto_kv_str(r->pk, "detail", d->components[i].detail);
+    }
     if (truncated)
         proto_kv_bool(r->pk, "services_truncated", 1);
 }

@@ -26,7 +26,8 @@ struct rpc_client;
 
 #define CORE_MAX_SINKS 8      /* event consumers registered at start */
 #define CORE_ERROR_SECONDS 60 /* recent_errors: this many 1 s buckets */
-#define CORE_CLASSES 64 /* error classes counted by name; the rest "_other" */
+#define CORE_CLASSES 64   /* error classes counted by name; the rest "_other" */
+#define CORE_COMPONENTS 8 /* parts that report to health (snapshot, ...) */
 
 /* Counters shown by `metrics` (issue: metrics method) and in logs. */
 struct metrics {
@@ -99,6 +100,14 @@ struct resild {
     uint32_t nclasses;
     uint64_t classes_other[4];
     uint32_t connections; /* gauge, kept by the server */
+    /* Parts of the daemon that can fail on their own and say so in health
+     * (snapshot, error_log, redis): core_component. */
+    struct {
+        char name[16];
+        int ok;
+        char detail[128];
+    } components[CORE_COMPONENTS];
+    unsigned ncomponents;
     /* Owned by the RPC layer (methods.c): connections that subscribed. */
     struct rpc_client *subs;
     uint32_t nsubs;
