@@ -1153,6 +1153,31 @@ static int cmd_health(struct ctl *c, int argc, char **argv)
 
 /* metrics prints the exposition text as is; a line that holds a control
  * character or invalid UTF-8 is escaped like any peer text. */
+/* reload: the daemon re-reads its configuration file (admin only). */
+static int cmd_reload(struct ctl *c, int argc, char **argv)
+{
+    char ch[4 * 256 + 8];
+    struct cmd_args args;
+    struct answer a;
+    uint64_t n = 0;
+    int rc = parse_args(c, find_command("reload"), argc, argv, 0, 0, 0, &args);
+
+    if (rc)
+        return rc < 0 ? EXIT_OK : rc;
+    if ((rc = call(c, "reload", NULL, &a)) == 0) {
+        if (c->json) {
+            rc = print_json(&a.result);
+        } else {
+            obj_uint(proto_map_get(&a.result, "policies"), &n);
+            printf("reloaded: %llu policies (%s)\n", (unsigned long long)n,
+                   obj_text(ch, sizeof(ch), proto_map_get(&a.result, "changes"),
+                            256, "?"));
+        }
+    }
+    answer_free(&a);
+    return rc;
+}
+
 static int cmd_metrics(struct ctl *c, int argc, char **argv)
 {
     struct cmd_args args;
@@ -1546,6 +1571,10 @@ static const struct ctl_cmd commands[] = {
      "resilctl watch --topics state,operator", cmd_watch},
     {"metrics", "", "print the Prometheus metrics text",
      "resilctl metrics | grep resild_breaker_state", cmd_metrics},
+    {"reload", "",
+     "re-read the daemon's configuration file (like SIGHUP); an invalid file "
+     "is refused and the running configuration stays",
+     "resilctl reload", cmd_reload},
     {"help", "[COMMAND]", "this help, or one command's", "resilctl help trip",
      cmd_help},
 };

@@ -12,6 +12,7 @@ enum event_topic event_topic_of(enum event_type t)
         return TOPIC_ERROR;
     case EV_FORCE:
     case EV_RESET:
+    case EV_RELOAD:
         return TOPIC_OPERATOR;
     case EV_BOUND_HIT:
         return TOPIC_BOUND;
@@ -30,7 +31,7 @@ const char *event_type_name(enum event_type t)
     static const char *const names[] = {
         "transition",  "outcome",      "force",          "reset",
         "venue_pause", "venue_resync", "heartbeat_lost", "heartbeat_restored",
-        "bound_hit"};
+        "bound_hit",   "reload"};
 
     return (unsigned)t < sizeof(names) / sizeof(names[0]) ? names[t] : "?";
 }

@@ -92,6 +92,7 @@ enum event_type {
     EV_HEARTBEAT_LOST,
     EV_HEARTBEAT_RESTORED,
     EV_BOUND_HIT,
+    EV_RELOAD, /* the configuration was re-read (operator topic) */
 };
 
 /* Subscription topics (bit masks), SPEC §3 subscribe. */
@@ -131,6 +132,10 @@ struct event {
         struct {
             uint64_t silent_ms;
         } heartbeat;
+        struct {
+            uint32_t uid; /* who asked (0 for SIGHUP: root's signal) */
+            uint32_t policies, added, removed, changed;
+        } reload;
         struct {
             enum core_bound kind;
             const char *bound; /* its name: max_keys, max_permits, ... */

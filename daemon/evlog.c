@@ -59,6 +59,14 @@ void evlog_sink(void *ctx, const struct event *ev)
                      ev->key ? " on key " : "", ev->key ? key : "",
                      ev->u.bound.detail);
         break;
+    case EV_RELOAD:
+        log_msg(LOG_INFO,
+                "configuration reloaded by uid %u: %u policies (%u added, "
+                "%u removed, %u changed)",
+                (unsigned)ev->u.reload.uid, (unsigned)ev->u.reload.policies,
+                (unsigned)ev->u.reload.added, (unsigned)ev->u.reload.removed,
+                (unsigned)ev->u.reload.changed);
+        break;
     case EV_OUTCOME:
     case EV_VENUE_RESYNC:
         break;

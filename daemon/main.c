@@ -107,6 +107,122 @@ static int metrics_listen(struct scrape *sc, struct server *srv,
     return 0;
 }
 
+/* --- reload: SIGHUP and the reload method --- */
+
+struct reloader {
+    const char *path; /* the -c file; NULL: the built-in defaults */
+    struct resild *d;
+    uv_loop_t *loop;
+};
+
+/* What a running daemon cannot change: its socket, its pools and bounds
+ * (sized at start), its listeners.  Kept from the running configuration,
+ * and named in *msg when the file changed them. */
+static void keep_fixed(const struct config *run, struct config *next, char *msg,
+                       size_t cap)
+{
+    size_t n = strlen(msg);
+#define KEEP(field, name)                                                      \
+    do {                                                                       \
+        if (memcmp(&run->field, &next->field, sizeof(run->field)) != 0) {      \
+            n += (size_t)snprintf(msg + n, n < cap ? cap - n : 0, "%s%s",      \
+                                  n ? ", " : "", name);                        \
+            memcpy(&next->field, &run->field, sizeof(run->field));             \
+        }                                                                      \
+    } while (0)
+    KEEP(socket, "socket");
+    KEEP(socket_mode, "socket_mode");
+    KEEP(max_clients, "max_clients");
+    KEEP(max_keys, "max_keys");
+    KEEP(max_frame_bytes, "max_frame_bytes");
+    KEEP(max_permits, "max_permits");
+    KEEP(max_parked, "max_parked");
+    KEEP(max_parked_per_client, "max_parked_per_client");
+    KEEP(metrics_listen, "metrics.listen");
+#undef KEEP
+}
+
+/* Policies added, removed and changed from run to next. */
+static void diff_policies(const struct config *run, const struct config *next,
+                          uint32_t *added, uint32_t *removed, uint32_t *changed)
+{
+    size_t i, j;
+
+    *added = *removed = *changed = 0;
+    for (i = 0; i < next->npolicies; i++) {
+        for (j = 0; j < run->npolicies; j++)
+            if (!strcmp(next->policies[i].pattern, run->policies[j].pattern))
+                break;
+        if (j == run->npolicies)
+            (*added)++;
+        else if (memcmp(&next->policies[i], &run->policies[j],
+                        sizeof(struct policy)) != 0)
+            (*changed)++;
+    }
+    for (j = 0; j < run->npolicies; j++) {
+        for (i = 0; i < next->npolicies; i++)
+            if (!strcmp(next->policies[i].pattern, run->policies[j].pattern))
+                break;
+        *removed += i == next->npolicies;
+    }
+}
+
+/*
+ * Re-read the file, keep what cannot change live, rebind every key.  An
+ * invalid file changes nothing.  0 or -1, with a line for people in msg.
+ */
+static int reload(void *ctx, uint32_t uid, char *msg, size_t cap,
+                  size_t *npolicies)
+{
+    struct reloader *rl = ctx;
+    struct resild *d = rl->d;
+    struct config next;
+    char err[512], fixed[256] = "";
+    struct event ev = {.type = EV_RELOAD};
+    int rc;
+
+    uv_update_time(rl->loop);
+    if (config_load(rl->path, &next, err, sizeof(err)) < 0) {
+        log_msg(LOG_WARN, "reload refused: %s; the running configuration stays",
+                err);
+        snprintf(msg, cap, "%s", err);
+        return -1;
+    }
+    keep_fixed(&d->cfg, &next, fixed, sizeof(fixed));
+    diff_policies(&d->cfg, &next, &ev.u.reload.added, &ev.u.reload.removed,
+                  &ev.u.reload.changed);
+    ev.u.reload.policies = (uint32_t)next.npolicies;
+    ev.u.reload.uid = uid;
+    if ((rc = core_rebind(d, &next, uv_now(rl->loop))) < 0) {
+        config_free(&next);
+        log_msg(LOG_WARN, "reload failed: %s; the running configuration stays",
+                rd_strerror(rc));
+        snprintf(msg, cap, "%s", rd_strerror(rc));
+        return -1;
+    }
+    if (fixed[0])
+        log_msg(LOG_WARN,
+                "reload: %s changed in the file; they take effect at the "
+                "next restart",
+                fixed);
+    core_emit(d, &ev, uv_now(rl->loop));
+    *npolicies = ev.u.reload.policies;
+    snprintf(msg, cap, "%u added, %u removed, %u changed%s%s%s",
+             (unsigned)ev.u.reload.added, (unsigned)ev.u.reload.removed,
+             (unsigned)ev.u.reload.changed,
+             fixed[0] ? "; at the next restart: " : "", fixed, "");
+    return 0;
+}
+
+static void on_sighup(void *ctx)
+{
+    char msg[512];
+    size_t n;
+
+    log_msg(LOG_INFO, "SIGHUP: re-reading the configuration");
+    reload(ctx, 0, msg, sizeof(msg), &n);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -124,6 +240,7 @@ int main(int argc, char **argv)
     struct resild d;
     struct server srv;
     static struct scrape scrape;
+    static struct reloader reloader;
     uv_loop_t *loop = uv_default_loop();
     int ch, check_only = 0, rc;
     uint64_t seed;
@@ -200,6 +317,13 @@ int main(int argc, char **argv)
         core_free(&d);
         return 1;
     }
+    reloader.path = config_path;
+    reloader.d = &d;
+    reloader.loop = loop;
+    d.reload = reload;
+    d.reload_ctx = &reloader;
+    srv.on_reload = on_sighup;
+    srv.on_reload_ctx = &reloader;
     log_msg(LOG_INFO,
             "resild %s listening on %s (pid %ld, config %s, "
             "%zu policies, max_clients %u, max_keys %u)",

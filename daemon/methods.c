@@ -938,6 +938,36 @@ static void m_unsubscribe(struct req *r)
     pack_subscribed(r);
 }
 
+/* reload (admin): the configuration file again, through the hook the
+ * daemon's main installed (the RPC layer reads no files). */
+static void m_reload(struct req *r)
+{
+    char msg[512] = "";
+    size_t npol = 0;
+
+    if (need_admin(r) < 0)
+        return;
+    if (!r->d->reload) {
+        proto_pack_error(r->pk, r->m->msgid, "bad_request",
+                         "reload: not available in this daemon");
+        return;
+    }
+    if (r->d->reload(r->d->reload_ctx, (uint32_t)r->c->uid, msg, sizeof(msg),
+                     &npol) < 0) {
+        char text[560];
+        snprintf(text, sizeof(text),
+                 "reload: %s; the running configuration stays", msg);
+        r->d->m.bounds[BOUND_BAD_REQUEST]++;
+        proto_pack_error(r->pk, r->m->msgid, "bad_request", text);
+        return;
+    }
+    proto_pack_response_head(r->pk, r->m->msgid);
+    msgpack_pack_map(r->pk, 3);
+    proto_kv_bool(r->pk, "reloaded", 1);
+    proto_kv_u64(r->pk, "policies", npol);
+    proto_kv_str(r->pk, "changes", msg);
+}
+
 static void m_metrics(struct req *r)
 {
     struct prom_buf b;
@@ -1002,6 +1032,7 @@ static const struct method {
     {"subscribe", m_subscribe, topics_args, 1},
     {"unsubscribe", m_unsubscribe, topics_args, 1},
     {"metrics", m_metrics, no_args, 0},
+    {"reload", m_reload, no_args, 1},
 };
 
 void methods_dispatch(struct resild *d, struct rpc_client *rc,
@@ -1125,6 +1156,9 @@ static void pack_event(msgpack_packer *pk, const struct event *ev, uint64_t ts)
     case EV_BOUND_HIT:
         n += 2;
         break;
+    case EV_RELOAD:
+        n += 5;
+        break;
     }
     proto_pack_notify_head(pk, "event");
     msgpack_pack_array(pk, 1);
@@ -1186,6 +1220,13 @@ static void pack_event(msgpack_packer *pk, const struct event *ev, uint64_t ts)
     case EV_BOUND_HIT:
         proto_kv_str(pk, "bound", ev->u.bound.bound);
         proto_kv_str(pk, "detail", ev->u.bound.detail);
+        break;
+    case EV_RELOAD:
+        proto_kv_u64(pk, "uid", ev->u.reload.uid);
+        proto_kv_u64(pk, "policies", ev->u.reload.policies);
+        proto_kv_u64(pk, "added", ev->u.reload.added);
+        proto_kv_u64(pk, "removed", ev->u.reload.removed);
+        proto_kv_u64(pk, "changed", ev->u.reload.changed);
         break;
     }
 }

@@ -816,8 +816,10 @@ static void on_signal(uv_signal_t *h, int signum)
     struct server *s = h->data;
 
     if (signum == SIGHUP) {
-        log_msg(LOG_WARN, "SIGHUP: configuration reload is not implemented "
-                          "in this version; nothing changed");
+        if (s->on_reload) {
+            s->on_reload(s->on_reload_ctx);
+            after_io(s); /* the new limits may let parked requests by */
+        }
         return;
     }
     log_msg(LOG_INFO, "%s: draining %u connection(s)", strsignal(signum),

@@ -70,6 +70,9 @@ struct server {
     int stopping;
     uint64_t stop_deadline_ms;
     uid_t self_uid;
+    /* SIGHUP: re-read the configuration (main installs it). */
+    void (*on_reload)(void *ctx);
+    void *on_reload_ctx;
     /* Called once by server_stop (SIGTERM): other listeners stop too. */
     void (*on_stop)(void *ctx);
     void *on_stop_ctx;

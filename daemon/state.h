@@ -108,6 +108,12 @@ struct resild {
         char detail[128];
     } components[CORE_COMPONENTS];
     unsigned ncomponents;
+    /* Installed by main: re-read the configuration file and core_rebind.
+     * 0 with *npolicies and a summary of the changes in msg, or -1 with
+     * the reason in msg (the running configuration stays). */
+    int (*reload)(void *ctx, uint32_t uid, char *msg, size_t cap,
+                  size_t *npolicies);
+    void *reload_ctx;
     /* Owned by the RPC layer (methods.c): connections that subscribed. */
     struct rpc_client *subs;
     uint32_t nsubs;
