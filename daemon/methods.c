@@ -289,6 +289,27 @@ static size_t utf8_cut(const char *s, size_t n, size_t max)
     return max;
 }
 
+/* A fixed buffer for msgpack_packer: what does not fit is refused and
+ * the whole is marked too big (no allocation per request). */
+struct fixbuf {
+    char *data;
+    size_t len, cap;
+    int over;
+};
+
+static int fixbuf_write(void *data, const char *buf, size_t len)
+{
+    struct fixbuf *f = data;
+
+    if (f->over || len > f->cap - f->len) {
+        f->over = 1;
+        return -1;
+    }
+    memcpy(f->data + f->len, buf, len);
+    f->len += len;
+    return 0;
+}
+
 /* --- status maps --- */
 
 /* An acquire answer: allow, permit, state, reason, retry_after_ms, and
@@ -561,7 +582,23 @@ static void m_report(struct req *r)
             .idempotent = idempotent,
         };
         struct report_result rr;
-        int rc = core_report(r->d, r->c, &o, name, n, r->now_ms, &rr);
+        char ctxbuf[OUTCOME_CONTEXT_MAX];
+        struct fixbuf fb = {ctxbuf, 0, sizeof(ctxbuf), 0};
+        int rc;
+
+        if (ctx && ctx->type == MSGPACK_OBJECT_MAP) {
+            /* The context as msgpack bytes for the sinks (error log,
+             * analytics), at most OUTCOME_CONTEXT_MAX of them: a larger
+             * one is left out, never cut into invalid msgpack. */
+            msgpack_packer cp;
+            msgpack_packer_init(&cp, &fb, fixbuf_write);
+            msgpack_pack_object(&cp, *ctx);
+            if (!fb.over) {
+                o.context = ctxbuf;
+                o.context_len = fb.len;
+            }
+        }
+        rc = core_report(r->d, r->c, &o, name, n, r->now_ms, &rr);
 
         if (rc == RD_EINVAL) {
             bad(r, "'permit' %llu was granted for another key",
@@ -1141,7 +1178,7 @@ static void pack_event(msgpack_packer *pk, const struct event *ev, uint64_t ts)
         n += 4;
         break;
     case EV_OUTCOME:
-        n += 9;
+        n += 9 + (o->context_len > 0);
         break;
     case EV_FORCE:
         n += 4;
@@ -1194,6 +1231,11 @@ static void pack_event(msgpack_packer *pk, const struct event *ev, uint64_t ts)
         else
             msgpack_pack_nil(pk);
         proto_kv_bool(pk, "stale", o->stale);
+        if (o->context_len) {
+            /* One whole msgpack map, packed from the request (bounded). */
+            proto_pack_cstr(pk, "context");
+            pk->callback(pk->data, o->context, o->context_len);
+        }
         break;
     case EV_FORCE:
         proto_kv_str(pk, "state", ev->u.force.state);

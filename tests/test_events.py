@@ -70,7 +70,8 @@ def t_subscribe(tap):
         c.ok("report", {"key": "x", "outcome": "failure",
                         "error": {"class": "network.reset",
                                   "message": "ECONNRESET"},
-                        "correlation_id": "ord-%d" % i})
+                        "correlation_id": "ord-%d" % i,
+                        "context": {"symbol": "BTCUSDT", "n": i}})
     got = events(sub, 1.0, lambda e: e.get("type") == "transition")
     errs = [e for e in got if e["topic"] == "error"]
     tr = [e for e in got if e.get("type") == "transition"]
@@ -78,9 +79,10 @@ def t_subscribe(tap):
               errs[0]["severity"] == "medium" and
               errs[0]["source"] == "report" and
               errs[0]["message"] == "ECONNRESET" and
-              errs[1]["correlation_id"] == "ord-1",
+              errs[1]["correlation_id"] == "ord-1" and
+              errs[1].get("context") == {"symbol": "BTCUSDT", "n": 1},
               "each failure is an error event with class, severity, "
-              "message, correlation id and source", repr(errs))
+              "message, correlation id, context and source", repr(errs))
     tap.check(len(tr) == 1 and tr[0]["key"] == "x" and
               tr[0]["from"] == "closed" and tr[0]["to"] == "open" and
               tr[0]["cause"] == "failures" and tr[0]["origin"] == "local" and
