@@ -19,7 +19,9 @@ test_systemd.py - resild under systemd's protocols, played by this harness:
 - `make install DESTDIR=... PREFIX=/usr` lays out every file (ExecStart
   rewritten, soname links, resil.pc usable by pkg-config and a program
   linked through it), never overwrites a configuration, and
-  `make uninstall` removes what it installed.
+  `make uninstall` removes what it installed; the installed sysusers and
+  tmpfiles entries, applied to a scratch root, give a user and group
+  resild and /run/resild resild:resild 0750.
 
 Everything runs in temporary directories; nothing under /etc, /run or /usr
 is touched.
@@ -438,6 +440,46 @@ LINKS = {"usr/lib/libresil.so.0": "libresil.so.0.1.0",
          "usr/lib/libresil.so": "libresil.so.0"}
 
 
+def t_sysusers_tmpfiles(tap, tmp, root):
+    """The installed sysusers and tmpfiles entries, applied to a scratch
+    root: user and group resild, /run/resild resild:resild 0750."""
+    if not have("systemd-sysusers") or not have("systemd-tmpfiles"):
+        skip(tap, "sysusers/tmpfiles entries", "systemd-sysusers or "
+             "systemd-tmpfiles not installed (Debian package systemd)")
+        return
+    sysroot = os.path.join(tmp, "sysroot")
+    for sub in ("usr/lib/sysusers.d", "usr/lib/tmpfiles.d"):
+        os.makedirs(os.path.join(sysroot, sub))
+        shutil.copy(os.path.join(root, sub, "resild.conf"),
+                    os.path.join(sysroot, sub))
+    os.makedirs(os.path.join(sysroot, "etc"))
+    r = subprocess.run(["systemd-sysusers", "--root=" + sysroot],
+                       capture_output=True, text=True, timeout=60)
+    ids = None
+    try:
+        with open(os.path.join(sysroot, "etc/passwd")) as f:
+            for line in f:
+                p = line.split(":")
+                if p[0] == "resild":
+                    ids = (int(p[2]), int(p[3]))
+    except OSError:
+        pass
+    tap.check(r.returncode == 0 and ids and ids[0] != 0,
+              "systemd-sysusers: a system user and group resild",
+              r.stdout + r.stderr)
+    r = subprocess.run(["systemd-tmpfiles", "--root=" + sysroot, "--create",
+                        "resild.conf"], capture_output=True, text=True,
+                       timeout=60)
+    try:
+        st = os.stat(os.path.join(sysroot, "run/resild"))
+        got = (st.st_uid, st.st_gid, st.st_mode & 0o7777)
+    except OSError as e:
+        got = repr(e)
+    tap.check(r.returncode == 0 and ids and got == (ids[0], ids[1], 0o750),
+              "systemd-tmpfiles: /run/resild resild:resild 0750",
+              "%r\n%s" % (got, r.stdout + r.stderr))
+
+
 def t_install(tap, tmp):
     root, r = installed_units(tmp)
     tap.check(r.returncode == 0, "make install DESTDIR=... PREFIX=/usr",
@@ -486,6 +528,7 @@ def t_install(tap, tmp):
               run.stdout.strip() == "linked",
               "pkg-config resil: a client compiles, links to libresil.so.0 "
               "and runs", pc.stdout + pc.stderr + cc.stderr)
+    t_sysusers_tmpfiles(tap, tmp, root)
     # A second install keeps an edited configuration.
     with open(conf, "w") as f:
         f.write('{"max_clients": 7}\n')
