@@ -1112,6 +1112,11 @@ static int take_activated(struct server *s, const char *path)
                 "socket activation: serving %s, the socket systemd passed, "
                 "not %s",
                 s->path, path);
+    else
+        log_msg(LOG_INFO,
+                "socket activation: serving %s as passed by "
+                "systemd (its mode and group are the .socket's)",
+                s->path);
     return 1;
 }
 /* --- end socket activation --- */

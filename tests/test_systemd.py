@@ -285,6 +285,8 @@ def t_activation(tap):
     log = d.log()
     tap.check("another resild" not in log and "stale" not in log,
               "the passed socket is neither probed nor treated as stale")
+    tap.check("as passed by systemd" in log,
+              "the log says the socket came from systemd")
     rc = d.stop()
     tap.check(rc == 0, "exit 0 on SIGTERM when activated", "exit %r" % rc)
     tap.check(os.path.exists(d.sock) and os.stat(d.sock).st_ino == ino,
