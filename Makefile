@@ -7,6 +7,19 @@ CC       ?= cc
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 VERSION  := 0.1.0
+SOVERSION := 0
+# Install locations (make install / uninstall); DESTDIR is prepended to
+# each, never written into a file.  The configuration lives in /etc
+# whatever PREFIX is (the unit and resild's defaults name it).
+BINDIR       ?= $(PREFIX)/bin
+LIBDIR       ?= $(PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+DOCDIR       ?= $(PREFIX)/share/doc/resild
+SYSCONFDIR   ?= /etc
+UNITDIR      ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR  ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR  ?= $(PREFIX)/lib/tmpfiles.d
 
 PKGS     := libuv jansson msgpack
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
@@ -30,7 +43,8 @@ DAEMON_CORE := daemon/breaker.c daemon/limiter.c daemon/bulkhead.c \
                daemon/admit.c daemon/core.c daemon/event.c daemon/evlog.c \
                daemon/methods.c daemon/metrics.c daemon/prom.c daemon/memory.c \
                daemon/heartbeat.c
-DAEMON_SRC := $(DAEMON_CORE) daemon/server.c daemon/http.c daemon/main.c
+DAEMON_SRC := $(DAEMON_CORE) daemon/server.c daemon/http.c daemon/sdnotify.c \
+              daemon/main.c
 CLIENT_SRC := client/resil.c
 CTL_SRC    := client/resilctl.c
 
@@ -39,7 +53,8 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
               test_heartbeat \
               test_retry test_admit test_config test_keys test_permit \
-              test_alloc test_corpus test_core test_prom test_http
+              test_alloc test_corpus test_core test_prom test_http \
+              test_sdnotify
 INTEG_TESTS := test_integ test_integ_breaker test_integ_admit test_flood \
               test_abuse
 CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
@@ -47,7 +62,8 @@ CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS) \
                 $(CLIENT_TESTS))
 
-.PHONY: all deps run test check bench fuzz fuzz-merge asan install format clean
+.PHONY: all deps run test check bench fuzz fuzz-merge asan install uninstall \
+        format clean
 all: $(BUILD)/resild $(BUILD)/resilctl $(BUILD)/libresil.a $(BUILD)/libresil.so
 
 deps:
@@ -65,7 +81,7 @@ $(BUILD)/libresil.a: $(call obj,$(PROTO_SRC) $(CLIENT_SRC))
 	ar rcs $@ $^
 
 $(BUILD)/libresil.so: $(call obj,$(PROTO_SRC) $(CLIENT_SRC))
-	$(CC) $(LDFLAGS) -shared -Wl,-soname,libresil.so.0 -o $@ $^ $(LDLIBS) -lpthread
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,libresil.so.$(SOVERSION) -o $@ $^ $(LDLIBS) -lpthread
 
 $(BUILD)/resilctl: $(call obj,$(CTL_SRC)) $(BUILD)/libresil.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lpthread
@@ -86,6 +102,7 @@ $(BUILD)/tests/test_core: $(call obj,tests/test_core.c $(PROTO_SRC) $(DAEMON_COR
 $(BUILD)/tests/test_permit: $(call obj,tests/test_permit.c daemon/permit.c daemon/msgidx.c)
 $(BUILD)/tests/test_prom: $(call obj,tests/test_prom.c daemon/prom.c)
 $(BUILD)/tests/test_http: $(call obj,tests/test_http.c daemon/http.c daemon/prom.c)
+$(BUILD)/tests/test_sdnotify: $(call obj,tests/test_sdnotify.c daemon/sdnotify.c daemon/log.c)
 # Every allocation of the daemon's own objects goes through the test's
 # failing allocator.
 $(BUILD)/tests/test_alloc: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
@@ -161,13 +178,68 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	exec $(BUILD)/resild
 
-install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
-	install -m 0755 $(BUILD)/resild $(BUILD)/resilctl $(DESTDIR)$(PREFIX)/bin/
-	install -m 0644 $(BUILD)/libresil.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 0755 $(BUILD)/libresil.so $(DESTDIR)$(PREFIX)/lib/libresil.so.0
-	ln -sf libresil.so.0 $(DESTDIR)$(PREFIX)/lib/libresil.so
-	install -m 0644 client/resil.h $(DESTDIR)$(PREFIX)/include/
+# install: binaries, libresil (static, and shared with its soname links),
+# resil.h, resil.pc, the systemd units with every /usr/local/ path
+# rewritten for PREFIX (and /etc/resild/ for SYSCONFDIR), the sysusers and
+# tmpfiles entries, the README and the example configuration.  An existing
+# $(SYSCONFDIR)/resild/config.json is never overwritten.  Run as root
+# without DESTDIR, then follow the README's "systemd" steps.
+# uninstall removes exactly that; the configuration only when it is still
+# the unmodified example.
+SO_FULL  := libresil.so.$(VERSION)
+UNIT_SED := sed -e 's|/usr/local/|$(PREFIX)/|g' \
+                -e 's|/etc/resild/|$(SYSCONFDIR)/resild/|g'
+CONF     := $(DESTDIR)$(SYSCONFDIR)/resild/config.json
+
+$(BUILD)/resil.pc: Makefile
+	@mkdir -p $(dir $@)
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' \
+	    'includedir=$(INCLUDEDIR)' '' 'Name: resil' \
+	    'Description: client library of resild, the resilience sidecar daemon' \
+	    'URL: file://$(DOCDIR)/README.md' 'Version: $(VERSION)' \
+	    'Requires.private: msgpack' 'Libs: -L$${libdir} -lresil' \
+	    'Libs.private: -lpthread' 'Cflags: -I$${includedir}' > $@
+
+install: all $(BUILD)/resil.pc
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) \
+	    $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+	    $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+	    $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(SYSCONFDIR)/resild
+	install -m 0755 $(BUILD)/resild $(BUILD)/resilctl $(DESTDIR)$(BINDIR)/
+	install -m 0644 $(BUILD)/libresil.a $(DESTDIR)$(LIBDIR)/
+	install -m 0755 $(BUILD)/libresil.so $(DESTDIR)$(LIBDIR)/$(SO_FULL)
+	ln -sf $(SO_FULL) $(DESTDIR)$(LIBDIR)/libresil.so.$(SOVERSION)
+	ln -sf libresil.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libresil.so
+	install -m 0644 client/resil.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 0644 $(BUILD)/resil.pc $(DESTDIR)$(PKGCONFIGDIR)/
+	install -m 0644 README.md systemd/config.example.json $(DESTDIR)$(DOCDIR)/
+	$(UNIT_SED) systemd/resild.service > $(DESTDIR)$(UNITDIR)/resild.service
+	$(UNIT_SED) systemd/resild.socket > $(DESTDIR)$(UNITDIR)/resild.socket
+	chmod 0644 $(DESTDIR)$(UNITDIR)/resild.service $(DESTDIR)$(UNITDIR)/resild.socket
+	install -m 0644 systemd/resild.sysusers $(DESTDIR)$(SYSUSERSDIR)/resild.conf
+	install -m 0644 systemd/resild.tmpfiles $(DESTDIR)$(TMPFILESDIR)/resild.conf
+	@if [ -e $(CONF) ]; then \
+	    echo "install: keeping the existing $(CONF)"; \
+	else \
+	    install -m 0644 systemd/config.example.json $(CONF); \
+	fi
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ]; then ldconfig || true; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/resild $(DESTDIR)$(BINDIR)/resilctl \
+	    $(DESTDIR)$(LIBDIR)/libresil.a $(DESTDIR)$(LIBDIR)/$(SO_FULL) \
+	    $(DESTDIR)$(LIBDIR)/libresil.so.$(SOVERSION) \
+	    $(DESTDIR)$(LIBDIR)/libresil.so $(DESTDIR)$(INCLUDEDIR)/resil.h \
+	    $(DESTDIR)$(PKGCONFIGDIR)/resil.pc \
+	    $(DESTDIR)$(DOCDIR)/README.md $(DESTDIR)$(DOCDIR)/config.example.json \
+	    $(DESTDIR)$(UNITDIR)/resild.service $(DESTDIR)$(UNITDIR)/resild.socket \
+	    $(DESTDIR)$(SYSUSERSDIR)/resild.conf $(DESTDIR)$(TMPFILESDIR)/resild.conf
+	@if [ -e $(CONF) ] && ! cmp -s $(CONF) systemd/config.example.json; then \
+	    echo "uninstall: keeping $(CONF): it differs from the example"; \
+	else \
+	    rm -f $(CONF); \
+	fi
+	-rmdir $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/resild 2>/dev/null
 
 format:
 	clang-format -i daemon/*.[ch] proto/*.[ch] client/*.[ch] tests/*.[ch]

@@ -24,6 +24,7 @@
 #include "memory.h"
 #include "methods.h"
 #include "metrics.h"
+#include "sdnotify.h"
 #include "server.h"
 #include "sockpath.h"
 
@@ -51,7 +52,8 @@ static void usage(FILE *f)
            "\n"
            "Signals: SIGTERM/SIGINT stop accepting, answer what was read\n"
            "(waiting acquires get their decision now), flush, exit 0.\n"
-           "SIGHUP is logged and ignored (reload is not built yet).\n"
+           "SIGHUP re-reads the configuration file (an invalid one is\n"
+           "refused and the running configuration stays).\n"
            "Exit status: 0 stopped cleanly, 1 could not start (bad\n"
            "configuration, socket taken), 2 usage error.\n"
            "Inspect and steer it with resilctl (resilctl --help).\n");
@@ -182,10 +184,13 @@ static int reload(void *ctx, uint32_t uid, char *msg, size_t cap,
     int rc;
 
     uv_update_time(rl->loop);
+    /* systemd 252: RELOADING=1 now, READY=1 when over, applied or not. */
+    sdnotify_reloading("reloading the configuration");
     if (config_load(rl->path, &next, err, sizeof(err)) < 0) {
         log_msg(LOG_WARN, "reload refused: %s; the running configuration stays",
                 err);
         snprintf(msg, cap, "%s", err);
+        sdnotify_ready("reload refused: the running configuration stays");
         return -1;
     }
     keep_fixed(&d->cfg, &next, fixed, sizeof(fixed));
@@ -198,6 +203,7 @@ static int reload(void *ctx, uint32_t uid, char *msg, size_t cap,
         log_msg(LOG_WARN, "reload failed: %s; the running configuration stays",
                 rd_strerror(rc));
         snprintf(msg, cap, "%s", rd_strerror(rc));
+        sdnotify_ready("reload failed: the running configuration stays");
         return -1;
     }
     if (fixed[0])
@@ -206,6 +212,7 @@ static int reload(void *ctx, uint32_t uid, char *msg, size_t cap,
                 "next restart",
                 fixed);
     core_emit(d, &ev, uv_now(rl->loop));
+    sdnotify_ready("configuration reloaded");
     *npolicies = ev.u.reload.policies;
     snprintf(msg, cap, "%u added, %u removed, %u changed%s%s%s",
              (unsigned)ev.u.reload.added, (unsigned)ev.u.reload.removed,
@@ -222,6 +229,109 @@ static void on_sighup(void *ctx)
     log_msg(LOG_INFO, "SIGHUP: re-reading the configuration");
     reload(ctx, 0, msg, sizeof(msg), &n);
 }
+
+/* --- systemd notify (sdnotify.h) -----------------------------------------
+ * READY=1 once the socket listens, STATUS= lines, WATCHDOG=1 from a loop
+ * timer at half of WATCHDOG_USEC (a hung loop stops the pings, and systemd
+ * restarts the unit), STOPPING=1 when a drain begins.  Nothing is sent, and
+ * no timer runs, without $NOTIFY_SOCKET.  The timer is unreferenced: it
+ * never keeps the loop alive after a drain. */
+#define SD_STATUS_MS 5000 /* STATUS= refreshed at most this often */
+
+static struct {
+    uv_timer_t timer;
+    int running;
+    struct server *srv;        /* borrowed */
+    struct resild *d;          /* borrowed */
+    uint64_t watchdog_ms;      /* WATCHDOG=1 period; 0: no watchdog */
+    uint64_t status_due_ms;    /* next STATUS= refresh */
+    char status[256];          /* last STATUS= sent */
+    void (*next_stop)(void *); /* the server's on_stop before ours */
+    void *next_stop_ctx;
+} sdn;
+
+static void sd_status_text(char *buf, size_t cap)
+{
+    snprintf(buf, cap, "serving %s: %u connection(s), %llu request(s)",
+             sdn.srv->path, sdn.srv->nconns,
+             (unsigned long long)sdn.d->m.requests);
+}
+
+static void on_sd_timer(uv_timer_t *t)
+{
+    char status[sizeof(sdn.status)];
+    uint64_t now = uv_now(t->loop);
+
+    if (sdn.watchdog_ms)
+        sdnotify_watchdog();
+    if (now >= sdn.status_due_ms) {
+        sdn.status_due_ms = now + SD_STATUS_MS;
+        sd_status_text(status, sizeof(status));
+        if (strcmp(status, sdn.status) != 0) {
+            memcpy(sdn.status, status, sizeof(status));
+            sdnotify_status(status);
+        }
+    }
+}
+
+/* SIGTERM/SIGINT: the server begins its drain. */
+static void on_sd_stop(void *ctx)
+{
+    char status[128];
+
+    (void)ctx;
+    snprintf(status, sizeof(status), "draining %u connection(s)",
+             sdn.srv->nconns);
+    sdnotify_stopping(status);
+    sdn.status_due_ms = UINT64_MAX; /* the timer keeps only the watchdog */
+    if (sdn.next_stop)
+        sdn.next_stop(sdn.next_stop_ctx);
+}
+
+/* After server_start: READY=1, then the timer.  Chains the server's
+ * on_stop hook (install any other hook before calling this). */
+static void sd_start(uv_loop_t *loop, struct server *srv, struct resild *d)
+{
+    uint64_t period;
+
+    if (sdnotify_init() <= 0)
+        return;
+    sdn.srv = srv;
+    sdn.d = d;
+    sdn.next_stop = srv->on_stop;
+    sdn.next_stop_ctx = srv->on_stop_ctx;
+    srv->on_stop = on_sd_stop;
+    srv->on_stop_ctx = NULL;
+    sd_status_text(sdn.status, sizeof(sdn.status));
+    sdnotify_ready(sdn.status);
+    /* Half the interval, at least 1 ms; the status needs no watchdog. */
+    sdn.watchdog_ms = sdnotify_watchdog_usec() / 2000;
+    if (sdnotify_watchdog_usec() && sdn.watchdog_ms == 0)
+        sdn.watchdog_ms = 1;
+    period = sdn.watchdog_ms && sdn.watchdog_ms < SD_STATUS_MS ? sdn.watchdog_ms
+                                                               : SD_STATUS_MS;
+    sdn.status_due_ms = uv_now(loop) + SD_STATUS_MS;
+    if (sdn.watchdog_ms) {
+        sdnotify_watchdog();
+        log_msg(LOG_INFO, "systemd watchdog: WATCHDOG=1 every %llu ms",
+                (unsigned long long)sdn.watchdog_ms);
+    }
+    uv_timer_init(loop, &sdn.timer);
+    uv_timer_start(&sdn.timer, on_sd_timer, period, period);
+    uv_unref((uv_handle_t *)&sdn.timer);
+    sdn.running = 1;
+}
+
+/* After uv_run: close the timer so the loop closes clean. */
+static void sd_close(uv_loop_t *loop)
+{
+    if (!sdn.running)
+        return;
+    sdn.running = 0;
+    uv_close((uv_handle_t *)&sdn.timer, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+}
+/* --- end systemd notify --- */
 
 int main(int argc, char **argv)
 {
@@ -327,12 +437,14 @@ int main(int argc, char **argv)
     log_msg(LOG_INFO,
             "resild %s listening on %s (pid %ld, config %s, "
             "%zu policies, max_clients %u, max_keys %u)",
-            RESIL_VERSION, path, d.pid,
+            RESIL_VERSION, srv.path, d.pid,
             config_path ? config_path : "built-in defaults", d.cfg.npolicies,
             srv.max_clients, d.cfg.max_keys);
     log_msg(LOG_INFO, "worst-case memory %s; max_memory_mb %llu", mem_line,
             (unsigned long long)d.cfg.max_memory_mb);
+    sd_start(loop, &srv, &d); /* systemd: READY=1, watchdog; last hook */
     uv_run(loop, UV_RUN_DEFAULT);
+    sd_close(loop);
     prom_free(&scrape.page);
     log_msg(LOG_INFO, "stopped: %llu requests served",
             (unsigned long long)d.m.requests);

@@ -38,6 +38,7 @@
 
 #include "core.h"
 #include "log.h"
+#include "sdnotify.h"
 
 /* Input room beyond one maximal frame; also the least room an owned input
  * buffer offers a read. */
@@ -605,27 +606,72 @@ static int id_in(const struct id_list *l, uint32_t id)
     return 0;
 }
 
+/* --- supplementary groups (issue 10) ------------------------------------
+ * allow_gids/admin_gids match a peer's primary gid or any of its
+ * supplementary groups (a client service joins the socket's group with
+ * SupplementaryGroups=).  They are read with SO_PEERGROUPS: the groups the
+ * kernel recorded at connect(2), so no race with a pid that exits and is
+ * reused, and no /proc read (the unit's ProtectProc=invisible hides other
+ * users' /proc/PID from resild).  At most SERVER_PEER_GROUPS are read; a
+ * peer in more groups than that is matched on its primary gid only. */
+#define SERVER_PEER_GROUPS 256
+
+struct peer_groups {
+    gid_t gid[SERVER_PEER_GROUPS];
+    size_t n;
+};
+
+/* Read fd's peer's supplementary groups into pg; none when they cannot be
+ * read (or there are over SERVER_PEER_GROUPS). */
+static void peer_groups_read(int fd, struct peer_groups *pg)
+{
+    socklen_t len = sizeof(pg->gid);
+
+    pg->n = 0;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, pg->gid, &len) == 0)
+        pg->n = len / sizeof(gid_t);
+}
+
+/* gid, or one of pg's groups, is in l. */
+static int gids_in(const struct id_list *l, gid_t gid,
+                   const struct peer_groups *pg)
+{
+    size_t i;
+
+    if (id_in(l, gid))
+        return 1;
+    for (i = 0; i < pg->n; i++)
+        if (id_in(l, pg->gid[i]))
+            return 1;
+    return 0;
+}
+/* --- end supplementary groups --- */
+
 /* Fill caller identity from SO_PEERCRED of fd; 0 if admitted, -1 if not
  * in the allow lists, -2 if the credentials cannot be read. */
 static int admit(struct server *s, int fd, struct caller *cl)
 {
     const struct config *cfg = &s->d->cfg;
     struct ucred cred;
+    struct peer_groups pg;
     socklen_t len = sizeof(cred);
 
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
         return -2;
     cl->uid = cred.uid;
     cl->gid = cred.gid;
+    pg.n = 0; /* read only when a gid list is configured */
+    if (cfg->admin_gids.n || cfg->allow_gids.n)
+        peer_groups_read(fd, &pg);
     if (cfg->admin_ids_given)
         cl->admin = id_in(&cfg->admin_uids, cred.uid) ||
-                    id_in(&cfg->admin_gids, cred.gid);
+                    gids_in(&cfg->admin_gids, cred.gid, &pg);
     else
         cl->admin = cred.uid == 0 || cred.uid == s->self_uid;
     if (cfg->allow_uids.n == 0 && cfg->allow_gids.n == 0)
         return 0;
     if (id_in(&cfg->allow_uids, cred.uid) ||
-        id_in(&cfg->allow_gids, cred.gid) || cl->admin)
+        gids_in(&cfg->allow_gids, cred.gid, &pg) || cl->admin)
         return 0;
     return -1;
 }
@@ -847,7 +893,8 @@ void server_stop(struct server *s)
         s->on_stop(s->on_stop_ctx);
     if (s->listening) {
         uv_close((uv_handle_t *)&s->listener, on_listener_closed);
-        unlink(s->path);
+        if (!s->activated) /* systemd's socket outlives us: never unlink */
+            unlink(s->path);
         s->listening = 0;
     }
     /* Answer what was read (a paused connection goes on once its output
@@ -1025,6 +1072,57 @@ static int listen_on(struct server *s, const char *path)
     return 0;
 }
 
+/* --- systemd socket activation (sdnotify.h) ------------------------------
+ * Take the socket systemd passed (resild.socket), if any: 1 taken
+ * (s->listen_fd, s->path its name, s->activated), 0 none passed, -1 with a
+ * message when one was passed that resild cannot serve.  The stale-socket
+ * probe and bind are skipped: the path is systemd's, live, and never ours
+ * to unlink.  Its mode and group are the .socket unit's SocketMode= and
+ * SocketGroup=; "socket_mode" does not apply. */
+static int take_activated(struct server *s, const char *path)
+{
+    struct sockaddr_un sa;
+    socklen_t len = sizeof(sa);
+    size_t n;
+    char err[256];
+    int fd = sdnotify_listen_fd(err, sizeof(err));
+
+    if (fd == -1)
+        return 0;
+    if (fd < 0) {
+        log_msg(LOG_ERR, "socket activation: %s", err);
+        return -1;
+    }
+    memset(&sa, 0, sizeof(sa));
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0 ||
+        len <= offsetof(struct sockaddr_un, sun_path) ||
+        sa.sun_path[0] == '\0') {
+        log_msg(LOG_ERR, "socket activation: the passed socket has no path "
+                         "(ListenStream= must be an absolute path)");
+        close(fd);
+        return -1;
+    }
+    n = strnlen(sa.sun_path, len - offsetof(struct sockaddr_un, sun_path));
+    if (n >= sizeof(s->path))
+        n = sizeof(s->path) - 1;
+    memcpy(s->path, sa.sun_path, n);
+    s->path[n] = '\0';
+    s->listen_fd = fd;
+    s->activated = 1;
+    if (strcmp(s->path, path) != 0)
+        log_msg(LOG_WARN,
+                "socket activation: serving %s, the socket systemd passed, "
+                "not %s",
+                s->path, path);
+    else
+        log_msg(LOG_INFO,
+                "socket activation: serving %s as passed by "
+                "systemd (its mode and group are the .socket's)",
+                s->path);
+    return 1;
+}
+/* --- end socket activation --- */
+
 int server_start(struct server *s, uv_loop_t *loop, struct resild *d,
                  const char *path)
 {
@@ -1049,7 +1147,7 @@ int server_start(struct server *s, uv_loop_t *loop, struct resild *d,
     strcpy(s->path, path);
     if (!msgpack_zone_init(&s->zone, 8192))
         return -1;
-    if (check_path(path) < 0)
+    if ((rc = take_activated(s, path)) < 0 || (rc == 0 && check_path(path) < 0))
         return -1;
     if (pack_refusals(s) < 0 || !(s->rbuf = malloc(s->rbuf_cap)) ||
         !(s->hup_fds = calloc(s->max_clients, sizeof(*s->hup_fds))) ||
@@ -1057,11 +1155,12 @@ int server_start(struct server *s, uv_loop_t *loop, struct resild *d,
         log_msg(LOG_ERR, "out of memory");
         return -1;
     }
-    if (listen_on(s, path) < 0)
+    if (!s->activated && listen_on(s, path) < 0)
         return -1;
     if ((rc = uv_poll_init(loop, &s->listener, s->listen_fd)) < 0) {
-        log_msg(LOG_ERR, "cannot listen on %s: %s", path, uv_strerror(rc));
-        unlink(path);
+        log_msg(LOG_ERR, "cannot listen on %s: %s", s->path, uv_strerror(rc));
+        if (!s->activated)
+            unlink(path);
         return -1; /* server_free closes listen_fd */
     }
     s->listener.data = s;

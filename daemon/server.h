@@ -66,6 +66,9 @@ struct server {
     msgpack_packer notify_pk;   /* packs into notify_out */
     msgpack_sbuffer refuse_busy, refuse_forbidden; /* pre-packed errors */
     char path[108];
+    /* systemd socket activation (sdnotify_listen_fd): listen_fd was passed
+     * in, path is its name; resild never binds or unlinks it. */
+    int activated;
     int listening;
     int stopping;
     uint64_t stop_deadline_ms;
@@ -81,7 +84,10 @@ struct server {
 /*
  * Bind and listen on path (refusing symlinks, non-sockets and a live
  * daemon; unlinking a stale socket).  Returns 0, or -1 with a message
- * logged.
+ * logged.  When systemd passed a listening socket (LISTEN_FDS/LISTEN_PID,
+ * resild.socket), serve that one instead: path is then only compared with
+ * its name, nothing is bound, and the socket is never unlinked (s->path
+ * holds the passed socket's name, s->activated is set).
  */
 int server_start(struct server *s, uv_loop_t *loop, struct resild *d,
                  const char *path);
