@@ -30,7 +30,8 @@ DAEMON_CORE := daemon/breaker.c daemon/limiter.c daemon/bulkhead.c \
                daemon/admit.c daemon/core.c daemon/event.c daemon/evlog.c \
                daemon/methods.c daemon/metrics.c daemon/prom.c daemon/memory.c \
                daemon/heartbeat.c
-DAEMON_SRC := $(DAEMON_CORE) daemon/server.c daemon/http.c daemon/main.c
+DAEMON_SRC := $(DAEMON_CORE) daemon/server.c daemon/http.c daemon/errlog.c \
+              daemon/main.c
 CLIENT_SRC := client/resil.c
 CTL_SRC    := client/resilctl.c
 
@@ -39,7 +40,8 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
               test_heartbeat \
               test_retry test_admit test_config test_keys test_permit \
-              test_alloc test_corpus test_core test_prom test_http
+              test_alloc test_corpus test_core test_prom test_http \
+              test_errlog
 INTEG_TESTS := test_integ test_integ_breaker test_integ_admit test_flood \
               test_abuse
 CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
@@ -86,6 +88,8 @@ $(BUILD)/tests/test_core: $(call obj,tests/test_core.c $(PROTO_SRC) $(DAEMON_COR
 $(BUILD)/tests/test_permit: $(call obj,tests/test_permit.c daemon/permit.c daemon/msgidx.c)
 $(BUILD)/tests/test_prom: $(call obj,tests/test_prom.c daemon/prom.c)
 $(BUILD)/tests/test_http: $(call obj,tests/test_http.c daemon/http.c daemon/prom.c)
+# The error log on a real loop and thread pool under a fake wall clock.
+$(BUILD)/tests/test_errlog: $(call obj,tests/test_errlog.c daemon/errlog.c $(PROTO_SRC) $(DAEMON_CORE))
 # Every allocation of the daemon's own objects goes through the test's
 # failing allocator.
 $(BUILD)/tests/test_alloc: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
