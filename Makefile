@@ -43,7 +43,7 @@ UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
               test_alloc test_corpus test_core test_prom test_http \
               test_errlog
 INTEG_TESTS := test_integ test_integ_breaker test_integ_admit test_flood \
-              test_abuse
+              test_abuse test_integ_errlog
 CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
                 test_client_ctl test_review test_client_events test_ctl_health
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS) \
@@ -109,6 +109,7 @@ $(BUILD)/tests/test_client_ctl: $(call obj,tests/test_client_ctl.c $(CLIENT_TEST
 $(BUILD)/tests/test_review: $(call obj,tests/test_review.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_client_events: $(call obj,tests/test_client_events.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
 $(BUILD)/tests/test_ctl_health: $(call obj,tests/test_ctl_health.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
+$(BUILD)/tests/test_integ_errlog: $(call obj,tests/test_integ_errlog.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_abuse: $(call obj,tests/test_abuse.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_flood: $(call obj,tests/test_flood.c tests/flood_util.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/bench: $(call obj,tests/bench.c tests/flood_util.c tests/daemon_util.c) $(BUILD)/libresil.a
