@@ -69,6 +69,7 @@ struct errlog {
     uint64_t last_sync_ms;     /* monotonic: last batch asked to sync */
     uint32_t pruned_day;       /* YYYYMMDD retention last ran for (0) */
     uint64_t now_ms;           /* monotonic: the latest errlog_drain's */
+    uint64_t last_probe_ms;    /* monotonic: last probe batch */
     int reported_err;          /* last_errno we logged (0: ok) */
     struct errlog_stats st;
 
@@ -77,6 +78,7 @@ struct errlog {
     uv_work_t req;
     struct qbuf batch;
     int b_sync, b_close;
+    uint32_t b_probe; /* after a failure: open this day's file, no lines */
     uint32_t b_prune; /* today's YYYYMMDD: delete expired files; 0: no */
     /* results, read by after_work */
     int b_errno;
@@ -698,6 +700,8 @@ static void work_cb(uv_work_t *req)
     }
     if (gstart)
         worker_write(el, gday, gstart, (size_t)(out - gstart));
+    else if (el->b_probe)
+        (void)worker_open(el, el->b_probe); /* records its error */
     if (el->b_sync && el->w_fd >= 0 && fdatasync(el->w_fd) < 0)
         worker_fail(el, "fdatasync", el->w_day, errno);
     if (el->b_prune) {
@@ -788,11 +792,19 @@ static void submit(struct errlog *el, uint64_t now_ms, int final)
         return;
     today = errlog_day(el->wall_ms(el->clock_ctx));
     el->b_prune = 0;
+    el->b_probe = 0;
     if (today != el->pruned_day && !final) {
         el->b_prune = today;
         el->pruned_day = today;
     }
-    if (!el->queue.len && !el->b_prune && !final)
+    /* After a failed batch, try the file again now and then even with no
+     * line to write, so health recovers when the disk does. */
+    if (el->st.last_errno && !final &&
+        now_ms - el->last_probe_ms >= ERRLOG_PROBE_MS) {
+        el->b_probe = today;
+        el->last_probe_ms = now_ms;
+    }
+    if (!el->queue.len && !el->b_prune && !el->b_probe && !final)
         return;
     if (final && !el->queue.len && el->b_close)
         return;      /* the closing batch already ran */

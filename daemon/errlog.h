@@ -14,7 +14,10 @@
  *       hand the queue to the thread pool as one batch when none is in
  *       flight (uv_queue_work), decide fdatasync (at most once per second),
  *       retention (at start and when the UTC day changes), a "dropped" line
- *       in the log after drops, and report health.components.error_log.
+ *       in the log after drops, a retry of the file every 10 s after a
+ *       failure (so health recovers with the disk, lines or not), and
+ *       report health.components.error_log: not ok while the last batch
+ *       failed or lines were dropped in the last 60 s.
  *   the worker (a thread-pool thread, one batch at a time)
  *       appends each day's lines to that day's file, fdatasyncs when asked,
  *       deletes expired files.  A slow or dead disk holds one pool thread
@@ -61,6 +64,7 @@ struct errlog;
 #define ERRLOG_CONTEXT_DEPTH 8        /* nesting of a context shown */
 #define ERRLOG_SYNC_MS 1000           /* fdatasync at most this often */
 #define ERRLOG_DROP_LOG_MS 60000      /* a drop warning on stderr per ... */
+#define ERRLOG_PROBE_MS 10000 /* after a failure: retry the file this often */
 
 /* Wall-clock milliseconds since the Unix epoch (UTC). */
 typedef uint64_t (*errlog_clock_fn)(void *ctx);

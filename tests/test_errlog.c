@@ -605,8 +605,20 @@ static void test_failures(uv_loop_t *loop)
         OK(det && !ok && strstr(det, "No such file") && strstr(det, "4 lost"),
            "health: error_log not ok, says why: %s", det ? det : "absent");
     }
-    /* Now make it: the next batch writes, health recovers. */
+    /* Now make it: with no line to write, the probe finds it (every
+     * ERRLOG_PROBE_MS) and health recovers. */
     mkdir(dir, 0700);
+    uv_update_time(loop);
+    errlog_drain(el, uv_now(loop) + 2 * ERRLOG_PROBE_MS);
+    uv_run(loop, UV_RUN_DEFAULT);
+    errlog_get_stats(el, &st);
+    {
+        int ok = 0;
+        const char *det = component(&d, &ok);
+        OK(st.last_errno == 0 && det && ok,
+           "the disk back, no line written: the probe clears health: %s",
+           det ? det : "absent");
+    }
     emit_n(el, k, 1, "back");
     flush(el, loop);
     errlog_get_stats(el, &st);
