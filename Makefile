@@ -44,6 +44,7 @@ DAEMON_CORE := daemon/breaker.c daemon/limiter.c daemon/bulkhead.c \
                daemon/methods.c daemon/metrics.c daemon/prom.c daemon/memory.c \
                daemon/heartbeat.c
 DAEMON_SRC := $(DAEMON_CORE) daemon/server.c daemon/http.c daemon/sdnotify.c \
+              daemon/errlog.c \
               daemon/main.c
 CLIENT_SRC := client/resil.c
 CTL_SRC    := client/resilctl.c
@@ -54,9 +55,9 @@ UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
               test_heartbeat \
               test_retry test_admit test_config test_keys test_permit \
               test_alloc test_corpus test_core test_prom test_http \
-              test_sdnotify
+              test_sdnotify test_errlog
 INTEG_TESTS := test_integ test_integ_breaker test_integ_admit test_flood \
-              test_abuse
+              test_abuse test_integ_errlog
 CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
                 test_client_ctl test_review test_client_events test_ctl_health
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS) \
@@ -103,6 +104,8 @@ $(BUILD)/tests/test_permit: $(call obj,tests/test_permit.c daemon/permit.c daemo
 $(BUILD)/tests/test_prom: $(call obj,tests/test_prom.c daemon/prom.c)
 $(BUILD)/tests/test_http: $(call obj,tests/test_http.c daemon/http.c daemon/prom.c)
 $(BUILD)/tests/test_sdnotify: $(call obj,tests/test_sdnotify.c daemon/sdnotify.c daemon/log.c)
+# The error log on a real loop and thread pool under a fake wall clock.
+$(BUILD)/tests/test_errlog: $(call obj,tests/test_errlog.c daemon/errlog.c $(PROTO_SRC) $(DAEMON_CORE))
 # Every allocation of the daemon's own objects goes through the test's
 # failing allocator.
 $(BUILD)/tests/test_alloc: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
@@ -122,6 +125,7 @@ $(BUILD)/tests/test_client_ctl: $(call obj,tests/test_client_ctl.c $(CLIENT_TEST
 $(BUILD)/tests/test_review: $(call obj,tests/test_review.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_client_events: $(call obj,tests/test_client_events.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
 $(BUILD)/tests/test_ctl_health: $(call obj,tests/test_ctl_health.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
+$(BUILD)/tests/test_integ_errlog: $(call obj,tests/test_integ_errlog.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_abuse: $(call obj,tests/test_abuse.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_flood: $(call obj,tests/test_flood.c tests/flood_util.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/bench: $(call obj,tests/bench.c tests/flood_util.c tests/daemon_util.c) $(BUILD)/libresil.a

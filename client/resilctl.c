@@ -641,16 +641,19 @@ static int print_one_key(const msgpack_object *m)
 struct cmd_args {
     char *pos[4]; /* positional arguments */
     int npos;
-    uint64_t for_ms;    /* --for, 0 when absent */
-    const char *reason; /* --reason, NULL when absent */
-    uint64_t limit;     /* --limit, 0 when absent */
-    unsigned topics;    /* --topics, RESIL_TOPIC_* bits; 0 when absent */
+    uint64_t for_ms;     /* --for, 0 when absent */
+    const char *reason;  /* --reason, NULL when absent */
+    uint64_t limit;      /* --limit, 0 when absent */
+    unsigned topics;     /* --topics, RESIL_TOPIC_* bits; 0 when absent */
+    const char *log_day; /* errors --log DAY, NULL when absent */
+    const char *log_dir; /* errors --dir DIR, NULL when absent */
 };
 
 /* Options a command accepts besides --json (parse_args' opts). */
 #define OPT_FORCE 1  /* --for DURATION, --reason TEXT */
 #define OPT_LIMIT 2  /* --limit N */
 #define OPT_TOPICS 4 /* --topics LIST */
+#define OPT_LOG 8    /* --log DAY, --dir DIR */
 
 static const char *const topic_names[] = {"state", "error", "alert", "operator",
                                           "bound"};
@@ -742,6 +745,16 @@ static int parse_args(struct ctl *c, const struct ctl_cmd *cmd, int argc,
                         escape(e, sizeof(e), v, strlen(v), 64));
                 return EXIT_USAGE;
             }
+        } else if ((opts & OPT_LOG) &&
+                   (!strcmp(s, "--log") || !strcmp(s, "--dir"))) {
+            if (i + 1 >= argc || !*argv[i + 1]) {
+                fprintf(stderr, "resilctl: %s needs a value\n", s);
+                return EXIT_USAGE;
+            }
+            if (s[2] == 'l')
+                a->log_day = argv[++i];
+            else
+                a->log_dir = argv[++i];
         } else if ((opts & OPT_FORCE) &&
                    (!strcmp(s, "--for") || !strcmp(s, "--reason"))) {
             if (i + 1 >= argc) {
@@ -1526,6 +1539,190 @@ out:
     return rc;
 }
 
+/* --- errors --log: the error log, read from its directory ------------
+ * The daemon writes one JSON object per line to DIR/errors-YYYYMMDD.jsonl
+ * (daemon/errlog.h); this reads a day's file directly, so it works with
+ * the daemon down.  --json passes every line that is a JSON object through
+ * as written (JSON Lines); a torn or foreign line is skipped and counted
+ * on stderr either way. */
+
+#define ERRLOG_DEFAULT_DIR "/var/log/resild" /* the unit's LogsDirectory */
+
+/* "today", "yesterday" (UTC), YYYYMMDD or YYYY-MM-DD into *ymd. */
+static int parse_day(const char *s, unsigned *ymd)
+{
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    unsigned y, m, d;
+    char digits[9];
+    size_t i, n = 0;
+
+    if (!strcmp(s, "today") || !strcmp(s, "yesterday")) {
+        time_t t = time(NULL) - (s[0] == 'y' ? 86400 : 0);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        *ymd = (unsigned)(tm.tm_year + 1900) * 10000 +
+               (unsigned)(tm.tm_mon + 1) * 100 + (unsigned)tm.tm_mday;
+        return 0;
+    }
+    if (strlen(s) == 10 && s[4] == '-' && s[7] == '-') {
+        for (i = 0; i < 10; i++)
+            if (i != 4 && i != 7)
+                digits[n++] = s[i];
+    } else if (strlen(s) == 8) {
+        memcpy(digits, s, 8);
+        n = 8;
+    }
+    if (n != 8)
+        return -1;
+    digits[8] = '\0';
+    if (strspn(digits, "0123456789") != 8)
+        return -1;
+    *ymd = (unsigned)strtoul(digits, NULL, 10);
+    y = *ymd / 10000;
+    m = *ymd / 100 % 100;
+    d = *ymd % 100;
+    if (y < 1970 || m < 1 || m > 12 || d < 1 || (int)d > mdays[m - 1] ||
+        (m == 2 && d == 29 && (y % 4 || (y % 100 == 0 && y % 400))))
+        return -1;
+    return 0;
+}
+
+/* A string member of j escaped for the table (max source bytes), or "-". */
+static const char *jtext(char *buf, size_t cap, json_t *j, const char *name,
+                         size_t max)
+{
+    json_t *v = json_object_get(j, name);
+
+    if (!json_is_string(v))
+        return "-";
+    return escape(buf, cap, json_string_value(v), json_string_length(v), max);
+}
+
+static void errlog_row(json_t *j)
+{
+    char key[4 * 40 + 8], cls[4 * 32 + 8], cid[4 * 24 + 8];
+    char msg[4 * TEXT_SHOW_MAX + 8], lat[24] = "-", when[16] = "?";
+    const char *t = json_string_value(json_object_get(j, "time"));
+    const char *ev = json_string_value(json_object_get(j, "event"));
+    json_t *l = json_object_get(j, "latency_ms");
+
+    /* "2024-05-01T12:34:56.789Z": the day is the file's, show the time. */
+    if (t && strlen(t) == 24 && t[10] == 'T')
+        snprintf(when, sizeof(when), "%.12s", t + 11);
+    if (ev && !strcmp(ev, "dropped")) {
+        printf("%-12s  -- %lld lines dropped here (%s) --\n", when,
+               (long long)json_integer_value(json_object_get(j, "lines")),
+               jtext(msg, sizeof(msg), j, "reason", 64));
+        return;
+    }
+    if (json_is_integer(l))
+        snprintf(lat, sizeof(lat), "%lld", (long long)json_integer_value(l));
+    jtext(key, sizeof(key), j, "key", 40);
+    jtext(cls, sizeof(cls), j, "class", 32);
+    jtext(cid, sizeof(cid), j, "correlation_id", 24);
+    jtext(msg, sizeof(msg), j, "message", TEXT_SHOW_MAX);
+    printf("%-12s  %-*s  %-*s  %-8s  %-7s  %-14s  %7s  %-*s  %s\n", when,
+           (int)(24 + strlen(key) - text_width(key)), key,
+           (int)(20 + strlen(cls) - text_width(cls)), cls,
+           jtext((char[32]){0}, 32, j, "severity", 8),
+           jtext((char[32]){0}, 32, j, "outcome", 8),
+           jtext((char[64]){0}, 64, j, "source", 14), lat,
+           (int)(16 + strlen(cid) - text_width(cid)), cid, msg);
+}
+
+static int cmd_errors(struct ctl *c, int argc, char **argv)
+{
+    const struct ctl_cmd *cmd = find_command("errors");
+    char path[4200], e[4 * 64 + 8], *line = NULL;
+    size_t cap = 0, shown = 0, bad = 0;
+    const char *dir;
+    struct cmd_args a;
+    struct stat st;
+    unsigned day;
+    ssize_t n;
+    FILE *f;
+    int rc;
+
+    if ((rc = parse_args(c, cmd, argc, argv, 0, 0, OPT_LOG, &a)) != 0)
+        return rc < 0 ? EXIT_OK : rc;
+    if (!a.log_day) {
+        fprintf(stderr, "resilctl: errors: the daemon's error analytics are "
+                        "not built yet; --log DAY reads the error log\n");
+        return cmd_usage(cmd);
+    }
+    if (parse_day(a.log_day, &day) < 0) {
+        fprintf(stderr,
+                "resilctl: bad day '%s' for --log (YYYY-MM-DD, YYYYMMDD, "
+                "today or yesterday; days are UTC)\n",
+                escape(e, sizeof(e), a.log_day, strlen(a.log_day), 64));
+        return EXIT_USAGE;
+    }
+    dir = a.log_dir ? a.log_dir : ERRLOG_DEFAULT_DIR;
+    if (strlen(dir) > 4096) {
+        fprintf(stderr, "resilctl: --dir too long\n");
+        return EXIT_USAGE;
+    }
+    snprintf(path, sizeof(path), "%s/errors-%08u.jsonl", dir, day);
+    /* Never block on a FIFO planted where the file goes: only a regular
+     * file is read. */
+    if (!(f = fopen(path, "re")) || fstat(fileno(f), &st) < 0 ||
+        !S_ISREG(st.st_mode)) {
+        int err = f ? EINVAL : errno;
+        if (f)
+            fclose(f);
+        escape(e, sizeof(e), path, strlen(path), 64);
+        if (err == ENOENT)
+            fprintf(stderr,
+                    "resilctl: no error log for %04u-%02u-%02u in %s (no "
+                    "failures that day, or the log is in another --dir)\n",
+                    day / 10000, day / 100 % 100, day % 100,
+                    escape(e, sizeof(e), dir, strlen(dir), 200));
+        else
+            fprintf(stderr, "resilctl: cannot read %s: %s\n", e, strerror(err));
+        return EXIT_REMOTE;
+    }
+    if (!c->json)
+        printf("%-12s  %-24s  %-20s  %-8s  %-7s  %-14s  %7s  %-16s  %s\n",
+               "TIME (UTC)", "KEY", "CLASS", "SEVERITY", "OUTCOME", "SOURCE",
+               "LAT_MS", "CORRELATION", "MESSAGE");
+    while ((n = getline(&line, &cap, f)) > 0) {
+        json_error_t jerr;
+        size_t len = (size_t)n;
+        json_t *j;
+        if (line[len - 1] == '\n')
+            len--;
+        j = json_loadb(line, len, 0, &jerr);
+        if (!json_is_object(j)) {
+            bad++;
+            json_decref(j);
+            continue;
+        }
+        if (c->json) {
+            fwrite(line, 1, len, stdout);
+            putchar('\n');
+        } else {
+            errlog_row(j);
+        }
+        shown++;
+        json_decref(j);
+        if (ferror(stdout)) {
+            if (errno == EPIPE)
+                c->reader_gone = 1;
+            break;
+        }
+    }
+    free(line);
+    fclose(f);
+    if (!c->json)
+        printf("%zu lines\n", shown);
+    if (bad)
+        fprintf(stderr,
+                "resilctl: %zu lines of %s are not JSON objects (torn by a "
+                "crash, or not resild's): skipped\n",
+                bad, escape(e, sizeof(e), path, strlen(path), 64));
+    return EXIT_OK;
+}
+
 static int cmd_help(struct ctl *c, int argc, char **argv)
 {
     const struct ctl_cmd *cmd;
@@ -1569,6 +1766,11 @@ static const struct ctl_cmd commands[] = {
      "print live events, one line each, until Ctrl-C; LIST is any of "
      "state,error,alert,operator,bound (default all); --json: JSON Lines",
      "resilctl watch --topics state,operator", cmd_watch},
+    {"errors", "--log DAY [--dir DIR]",
+     "the error log of DAY (YYYY-MM-DD, today, yesterday; UTC), read from "
+     "DIR (default " ERRLOG_DEFAULT_DIR "): one row per failure; --json: "
+     "its JSON Lines",
+     "resilctl errors --log today --dir /var/log/resild", cmd_errors},
     {"metrics", "", "print the Prometheus metrics text",
      "resilctl metrics | grep resild_breaker_state", cmd_metrics},
     {"reload", "",

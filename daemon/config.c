@@ -3,7 +3,7 @@
  *
  * Every value is range-checked here so the rest of the daemon can trust the
  * struct.  Sections the SPEC names but this version does not implement yet
- * (scope, snapshot, redis, error_log, errors.alerts) are refused with "not
+ * (scope, snapshot, redis, errors.alerts) are refused with "not
  * implemented" rather than silently ignored: an operator who configures a
  * snapshot must not believe the state is kept when it is not.
  * Every error names the file, the line and column where jansson or the
@@ -960,6 +960,7 @@ int config_defaults(struct config *c)
     c->max_output_bytes = 256 * 1024;
     c->max_memory_mb = default_memory_mb();
     c->metrics_max_keys = 1000;
+    c->error_log_retention_days = 30;
     c->policies = calloc(1, sizeof(struct policy));
     if (!c->policies)
         return -1;
@@ -1142,6 +1143,40 @@ static int parse_metrics(struct parse *p, json_t *obj, struct config *c)
     return 0;
 }
 
+/* "error_log": {"dir": "/var/log/resild", "retention_days": 30}.  dir is
+ * required: the section is what turns the error log on. */
+static int parse_error_log(struct parse *p, json_t *obj, struct config *c)
+{
+    const char *k, *s;
+    json_t *v;
+    uint64_t x;
+
+    if (!json_is_object(obj))
+        return fail(p, "error_log: must be an object");
+    json_object_foreach(obj, k, v)
+    {
+        if (!strcmp(k, "dir")) {
+            s = json_is_string(v) ? json_string_value(v) : "";
+            if (!*s || json_string_length(v) != strlen(s) ||
+                strlen(s) >= sizeof(c->error_log_dir))
+                return fail(p,
+                            "error_log.dir: must be a directory path of "
+                            "1..%zu bytes",
+                            sizeof(c->error_log_dir) - 1);
+            strcpy(c->error_log_dir, s);
+        } else if (!strcmp(k, "retention_days")) {
+            if (get_uint(p, v, "error_log.retention_days", 1, 3650, &x) < 0)
+                return -1;
+            c->error_log_retention_days = (uint32_t)x;
+        } else {
+            return fail(p, "error_log.%s: unknown key", k);
+        }
+    }
+    if (!c->error_log_dir[0])
+        return fail(p, "error_log.dir: is required");
+    return 0;
+}
+
 /*
  * Read and parse path, or write why not to err: the path and the actual
  * problem (missing, unreadable, a directory, empty, a read error), or
@@ -1319,8 +1354,10 @@ int config_load(const char *path, struct config *c, char *err, size_t errcap)
         } else if (!strcmp(k, "metrics")) {
             if (parse_metrics(&p, v, c) < 0)
                 goto bad;
-        } else if (!strcmp(k, "snapshot") || !strcmp(k, "error_log") ||
-                   !strcmp(k, "redis")) {
+        } else if (!strcmp(k, "error_log")) {
+            if (parse_error_log(&p, v, c) < 0)
+                goto bad;
+        } else if (!strcmp(k, "snapshot") || !strcmp(k, "redis")) {
             fail(&p,
                  "%s: not implemented in this version (refused so that "
                  "nobody relies on it)",

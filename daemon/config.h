@@ -93,6 +93,12 @@ struct config {
     char metrics_listen[108];
     uint32_t metrics_max_keys; /* keys with their own series; the rest are
                                 * summed under key="_other" (prom.h) */
+    /* "error_log" section (errlog.h).  error_log_dir: "" (default, no
+     * section: no error log) or the directory of the errors-YYYYMMDD.jsonl
+     * files; error_log_retention_days: a day's file is deleted once that
+     * day ended more than this many days ago (1..3650, default 30). */
+    char error_log_dir[256];
+    uint32_t error_log_retention_days;
 };
 
 /* Fill c with the built-in defaults (the "*" policy only), unchecked:

@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "core.h"
+#include "errlog.h"
 #include "error.h"
 #include "evlog.h"
 #include "http.h"
@@ -351,6 +352,7 @@ int main(int argc, char **argv)
     struct server srv;
     static struct scrape scrape;
     static struct reloader reloader;
+    struct errlog *errlog = NULL;
     uv_loop_t *loop = uv_default_loop();
     int ch, check_only = 0, rc;
     uint64_t seed;
@@ -419,10 +421,16 @@ int main(int argc, char **argv)
         log_msg(LOG_ERR, "cannot start: %s", rd_strerror(rc));
         return 1;
     }
+    /* --- error log (errlog.h): a sink, drained by its own unref'd
+     * handles; errlog_detach writes the rest after the loop ends. --- */
+    if (errlog_attach(&d, loop, &errlog) < 0)
+        return 1;
+    /* --- end error log --- */
     if (server_start(&srv, loop, &d, path) < 0 ||
         metrics_listen(&scrape, &srv, loop, &d) < 0) {
         server_stop(&srv);
         uv_run(loop, UV_RUN_NOWAIT); /* let closed handles finish */
+        errlog_detach(errlog, loop);
         server_free(&srv);
         core_free(&d);
         return 1;
@@ -445,6 +453,7 @@ int main(int argc, char **argv)
     sd_start(loop, &srv, &d); /* systemd: READY=1, watchdog; last hook */
     uv_run(loop, UV_RUN_DEFAULT);
     sd_close(loop);
+    errlog_detach(errlog, loop); /* error log: the last lines, fdatasync */
     prom_free(&scrape.page);
     log_msg(LOG_INFO, "stopped: %llu requests served",
             (unsigned long long)d.m.requests);
