@@ -161,6 +161,11 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	exec $(BUILD)/resild
 
+# The Python package resil goes where Debian's python3 looks: dist-packages
+# of /usr/lib/python3 for PREFIX=/usr, of /usr/local/lib/python3.X else.
+PYTHON_SITE ?= $(PREFIX)/lib/python3$(if $(filter /usr,$(PREFIX)),,.$(shell \
+    /usr/bin/python3 -c 'import sys; print(sys.version_info[1])' \
+    2>/dev/null || echo 11))/dist-packages
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
 	install -m 0755 $(BUILD)/resild $(BUILD)/resilctl $(DESTDIR)$(PREFIX)/bin/
@@ -168,6 +173,8 @@ install: all
 	install -m 0755 $(BUILD)/libresil.so $(DESTDIR)$(PREFIX)/lib/libresil.so.0
 	ln -sf libresil.so.0 $(DESTDIR)$(PREFIX)/lib/libresil.so
 	install -m 0644 client/resil.h $(DESTDIR)$(PREFIX)/include/
+	install -d $(DESTDIR)$(PYTHON_SITE)/resil
+	install -m 0644 client/python/resil/*.py $(DESTDIR)$(PYTHON_SITE)/resil/
 
 format:
 	clang-format -i daemon/*.[ch] proto/*.[ch] client/*.[ch] tests/*.[ch]
