@@ -132,7 +132,9 @@ class _Conn(asyncio.Protocol):
         if self.queued() + len(frame) > WRITE_BOUND:
             self.fail("stalled", "cancel could not be sent", back_off=False)
         else:
+            # At once, not at the next flush: the loop may stop first.
             self.write(frame)
+            self.flush()
 
 
 class AsyncClient:
@@ -233,13 +235,13 @@ class AsyncClient:
         except TimeoutError:
             raise _Fail("timeout", method) from None
         finally:
-            # Given up on (deadline or the caller's task cancelled): forget
+            # Given up on (deadline or the caller's task cancelled; either
+            # cancels fut too): still pending means unanswered, so forget
             # the msgid and withdraw an acquire.
-            if fut is not None and not fut.done():
-                if conn.pending.get(msgid) is fut:
-                    del conn.pending[msgid]
-                    if is_acquire:
-                        conn.cancel(msgid)
+            if fut is not None and conn.pending.get(msgid) is fut:
+                del conn.pending[msgid]
+                if is_acquire:
+                    conn.cancel(msgid)
                 fut.cancel()
         self._backoff_ms, self._backoff_until = 0, 0.0
         if isinstance(err, dict) and err.get("code") in C.CLOSING_ERRORS:
