@@ -808,6 +808,23 @@ except ClientResponseError:
               "another", repr((out.stdout, out.stderr[-300:], x)))
 
 
+def test_examples(tap, d):
+    """The README's quick start (examples/quickstart.py) and the example
+    service run as pasted, with the socket from $RESILD_SOCKET."""
+    env = dict(os.environ, RESILD_SOCKET=d.sock, PYTHONPATH=PYDIR,
+               PYTHONDONTWRITEBYTECODE="1")
+    for name, want in (("quickstart.py", "{'symbol': 'BTC/USDT', 'qty': "
+                                          "0.01}\n"),
+                       ("service.py", "demo.orders: ")):
+        r = subprocess.run(["/usr/bin/python3",
+                            os.path.join(PYDIR, "examples", name)],
+                           env=env, capture_output=True, text=True,
+                           timeout=60)
+        tap.check(r.returncode == 0 and want in r.stdout,
+                  "examples/%s runs against the daemon" % name,
+                  r.stdout[-500:] + r.stderr[-1500:])
+
+
 def test_retrying(tap, d):
     c = resil.Client(d.sock, timeout_ms=2000)
     tries = []
@@ -955,6 +972,11 @@ def test_async(tap, d):
               status_of(c, "as.g")["calls"] == 1,
               "AsyncClient: reports sent as notifications are counted")
     tap.check(o["sync_fn"], "AsyncClient.protect refuses a plain function")
+    ac = resil.AsyncClient(d.sock, timeout_ms=2000)
+    p1 = asyncio.run(ac.ping())
+    p2 = asyncio.run(ac.ping())
+    tap.check(p1["pid"] == p2["pid"] == d.pid,
+              "AsyncClient: usable from a second event loop")
     ev.c.close()
 
 
@@ -1117,6 +1139,7 @@ def main():
     if d:
         for name, fn in (("methods", test_methods), ("guards", test_guards),
                          ("429", test_cross_process_429),
+                         ("examples", test_examples),
                          ("retrying", test_retrying), ("async", test_async),
                          ("async concurrency", test_async_concurrency),
                          ("threads", test_threads),

@@ -50,6 +50,7 @@ class _Conn(asyncio.Protocol):
 
     def __init__(self, owner):
         self.owner = owner
+        self.loop = asyncio.get_running_loop()
         self.transport = None
         self.pending = {}  # msgid -> future of (error, result)
         self.unpacker = C.unpacker()
@@ -198,8 +199,15 @@ class AsyncClient:
 
     async def _connection(self):
         c = self._conn
-        if c is not None and not c.dead and self._pid == os.getpid():
+        loop = asyncio.get_running_loop()
+        if c is not None and not c.dead and self._pid == os.getpid() and \
+                c.loop is loop:
             return c
+        if c is not None and c.loop is not loop:
+            # Used from another loop now (asyncio.run twice): the old
+            # connection belongs to the old loop; forget it.
+            self._conn = c = None
+            self._connecting = None
         if self._backoff_until:
             if time.monotonic() < self._backoff_until:
                 raise _Fail("backoff", self._backoff_cause)
