@@ -182,6 +182,11 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	exec $(BUILD)/resild
 
+# The Python package resil goes where Debian's python3 looks: dist-packages
+# of /usr/lib/python3 for PREFIX=/usr, of /usr/local/lib/python3.X else.
+PYTHON_SITE ?= $(PREFIX)/lib/python3$(if $(filter /usr,$(PREFIX)),,.$(shell \
+    /usr/bin/python3 -c 'import sys; print(sys.version_info[1])' \
+    2>/dev/null || echo 11))/dist-packages
 # install: binaries, libresil (static, and shared with its soname links),
 # resil.h, resil.pc, the systemd units with every /usr/local/ path
 # rewritten for PREFIX (and /etc/resild/ for SYSCONFDIR), the sysusers and
@@ -222,6 +227,8 @@ install: all $(BUILD)/resil.pc
 	chmod 0644 $(DESTDIR)$(UNITDIR)/resild.service $(DESTDIR)$(UNITDIR)/resild.socket
 	install -m 0644 systemd/resild.sysusers $(DESTDIR)$(SYSUSERSDIR)/resild.conf
 	install -m 0644 systemd/resild.tmpfiles $(DESTDIR)$(TMPFILESDIR)/resild.conf
+	install -d $(DESTDIR)$(PYTHON_SITE)/resil
+	install -m 0644 client/python/resil/*.py $(DESTDIR)$(PYTHON_SITE)/resil/
 	@if [ -e $(CONF) ]; then \
 	    echo "install: keeping the existing $(CONF)"; \
 	else \
@@ -243,6 +250,7 @@ uninstall:
 	else \
 	    rm -f $(CONF); \
 	fi
+	rm -rf $(DESTDIR)$(PYTHON_SITE)/resil
 	-rmdir $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/resild 2>/dev/null
 
 format:
