@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "analytics.h"
 #include "config.h"
 #include "core.h"
 #include "error.h"
@@ -241,6 +242,7 @@ int main(int argc, char **argv)
     struct server srv;
     static struct scrape scrape;
     static struct reloader reloader;
+    static struct analytics analytics;
     uv_loop_t *loop = uv_default_loop();
     int ch, check_only = 0, rc;
     uint64_t seed;
@@ -309,6 +311,18 @@ int main(int argc, char **argv)
         log_msg(LOG_ERR, "cannot start: %s", rd_strerror(rc));
         return 1;
     }
+    /* --- analytics (issue 11): a sink of outcomes, read by `errors` --- */
+    {
+        struct analytics_conf ac = {d.cfg.errors_max_series,
+                                    d.cfg.errors_recent};
+        if (analytics_init(&analytics, &ac, seed ^ 0x5a5a5a5a5a5a5a5aULL) < 0 ||
+            (rc = core_add_sink(&d, analytics_sink, &analytics)) < 0) {
+            log_msg(LOG_ERR, "cannot start: analytics: out of memory");
+            return 1;
+        }
+        d.analytics = &analytics;
+    }
+    /* --- end analytics --- */
     if (server_start(&srv, loop, &d, path) < 0 ||
         metrics_listen(&scrape, &srv, loop, &d) < 0) {
         server_stop(&srv);
@@ -338,6 +352,7 @@ int main(int argc, char **argv)
             (unsigned long long)d.m.requests);
     server_free(&srv);
     core_free(&d);
+    analytics_free(&analytics); /* after the last event */
     uv_loop_close(loop);
     return 0;
 }
