@@ -29,8 +29,9 @@ DAEMON_CORE := daemon/breaker.c daemon/limiter.c daemon/bulkhead.c \
                daemon/permit.c daemon/msgidx.c daemon/error.c \
                daemon/admit.c daemon/core.c daemon/event.c daemon/evlog.c \
                daemon/methods.c daemon/metrics.c daemon/prom.c daemon/memory.c \
-               daemon/heartbeat.c daemon/analytics.c
-DAEMON_SRC := $(DAEMON_CORE) daemon/server.c daemon/http.c daemon/main.c
+               daemon/heartbeat.c daemon/analytics.c daemon/alerts.c
+DAEMON_SRC := $(DAEMON_CORE) daemon/server.c daemon/http.c daemon/hooks.c \
+              daemon/main.c
 CLIENT_SRC := client/resil.c
 CTL_SRC    := client/resilctl.c
 
@@ -85,7 +86,7 @@ $(BUILD)/tests/test_config: $(call obj,tests/test_config.c $(PROTO_SRC) $(DAEMON
 $(BUILD)/tests/test_keys: $(call obj,tests/test_keys.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_core: $(call obj,tests/test_core.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_permit: $(call obj,tests/test_permit.c daemon/permit.c daemon/msgidx.c)
-$(BUILD)/tests/test_analytics: $(call obj,tests/test_analytics.c daemon/analytics.c)
+$(BUILD)/tests/test_analytics: $(call obj,tests/test_analytics.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_prom: $(call obj,tests/test_prom.c daemon/prom.c)
 $(BUILD)/tests/test_http: $(call obj,tests/test_http.c daemon/http.c daemon/prom.c)
 # Every allocation of the daemon's own objects goes through the test's

@@ -699,8 +699,9 @@ static int predict_key(const struct an_key *k, uint64_t now_ms,
     return 1;
 }
 
-static size_t predict(struct analytics *a, const struct analytics_query *q,
-                      uint64_t now_ms, analytics_breaker_fn fn, void *ctx,
+static size_t predict(const struct analytics *a,
+                      const struct analytics_query *q, uint64_t now_ms,
+                      analytics_breaker_fn fn, void *ctx,
                       struct an_prediction *out, size_t max)
 {
     struct an_prediction p;
@@ -724,7 +725,7 @@ static size_t predict(struct analytics *a, const struct analytics_query *q,
     return n;
 }
 
-size_t analytics_predict(struct analytics *a, uint64_t now_ms,
+size_t analytics_predict(const struct analytics *a, uint64_t now_ms,
                          analytics_breaker_fn fn, void *ctx,
                          struct an_prediction *out, size_t max)
 {

@@ -169,7 +169,7 @@ struct an_prediction {
  * looked at.  Up to max into out, soonest first; returns the count.
  * O(keys x ANALYTICS_PRED_SECONDS).
  */
-size_t analytics_predict(struct analytics *a, uint64_t now_ms,
+size_t analytics_predict(const struct analytics *a, uint64_t now_ms,
                          analytics_breaker_fn fn, void *ctx,
                          struct an_prediction *out, size_t max);
 

@@ -20,6 +20,7 @@
 #include "core.h"
 #include "error.h"
 #include "evlog.h"
+#include "hooks.h"
 #include "http.h"
 #include "log.h"
 #include "memory.h"
@@ -243,6 +244,7 @@ int main(int argc, char **argv)
     static struct scrape scrape;
     static struct reloader reloader;
     static struct analytics analytics;
+    static struct hooks hooks;
     uv_loop_t *loop = uv_default_loop();
     int ch, check_only = 0, rc;
     uint64_t seed;
@@ -321,6 +323,10 @@ int main(int argc, char **argv)
             return 1;
         }
         d.analytics = &analytics;
+        if ((rc = hooks_start(&hooks, loop, &d, &analytics)) < 0) {
+            log_msg(LOG_ERR, "cannot start: alerts: %s", rd_strerror(rc));
+            return 1;
+        }
     }
     /* --- end analytics --- */
     if (server_start(&srv, loop, &d, path) < 0 ||
@@ -347,6 +353,8 @@ int main(int argc, char **argv)
     log_msg(LOG_INFO, "worst-case memory %s; max_memory_mb %llu", mem_line,
             (unsigned long long)d.cfg.max_memory_mb);
     uv_run(loop, UV_RUN_DEFAULT);
+    hooks_stop(&hooks); /* analytics: running hooks killed, timers closed */
+    uv_run(loop, UV_RUN_NOWAIT);
     prom_free(&scrape.page);
     log_msg(LOG_INFO, "stopped: %llu requests served",
             (unsigned long long)d.m.requests);

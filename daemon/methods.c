@@ -1353,6 +1353,9 @@ static void pack_event(msgpack_packer *pk, const struct event *ev, uint64_t ts)
     case EV_RELOAD:
         n += 5;
         break;
+    case EV_ALERT:
+        n += 5 + (ev->u.alert.eta_s > 0);
+        break;
     }
     proto_pack_notify_head(pk, "event");
     msgpack_pack_array(pk, 1);
@@ -1426,6 +1429,15 @@ static void pack_event(msgpack_packer *pk, const struct event *ev, uint64_t ts)
         proto_kv_u64(pk, "added", ev->u.reload.added);
         proto_kv_u64(pk, "removed", ev->u.reload.removed);
         proto_kv_u64(pk, "changed", ev->u.reload.changed);
+        break;
+    case EV_ALERT:
+        proto_kv_str(pk, "kind", ev->u.alert.kind);
+        proto_kv_str(pk, "rule", ev->u.alert.rule);
+        proto_kv_f64(pk, "rate_per_min", ev->u.alert.rate_per_min);
+        proto_kv_str(pk, "detail", ev->u.alert.detail);
+        proto_kv_str(pk, "origin", "local");
+        if (ev->u.alert.eta_s > 0)
+            proto_kv_u64(pk, "eta_s", ev->u.alert.eta_s);
         break;
     }
 }

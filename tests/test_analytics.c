@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "alerts.h"
 #include "analytics.h"
 #include "tap.h"
 
@@ -365,6 +366,82 @@ static void test_prediction(void)
     analytics_free(&a);
 }
 
+/* Alerts collected by emit. */
+static struct {
+    int n;
+    char rule[8][64], key[8][64];
+} got;
+
+static void collect(void *ctx, const struct alert *a)
+{
+    (void)ctx;
+    if (got.n < 8) {
+        snprintf(got.rule[got.n], 64, "%s", a->rule_name);
+        snprintf(got.key[got.n], 64, "%.*s", (int)a->key_len, a->key);
+    }
+    got.n++;
+}
+
+static void test_alerts(void)
+{
+    struct analytics a;
+    struct analytics_conf c = {100, 10};
+    struct alert_rule rules[2];
+    struct alerts al;
+    struct alert out;
+    uint64_t t = 40000000;
+    int i;
+
+    analytics_init(&a, &c, 6);
+    alerts_init(&al, 7);
+    memset(rules, 0, sizeof(rules));
+    strcpy(rules[0].name, "any5");
+    rules[0].rate_per_min = 5;
+    rules[0].cooldown_s = 60;
+    strcpy(rules[1].name, "ex3");
+    rules[1].rate_per_min = 3;
+    rules[1].cooldown_s = 10;
+    strcpy(rules[1].prefix, "ex");
+    for (i = 0; i < 4; i++)
+        fail_at(&a, 0, "ex.ws", "network", 1, t + (uint64_t)i * 100);
+    got.n = 0;
+    alerts_eval(&al, rules, 2, &a, NULL, NULL, t + 1000, collect, NULL);
+    OK(got.n == 1 && !strcmp(got.rule[0], "ex3") &&
+           !strcmp(got.key[0], "ex.ws"),
+       "4 failures/min: only the 3/min rule in scope fires (%d)", got.n);
+    got.n = 0;
+    alerts_eval(&al, rules, 2, &a, NULL, NULL, t + 2000, collect, NULL);
+    IS(got.n, 0, "within its cooldown the rule stays quiet");
+    fail_at(&a, 0, "ex.ws", "network", 1, t + 2500);
+    fail_at(&a, 1, "other", "network", 1, t + 2500);
+    got.n = 0;
+    alerts_eval(&al, rules, 2, &a, NULL, NULL, t + 3000, collect, NULL);
+    OK(got.n == 1 && !strcmp(got.rule[0], "any5"),
+       "the 5/min rule fires at 5, its own cooldown (%d)", got.n);
+    for (i = 0; i < 6; i++)
+        fail_at(&a, 1, "other", "network", 1, t + 3100 + (uint64_t)i);
+    got.n = 0;
+    alerts_eval(&al, rules, 2, &a, NULL, NULL, t + 4000, collect, NULL);
+    OK(got.n == 1 && !strcmp(got.key[0], "other") &&
+           !strcmp(got.rule[0], "any5"),
+       "the same rule fires for another key: cooldown is per key (%d)", got.n);
+    got.n = 0;
+    alerts_eval(&al, rules, 2, &a, NULL, NULL, t + 11500, collect, NULL);
+    OK(got.n == 1 && !strcmp(got.rule[0], "ex3"),
+       "after its 10 s cooldown the 3/min rule fires again (%d)", got.n);
+    got.n = 0;
+    alerts_eval(&al, rules, 2, &a, NULL, NULL, t + 75000, collect, NULL);
+    IS(got.n, 0, "a minute later the rate is gone: nothing fires");
+    OK(alerts_breaker_opened(&al, &ids[0], "ex.ws", 5, t, &out) == 1 &&
+           alerts_breaker_opened(&al, &ids[0], "ex.ws", 5, t + 30000, &out) ==
+               0 &&
+           alerts_breaker_opened(&al, &ids[0], "ex.ws", 5,
+                                 t + ALERTS_OPEN_COOLDOWN_MS, &out) == 1,
+       "breaker_open alerts have their own cooldown");
+    alerts_free(&al);
+    analytics_free(&a);
+}
+
 int main(void)
 {
     test_rotation();
@@ -373,5 +450,6 @@ int main(void)
     test_slope_reference();
     test_correlation();
     test_prediction();
+    test_alerts();
     return tap_done();
 }

@@ -115,13 +115,168 @@ def test_errors(tap):
     r = c.ok("errors", {"key": "bad.text"})
     tap.check(all(isinstance(e["message"], str) for e in r["recent"]),
               "recent messages are valid UTF-8", r["recent"])
+    # resilctl errors: tables and --json.
+    ctl = os.path.join(rpcutil.build_dir(), "resilctl")
+
+    def run(*args):
+        p = subprocess.run([ctl, "-s", d.sock] + list(args),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=10, env=dict(os.environ, LANG="C.UTF-8",
+                                                LC_ALL="C.UTF-8"))
+        return p.returncode, p.stdout.decode("utf-8", "replace"), \
+            p.stderr.decode("utf-8", "replace")
+
+    rc, out, err = run("errors")
+    tap.check(rc == 0 and "errors over the last 1h: " in out and
+              "CLASS" in out and "network.reset" in out and
+              "binance.ws" in out and "recent (newest first):" in out and
+              "cid=c-42" in out, "resilctl errors prints the tables",
+              out + err)
+    tap.check(any(a in out for a in ("\u2192 flat", "\u2191 up",
+                                      "\u2193 down")),
+              "trends with arrows", out)
+    rc, out, err = run("errors", "--prefix", "binance", "--since", "15m",
+                       "--top", "1")
+    tap.check(rc == 0 and "errors over the last 15m: 5 " in out and
+              "kraken" not in out, "resilctl errors --prefix --since --top",
+              out + err)
+    rc, out, err = run("errors", "--severity", "critical", "--json")
+    try:
+        j = json.loads(out)
+    except ValueError:
+        j = {}
+    tap.check(rc == 0 and j.get("total") == 1 and
+              list(j.get("by_key", {})) == ["kraken.api"],
+              "resilctl errors --severity --json", out + err)
+    rc, out, err = run("errors", "--severity", "huge")
+    tap.check(rc == 2 and "bad severity" in err, "a bad severity is a usage "
+              "error", err)
+    rc, out, err = run("errors", "--key", "a", "--prefix", "b")
+    tap.check(rc == 2, "--key and --prefix together: usage error", err)
     c.close()
     tap.stop_daemon(d, "errors")
+
+
+def alert_events(c, timeout, until):
+    """Alert events read from c until until(list) or timeout."""
+    got = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not until(got):
+        while c.others:
+            m = c.others.pop(0)
+            if isinstance(m, list) and len(m) == 3 and m[1] == "event" \
+                    and m[2][0].get("topic") == "alert":
+                got.append(m[2][0])
+        if until(got):
+            break
+        try:
+            c._pump(0.05)
+        except TimeoutError:
+            pass
+    return got
+
+
+def wait_for(pred, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()
+
+
+def test_alerts(tap):
+    d = rpcutil.Daemon(None, "alerts")
+    out = os.path.join(d.dir, "hook.out")
+    pidf = os.path.join(d.dir, "hang.pid")
+    d.config = {
+        "policies": {"*": {"breaker": {"failure_threshold": 0,
+                                       "failure_rate_threshold": 0}},
+                     "brk": {"breaker": {"failure_threshold": 2,
+                                         "open_ms": 60000}}},
+        "errors": {"alerts": [
+            {"name": "ws-burst", "rate_per_min": 3, "cooldown_s": 600,
+             "prefix": "ex", "exec": "cat > '%s'" % out},
+            {"name": "hang", "rate_per_min": 2, "key": "slow.hook",
+             "timeout_s": 1, "exec": "echo $$ > '%s'; exec sleep 30" % pidf},
+        ]}}
+    tap.daemons.append(d)
+    up = d.start()
+    tap.check(up, "alerts: daemon starts with rules")
+    if not up:
+        return
+    sub = d.connect()
+    sub.ok("subscribe", {"topics": ["alert"]})
+    c = d.connect()
+    for i in range(3):
+        fail(c, "ex.ws", "network", "x%d" % i)
+    got = alert_events(sub, 5, lambda g: any(e["rule"] == "ws-burst"
+                                             for e in g))
+    a = [e for e in got if e["rule"] == "ws-burst"]
+    tap.check(len(a) == 1 and a[0]["key"] == "ex.ws" and
+              a[0]["kind"] == "rate" and a[0]["rate_per_min"] >= 3 and
+              a[0]["detail"], "a rule's rate reached: an alert event", got)
+    tap.check(wait_for(lambda: os.path.exists(out) and
+                       os.path.getsize(out) > 0, 5),
+              "the exec hook ran")
+    try:
+        with open(out) as f:
+            j = json.load(f)
+    except (OSError, ValueError) as e:
+        j = {"error": str(e)}
+    tap.check(j.get("rule") == "ws-burst" and j.get("key") == "ex.ws" and
+              j.get("kind") == "rate" and j.get("topic") == "alert",
+              "the hook got the alert as JSON on stdin", j)
+    # Cooldown: more failures, no second alert for the same rule and key.
+    for i in range(3):
+        fail(c, "ex.ws", "network")
+    got = alert_events(sub, 2.5, lambda g: False)
+    tap.check(not [e for e in got if e["rule"] == "ws-burst"],
+              "in cooldown: no second alert", got)
+    # A breaker opening is an alert.
+    fail(c, "brk", "network")
+    fail(c, "brk", "network")
+    got = alert_events(sub, 5, lambda g: any(e["kind"] == "breaker_open"
+                                             for e in g))
+    tap.check(any(e["kind"] == "breaker_open" and e["key"] == "brk"
+                  for e in got), "a breaker opening is an alert", got)
+    # A hook that hangs is killed at its timeout; decisions go on.
+    fail(c, "slow.hook", "network")
+    fail(c, "slow.hook", "network")
+    tap.check(wait_for(lambda: os.path.exists(pidf) and
+                       os.path.getsize(pidf) > 0, 5), "the hanging hook runs")
+    try:
+        pid = int(open(pidf).read().strip())
+    except (OSError, ValueError):
+        pid = None
+    worst = 0.0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.5:
+        s = time.monotonic()
+        g = c.ok("acquire", {"key": "live.path"})
+        c.ok("report", {"key": "live.path", "permit": g["permit"],
+                        "outcome": "success"})
+        worst = max(worst, time.monotonic() - s)
+    tap.check(worst < 0.5, "decisions continue while the hook hangs "
+              "(worst acquire %.1f ms)" % (worst * 1000))
+    gone = wait_for(lambda: pid is not None and
+                    not os.path.exists("/proc/%d" % pid), 5)
+    tap.check(gone, "the hanging hook was killed after its timeout", pid)
+    tap.check(wait_for(lambda: "killed after 1000 ms" in d.log(), 3),
+              "the kill is logged")
+    h = c.ok("health")
+    comp = h["components"].get("alert_hooks", {})
+    tap.check("1 timed out" in comp.get("detail", ""),
+              "health counts the timed-out hook", comp)
+    sub.close()
+    c.close()
+    tap.stop_daemon(d, "alerts")
 
 
 def main():
     tap = rpcutil.Tap()
     tap.run("errors", test_errors, tap)
+    tap.run("alerts", test_alerts, tap)
     tap.finish()
 
 
