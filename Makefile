@@ -49,7 +49,7 @@ CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS) \
                 $(CLIENT_TESTS))
 
-.PHONY: all deps run test check bench fuzz fuzz-merge asan install format clean
+.PHONY: all deps run test check bench bench-analytics fuzz fuzz-merge asan install format clean
 all: $(BUILD)/resild $(BUILD)/resilctl $(BUILD)/libresil.a $(BUILD)/libresil.so
 
 deps:
@@ -110,6 +110,7 @@ $(BUILD)/tests/test_client_events: $(call obj,tests/test_client_events.c $(CLIEN
 $(BUILD)/tests/test_ctl_health: $(call obj,tests/test_ctl_health.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
 $(BUILD)/tests/test_abuse: $(call obj,tests/test_abuse.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_flood: $(call obj,tests/test_flood.c tests/flood_util.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
+$(BUILD)/tests/bench_analytics: $(call obj,tests/bench_analytics.c daemon/analytics.c)
 $(BUILD)/tests/bench: $(call obj,tests/bench.c tests/flood_util.c tests/daemon_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/%:
 	@mkdir -p $(dir $@)
@@ -123,6 +124,14 @@ check: all $(TEST_BINS)
 # reference, printed, never asserted (BENCH_N=... sets the count).
 bench: all $(BUILD)/tests/bench
 	@BUILD=$(BUILD) $(BUILD)/tests/bench
+
+# analytics: its correlation loops are written to vectorise (-O3).
+$(BUILD)/obj/daemon/analytics.o: CFLAGS += -O3
+
+# bench-analytics: error analytics memory and `errors` call time (issue 11),
+# the pure module under a fake clock; printed, never asserted.
+bench-analytics: $(BUILD)/tests/bench_analytics
+	@$(BUILD)/tests/bench_analytics
 
 # fuzz: libFuzzer (clang) over scanner, decoder and every method with ASan
 # and UBSan, seeded from tests/corpus; FUZZ_SECONDS=N (default 60).  New

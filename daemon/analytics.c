@@ -28,6 +28,9 @@ struct an_series {
     uint64_t total;                  /* lifetime failures */
     uint64_t last_ms;                /* monotonic, last failure */
     uint64_t sec_head, min_head;     /* absolute second / minute (I3) */
+    uint64_t sec_first, min_first;   /* first bucket written since the ring
+                                      * was last wholly cleared: nothing
+                                      * older is non-zero (sums start here) */
     uint64_t q_n;                    /* query scratch: count in the window */
     uint16_t cls;                    /* index in analytics.classes */
     uint8_t severity;
@@ -50,8 +53,9 @@ struct an_key {
 };
 
 /* Correlation scratch: the candidates' second series and prefix sums. */
+#define CORR_PAD 64 /* zeros before and after each series (>= max lag) */
 struct an_corr_scratch {
-    int32_t xs[ANALYTICS_CORR_KEYS][ANALYTICS_SECONDS];
+    int16_t xs[ANALYTICS_CORR_KEYS][CORR_PAD + ANALYTICS_SECONDS + CORR_PAD];
     int64_t pre[ANALYTICS_CORR_KEYS][ANALYTICS_SECONDS + 1];
     int64_t pre2[ANALYTICS_CORR_KEYS][ANALYTICS_SECONDS + 1];
 };
@@ -84,26 +88,34 @@ size_t analytics_key_bytes(void)
         }                                                                      \
     } while (0)
 
-static void ring16_add(uint16_t *r, size_t size, uint64_t *head, uint64_t t,
-                       uint32_t n)
+static void ring16_add(uint16_t *r, size_t size, uint64_t *head,
+                       uint64_t *first, uint64_t t, uint32_t n)
 {
     uint16_t *b;
 
+    if (t > *head && t - *head >= size)
+        *first = t; /* the whole ring is about to be cleared */
     RING_ADVANCE(r, size, head, t);
     if (*head - t >= size)
         return; /* older than the ring: cannot happen on a monotonic clock */
+    if (t < *first)
+        *first = t; /* an out-of-order event, still inside the ring */
     b = &r[t % size];
     *b = (uint32_t)*b + n > UINT16_MAX ? UINT16_MAX : (uint16_t)(*b + n);
 }
 
-static void ring32_add(uint32_t *r, size_t size, uint64_t *head, uint64_t t,
-                       uint32_t n)
+static void ring32_add(uint32_t *r, size_t size, uint64_t *head,
+                       uint64_t *first, uint64_t t, uint32_t n)
 {
     uint32_t *b;
 
+    if (t > *head && t - *head >= size)
+        *first = t;
     RING_ADVANCE(r, size, head, t);
     if (*head - t >= size)
         return;
+    if (t < *first)
+        *first = t;
     b = &r[t % size];
     *b = (uint64_t)*b + n > UINT32_MAX ? UINT32_MAX : *b + n;
 }
@@ -324,7 +336,9 @@ void analytics_free(struct analytics *a)
 
 static void pred_add(struct an_key *k, uint64_t sec, int failed)
 {
-    ring16_add(k->calls, ANALYTICS_PRED_SECONDS, &k->pred_head, sec, 1);
+    uint64_t first = 0; /* not needed for these rings */
+
+    ring16_add(k->calls, ANALYTICS_PRED_SECONDS, &k->pred_head, &first, sec, 1);
     if (failed) /* same head: the calls ring moved it already */
         k->fails[sec % ANALYTICS_PRED_SECONDS] =
             k->fails[sec % ANALYTICS_PRED_SECONDS] == UINT16_MAX
@@ -434,8 +448,8 @@ void analytics_outcome(struct analytics *a, const void *id, const char *name,
         s->key = k;
         s->cls = cls;
         s->severity = sev;
-        s->sec_head = sec;
-        s->min_head = sec / 60;
+        s->sec_head = s->sec_first = sec;
+        s->min_head = s->min_first = sec / 60;
         s->knext = k->series;
         k->series = s;
         k->nseries++;
@@ -445,8 +459,9 @@ void analytics_outcome(struct analytics *a, const void *id, const char *name,
         lru_unlink(a, s);
     }
     lru_append(a, s);
-    ring16_add(s->sec, ANALYTICS_SECONDS, &s->sec_head, sec, 1);
-    ring32_add(s->min, ANALYTICS_MINUTES, &s->min_head, sec / 60, 1);
+    ring16_add(s->sec, ANALYTICS_SECONDS, &s->sec_head, &s->sec_first, sec, 1);
+    ring32_add(s->min, ANALYTICS_MINUTES, &s->min_head, &s->min_first, sec / 60,
+               1);
     s->total++;
     s->last_ms = now_ms;
     k->last_ms = now_ms;
@@ -584,6 +599,7 @@ static uint64_t series_sum(const struct an_series *s, int minutes, uint64_t lo,
                            size_t n)
 {
     uint64_t head = minutes ? s->min_head : s->sec_head, t, hi, sum = 0;
+    uint64_t first = minutes ? s->min_first : s->sec_first;
     size_t size = minutes ? ANALYTICS_MINUTES : ANALYTICS_SECONDS;
 
     if (head < lo || n == 0)
@@ -593,6 +609,8 @@ static uint64_t series_sum(const struct an_series *s, int minutes, uint64_t lo,
         hi = head;
     if (head - lo >= size) /* the ring starts after lo */
         lo = head - size + 1;
+    if (first > lo) /* nothing before the first failure since a clear */
+        lo = first;
     for (t = lo; t <= hi && t >= lo; t++)
         sum += minutes ? s->min[t % size] : s->sec[t % size];
     return sum;
@@ -738,7 +756,8 @@ size_t analytics_predict(const struct analytics *a, uint64_t now_ms,
  * Pearson coefficient of (x[t], y[t + d]) over the overlap, for every lag
  * d in -ANALYTICS_LAG_MAX_S..+ANALYTICS_LAG_MAX_S; the best d (highest r,
  * then the smallest |d|) says who leads.  Counts are capped at 255 per
- * second so the dot products stay in int32 (900 x 255^2 < 2^31).
+ * second (int16 storage) so the dot products stay in int32 (915 x 255^2
+ * < 2^31) and vectorise (pmaddwd).
  */
 #define CORR_MIN_EVENTS 5
 static void correlate(struct analytics *a, const struct analytics_query *q,
@@ -747,7 +766,8 @@ static void correlate(struct analytics *a, const struct analytics_query *q,
 {
     static const size_t cap = ANALYTICS_CORR_KEYS;
     struct an_corr_scratch *cs = a->corr;
-    int32_t(*xs)[ANALYTICS_SECONDS];
+    int16_t(*xb)[CORR_PAD + ANALYTICS_SECONDS + CORR_PAD];
+    int16_t *xs[ANALYTICS_CORR_KEYS]; /* xb[k] + CORR_PAD: series k */
     int64_t(*pre)[ANALYTICS_SECONDS + 1], (*pre2)[ANALYTICS_SECONDS + 1];
     struct an_key *cand[ANALYTICS_CORR_KEYS];
     uint64_t now_s = now_ms / 1000, lo, wl;
@@ -759,7 +779,9 @@ static void correlate(struct analytics *a, const struct analytics_query *q,
             return;
         a->bytes += sizeof(*cs);
     }
-    xs = cs->xs;
+    xb = cs->xs;
+    for (i = 0; i < cap; i++)
+        xs[i] = xb[i] + CORR_PAD;
     pre = cs->pre;
     pre2 = cs->pre2;
     wl = q->window_s < ANALYTICS_SECONDS ? q->window_s : ANALYTICS_SECONDS;
@@ -773,17 +795,17 @@ static void correlate(struct analytics *a, const struct analytics_query *q,
         int64_t sum = 0;
         if (k->last_ms + wl * 1000 <= now_ms)
             continue;
-        memset(xs[nc], 0, L * sizeof(int32_t));
+        memset(xb[nc], 0, sizeof(xb[nc]));
         for (s = k->series; s; s = s->knext) {
             if (s->severity < q->min_severity)
                 continue;
-            for (t = 0; t < L; t++)
-                xs[nc][t] += (int32_t)sec_get(s, lo + t);
+            for (t = 0; t < L; t++) {
+                uint32_t v = (uint32_t)xs[nc][t] + sec_get(s, lo + t);
+                xs[nc][t] = (int16_t)(v > 255 ? 255 : v);
+            }
         }
         pre[nc][0] = pre2[nc][0] = 0;
         for (t = 0; t < L; t++) {
-            if (xs[nc][t] > 255)
-                xs[nc][t] = 255;
             sum += xs[nc][t];
             pre[nc][t + 1] = pre[nc][t] + xs[nc][t];
             pre2[nc][t + 1] = pre2[nc][t] + (int64_t)xs[nc][t] * xs[nc][t];
@@ -795,16 +817,26 @@ static void correlate(struct analytics *a, const struct analytics_query *q,
         for (j = i + 1; j < nc; j++) {
             double best = -2;
             int best_d = 0;
+            int32_t acc[2 * ANALYTICS_LAG_MAX_S + 1] = {0};
+            /* Sxy for every lag at once, from x's non-zero seconds only
+             * (error series are sparse): acc[d + 60] = sum over t of
+             * x[t] y[t + d]; y's padding zeros stand for the seconds
+             * outside the overlap. */
+            for (t = 0; t < L; t++) {
+                const int16_t *y = xs[j] + t - ANALYTICS_LAG_MAX_S;
+                int32_t xv = xs[i][t];
+                int k2;
+                if (!xv)
+                    continue;
+                for (k2 = 0; k2 < 2 * ANALYTICS_LAG_MAX_S + 1; k2++)
+                    acc[k2] += xv * y[k2];
+            }
             for (d = -ANALYTICS_LAG_MAX_S; d <= ANALYTICS_LAG_MAX_S; d++) {
                 /* pairs (x[t], y[t + d]), t in [t0, t1) */
                 size_t t0 = d < 0 ? (size_t)-d : 0;
                 size_t t1 = d > 0 ? L - (size_t)d : L;
-                const int32_t *x = xs[i] + t0, *y = xs[j] + (t0 + (size_t)d);
-                size_t len = t1 - t0;
-                double m = (double)len, sx, sy, sxx, syy, vx, vy, rr;
-                int32_t sxy = 0;
-                for (t = 0; t < len; t++)
-                    sxy += x[t] * y[t];
+                double m = (double)(t1 - t0), sx, sy, sxx, syy, vx, vy, rr;
+                int32_t sxy = acc[d + ANALYTICS_LAG_MAX_S];
                 sx = (double)(pre[i][t1] - pre[i][t0]);
                 sxx = (double)(pre2[i][t1] - pre2[i][t0]);
                 sy = (double)(pre[j][(ptrdiff_t)t1 + d] -
