@@ -42,9 +42,9 @@ DAEMON_CORE := daemon/breaker.c daemon/limiter.c daemon/bulkhead.c \
                daemon/permit.c daemon/msgidx.c daemon/error.c \
                daemon/admit.c daemon/core.c daemon/event.c daemon/evlog.c \
                daemon/methods.c daemon/metrics.c daemon/prom.c daemon/memory.c \
-               daemon/heartbeat.c
+               daemon/heartbeat.c daemon/analytics.c daemon/alerts.c
 DAEMON_SRC := $(DAEMON_CORE) daemon/server.c daemon/http.c daemon/sdnotify.c \
-              daemon/errlog.c \
+              daemon/errlog.c daemon/hooks.c \
               daemon/main.c
 CLIENT_SRC := client/resil.c
 CTL_SRC    := client/resilctl.c
@@ -55,7 +55,7 @@ UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
               test_heartbeat \
               test_retry test_admit test_config test_keys test_permit \
               test_alloc test_corpus test_core test_prom test_http \
-              test_sdnotify test_errlog
+              test_sdnotify test_errlog test_analytics
 INTEG_TESTS := test_integ test_integ_breaker test_integ_admit test_flood \
               test_abuse test_integ_errlog
 CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
@@ -63,8 +63,8 @@ CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS) \
                 $(CLIENT_TESTS))
 
-.PHONY: all deps run test check bench fuzz fuzz-merge asan install uninstall \
-        format clean
+.PHONY: all deps run test check bench bench-analytics fuzz fuzz-merge asan \
+        install uninstall format clean
 all: $(BUILD)/resild $(BUILD)/resilctl $(BUILD)/libresil.a $(BUILD)/libresil.so
 
 deps:
@@ -101,6 +101,7 @@ $(BUILD)/tests/test_config: $(call obj,tests/test_config.c $(PROTO_SRC) $(DAEMON
 $(BUILD)/tests/test_keys: $(call obj,tests/test_keys.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_core: $(call obj,tests/test_core.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_permit: $(call obj,tests/test_permit.c daemon/permit.c daemon/msgidx.c)
+$(BUILD)/tests/test_analytics: $(call obj,tests/test_analytics.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_prom: $(call obj,tests/test_prom.c daemon/prom.c)
 $(BUILD)/tests/test_http: $(call obj,tests/test_http.c daemon/http.c daemon/prom.c)
 $(BUILD)/tests/test_sdnotify: $(call obj,tests/test_sdnotify.c daemon/sdnotify.c daemon/log.c)
@@ -128,6 +129,7 @@ $(BUILD)/tests/test_ctl_health: $(call obj,tests/test_ctl_health.c $(CLIENT_TEST
 $(BUILD)/tests/test_integ_errlog: $(call obj,tests/test_integ_errlog.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_abuse: $(call obj,tests/test_abuse.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_flood: $(call obj,tests/test_flood.c tests/flood_util.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
+$(BUILD)/tests/bench_analytics: $(call obj,tests/bench_analytics.c daemon/analytics.c)
 $(BUILD)/tests/bench: $(call obj,tests/bench.c tests/flood_util.c tests/daemon_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/%:
 	@mkdir -p $(dir $@)
@@ -141,6 +143,14 @@ check: all $(TEST_BINS)
 # reference, printed, never asserted (BENCH_N=... sets the count).
 bench: all $(BUILD)/tests/bench
 	@BUILD=$(BUILD) $(BUILD)/tests/bench
+
+# analytics: its correlation loops are written to vectorise (-O3).
+$(BUILD)/obj/daemon/analytics.o: CFLAGS += -O3
+
+# bench-analytics: error analytics memory and `errors` call time (issue 11),
+# the pure module under a fake clock; printed, never asserted.
+bench-analytics: $(BUILD)/tests/bench_analytics
+	@$(BUILD)/tests/bench_analytics
 
 # fuzz: libFuzzer (clang) over scanner, decoder and every method with ASan
 # and UBSan, seeded from tests/corpus; FUZZ_SECONDS=N (default 60).  New

@@ -1630,34 +1630,191 @@ static void errlog_row(json_t *j)
            (int)(16 + strlen(cid) - text_width(cid)), cid, msg);
 }
 
-static int cmd_errors(struct ctl *c, int argc, char **argv)
+/* --- errors (issue 11): the live analytics view; --log reads a day ------- */
+
+static const msgpack_object *arr_at(const msgpack_object *a, size_t i)
 {
-    const struct ctl_cmd *cmd = find_command("errors");
+    return a && a->type == MSGPACK_OBJECT_ARRAY && i < a->via.array.size
+               ? &a->via.array.ptr[i]
+               : NULL;
+}
+
+static size_t arr_len(const msgpack_object *a)
+{
+    return a && a->type == MSGPACK_OBJECT_ARRAY ? a->via.array.size : 0;
+}
+
+/* A {name: count} map as a two-column table under title. */
+static void print_counts(const char *title, const msgpack_object *m)
+{
+    char e[4 * KEY_SHOW_MAX + 8];
+    uint32_t i;
+
+    if (!m || m->type != MSGPACK_OBJECT_MAP || m->via.map.size == 0)
+        return;
+    printf("\n%-40s %10s\n", title, "COUNT");
+    for (i = 0; i < m->via.map.size; i++) {
+        uint64_t n = 0;
+        obj_uint(&m->via.map.ptr[i].val, &n);
+        printf(
+            "%-40s %10llu\n",
+            obj_text(e, sizeof(e), &m->via.map.ptr[i].key, KEY_SHOW_MAX, "?"),
+            (unsigned long long)n);
+    }
+}
+
+/* The arrow of a trend direction. */
+static const char *trend_arrow(const char *dir)
+{
+    if (!strcmp(dir, "up"))
+        return term_utf8 ? "\xe2\x86\x91" : "^";
+    if (!strcmp(dir, "down"))
+        return term_utf8 ? "\xe2\x86\x93" : "v";
+    return term_utf8 ? "\xe2\x86\x92" : "-";
+}
+
+static void print_errors(const msgpack_object *r, const char *since)
+{
+    const msgpack_object *top = proto_map_get(r, "top");
+    const msgpack_object *trends = proto_map_get(r, "trends");
+    const msgpack_object *corr = proto_map_get(r, "correlations");
+    const msgpack_object *pred = proto_map_get(r, "predictions");
+    const msgpack_object *rec = proto_map_get(r, "recent");
+    const msgpack_object *sev = proto_map_get(r, "by_severity");
+    char k[4 * KEY_SHOW_MAX + 8], k2[4 * KEY_SHOW_MAX + 8];
+    char cl[4 * 64 + 8], s[64], msg[4 * TEXT_SHOW_MAX + 8];
+    uint64_t total = 0, series = 0, evicted = 0, n;
+    double rate = 0, x, y;
+    size_t i;
+
+    obj_uint(proto_map_get(r, "total"), &total);
+    obj_num(proto_map_get(r, "rate_per_min"), &rate);
+    obj_uint(proto_map_get(r, "series"), &series);
+    obj_uint(proto_map_get(r, "evicted"), &evicted);
+    printf("errors over the last %s: %llu (%.2f/min); %llu series, %llu "
+           "evicted\n",
+           since, (unsigned long long)total, rate, (unsigned long long)series,
+           (unsigned long long)evicted);
+    if (sev && sev->type == MSGPACK_OBJECT_MAP) {
+        printf("by severity:");
+        for (i = 0; i < sev->via.map.size; i++) {
+            n = 0;
+            obj_uint(&sev->via.map.ptr[i].val, &n);
+            printf("  %s %llu",
+                   obj_text(s, sizeof(s), &sev->via.map.ptr[i].key, 16, "?"),
+                   (unsigned long long)n);
+        }
+        printf("\n");
+    }
+    print_counts("CLASS", proto_map_get(r, "by_class"));
+    print_counts("KEY", proto_map_get(r, "by_key"));
+    if (arr_len(top)) {
+        printf("\n%-28s %-22s %-9s %8s  %s\n", "KEY", "CLASS", "SEVERITY",
+               "COUNT", "TREND");
+        for (i = 0; i < arr_len(top); i++) {
+            const msgpack_object *t = arr_at(top, i), *tr = arr_at(trends, i);
+            char dir[16];
+            n = 0;
+            x = y = 0;
+            obj_uint(proto_map_get(t, "count"), &n);
+            obj_text(dir, sizeof(dir), proto_map_get(tr, "direction"), 8,
+                     "flat");
+            obj_num(proto_map_get(tr, "strength"), &x);
+            obj_num(proto_map_get(tr, "slope_per_min"), &y);
+            printf(
+                "%-28s %-22s %-9s %8llu  %s %s (strength %.2f, %+.2f/min "
+                "per min)\n",
+                obj_text(k, sizeof(k), proto_map_get(t, "key"), KEY_SHOW_MAX,
+                         "?"),
+                obj_text(cl, sizeof(cl), proto_map_get(t, "class"), 64, "?"),
+                obj_text(s, sizeof(s), proto_map_get(t, "severity"), 16, "?"),
+                (unsigned long long)n, trend_arrow(dir), dir, x, y);
+        }
+    }
+    if (arr_len(corr)) {
+        printf("\ncorrelations (root-cause hints):\n");
+        for (i = 0; i < arr_len(corr); i++) {
+            const msgpack_object *o = arr_at(corr, i);
+            n = 0;
+            x = 0;
+            obj_uint(proto_map_get(o, "lag_s"), &n);
+            obj_num(proto_map_get(o, "r"), &x);
+            obj_text(k, sizeof(k), proto_map_get(o, "leader"), KEY_SHOW_MAX,
+                     "?");
+            obj_text(k2, sizeof(k2), proto_map_get(o, "follower"), KEY_SHOW_MAX,
+                     "?");
+            if (n)
+                printf("  %s leads %s by %llu s (r=%.2f)\n", k, k2,
+                       (unsigned long long)n, x);
+            else
+                printf("  %s and %s fail together (r=%.2f)\n", k, k2, x);
+        }
+    }
+    if (arr_len(pred)) {
+        printf("\npredicted trips:\n");
+        for (i = 0; i < arr_len(pred); i++) {
+            const msgpack_object *o = arr_at(pred, i);
+            n = 0;
+            x = y = 0;
+            obj_uint(proto_map_get(o, "eta_s"), &n);
+            obj_num(proto_map_get(o, "failure_rate"), &x);
+            obj_num(proto_map_get(o, "threshold"), &y);
+            printf("  %s: failure rate %.1f%% rising toward %.0f%%; opens "
+                   "in about %llu s\n",
+                   obj_text(k, sizeof(k), proto_map_get(o, "key"), KEY_SHOW_MAX,
+                            "?"),
+                   x, y, (unsigned long long)n);
+        }
+    }
+    if (arr_len(rec)) {
+        printf("\nrecent (newest first):\n");
+        for (i = 0; i < arr_len(rec); i++) {
+            const msgpack_object *o = arr_at(rec, i);
+            char when[32] = "?", cid[4 * 64 + 8];
+            uint64_t ts = 0;
+            if (obj_uint(proto_map_get(o, "ts"), &ts) == 0) {
+                time_t tt = (time_t)(ts / 1000);
+                struct tm tm;
+                if (localtime_r(&tt, &tm))
+                    snprintf(when, sizeof(when), "%02d:%02d:%02d.%03u",
+                             tm.tm_hour, tm.tm_min, tm.tm_sec,
+                             (unsigned)(ts % 1000));
+            }
+            obj_text(cid, sizeof(cid), proto_map_get(o, "correlation_id"), 64,
+                     "");
+            printf(
+                "  %s  %s  %s  %s  \"%s\"%s%s\n", when,
+                obj_text(k, sizeof(k), proto_map_get(o, "key"), KEY_SHOW_MAX,
+                         "?"),
+                obj_text(cl, sizeof(cl), proto_map_get(o, "class"), 64, "?"),
+                obj_text(s, sizeof(s), proto_map_get(o, "severity"), 16, "?"),
+                obj_text(msg, sizeof(msg), proto_map_get(o, "message"),
+                         TEXT_SHOW_MAX, ""),
+                cid[0] ? "  cid=" : "", cid);
+        }
+    }
+}
+
+/* errors --log DAY [--dir DIR]: a day of the error log, read from its
+ * file (works with the daemon down). */
+static int errors_log(struct ctl *c, const char *log_day, const char *dir)
+{
     char path[4200], e[4 * 64 + 8], *line = NULL;
     size_t cap = 0, shown = 0, bad = 0;
-    const char *dir;
-    struct cmd_args a;
     struct stat st;
     unsigned day;
     ssize_t n;
     FILE *f;
-    int rc;
 
-    if ((rc = parse_args(c, cmd, argc, argv, 0, 0, OPT_LOG, &a)) != 0)
-        return rc < 0 ? EXIT_OK : rc;
-    if (!a.log_day) {
-        fprintf(stderr, "resilctl: errors: the daemon's error analytics are "
-                        "not built yet; --log DAY reads the error log\n");
-        return cmd_usage(cmd);
-    }
-    if (parse_day(a.log_day, &day) < 0) {
+    if (parse_day(log_day, &day) < 0) {
         fprintf(stderr,
                 "resilctl: bad day '%s' for --log (YYYY-MM-DD, YYYYMMDD, "
                 "today or yesterday; days are UTC)\n",
-                escape(e, sizeof(e), a.log_day, strlen(a.log_day), 64));
+                escape(e, sizeof(e), log_day, strlen(log_day), 64));
         return EXIT_USAGE;
     }
-    dir = a.log_dir ? a.log_dir : ERRLOG_DEFAULT_DIR;
+    if (!dir)
+        dir = ERRLOG_DEFAULT_DIR;
     if (strlen(dir) > 4096) {
         fprintf(stderr, "resilctl: --dir too long\n");
         return EXIT_USAGE;
@@ -1723,6 +1880,116 @@ static int cmd_errors(struct ctl *c, int argc, char **argv)
     return EXIT_OK;
 }
 
+static int cmd_errors(struct ctl *c, int argc, char **argv)
+{
+    static const char *const sevs[] = {"low", "medium", "high", "critical"};
+    const struct ctl_cmd *cmd = find_command("errors");
+    const char *key = NULL, *prefix = NULL, *sev = NULL, *day = NULL;
+    const char *logdir = NULL;
+    char e[4 * 64 + 8], since_txt[64] = "1h";
+    uint64_t since_ms = 3600000, top = 10;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    struct answer a;
+    int i, rc;
+    size_t j;
+
+    for (i = 0; i < argc; i++) {
+        const char *s = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(s, "--json")) {
+            c->json = 1;
+            continue;
+        }
+        if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
+            printf("usage: resilctl %s %s\n  %s\n  example: %s\n", cmd->name,
+                   cmd->args, cmd->summary, cmd->example);
+            return EXIT_OK;
+        }
+        if (strcmp(s, "--key") && strcmp(s, "--prefix") &&
+            strcmp(s, "--since") && strcmp(s, "--severity") &&
+            strcmp(s, "--top") && strcmp(s, "--log") && strcmp(s, "--dir")) {
+            fprintf(stderr, "resilctl: errors: unknown argument '%s'\n",
+                    escape(e, sizeof(e), s, strlen(s), 64));
+            return cmd_usage(cmd);
+        }
+        if (!v) {
+            fprintf(stderr, "resilctl: %s needs a value\n", s);
+            return EXIT_USAGE;
+        }
+        i++;
+        if (!strcmp(s, "--key"))
+            key = v;
+        else if (!strcmp(s, "--prefix"))
+            prefix = v;
+        else if (!strcmp(s, "--severity"))
+            sev = v;
+        else if (!strcmp(s, "--log"))
+            day = v;
+        else if (!strcmp(s, "--dir"))
+            logdir = v;
+        else if (!strcmp(s, "--since")) {
+            if (parse_duration(v, &since_ms) < 0 || since_ms < 1000 ||
+                since_ms > 86400000) {
+                fprintf(stderr,
+                        "resilctl: bad duration '%s' for --since (1s..1d, "
+                        "e.g. 15m)\n",
+                        escape(e, sizeof(e), v, strlen(v), 64));
+                return EXIT_USAGE;
+            }
+            snprintf(since_txt, sizeof(since_txt), "%s", v);
+        } else if (strspn(v, "0123456789") != strlen(v) || !*v ||
+                   strlen(v) > 3 || (top = strtoull(v, NULL, 10)) < 1 ||
+                   top > 100) {
+            fprintf(stderr, "resilctl: bad count '%s' for --top (1..100)\n",
+                    escape(e, sizeof(e), v, strlen(v), 64));
+            return EXIT_USAGE;
+        }
+    }
+    if (key && prefix) {
+        fprintf(stderr, "resilctl: errors: give --key or --prefix, not both\n");
+        return EXIT_USAGE;
+    }
+    if (sev) {
+        for (j = 0; j < 4 && strcmp(sev, sevs[j]); j++)
+            ;
+        if (j == 4) {
+            fprintf(stderr,
+                    "resilctl: bad severity '%s' (low, medium, high, "
+                    "critical)\n",
+                    escape(e, sizeof(e), sev, strlen(sev), 64));
+            return EXIT_USAGE;
+        }
+    }
+    if (logdir && !day) {
+        fprintf(stderr, "resilctl: errors: --dir goes with --log DAY\n");
+        return EXIT_USAGE;
+    }
+    if (day)
+        return errors_log(c, day, logdir);
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2 + !!key + !!prefix + !!sev);
+    if (key)
+        proto_kv_str(&pk, "key", key);
+    if (prefix)
+        proto_kv_str(&pk, "prefix", prefix);
+    if (sev)
+        proto_kv_str(&pk, "min_severity", sev);
+    proto_kv_u64(&pk, "window_s", (since_ms + 999) / 1000);
+    proto_kv_u64(&pk, "top", top);
+    if ((rc = call(c, "errors", &sb, &a)) == 0) {
+        if (c->json)
+            rc = print_json(&a.result);
+        else
+            print_errors(&a.result, since_txt);
+    }
+    answer_free(&a);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+/* --- end errors ----------------------------------------------------------- */
+
 static int cmd_help(struct ctl *c, int argc, char **argv)
 {
     const struct ctl_cmd *cmd;
@@ -1777,6 +2044,12 @@ static const struct ctl_cmd commands[] = {
      "re-read the daemon's configuration file (like SIGHUP); an invalid file "
      "is refused and the running configuration stays",
      "resilctl reload", cmd_reload},
+    {"errors",
+     "[--key K|--prefix P] [--since 15m] [--severity high] [--top N] "
+     "[--log DAY]",
+     "error analytics: by class, by key, top pairs with trends, "
+     "correlations (who fails first), predicted trips, recent errors",
+     "resilctl errors --prefix binance --since 15m", cmd_errors},
     {"help", "[COMMAND]", "this help, or one command's", "resilctl help trip",
      cmd_help},
 };

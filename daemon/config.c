@@ -3,7 +3,7 @@
  *
  * Every value is range-checked here so the rest of the daemon can trust the
  * struct.  Sections the SPEC names but this version does not implement yet
- * (scope, snapshot, redis, errors.alerts) are refused with "not
+ * (scope, snapshot, redis) are refused with "not
  * implemented" rather than silently ignored: an operator who configures a
  * snapshot must not believe the state is kept when it is not.
  * Every error names the file, the line and column where jansson or the
@@ -961,6 +961,8 @@ int config_defaults(struct config *c)
     c->max_memory_mb = default_memory_mb();
     c->metrics_max_keys = 1000;
     c->error_log_retention_days = 30;
+    c->errors_max_series = CONFIG_ERRORS_MAX_SERIES;
+    c->errors_recent = CONFIG_ERRORS_RECENT;
     c->policies = calloc(1, sizeof(struct policy));
     if (!c->policies)
         return -1;
@@ -1025,6 +1027,109 @@ out:
     return rc;
 }
 
+/* A key name or prefix in a rule: [A-Za-z0-9._:-]{1,128}. */
+static int alert_key_valid(const char *s)
+{
+    size_t n = strlen(s), i;
+
+    if (n == 0 || n > 128)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || strchr("._:-", s[i])))
+            return 0;
+    return 1;
+}
+
+/* One rule of errors.alerts (path names it in messages). */
+static int parse_alert_rule(struct parse *p, json_t *obj, const char *path,
+                            size_t idx, struct alert_rule *r)
+{
+    static const char *const sevs[] = {"low", "medium", "high", "critical",
+                                       NULL};
+    const char *k, *str;
+    char sub[300];
+    uint64_t x;
+    json_t *v;
+
+    memset(r, 0, sizeof(*r));
+    snprintf(r->name, sizeof(r->name), "rule%zu", idx + 1);
+    r->cooldown_s = 300;
+    r->timeout_ms = 5000;
+    r->rate_per_min = -1;
+    if (!json_is_object(obj))
+        return fail(p, "%s: must be an object {\"rate_per_min\": ...}", path);
+    json_object_foreach(obj, k, v)
+    {
+        snprintf(sub, sizeof(sub), "%s.%s", path, k);
+        str = json_string_value(v);
+        if (!strcmp(k, "name")) {
+            if (!str || !str[0] || strlen(str) >= sizeof(r->name))
+                return fail(p, "%s: must be a string of 1..%zu bytes", sub,
+                            sizeof(r->name) - 1);
+            strcpy(r->name, str);
+        } else if (!strcmp(k, "rate_per_min")) {
+            if (!json_is_number(v) || !(json_number_value(v) > 0) ||
+                json_number_value(v) > 1e9)
+                return fail(p, "%s: must be a number > 0", sub);
+            r->rate_per_min = json_number_value(v);
+        } else if (!strcmp(k, "min_severity")) {
+            if ((r->min_severity = one_of(str, sevs)) < 0)
+                return fail(p, "%s: must be low, medium, high or critical",
+                            sub);
+        } else if (!strcmp(k, "cooldown_s")) {
+            if (get_uint(p, v, sub, 0, 86400 * 7, &x) < 0)
+                return -1;
+            r->cooldown_s = (uint32_t)x;
+        } else if (!strcmp(k, "timeout_s")) {
+            if (get_uint(p, v, sub, 1, 3600, &x) < 0)
+                return -1;
+            r->timeout_ms = (uint32_t)x * 1000;
+        } else if (!strcmp(k, "key") || !strcmp(k, "prefix")) {
+            if (!str || !alert_key_valid(str))
+                return fail(p, "%s: must match [A-Za-z0-9._:-]{1,128}", sub);
+            strcpy(k[0] == 'k' ? r->key : r->prefix, str);
+        } else if (!strcmp(k, "exec")) {
+            if (!str || !str[0] || strlen(str) > CONFIG_EXEC_MAX)
+                return fail(p, "%s: must be a command line of 1..%d bytes", sub,
+                            CONFIG_EXEC_MAX);
+            strcpy(r->exec, str);
+        } else {
+            return fail(p, "%s: unknown key", sub);
+        }
+    }
+    if (r->rate_per_min < 0)
+        return fail(p, "%s.rate_per_min: is required", path);
+    if (r->key[0] && r->prefix[0])
+        return fail(p, "%s.prefix: give key or prefix, not both", path);
+    return 0;
+}
+
+static int parse_alerts(struct parse *p, json_t *v, struct config *c)
+{
+    char sub[64];
+    size_t i;
+    json_t *e;
+
+    if (json_is_object(v))
+        return parse_alert_rule(p, v, "errors.alerts", 0, &c->alerts[0]) < 0
+                   ? -1
+                   : (c->nalerts = 1, 0);
+    if (!json_is_array(v))
+        return fail(p, "errors.alerts: must be a rule object or an array of "
+                       "rules");
+    if (json_array_size(v) > CONFIG_ALERT_RULES)
+        return fail(p, "errors.alerts: more than %d rules", CONFIG_ALERT_RULES);
+    json_array_foreach(v, i, e)
+    {
+        snprintf(sub, sizeof(sub), "errors.alerts[%zu]", i);
+        if (parse_alert_rule(p, e, sub, i, &c->alerts[i]) < 0)
+            return -1;
+    }
+    c->nalerts = json_array_size(v);
+    return 0;
+}
+
 static int parse_errors(struct parse *p, json_t *obj, struct config *c)
 {
     static const char *const sevs[] = {"low", "medium", "high", "critical",
@@ -1032,17 +1137,28 @@ static int parse_errors(struct parse *p, json_t *obj, struct config *c)
     json_t *classes, *rule, *v;
     const char *k, *pat;
     char sub[300];
+    uint64_t x;
 
     if (!json_is_object(obj))
         return fail(p, "errors: must be an object");
     json_object_foreach(obj, k, v)
     {
-        if (strcmp(k, "classes") != 0)
-            return fail(p, "errors.%s: %s", k,
-                        strcmp(k, "alerts") ? "unknown key"
-                                            : "not implemented in this version "
-                                              "(refused so that nobody relies "
-                                              "on it)");
+        if (!strcmp(k, "classes"))
+            continue;
+        if (!strcmp(k, "alerts")) {
+            if (parse_alerts(p, v, c) < 0)
+                return -1;
+        } else if (!strcmp(k, "max_series")) {
+            if (get_uint(p, v, "errors.max_series", 1, 1000000, &x) < 0)
+                return -1;
+            c->errors_max_series = (uint32_t)x;
+        } else if (!strcmp(k, "recent")) {
+            if (get_uint(p, v, "errors.recent", 1, 100000, &x) < 0)
+                return -1;
+            c->errors_recent = (uint32_t)x;
+        } else {
+            return fail(p, "errors.%s: unknown key", k);
+        }
     }
     classes = json_object_get(obj, "classes");
     if (!classes)

@@ -61,6 +61,23 @@ struct class_rule {
     int transient; /* 0/1, or -1 = not set */
 };
 
+/* errors.alerts (SPEC §6): one rule object or an array of them. */
+#define CONFIG_ALERT_RULES 16
+#define CONFIG_EXEC_MAX 1024           /* bytes of a rule's exec command line */
+#define CONFIG_ERRORS_MAX_SERIES 10000 /* errors.max_series default */
+#define CONFIG_ERRORS_RECENT 1000      /* errors.recent default */
+struct alert_rule {
+    char name[64];       /* default "rule<N>" (N from 1) */
+    double rate_per_min; /* fires when a key's failures over the last 60 s
+                          * (of min_severity or worse) reach this; > 0 */
+    int min_severity;    /* enum severity, default low */
+    uint32_t cooldown_s; /* per key, default 300 */
+    char key[129];       /* "" = any key */
+    char prefix[129];    /* "" = any key; else the key and keys below it */
+    char exec[CONFIG_EXEC_MAX + 1]; /* "" = none; run with /bin/sh -c */
+    uint32_t timeout_ms;            /* exec is killed after it, default 5000 */
+};
+
 struct id_list {
     size_t n;
     uint32_t id[CONFIG_MAX_IDS];
@@ -99,6 +116,12 @@ struct config {
      * day ended more than this many days ago (1..3650, default 30). */
     char error_log_dir[256];
     uint32_t error_log_retention_days;
+    /* "errors" section, analytics (analytics.h) and alerts (alerts.h).
+     * max_series and recent are sized at start (a reload keeps them). */
+    uint32_t errors_max_series; /* key x class series kept */
+    uint32_t errors_recent;     /* recent-error ring entries */
+    struct alert_rule alerts[CONFIG_ALERT_RULES];
+    size_t nalerts;
 };
 
 /* Fill c with the built-in defaults (the "*" policy only), unchecked:

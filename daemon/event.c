@@ -16,6 +16,8 @@ enum event_topic event_topic_of(enum event_type t)
         return TOPIC_OPERATOR;
     case EV_BOUND_HIT:
         return TOPIC_BOUND;
+    case EV_ALERT:
+        return TOPIC_ALERT;
     case EV_TRANSITION:
     case EV_VENUE_PAUSE:
     case EV_VENUE_RESYNC:
@@ -31,7 +33,7 @@ const char *event_type_name(enum event_type t)
     static const char *const names[] = {
         "transition",  "outcome",      "force",          "reset",
         "venue_pause", "venue_resync", "heartbeat_lost", "heartbeat_restored",
-        "bound_hit",   "reload"};
+        "bound_hit",   "reload",       "alert"};
 
     return (unsigned)t < sizeof(names) / sizeof(names[0]) ? names[t] : "?";
 }

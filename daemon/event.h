@@ -93,13 +93,14 @@ enum event_type {
     EV_HEARTBEAT_RESTORED,
     EV_BOUND_HIT,
     EV_RELOAD, /* the configuration was re-read (operator topic) */
+    EV_ALERT,  /* an analytics alert (alerts.h; alert topic) */
 };
 
 /* Subscription topics (bit masks), SPEC §3 subscribe. */
 enum event_topic {
     TOPIC_STATE = 1 << 0,    /* transitions, venue pauses, heartbeats */
     TOPIC_ERROR = 1 << 1,    /* failure and unknown outcomes */
-    TOPIC_ALERT = 1 << 2,    /* analytics alerts (later) */
+    TOPIC_ALERT = 1 << 2,    /* analytics alerts (EV_ALERT) */
     TOPIC_OPERATOR = 1 << 3, /* force, reset */
     TOPIC_BOUND = 1 << 4,    /* a bound was hit */
 };
@@ -136,6 +137,14 @@ struct event {
             uint32_t uid; /* who asked (0 for SIGHUP: root's signal) */
             uint32_t policies, added, removed, changed;
         } reload;
+        struct {
+            const char *kind;    /* rate, breaker_open, predicted_trip */
+            const char *rule;    /* the rule's name, or the kind */
+            int rule_index;      /* errors.alerts index; -1: built-in kind */
+            double rate_per_min; /* the key's failures over the last 60 s */
+            uint64_t eta_s;      /* predicted_trip: seconds to the trip */
+            const char *detail;  /* a line for people */
+        } alert;
         struct {
             enum core_bound kind;
             const char *bound; /* its name: max_keys, max_permits, ... */

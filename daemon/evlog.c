@@ -67,6 +67,10 @@ void evlog_sink(void *ctx, const struct event *ev)
                 (unsigned)ev->u.reload.added, (unsigned)ev->u.reload.removed,
                 (unsigned)ev->u.reload.changed);
         break;
+    case EV_ALERT:
+        log_msg(LOG_WARN, "alert %s on key %s: %s", ev->u.alert.rule, key,
+                ev->u.alert.detail);
+        break;
     case EV_OUTCOME:
     case EV_VENUE_RESYNC:
         break;

@@ -15,11 +15,13 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "analytics.h"
 #include "config.h"
 #include "core.h"
 #include "errlog.h"
 #include "error.h"
 #include "evlog.h"
+#include "hooks.h"
 #include "http.h"
 #include "log.h"
 #include "memory.h"
@@ -353,6 +355,8 @@ int main(int argc, char **argv)
     static struct scrape scrape;
     static struct reloader reloader;
     struct errlog *errlog = NULL;
+    static struct analytics analytics;
+    static struct hooks hooks;
     uv_loop_t *loop = uv_default_loop();
     int ch, check_only = 0, rc;
     uint64_t seed;
@@ -426,6 +430,22 @@ int main(int argc, char **argv)
     if (errlog_attach(&d, loop, &errlog) < 0)
         return 1;
     /* --- end error log --- */
+    /* --- analytics (issue 11): a sink of outcomes, read by `errors` --- */
+    {
+        struct analytics_conf ac = {d.cfg.errors_max_series,
+                                    d.cfg.errors_recent};
+        if (analytics_init(&analytics, &ac, seed ^ 0x5a5a5a5a5a5a5a5aULL) < 0 ||
+            (rc = core_add_sink(&d, analytics_sink, &analytics)) < 0) {
+            log_msg(LOG_ERR, "cannot start: analytics: out of memory");
+            return 1;
+        }
+        d.analytics = &analytics;
+        if ((rc = hooks_start(&hooks, loop, &d, &analytics)) < 0) {
+            log_msg(LOG_ERR, "cannot start: alerts: %s", rd_strerror(rc));
+            return 1;
+        }
+    }
+    /* --- end analytics --- */
     if (server_start(&srv, loop, &d, path) < 0 ||
         metrics_listen(&scrape, &srv, loop, &d) < 0) {
         server_stop(&srv);
@@ -453,12 +473,15 @@ int main(int argc, char **argv)
     sd_start(loop, &srv, &d); /* systemd: READY=1, watchdog; last hook */
     uv_run(loop, UV_RUN_DEFAULT);
     sd_close(loop);
+    hooks_stop(&hooks); /* analytics: running hooks killed, timers closed */
+    uv_run(loop, UV_RUN_NOWAIT);
     errlog_detach(errlog, loop); /* error log: the last lines, fdatasync */
     prom_free(&scrape.page);
     log_msg(LOG_INFO, "stopped: %llu requests served",
             (unsigned long long)d.m.requests);
     server_free(&srv);
     core_free(&d);
+    analytics_free(&analytics); /* after the last event */
     uv_loop_close(loop);
     return 0;
 }

@@ -15,12 +15,14 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <time.h>
 
 #include "admit.h"
+#include "analytics.h"
 #include "core.h"
 #include "error.h"
 #include "log.h"
@@ -1025,6 +1027,160 @@ static void m_metrics(struct req *r)
     prom_free(&b);
 }
 
+/* --- errors (SPEC §6): analytics.h computes, this packs --- */
+
+/* analytics_breaker_fn: the key's breaker if closed and judged by a
+ * failure rate (ids are the daemon's struct key). */
+static int errors_breaker(void *ctx, const void *id, double *rate_pct,
+                          double *threshold_pct)
+{
+    struct req *r = ctx;
+    struct key *k = (struct key *)id;
+
+    core_advance(r->d, k, r->now_ms);
+    if (breaker_visible_state(&k->br) != BREAKER_VIS_CLOSED ||
+        !k->policy->breaker.failure_rate_threshold)
+        return 0;
+    *rate_pct = breaker_failure_rate(&k->br, r->now_ms);
+    *threshold_pct = k->policy->breaker.failure_rate_threshold;
+    return 1;
+}
+
+static uint64_t wall_ms(void);
+
+static void pack_counts(msgpack_packer *pk, const char *name,
+                        const struct an_count *c, size_t n)
+{
+    size_t i;
+
+    proto_pack_cstr(pk, name);
+    msgpack_pack_map(pk, n);
+    for (i = 0; i < n; i++)
+        proto_kv_u64(pk, c[i].name, c[i].n);
+}
+
+static void pack_recent(msgpack_packer *pk, const struct an_recent *e,
+                        uint64_t now_ms, uint64_t wall)
+{
+    uint64_t age = now_ms > e->at_ms ? now_ms - e->at_ms : 0;
+
+    msgpack_pack_map(pk, 10);
+    proto_kv_u64(pk, "ts", wall > age ? wall - age : 0);
+    proto_kv_str(pk, "key", e->key);
+    proto_kv_str(pk, "class", e->cls);
+    proto_kv_str(pk, "severity", config_severity_name(e->severity));
+    proto_kv_bool(pk, "transient", e->transient);
+    proto_kv_str(pk, "source", event_source_name(e->source));
+    proto_kv_str(pk, "outcome", event_outcome_name(e->kind));
+    proto_pack_cstr(pk, "message");
+    proto_pack_strn(pk, e->message, e->message_len);
+    proto_pack_cstr(pk, "correlation_id");
+    proto_pack_strn(pk, e->cid, e->cid_len);
+    proto_pack_cstr(pk, "context");
+    if (e->context_len) /* one whole msgpack map, as reported */
+        pk->callback(pk->data, (const char *)e->context, e->context_len);
+    else
+        msgpack_pack_nil(pk);
+}
+
+static void m_errors(struct req *r)
+{
+    static const char *const sevs[] = {"low", "medium", "high", "critical",
+                                       NULL};
+    static const char *const sev_names[] = {"low", "medium", "high",
+                                            "critical"};
+    struct analytics_query q = {0};
+    struct analytics_result *res;
+    uint64_t window_s, top, wall;
+    size_t i;
+
+    if (arg_key(r, "key", 0, &q.key, &q.key_len) < 0 ||
+        arg_key(r, "prefix", 0, &q.prefix, &q.prefix_len) < 0 ||
+        arg_uint(r, "window_s", 3600, 1, ANALYTICS_WINDOW_MAX_S, &window_s) <
+            0 ||
+        arg_enum(r, "min_severity", 0, 0, sevs, &q.min_severity) < 0 ||
+        arg_uint(r, "top", 10, 1, ANALYTICS_TOP_MAX, &top) < 0)
+        return;
+    if (q.key && q.prefix) {
+        bad(r, "give 'key' or 'prefix', not both");
+        return;
+    }
+    q.window_s = window_s;
+    q.top = (uint32_t)top;
+    /* ~20 KiB: on the heap rather than the loop's stack, per call. */
+    if (!(res = calloc(1, sizeof(*res)))) {
+        proto_pack_error(r->pk, r->m->msgid, "busy", "out of memory");
+        return;
+    }
+    res->window_s = window_s;
+    if (r->d->analytics)
+        analytics_query(r->d->analytics, &q, r->now_ms, errors_breaker, r, res);
+    wall = wall_ms();
+    proto_pack_response_head(r->pk, r->m->msgid);
+    msgpack_pack_map(r->pk, 14); /* every entry below, always */
+    proto_kv_u64(r->pk, "window_s", res->window_s);
+    proto_kv_u64(r->pk, "total", res->total);
+    proto_kv_f64(r->pk, "rate_per_min", res->rate_per_min);
+    pack_counts(r->pk, "by_class", res->by_class, res->nby_class);
+    pack_counts(r->pk, "by_key", res->by_key, res->nby_key);
+    proto_kv_u64(r->pk, "keys_total", res->keys_total);
+    proto_pack_cstr(r->pk, "by_severity");
+    msgpack_pack_map(r->pk, 4);
+    for (i = 0; i < 4; i++)
+        proto_kv_u64(r->pk, sev_names[i], res->by_severity[i]);
+    proto_pack_cstr(r->pk, "top");
+    msgpack_pack_array(r->pk, res->ntop);
+    for (i = 0; i < res->ntop; i++) {
+        msgpack_pack_map(r->pk, 4);
+        proto_kv_str(r->pk, "key", res->top[i].key);
+        proto_kv_str(r->pk, "class", res->top[i].cls);
+        proto_kv_str(r->pk, "severity",
+                     config_severity_name(res->top[i].severity));
+        proto_kv_u64(r->pk, "count", res->top[i].n);
+    }
+    proto_pack_cstr(r->pk, "recent");
+    msgpack_pack_array(r->pk, res->nrecent);
+    for (i = 0; i < res->nrecent; i++)
+        pack_recent(r->pk, res->recent[i], r->now_ms, wall);
+    proto_pack_cstr(r->pk, "trends");
+    msgpack_pack_array(r->pk, res->ntop);
+    for (i = 0; i < res->ntop; i++) {
+        msgpack_pack_map(r->pk, 5);
+        proto_kv_str(r->pk, "key", res->top[i].key);
+        proto_kv_str(r->pk, "class", res->top[i].cls);
+        proto_kv_str(r->pk, "direction",
+                     analytics_direction_name(res->top[i].fit.dir));
+        proto_kv_f64(r->pk, "strength", res->top[i].fit.r2);
+        proto_kv_f64(r->pk, "slope_per_min", res->top[i].slope_per_min);
+    }
+    proto_pack_cstr(r->pk, "correlations");
+    msgpack_pack_array(r->pk, res->ncorr);
+    for (i = 0; i < res->ncorr; i++) {
+        msgpack_pack_map(r->pk, 4);
+        proto_kv_str(r->pk, "leader", res->corr[i].leader);
+        proto_kv_str(r->pk, "follower", res->corr[i].follower);
+        proto_kv_u64(r->pk, "lag_s", (uint64_t)res->corr[i].lag_s);
+        proto_kv_f64(r->pk, "r", res->corr[i].r);
+    }
+    proto_pack_cstr(r->pk, "predictions");
+    msgpack_pack_array(r->pk, res->npred);
+    for (i = 0; i < res->npred; i++) {
+        msgpack_pack_map(r->pk, 4);
+        proto_kv_str(r->pk, "key", res->pred[i].key);
+        proto_kv_f64(r->pk, "failure_rate", res->pred[i].rate_pct);
+        proto_kv_f64(r->pk, "threshold", res->pred[i].threshold_pct);
+        proto_kv_u64(r->pk, "eta_s", res->pred[i].eta_s);
+    }
+    proto_kv_u64(r->pk, "series", res->series);
+    proto_kv_u64(r->pk, "evicted", res->evicted);
+    free(res);
+}
+
+static const char *const errors_args[] = {"key",          "prefix", "window_s",
+                                          "min_severity", "top",    NULL};
+
+/* --- end errors --- */
+
 /*
  * One entry per method: its handler, the named arguments it takes (any
  * other is bad_request), and whether it may come as a notification.  A
@@ -1070,6 +1226,7 @@ static const struct method {
     {"unsubscribe", m_unsubscribe, topics_args, 1},
     {"metrics", m_metrics, no_args, 0},
     {"reload", m_reload, no_args, 1},
+    {"errors", m_errors, errors_args, 0},
 };
 
 void methods_dispatch(struct resild *d, struct rpc_client *rc,
@@ -1196,6 +1353,9 @@ static void pack_event(msgpack_packer *pk, const struct event *ev, uint64_t ts)
     case EV_RELOAD:
         n += 5;
         break;
+    case EV_ALERT:
+        n += 5 + (ev->u.alert.eta_s > 0);
+        break;
     }
     proto_pack_notify_head(pk, "event");
     msgpack_pack_array(pk, 1);
@@ -1269,6 +1429,15 @@ static void pack_event(msgpack_packer *pk, const struct event *ev, uint64_t ts)
         proto_kv_u64(pk, "added", ev->u.reload.added);
         proto_kv_u64(pk, "removed", ev->u.reload.removed);
         proto_kv_u64(pk, "changed", ev->u.reload.changed);
+        break;
+    case EV_ALERT:
+        proto_kv_str(pk, "kind", ev->u.alert.kind);
+        proto_kv_str(pk, "rule", ev->u.alert.rule);
+        proto_kv_f64(pk, "rate_per_min", ev->u.alert.rate_per_min);
+        proto_kv_str(pk, "detail", ev->u.alert.detail);
+        proto_kv_str(pk, "origin", "local");
+        if (ev->u.alert.eta_s > 0)
+            proto_kv_u64(pk, "eta_s", ev->u.alert.eta_s);
         break;
     }
 }

@@ -114,6 +114,9 @@ struct resild {
     int (*reload)(void *ctx, uint32_t uid, char *msg, size_t cap,
                   size_t *npolicies);
     void *reload_ctx;
+    /* Owned by main (analytics.h), fed by its sink; read by the `errors`
+     * method.  NULL: analytics is not running (errors answers zeros). */
+    struct analytics *analytics;
     /* Owned by the RPC layer (methods.c): connections that subscribed. */
     struct rpc_client *subs;
     uint32_t nsubs;
