@@ -29,8 +29,8 @@ DAEMON_CORE := daemon/breaker.c daemon/limiter.c daemon/bulkhead.c \
                daemon/permit.c daemon/msgidx.c daemon/error.c \
                daemon/admit.c daemon/core.c daemon/event.c daemon/evlog.c \
                daemon/methods.c daemon/metrics.c daemon/prom.c daemon/memory.c \
-               daemon/heartbeat.c
-DAEMON_SRC := $(DAEMON_CORE) daemon/server.c daemon/http.c daemon/main.c
+               daemon/heartbeat.c daemon/snapfile.c
+DAEMON_SRC := $(DAEMON_CORE) daemon/server.c daemon/http.c daemon/snapshot.c daemon/main.c
 CLIENT_SRC := client/resil.c
 CTL_SRC    := client/resilctl.c
 

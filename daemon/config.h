@@ -93,6 +93,14 @@ struct config {
     char metrics_listen[108];
     uint32_t metrics_max_keys; /* keys with their own series; the rest are
                                 * summed under key="_other" (prom.h) */
+    /* "snapshot" section (snapshot.h, SPEC §7): {"path": str,
+     * "interval_s": 1..3600, "enabled": bool}.  snapshot_path "" = not
+     * given: snapshot.c picks $STATE_DIRECTORY/state.snap or
+     * /var/lib/resild/state.snap when that directory exists, else runs
+     * without one (and says so).  A path given must work at start-up. */
+    char snapshot_path[256];
+    uint32_t snapshot_interval_s; /* default 1 */
+    uint8_t snapshot_enabled;     /* default 1; 0: no snapshot, no journal */
 };
 
 /* Fill c with the built-in defaults (the "*" policy only), unchecked:

@@ -25,6 +25,7 @@
 #include "methods.h"
 #include "metrics.h"
 #include "server.h"
+#include "snapshot.h"
 #include "sockpath.h"
 
 static void usage(FILE *f)
@@ -124,6 +125,7 @@ int main(int argc, char **argv)
     struct resild d;
     struct server srv;
     static struct scrape scrape;
+    static struct snapshot snap; /* snapshot.h: restore, interval, final */
     uv_loop_t *loop = uv_default_loop();
     int ch, check_only = 0, rc;
     uint64_t seed;
@@ -192,14 +194,22 @@ int main(int argc, char **argv)
         log_msg(LOG_ERR, "cannot start: %s", rd_strerror(rc));
         return 1;
     }
+    /* --- snapshot: restore before anyone can ask (SPEC §7) --- */
+    if (snapshot_start(&snap, loop, &d) < 0) {
+        snapshot_stop(&snap, 0);
+        core_free(&d);
+        return 1;
+    }
     if (server_start(&srv, loop, &d, path) < 0 ||
         metrics_listen(&scrape, &srv, loop, &d) < 0) {
         server_stop(&srv);
         uv_run(loop, UV_RUN_NOWAIT); /* let closed handles finish */
         server_free(&srv);
+        snapshot_stop(&snap, 0); /* the state is as restored: keep the file */
         core_free(&d);
         return 1;
     }
+    snapshot_run(&snap); /* every snapshot.interval_s */
     log_msg(LOG_INFO,
             "resild %s listening on %s (pid %ld, config %s, "
             "%zu policies, max_clients %u, max_keys %u)",
@@ -209,6 +219,7 @@ int main(int argc, char **argv)
     log_msg(LOG_INFO, "worst-case memory %s; max_memory_mb %llu", mem_line,
             (unsigned long long)d.cfg.max_memory_mb);
     uv_run(loop, UV_RUN_DEFAULT);
+    snapshot_stop(&snap, 1); /* the last snapshot, then the journal emptied */
     prom_free(&scrape.page);
     log_msg(LOG_INFO, "stopped: %llu requests served",
             (unsigned long long)d.m.requests);

@@ -23,6 +23,7 @@ struct parked;
 struct admit_result;
 
 struct rpc_client;
+struct durable_ops;
 
 #define CORE_MAX_SINKS 8      /* event consumers registered at start */
 #define CORE_ERROR_SECONDS 60 /* recent_errors: this many 1 s buckets */
@@ -108,6 +109,9 @@ struct resild {
         char detail[128];
     } components[CORE_COMPONENTS];
     unsigned ncomponents;
+    /* Operator actions wait for these before they are answered (core.h,
+     * snapshot.c's journal); NULL: answered at once. */
+    const struct durable_ops *durable;
     /* Owned by the RPC layer (methods.c): connections that subscribed. */
     struct rpc_client *subs;
     uint32_t nsubs;
