@@ -39,7 +39,7 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
               test_heartbeat \
               test_retry test_admit test_config test_keys test_permit \
-              test_alloc test_corpus test_core test_prom test_http
+              test_alloc test_corpus test_core test_prom test_http test_snapshot
 INTEG_TESTS := test_integ test_integ_breaker test_integ_admit test_flood \
               test_abuse
 CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
@@ -83,6 +83,7 @@ $(BUILD)/tests/test_admit: $(call obj,tests/test_admit.c $(PROTO_SRC) $(DAEMON_C
 $(BUILD)/tests/test_config: $(call obj,tests/test_config.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_keys: $(call obj,tests/test_keys.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_core: $(call obj,tests/test_core.c $(PROTO_SRC) $(DAEMON_CORE))
+$(BUILD)/tests/test_snapshot: $(call obj,tests/test_snapshot.c $(PROTO_SRC) $(DAEMON_CORE) daemon/snapshot.c)
 $(BUILD)/tests/test_permit: $(call obj,tests/test_permit.c daemon/permit.c daemon/msgidx.c)
 $(BUILD)/tests/test_prom: $(call obj,tests/test_prom.c daemon/prom.c)
 $(BUILD)/tests/test_http: $(call obj,tests/test_http.c daemon/http.c daemon/prom.c)
