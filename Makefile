@@ -41,7 +41,7 @@ UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
               test_retry test_admit test_config test_keys test_permit \
               test_alloc test_corpus test_core test_prom test_http test_snapshot
 INTEG_TESTS := test_integ test_integ_breaker test_integ_admit test_flood \
-              test_abuse
+              test_abuse test_integ_snapshot
 CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
                 test_client_ctl test_review test_client_events test_ctl_health
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS) \
@@ -96,6 +96,7 @@ $(BUILD)/tests/test_corpus: $(call obj,tests/test_corpus.c tests/fuzz_dispatch.c
 $(BUILD)/tests/test_integ: $(call obj,tests/test_integ.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_integ_breaker: $(call obj,tests/test_integ_breaker.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_integ_admit: $(call obj,tests/test_integ_admit.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
+$(BUILD)/tests/test_integ_snapshot: $(call obj,tests/test_integ_snapshot.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 # libresil and resilctl against scripted fake peers (tests/fake_peer.c)
 # and a real daemon.
 CLIENT_TEST_UTIL := tests/fake_peer.c tests/daemon_util.c tests/integ_util.c
