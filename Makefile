@@ -47,7 +47,7 @@ CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS) \
                 $(CLIENT_TESTS))
 
-.PHONY: all deps run test check bench fuzz fuzz-merge asan install format clean
+.PHONY: all deps run test check bench bench-snapshot fuzz fuzz-merge asan install format clean
 all: $(BUILD)/resild $(BUILD)/resilctl $(BUILD)/libresil.a $(BUILD)/libresil.so
 
 deps:
@@ -109,6 +109,7 @@ $(BUILD)/tests/test_client_events: $(call obj,tests/test_client_events.c $(CLIEN
 $(BUILD)/tests/test_ctl_health: $(call obj,tests/test_ctl_health.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
 $(BUILD)/tests/test_abuse: $(call obj,tests/test_abuse.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_flood: $(call obj,tests/test_flood.c tests/flood_util.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
+$(BUILD)/tests/bench_snapshot: $(call obj,tests/bench_snapshot.c $(PROTO_SRC) $(DAEMON_CORE) daemon/snapshot.c)
 $(BUILD)/tests/bench: $(call obj,tests/bench.c tests/flood_util.c tests/daemon_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/%:
 	@mkdir -p $(dir $@)
@@ -122,6 +123,11 @@ check: all $(TEST_BINS)
 # reference, printed, never asserted (BENCH_N=... sets the count).
 bench: all $(BUILD)/tests/bench
 	@BUILD=$(BUILD) $(BUILD)/tests/bench
+
+# bench-snapshot: snapshot write and restore time and size for 100k and 1M
+# keys (tests/bench_snapshot.c), printed, never asserted.
+bench-snapshot: $(BUILD)/tests/bench_snapshot
+	@$(BUILD)/tests/bench_snapshot
 
 # fuzz: libFuzzer (clang) over scanner, decoder and every method with ASan
 # and UBSan, seeded from tests/corpus; FUZZ_SECONDS=N (default 60).  New

@@ -125,12 +125,21 @@ static void failure(struct snapshot *s, const char *what, const char *step,
 
 /* --- serializing ---------------------------------------------------------- */
 
-int snapshot_serialize(struct snapshot *s, uint64_t now_ms)
+/*
+ * Serializing runs in steps of SNAPSHOT_CHUNK_KEYS keys, one step per loop
+ * turn, so the loop never stalls for more than one step (about a
+ * millisecond) whatever the number of keys.  The cut is therefore not one
+ * instant: each key is exported at its own now_ms, in remaining-time form,
+ * which is all a key needs (keys do not refer to each other's timers).
+ * The walk is safe across turns because the hash table never rehashes and
+ * keys are never freed (keys.h); a key created behind the cursor waits for
+ * the next snapshot.  The journal sequence covered is the one at the
+ * start: a record made during the walk may be replayed over a newer
+ * export of its key, never lost.
+ */
+static int ser_begin(struct snapshot *s, uint64_t now_ms)
 {
-    struct snapfile_header h = {SNAPFILE_VERSION, 0, s->seq, 0, 0};
     struct budget_export be;
-    struct key *k = NULL;
-    size_t bucket = 0;
 
     s->buf.len = 0;
     s->buf.oom = 0;
@@ -139,23 +148,55 @@ int snapshot_serialize(struct snapshot *s, uint64_t now_ms)
     s->buf.len = SNAPFILE_HEADER_BYTES;
     core_export_budget(s->d, now_ms, &be);
     snapfile_put_budget(&s->buf, &be);
-    while ((k = core_key_next(s->d, k, &bucket))) {
+    s->ser_key = NULL;
+    s->ser_bucket = 0;
+    s->ser_nkeys = 0;
+    s->ser_seq = s->seq;
+    return 0;
+}
+
+/* Up to max keys more; 1 when every key is in, 0 when more remain. */
+static int ser_step(struct snapshot *s, uint64_t now_ms, uint64_t max)
+{
+    struct key *k = s->ser_key;
+    uint64_t n = 0;
+
+    while (n < max && (k = core_key_next(s->d, k, &s->ser_bucket))) {
         core_export_key(k, now_ms, s->ex);
-        if (snapfile_put_key(&s->buf, s->ex) < 0)
-            break;
-        h.nkeys++;
+        snapfile_put_key(&s->buf, s->ex);
+        s->ser_nkeys++;
+        n++;
+        s->ser_key = k;
     }
+    return k == NULL || s->buf.oom;
+}
+
+/* The header (without its CRCs, which seal() adds off the loop). */
+static int ser_finish(struct snapshot *s)
+{
+    struct snapfile_header h = {SNAPFILE_VERSION, s->ser_nkeys, s->ser_seq, 0,
+                                0};
+
     if (s->buf.oom) {
         s->buf.len = 0;
         s->buf.oom = 0;
         return RD_ENOMEM;
     }
     h.payload_bytes = s->buf.len - SNAPFILE_HEADER_BYTES;
-    /* The CRCs are the writer's (off the loop): see seal(). */
     snapfile_header_encode(&h, s->buf.p);
-    s->buf_seq = s->seq;
-    s->last_keys = h.nkeys;
+    s->buf_seq = s->ser_seq;
+    s->last_keys = s->ser_nkeys;
     return 0;
+}
+
+int snapshot_serialize(struct snapshot *s, uint64_t now_ms)
+{
+    int rc = ser_begin(s, now_ms);
+
+    if (rc < 0)
+        return rc;
+    (void)ser_step(s, now_ms, UINT64_MAX);
+    return ser_finish(s);
 }
 
 /* Payload CRC into the header, then the header's own CRC. */
@@ -284,26 +325,33 @@ static void write_done(uv_work_t *w, int status)
     report_health(s);
 }
 
-static void on_timer(uv_timer_t *t)
+/* A serialization failed (out of memory): counted, logged, shown. */
+static void ser_failed(struct snapshot *s)
+{
+    s->busy = 0;
+    s->failed++;
+    s->failed_since_ok++;
+    failure(s, "serialize", "buffer", ENOMEM);
+    report_health(s);
+}
+
+/* One step of the walk per loop turn; the write is queued after the last. */
+static void on_chunk(uv_timer_t *t)
 {
     struct snapshot *s = t->data;
-    uint64_t t0;
+    uint64_t t0 = mono_us();
 
-    if (s->busy) {
-        s->skipped++; /* the disk is slower than the interval */
-        report_health(s);
+    if (!ser_step(s, uv_now(s->loop), SNAPSHOT_CHUNK_KEYS)) {
+        s->ser_us += mono_us() - t0;
+        uv_timer_start(&s->chunk, on_chunk, 0, 0); /* the next turn */
         return;
     }
-    t0 = mono_us();
-    if (snapshot_serialize(s, uv_now(s->loop)) < 0) {
-        s->failed++;
-        s->failed_since_ok++;
-        failure(s, "serialize", "buffer", ENOMEM);
-        report_health(s);
+    s->ser_us += mono_us() - t0;
+    if (ser_finish(s) < 0) {
+        ser_failed(s);
         return;
     }
-    s->last_serialize_us = mono_us() - t0;
-    s->busy = 1;
+    s->last_serialize_us = s->ser_us;
     s->w_start_ms = uv_now(s->loop);
     s->work.data = s;
     if (uv_queue_work(s->loop, &s->work, write_work, write_done) < 0) {
@@ -312,6 +360,24 @@ static void on_timer(uv_timer_t *t)
         s->failed_since_ok++;
         failure(s, "write", "queue", EAGAIN);
     }
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct snapshot *s = t->data;
+
+    if (s->busy) {
+        s->skipped++; /* the last one is still being made or written */
+        report_health(s);
+        return;
+    }
+    s->busy = 1; /* from the first step until the write is done */
+    s->ser_us = 0;
+    if (ser_begin(s, uv_now(s->loop)) < 0) {
+        ser_failed(s);
+        return;
+    }
+    on_chunk(&s->chunk);
 }
 
 /* --- the journal ---------------------------------------------------------- */
@@ -906,6 +972,9 @@ void snapshot_run(struct snapshot *s)
     s->timer.data = s;
     uv_timer_start(&s->timer, on_timer, s->interval_ms, s->interval_ms);
     uv_unref((uv_handle_t *)&s->timer);
+    uv_timer_init(s->loop, &s->chunk);
+    s->chunk.data = s;
+    uv_unref((uv_handle_t *)&s->chunk); /* a stop need not wait for it */
     s->timer_on = 1;
 }
 
@@ -915,11 +984,13 @@ int snapshot_stop(struct snapshot *s, int final)
 
     if (s->timer_on) {
         uv_close((uv_handle_t *)&s->timer, NULL);
+        uv_close((uv_handle_t *)&s->chunk, NULL);
         uv_run(s->loop, UV_RUN_NOWAIT);
         s->timer_on = 0;
     }
     if (s->on && final) {
-        /* The loop has ended: no write is in flight, nothing changes. */
+        /* The loop has ended: no write is in flight (a walk cut short by
+         * the stop is simply started over), nothing changes any more. */
         uv_update_time(s->loop);
         if (snapshot_serialize(s, uv_now(s->loop)) < 0) {
             log_msg(LOG_ERR, "snapshot: final snapshot: out of memory");

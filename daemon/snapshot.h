@@ -5,7 +5,8 @@
  * snapfile.h's and the state comes from the core's export block (core.h).
  *
  * - Every snapshot.interval_s the loop serializes every key into one
- *   buffer (quick: no I/O), and libuv's thread pool writes it: a temporary
+ *   buffer, SNAPSHOT_CHUNK_KEYS keys per loop turn (no I/O, no stall
+ *   longer than a step), and libuv's thread pool writes it: a temporary
  *   file in the same directory, write, fsync, rename over the snapshot,
  *   fsync the directory.  One write at a time: a snapshot due while one is
  *   in flight is skipped and counted.  A failure (full disk, ...) leaves
@@ -51,6 +52,7 @@
 #define SNAPSHOT_DEFAULT_DIR "/var/lib/resild"
 #define SNAPSHOT_FILE "state.snap"
 #define SNAPSHOT_LOG_EVERY_MS 60000 /* failures: one log line a minute */
+#define SNAPSHOT_CHUNK_KEYS 1024    /* keys serialized per loop turn (~1 ms) */
 
 struct snapshot_waiter;
 
@@ -64,12 +66,19 @@ struct snapshot {
     char dir[SNAPSHOT_PATH_MAX];       /* its directory, for fsync */
     uint64_t interval_ms;
     uv_timer_t timer;
+    uv_timer_t chunk; /* the next step of a serialization, next turn */
     int timer_on;
     struct key_export *ex; /* scratch for one key (large), owned */
-    /* The snapshot write: buf (header + payload) belongs to the worker
-     * while busy. */
+    /* The snapshot: busy from the first serialization step until the
+     * write is done; buf (header + payload) belongs to the worker while
+     * the write is in flight. */
     uv_work_t work;
     int busy;
+    struct key *ser_key; /* the walk's cursor: last key serialized */
+    size_t ser_bucket;   /* and its hash bucket */
+    uint64_t ser_nkeys;  /* keys in buf so far */
+    uint64_t ser_seq;    /* journal sequence at the walk's start */
+    uint64_t ser_us;     /* loop time spent in the walk so far */
     struct snapbuf buf;
     uint64_t buf_seq; /* journal sequence the buffer covers */
     int w_err;        /* worker: errno of the failed step, 0 if none */
