@@ -498,6 +498,7 @@ static void journal_sink(void *ctx, const struct event *ev)
         /* Out of memory: the record is lost; its waiter (if any) gets an
          * error from the next batch like a failed write. */
         s->jpend.oom = 0;
+        s->jlost_seq = s->seq;
         s->jfailed++;
         failure(s, "journal", "buffer", ENOMEM);
         return;
@@ -513,8 +514,8 @@ static int durable_wait(void *ctx, struct caller *c, uint32_t msgid,
 
     if (s->jfd < 0)
         return RD_EINVAL;
-    if (!s->jbusy && !s->jpend.len)
-        return RD_EINVAL; /* its record was lost (see journal_sink) */
+    if (s->jlost_seq == s->seq)
+        return RD_ENOMEM; /* its record was lost (see journal_sink) */
     if (!(q = calloc(1, sizeof(*q))))
         return RD_ENOMEM;
     q->c = c;

@@ -103,6 +103,7 @@ struct snapshot {
     int jw_err;
     const char *jw_step;
     uint64_t seq;         /* last sequence given to a record */
+    uint64_t jlost_seq;   /* a record that could not be buffered (oom) */
     uint64_t jfile_seq;   /* highest sequence in the file, 0 if none */
     uint64_t covered_seq; /* highest sequence a durable snapshot covers */
     struct snapshot_waiter *wq_head, *wq_tail; /* answers waiting, by seq */
