@@ -308,7 +308,7 @@ static void write_done(uv_work_t *w, int status)
     struct snapshot *s = w->data;
 
     (void)status;
-    s->busy = 0;
+    s->busy = s->wbusy = 0;
     s->last_write_ms = uv_now(s->loop) - s->w_start_ms;
     if (s->w_err) {
         s->failed++;
@@ -354,7 +354,9 @@ static void on_chunk(uv_timer_t *t)
     s->last_serialize_us = s->ser_us;
     s->w_start_ms = uv_now(s->loop);
     s->work.data = s;
+    s->wbusy = 1;
     if (uv_queue_work(s->loop, &s->work, write_work, write_done) < 0) {
+        s->wbusy = 0;
         s->busy = 0;
         s->failed++;
         s->failed_since_ok++;
@@ -989,6 +991,14 @@ int snapshot_stop(struct snapshot *s, int final)
         uv_run(s->loop, UV_RUN_NOWAIT);
         s->timer_on = 0;
     }
+    /* A worker still running owns buf, jwrite and jfd: let it finish
+     * (and its after-callback run) before anything is closed or reused.
+     * After the daemon's loop has ended nothing is in flight; a caller
+     * that never ran the loop (tests, the benchmark) may have queued a
+     * journal write through the sink. */
+    while (s->wbusy || s->jbusy)
+        uv_run(s->loop, UV_RUN_ONCE);
+    s->busy = 0; /* a walk cut short is simply dropped */
     if (s->on && final) {
         /* The loop has ended: no write is in flight (a walk cut short by
          * the stop is simply started over), nothing changes any more. */

@@ -74,6 +74,7 @@ struct snapshot {
      * the write is in flight. */
     uv_work_t work;
     int busy;
+    int wbusy;           /* the write is queued or running on the thread pool */
     struct key *ser_key; /* the walk's cursor: last key serialized */
     size_t ser_bucket;   /* and its hash bucket */
     uint64_t ser_nkeys;  /* keys in buf so far */
