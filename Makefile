@@ -42,9 +42,10 @@ DAEMON_CORE := daemon/breaker.c daemon/limiter.c daemon/bulkhead.c \
                daemon/permit.c daemon/msgidx.c daemon/error.c \
                daemon/admit.c daemon/core.c daemon/event.c daemon/evlog.c \
                daemon/methods.c daemon/metrics.c daemon/prom.c daemon/memory.c \
-               daemon/heartbeat.c daemon/analytics.c daemon/alerts.c
+               daemon/heartbeat.c daemon/analytics.c daemon/alerts.c \
+               daemon/snapfile.c
 DAEMON_SRC := $(DAEMON_CORE) daemon/server.c daemon/http.c daemon/sdnotify.c \
-              daemon/errlog.c daemon/hooks.c \
+              daemon/errlog.c daemon/hooks.c daemon/snapshot.c \
               daemon/main.c
 CLIENT_SRC := client/resil.c
 CTL_SRC    := client/resilctl.c
@@ -55,16 +56,16 @@ UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
               test_heartbeat \
               test_retry test_admit test_config test_keys test_permit \
               test_alloc test_corpus test_core test_prom test_http \
-              test_sdnotify test_errlog test_analytics
+              test_sdnotify test_errlog test_analytics test_snapshot
 INTEG_TESTS := test_integ test_integ_breaker test_integ_admit test_flood \
-              test_abuse test_integ_errlog
+              test_abuse test_integ_errlog test_integ_snapshot
 CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
                 test_client_ctl test_review test_client_events test_ctl_health
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS) \
                 $(CLIENT_TESTS))
 
-.PHONY: all deps run test check bench bench-analytics fuzz fuzz-merge asan \
-        install uninstall format clean
+.PHONY: all deps run test check bench bench-analytics bench-snapshot fuzz \
+        fuzz-merge asan install uninstall format clean
 all: $(BUILD)/resild $(BUILD)/resilctl $(BUILD)/libresil.a $(BUILD)/libresil.so
 
 deps:
@@ -100,6 +101,7 @@ $(BUILD)/tests/test_admit: $(call obj,tests/test_admit.c $(PROTO_SRC) $(DAEMON_C
 $(BUILD)/tests/test_config: $(call obj,tests/test_config.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_keys: $(call obj,tests/test_keys.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_core: $(call obj,tests/test_core.c $(PROTO_SRC) $(DAEMON_CORE))
+$(BUILD)/tests/test_snapshot: $(call obj,tests/test_snapshot.c $(PROTO_SRC) $(DAEMON_CORE) daemon/snapshot.c)
 $(BUILD)/tests/test_permit: $(call obj,tests/test_permit.c daemon/permit.c daemon/msgidx.c)
 $(BUILD)/tests/test_analytics: $(call obj,tests/test_analytics.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_prom: $(call obj,tests/test_prom.c daemon/prom.c)
@@ -116,6 +118,7 @@ $(BUILD)/tests/test_corpus: $(call obj,tests/test_corpus.c tests/fuzz_dispatch.c
 $(BUILD)/tests/test_integ: $(call obj,tests/test_integ.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_integ_breaker: $(call obj,tests/test_integ_breaker.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_integ_admit: $(call obj,tests/test_integ_admit.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
+$(BUILD)/tests/test_integ_snapshot: $(call obj,tests/test_integ_snapshot.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 # libresil and resilctl against scripted fake peers (tests/fake_peer.c)
 # and a real daemon.
 CLIENT_TEST_UTIL := tests/fake_peer.c tests/daemon_util.c tests/integ_util.c
@@ -130,6 +133,7 @@ $(BUILD)/tests/test_integ_errlog: $(call obj,tests/test_integ_errlog.c tests/dae
 $(BUILD)/tests/test_abuse: $(call obj,tests/test_abuse.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_flood: $(call obj,tests/test_flood.c tests/flood_util.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/bench_analytics: $(call obj,tests/bench_analytics.c daemon/analytics.c)
+$(BUILD)/tests/bench_snapshot: $(call obj,tests/bench_snapshot.c $(PROTO_SRC) $(DAEMON_CORE) daemon/snapshot.c)
 $(BUILD)/tests/bench: $(call obj,tests/bench.c tests/flood_util.c tests/daemon_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/%:
 	@mkdir -p $(dir $@)
@@ -151,6 +155,10 @@ $(BUILD)/obj/daemon/analytics.o: CFLAGS += -O3
 # the pure module under a fake clock; printed, never asserted.
 bench-analytics: $(BUILD)/tests/bench_analytics
 	@$(BUILD)/tests/bench_analytics
+# bench-snapshot: snapshot write and restore time and size for 100k and 1M
+# keys (tests/bench_snapshot.c), printed, never asserted.
+bench-snapshot: $(BUILD)/tests/bench_snapshot
+	@$(BUILD)/tests/bench_snapshot
 
 # fuzz: libFuzzer (clang) over scanner, decoder and every method with ASan
 # and UBSan, seeded from tests/corpus; FUZZ_SECONDS=N (default 60).  New

@@ -614,3 +614,153 @@ int breaker_is_open(const struct breaker *b)
     return b->force == BREAKER_FORCE_OPEN ||
            (b->force == BREAKER_AUTO && b->state == BREAKER_OPEN);
 }
+
+/* --- export and import -------------------------------------------------- */
+
+void breaker_export(const struct breaker *b, uint64_t now_ms,
+                    struct breaker_export *ex, uint8_t *calls,
+                    struct breaker_export_bucket *buckets)
+{
+    uint32_t i, n = 0;
+
+    memset(ex, 0, sizeof(*ex));
+    ex->state = (uint8_t)b->state;
+    ex->force = (uint8_t)b->force;
+    ex->cause = (uint8_t)b->cause;
+    if (b->force != BREAKER_AUTO && b->force_until_ms) {
+        ex->force_has_ttl = 1;
+        ex->force_left_ms =
+            b->force_until_ms > now_ms ? b->force_until_ms - now_ms : 0;
+    }
+    if (b->state == BREAKER_OPEN) {
+        ex->open_left_ms =
+            b->open_until_ms > now_ms ? b->open_until_ms - now_ms : 0;
+        ex->open_for_ms = b->open_for_ms;
+    }
+    ex->since_age_ms = now_ms > b->since_ms ? now_ms - b->since_ms : 0;
+    ex->generation = b->generation;
+    ex->consecutive_failures = b->consecutive_failures;
+    ex->reopens = b->reopens;
+    ex->probe_successes = b->probe_successes;
+    ex->rng = b->rng;
+    ex->calls = b->calls;
+    ex->failures = b->failures;
+    ex->slow_calls = b->slow_calls;
+    ex->opens = b->opens;
+    ex->window_time = b->window_time;
+    if (!b->window_time) {
+        /* Oldest first: the fill entries that end just before win_pos. */
+        uint32_t start =
+            (b->win_pos + b->window_size - b->win_fill) % b->window_size;
+        for (i = 0; i < b->win_fill; i++)
+            calls[n++] = b->ring[(start + i) % b->window_size];
+    } else {
+        /* Buckets still inside the window, oldest first. */
+        uint64_t cur = now_ms / 1000 + 1;
+        uint32_t age;
+        for (age = b->window_size; age-- > 0;) {
+            const struct breaker_bucket *k;
+            if (age >= cur)
+                continue; /* before the clock's second 1: cannot exist */
+            k = &b->buckets[(cur - age) % b->window_size];
+            if (k->sec != cur - age || !k->calls)
+                continue;
+            buckets[n].age_s = age;
+            buckets[n].calls = k->calls;
+            buckets[n].failures = k->failures;
+            buckets[n].slow = k->slow;
+            n++;
+        }
+    }
+    ex->nwin = n;
+}
+
+int breaker_export_check(const struct breaker_export *ex, const uint8_t *calls,
+                         const struct breaker_export_bucket *buckets)
+{
+    uint32_t i;
+
+    if (ex->state > BREAKER_HALF_OPEN || ex->force > BREAKER_FORCE_DISABLED ||
+        ex->cause > BREAKER_CAUSE_PROBE_SLOW || ex->force_has_ttl > 1 ||
+        ex->window_time > 1)
+        return -1;
+    if (ex->nwin >
+        (ex->window_time ? BREAKER_MAX_TIME_WINDOW : BREAKER_MAX_COUNT_WINDOW))
+        return -1;
+    for (i = 0; i < ex->nwin; i++) {
+        if (!ex->window_time && calls[i] > 3)
+            return -1;
+        if (ex->window_time && (buckets[i].age_s >= BREAKER_MAX_TIME_WINDOW ||
+                                buckets[i].failures > buckets[i].calls ||
+                                buckets[i].slow > buckets[i].calls))
+            return -1;
+    }
+    return 0;
+}
+
+/* An instant d ms after now_ms that is never 0 (0 means "none" in the
+ * fields it feeds), saturating. */
+static uint64_t after(uint64_t now_ms, uint64_t d)
+{
+    uint64_t t = d > UINT64_MAX - now_ms ? UINT64_MAX : now_ms + d;
+
+    return t ? t : 1;
+}
+
+void breaker_import(struct breaker *b, const struct breaker_conf *c,
+                    uint64_t now_ms, const struct breaker_export *ex,
+                    const uint8_t *calls,
+                    const struct breaker_export_bucket *buckets)
+{
+    uint32_t i;
+
+    (void)c;
+    b->state = (enum breaker_state)ex->state;
+    b->force = (enum breaker_force)ex->force;
+    b->cause = (enum breaker_cause)ex->cause;
+    b->force_until_ms = 0;
+    if (b->force != BREAKER_AUTO && ex->force_has_ttl)
+        b->force_until_ms = after(now_ms, ex->force_left_ms);
+    b->open_until_ms = b->open_for_ms = 0;
+    if (b->state == BREAKER_OPEN) {
+        b->open_until_ms = after(now_ms, ex->open_left_ms);
+        if (!ex->open_left_ms)
+            b->open_until_ms = now_ms; /* over: half-open at the next look */
+        b->open_for_ms = ex->open_for_ms;
+    }
+    b->since_ms = now_ms > ex->since_age_ms ? now_ms - ex->since_age_ms : 0;
+    b->generation = ex->generation;
+    b->consecutive_failures = ex->consecutive_failures;
+    b->reopens = ex->reopens;
+    b->probes_in_flight = 0; /* their permits did not survive */
+    b->probe_successes = ex->probe_successes;
+    b->rng = ex->rng ? ex->rng : 1;
+    b->calls = ex->calls;
+    b->failures = ex->failures;
+    b->slow_calls = ex->slow_calls;
+    b->opens = ex->opens;
+    b->tq_head = b->tq_len = 0;
+    window_clear(b);
+    if (ex->window_time != b->window_time)
+        return;
+    if (!b->window_time) {
+        /* The newest entries that fit, oldest first. */
+        uint32_t skip =
+            ex->nwin > b->window_size ? ex->nwin - b->window_size : 0;
+        for (i = skip; i < ex->nwin; i++)
+            window_add(b, now_ms, calls[i] & 1, (calls[i] >> 1) & 1);
+    } else {
+        uint64_t cur = now_ms / 1000 + 1;
+        for (i = 0; i < ex->nwin; i++) {
+            const struct breaker_export_bucket *e = &buckets[i];
+            struct breaker_bucket *k;
+            if (e->age_s >= b->window_size || e->age_s >= cur)
+                continue; /* older than this window, or than this clock */
+            k = &b->buckets[(cur - e->age_s) % b->window_size];
+            k->sec = cur - e->age_s;
+            k->calls = e->calls;
+            k->failures = e->failures;
+            k->slow = e->slow;
+        }
+    }
+}

@@ -295,4 +295,80 @@ uint64_t breaker_retry_after(const struct breaker *b, uint64_t now_ms);
 /* 1 if the visible state is open or forced open. */
 int breaker_is_open(const struct breaker *b);
 
+/* --- export and import (snapshots) -------------------------------------
+ *
+ * A breaker leaves in remaining-time form: every instant becomes the time
+ * left (or the time since) at the exporting now_ms, and comes back under
+ * the importing now_ms, so an open breaker stays open exactly as long as it
+ * had left whatever the two clocks are (a reboot restarts the monotonic
+ * clock; wall-clock jumps never reach it).  The time the daemon was down
+ * does not count.  Probes in flight do not survive (their permits did
+ * not); the transition queue leaves empty.
+ *
+ * The window leaves as its entries in time order, so an importer whose
+ * window has the same type keeps what fits: a count window its newest
+ * min(fill, size) calls, a time window the buckets younger than its size.
+ * A window of the other type starts empty.
+ */
+
+/* One second of a time window, by age: age_s 0 is the current second. */
+struct breaker_export_bucket {
+    uint32_t age_s;
+    uint32_t calls, failures, slow;
+};
+
+struct breaker_export {
+    uint8_t state;          /* enum breaker_state */
+    uint8_t force;          /* enum breaker_force */
+    uint8_t cause;          /* enum breaker_cause */
+    uint8_t force_has_ttl;  /* 1: force_left_ms counts; 0: until changed */
+    uint64_t force_left_ms; /* force TTL left (0: ends at the next look) */
+    uint64_t open_left_ms;  /* state OPEN: time left (0: over) */
+    uint64_t open_for_ms;   /* state OPEN: length of the open period */
+    uint64_t since_age_ms;  /* time since the visible state changed */
+    uint32_t generation;
+    uint32_t consecutive_failures;
+    uint32_t reopens; /* the backoff step */
+    uint32_t probe_successes;
+    uint64_t rng;
+    uint64_t calls, failures, slow_calls, opens; /* lifetime figures */
+    uint8_t window_time;                         /* window type */
+    uint32_t nwin; /* entries in the window array (calls or buckets) */
+};
+
+/* Most window entries an export can hold: the larger of the two windows. */
+#define BREAKER_EXPORT_WIN_MAX BREAKER_MAX_COUNT_WINDOW
+
+/*
+ * Export b at now_ms into *ex without changing it (nothing is advanced:
+ * an open period already over leaves with 0 left and ends at the
+ * importer's first look).  calls (count window; b->window_size bytes, oldest
+ * first) or buckets (time window; b->window_size entries, oldest first)
+ * receive the window; either may be NULL when b's window is of the other
+ * type.
+ */
+void breaker_export(const struct breaker *b, uint64_t now_ms,
+                    struct breaker_export *ex, uint8_t *calls,
+                    struct breaker_export_bucket *buckets);
+
+/*
+ * Check an export read from outside (a file): enums in range, counts
+ * within the limits above, window entries sane (a count entry <= 3, a
+ * bucket's failures and slow <= calls, ages distinct is not required).
+ * 0 when it may be imported, -1 if not.  Needs the window entries.
+ */
+int breaker_export_check(const struct breaker_export *ex, const uint8_t *calls,
+                         const struct breaker_export_bucket *buckets);
+
+/*
+ * Import a checked export into b, which breaker_init set up with conf c and
+ * its window memory, at now_ms: every remaining time starts again from
+ * now_ms.  The window totals are recomputed from the entries, never taken
+ * from the export.  Nothing is reported (no transition).
+ */
+void breaker_import(struct breaker *b, const struct breaker_conf *c,
+                    uint64_t now_ms, const struct breaker_export *ex,
+                    const uint8_t *calls,
+                    const struct breaker_export_bucket *buckets);
+
 #endif

@@ -3,7 +3,7 @@
  *
  * Every value is range-checked here so the rest of the daemon can trust the
  * struct.  Sections the SPEC names but this version does not implement yet
- * (scope, snapshot, redis) are refused with "not
+ * (scope, redis) are refused with "not
  * implemented" rather than silently ignored: an operator who configures a
  * snapshot must not believe the state is kept when it is not.
  * Every error names the file, the line and column where jansson or the
@@ -963,6 +963,8 @@ int config_defaults(struct config *c)
     c->error_log_retention_days = 30;
     c->errors_max_series = CONFIG_ERRORS_MAX_SERIES;
     c->errors_recent = CONFIG_ERRORS_RECENT;
+    c->snapshot_interval_s = 1;
+    c->snapshot_enabled = 1;
     c->policies = calloc(1, sizeof(struct policy));
     if (!c->policies)
         return -1;
@@ -1293,6 +1295,43 @@ static int parse_error_log(struct parse *p, json_t *obj, struct config *c)
     return 0;
 }
 
+/* "snapshot": {"path": absolute path, "interval_s": 1..3600, "enabled":
+ * bool}.  The directory is checked when the daemon starts (snapshot.c),
+ * not here, so `resild -t` can check a config for another host. */
+static int parse_snapshot(struct parse *p, json_t *obj, struct config *c)
+{
+    const char *k;
+    json_t *v;
+    uint64_t x;
+
+    if (!json_is_object(obj))
+        return fail(p, "snapshot: must be an object");
+    json_object_foreach(obj, k, v)
+    {
+        if (!strcmp(k, "path")) {
+            const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+            if (!s || s[0] != '/' || strlen(s) >= sizeof(c->snapshot_path) ||
+                s[strlen(s) - 1] == '/')
+                return fail(p,
+                            "snapshot.path: must be an absolute file path of "
+                            "at most %zu bytes",
+                            sizeof(c->snapshot_path) - 1);
+            strcpy(c->snapshot_path, s);
+        } else if (!strcmp(k, "interval_s")) {
+            if (get_uint(p, v, "snapshot.interval_s", 1, 3600, &x) < 0)
+                return -1;
+            c->snapshot_interval_s = (uint32_t)x;
+        } else if (!strcmp(k, "enabled")) {
+            if (!json_is_boolean(v))
+                return fail(p, "snapshot.enabled: must be true or false");
+            c->snapshot_enabled = json_is_true(v) ? 1 : 0;
+        } else {
+            return fail(p, "snapshot.%s: unknown key", k);
+        }
+    }
+    return 0;
+}
+
 /*
  * Read and parse path, or write why not to err: the path and the actual
  * problem (missing, unreadable, a directory, empty, a read error), or
@@ -1473,7 +1512,10 @@ int config_load(const char *path, struct config *c, char *err, size_t errcap)
         } else if (!strcmp(k, "error_log")) {
             if (parse_error_log(&p, v, c) < 0)
                 goto bad;
-        } else if (!strcmp(k, "snapshot") || !strcmp(k, "redis")) {
+        } else if (!strcmp(k, "snapshot")) {
+            if (parse_snapshot(&p, v, c) < 0)
+                goto bad;
+        } else if (!strcmp(k, "redis")) {
             fail(&p,
                  "%s: not implemented in this version (refused so that "
                  "nobody relies on it)",

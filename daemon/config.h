@@ -122,6 +122,14 @@ struct config {
     uint32_t errors_recent;     /* recent-error ring entries */
     struct alert_rule alerts[CONFIG_ALERT_RULES];
     size_t nalerts;
+    /* "snapshot" section (snapshot.h, SPEC §7): {"path": str,
+     * "interval_s": 1..3600, "enabled": bool}.  snapshot_path "" = not
+     * given: snapshot.c picks $STATE_DIRECTORY/state.snap or
+     * /var/lib/resild/state.snap when that directory exists, else runs
+     * without one (and says so).  A path given must work at start-up. */
+    char snapshot_path[256];
+    uint32_t snapshot_interval_s; /* default 1 */
+    uint8_t snapshot_enabled;     /* default 1; 0: no snapshot, no journal */
 };
 
 /* Fill c with the built-in defaults (the "*" policy only), unchecked:

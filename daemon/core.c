@@ -709,3 +709,147 @@ int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms)
     config_free(&old);
     return 0;
 }
+
+/* --- export and import (snapshot.c) ------------------------------------
+ * One block, kept together: state in remaining-time form, out and in.
+ * Nothing here announces anything; an import keeps the health list right.
+ */
+
+/* The conf of a key's own limiter when its policy has none (admit.c's
+ * no_limiter: only the venue pause is used). */
+static const struct limiter_conf export_no_limiter = {1, 1000, 1, 1000};
+
+static const struct limiter_conf *export_lim_conf(const struct key *k)
+{
+    return k->policy->has_limiter ? &k->policy->limiter : &export_no_limiter;
+}
+
+/* admit.c's crit_conf. */
+static struct limiter_conf export_crit_conf(const struct key *k)
+{
+    uint64_t rate = k->policy->critical_probe_per_s;
+    struct limiter_conf c = {rate ? rate : 1, 1000, rate ? rate : 1, 1000};
+
+    return c;
+}
+
+struct key *core_key_next(const struct resild *d, const struct key *prev,
+                          size_t *bucket)
+{
+    size_t i = *bucket;
+
+    if (prev) {
+        if (prev->next)
+            return prev->next;
+        i++;
+    }
+    for (; i < d->keys.nbuckets; i++)
+        if (d->keys.buckets[i]) {
+            *bucket = i;
+            return d->keys.buckets[i];
+        }
+    *bucket = i;
+    return NULL;
+}
+
+void core_export_key(const struct key *k, uint64_t now_ms,
+                     struct key_export *ex)
+{
+    struct limiter_conf cc = export_crit_conf(k);
+    size_t rn = strlen(k->force_reason);
+
+    ex->len = k->len;
+    memcpy(ex->name, k->name, k->len);
+    ex->name[k->len] = '\0';
+    ex->reason_len = (uint8_t)rn;
+    memcpy(ex->reason, k->force_reason, rn + 1);
+    breaker_export(&k->br, now_ms, &ex->br, ex->win_calls, ex->win_buckets);
+    memset(&ex->lim, 0, sizeof(ex->lim));
+    memset(&ex->crit, 0, sizeof(ex->crit));
+    memset(&ex->hb, 0, sizeof(ex->hb));
+    if (k->admit_ready) { /* limiters set up (admit_prepare) */
+        limiter_export(&k->lim, export_lim_conf(k), now_ms, &ex->lim);
+        limiter_export(&k->crit_lim, &cc, now_ms, &ex->crit);
+    } else {
+        ex->lim.per_ms = ex->crit.per_ms = 1;
+        ex->lim.level = ex->crit.level = UINT64_MAX; /* full */
+    }
+    if (k->core_ready) /* heartbeat started (core_key) */
+        heartbeat_export(&k->hb, now_ms, &ex->hb);
+    ex->retry_prev_ms = k->retry_prev_ms;
+}
+
+int core_export_check(const struct key_export *ex)
+{
+    if (!keys_valid(ex->name, ex->len) || ex->reason_len > KEY_REASON_MAX ||
+        memchr(ex->reason, '\0', ex->reason_len) || ex->hb.lost > 1 ||
+        breaker_export_check(&ex->br, ex->win_calls, ex->win_buckets) < 0)
+        return RD_EINVAL;
+    return 0;
+}
+
+int core_import_key(struct resild *d, const struct key_export *ex,
+                    uint64_t now_ms)
+{
+    struct limiter_conf cc;
+    struct key *k;
+    int rc;
+
+    if ((rc = core_key(d, ex->name, ex->len, now_ms, &k)) < 0)
+        return rc;
+    cc = export_crit_conf(k);
+    breaker_import(&k->br, &k->policy->breaker, now_ms, &ex->br, ex->win_calls,
+                   ex->win_buckets);
+    limiter_import(&k->lim, export_lim_conf(k), now_ms, &ex->lim);
+    limiter_import(&k->crit_lim, &cc, now_ms, &ex->crit);
+    heartbeat_import(&k->hb, now_ms, &ex->hb);
+    memcpy(k->force_reason, ex->reason, ex->reason_len);
+    k->force_reason[ex->reason_len] = '\0';
+    k->retry_prev_ms = ex->retry_prev_ms;
+    track_health(d, k);
+    d->wake_dirty = 1;
+    return 0;
+}
+
+void core_export_budget(const struct resild *d, uint64_t now_ms,
+                        struct budget_export *ex)
+{
+    uint64_t cur = now_ms / 1000 + 1; /* retry.c's bucket ids */
+    size_t i;
+
+    ex->n = 0;
+    for (i = 0; i < RETRY_BUDGET_S; i++) {
+        uint64_t sec = d->budget.sec[i];
+        if (!sec || sec > cur || cur - sec >= RETRY_BUDGET_S)
+            continue;
+        ex->b[ex->n].age_s = (uint32_t)(cur - sec);
+        ex->b[ex->n].calls = d->budget.calls[i];
+        ex->b[ex->n].retries = d->budget.retries[i];
+        ex->n++;
+    }
+}
+
+void core_import_budget(struct resild *d, uint64_t now_ms,
+                        const struct budget_export *ex)
+{
+    uint64_t cur = now_ms / 1000 + 1;
+    uint32_t i;
+
+    retry_budget_init(&d->budget);
+    for (i = 0; i < ex->n && i < RETRY_BUDGET_S; i++) {
+        uint64_t sec;
+        size_t j;
+        if (ex->b[i].age_s >= RETRY_BUDGET_S || ex->b[i].age_s >= cur)
+            continue;
+        sec = cur - ex->b[i].age_s;
+        j = (size_t)(sec % RETRY_BUDGET_S);
+        d->budget.sec[j] = sec;
+        d->budget.calls[j] = ex->b[i].calls;
+        d->budget.retries[j] = ex->b[i].retries;
+    }
+}
+
+void core_set_durable(struct resild *d, const struct durable_ops *ops)
+{
+    d->durable = ops;
+}

@@ -168,4 +168,87 @@ const char *core_health_name(enum key_health h);
 /* Failure and unknown outcomes over the last CORE_ERROR_SECONDS. */
 uint64_t core_recent_errors(const struct resild *d, uint64_t now_ms);
 
+/* --- export and import (snapshot.c; SPEC §7) ---------------------------
+ *
+ * A key leaves in remaining-time form (breaker.h, limiter.h, heartbeat.h
+ * say how each part does) and comes back under another monotonic clock
+ * with the same remaining durations.  What does not survive: permits,
+ * parked requests, probes in flight, latency samples, per-key decision
+ * counters; the breaker's lifetime figures do.
+ */
+
+struct key_export {
+    uint8_t len;
+    char name[KEY_MAX + 1];
+    uint8_t reason_len;
+    char reason[KEY_REASON_MAX + 1]; /* force reason, as given */
+    struct breaker_export br;
+    /* The window, oldest first (br.window_time says which; br.nwin). */
+    uint8_t win_calls[BREAKER_MAX_COUNT_WINDOW];
+    struct breaker_export_bucket win_buckets[BREAKER_MAX_TIME_WINDOW];
+    struct limiter_export lim;  /* the key's limiter (or its venue pause) */
+    struct limiter_export crit; /* critical_probe_per_s through open */
+    struct heartbeat_export hb;
+    uint64_t retry_prev_ms; /* decorrelated jitter's last delay */
+};
+
+/* The host-wide retry budget by age (age_s 0: the current second). */
+struct budget_export {
+    uint32_t n;
+    struct {
+        uint32_t age_s, calls, retries;
+    } b[RETRY_BUDGET_S];
+};
+
+/* Every key once, in no particular order: start with prev NULL and
+ * *bucket 0, pass back what it returned.  NULL at the end.  Keys must not
+ * be created or freed during the walk. */
+struct key *core_key_next(const struct resild *d, const struct key *prev,
+                          size_t *bucket);
+
+/* k at now_ms into ex (a large struct: allocate it once).  Changes
+ * nothing. */
+void core_export_key(const struct key *k, uint64_t now_ms,
+                     struct key_export *ex);
+
+/* 0 if ex, read from outside, may be imported (valid name, enums and
+ * counts in range), else RD_EINVAL. */
+int core_export_check(const struct key_export *ex);
+
+/*
+ * The key ex names, created (or taken as it is) under the current
+ * configuration, takes ex's state at now_ms; nothing is announced (the
+ * health list follows).  ex must have passed core_export_check.  0, or a
+ * core_key error (RD_EKEYS when max_keys is reached, ...).
+ */
+int core_import_key(struct resild *d, const struct key_export *ex,
+                    uint64_t now_ms);
+
+void core_export_budget(const struct resild *d, uint64_t now_ms,
+                        struct budget_export *ex);
+/* Any values are safe (ages out of range are dropped). */
+void core_import_budget(struct resild *d, uint64_t now_ms,
+                        const struct budget_export *ex);
+
+/*
+ * Durable operator actions (SPEC §7: force and reset are on disk before
+ * they are acknowledged).  The snapshot module registers these; the RPC
+ * layer, after core_force or core_reset for request msgid of c, calls
+ * wait() and, when it returns 0, answers only in done() (err 0: on disk;
+ * < 0: applied but not on disk).  done runs on the loop, later, outside
+ * any request; like caller->answer it must only queue the answer.  forget
+ * is called when c's connection closes: its waits end without done.
+ */
+typedef void (*durable_done_fn)(struct caller *c, uint32_t msgid, struct key *k,
+                                int err, uint64_t now_ms);
+struct durable_ops {
+    int (*wait)(void *ctx, struct caller *c, uint32_t msgid, struct key *k,
+                durable_done_fn done);
+    void (*forget)(void *ctx, struct caller *c);
+    void *ctx;
+};
+
+/* ops (borrowed, NULL: answers at once) for the RPC layer. */
+void core_set_durable(struct resild *d, const struct durable_ops *ops);
+
 #endif

@@ -75,3 +75,21 @@ uint64_t heartbeat_due_ms(const struct heartbeat *h, uint64_t timeout_ms)
         return UINT64_MAX;
     return h->last_ms + timeout_ms + 1;
 }
+
+void heartbeat_export(const struct heartbeat *h, uint64_t now_ms,
+                      struct heartbeat_export *ex)
+{
+    ex->silent_ms = heartbeat_silent_ms(h, now_ms);
+    ex->beats = h->beats;
+    ex->losses = h->losses;
+    ex->lost = h->lost ? 1 : 0;
+}
+
+void heartbeat_import(struct heartbeat *h, uint64_t now_ms,
+                      const struct heartbeat_export *ex)
+{
+    h->last_ms = now_ms > ex->silent_ms ? now_ms - ex->silent_ms : 0;
+    h->beats = ex->beats;
+    h->losses = ex->losses;
+    h->lost = ex->lost ? 1 : 0;
+}

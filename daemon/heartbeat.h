@@ -73,4 +73,22 @@ int heartbeat_is_lost(const struct heartbeat *h, uint64_t now_ms,
  * caller's timer; 0 if the key is lost already (nothing more is due). */
 uint64_t heartbeat_due_ms(const struct heartbeat *h, uint64_t timeout_ms);
 
+/*
+ * Export and import (snapshots): the silence at the export and the lost
+ * flag, restored under the importer's clock (time the daemon was down
+ * does not count).  A silence longer than the importer's clock has run
+ * (a reboot) starts at the clock's 0 instead; the lost flag is kept
+ * either way, so a lost key stays lost until its next beat.
+ */
+struct heartbeat_export {
+    uint64_t silent_ms;
+    uint64_t beats, losses;
+    uint8_t lost; /* 0 or 1 */
+};
+
+void heartbeat_export(const struct heartbeat *h, uint64_t now_ms,
+                      struct heartbeat_export *ex);
+void heartbeat_import(struct heartbeat *h, uint64_t now_ms,
+                      const struct heartbeat_export *ex);
+
 #endif

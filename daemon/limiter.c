@@ -153,3 +153,33 @@ void limiter_sync(struct limiter *l, const struct limiter_conf *c,
     if (l->level > ceiling)
         l->level = ceiling;
 }
+
+void limiter_export(const struct limiter *l, const struct limiter_conf *c,
+                    uint64_t now_ms, struct limiter_export *ex)
+{
+    struct limiter t = *l; /* brought up to date without changing l */
+
+    refill(&t, c, now_ms);
+    ex->level = t.level;
+    ex->per_ms = c->per_ms ? c->per_ms : 1;
+    ex->paused_left_ms = limiter_paused_ms(l, now_ms);
+}
+
+void limiter_import(struct limiter *l, const struct limiter_conf *c,
+                    uint64_t now_ms, const struct limiter_export *ex)
+{
+    uint64_t per = c->per_ms ? c->per_ms : 1;
+    uint64_t from = ex->per_ms ? ex->per_ms : 1, cap = cap_of(c);
+    uint64_t level = ex->level;
+
+    if (from != per) /* whole tokens in the new unit, rounded down */
+        level = mul_sat(level / from, per);
+    l->level = level < cap ? level : cap;
+    l->updated_ms = now_ms;
+    l->paused_until_ms = 0;
+    if (ex->paused_left_ms) {
+        l->paused_until_ms = ex->paused_left_ms > UINT64_MAX - now_ms
+                                 ? UINT64_MAX
+                                 : now_ms + ex->paused_left_ms;
+    }
+}

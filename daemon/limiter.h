@@ -72,4 +72,26 @@ uint64_t limiter_paused_ms(const struct limiter *l, uint64_t now_ms);
 void limiter_sync(struct limiter *l, const struct limiter_conf *c,
                   uint64_t now_ms, uint64_t remaining);
 
+/*
+ * Export and import (snapshots), in remaining-time form: the level brought
+ * up to now_ms (in token-ms of the exporter's per_ms) and the pause left.
+ * The importer's clock may be another one (a reboot): the pause ends
+ * exactly paused_left_ms after the import, and the level refills from
+ * there.  A level for another per_ms is converted; one above the
+ * importer's burst is cut to it (an import never refills a bucket beyond
+ * what it held).
+ */
+struct limiter_export {
+    uint64_t level;          /* token-ms at the export */
+    uint64_t per_ms;         /* the exporter's per_ms (the level's unit) */
+    uint64_t paused_left_ms; /* venue pause left, 0 if none */
+};
+
+void limiter_export(const struct limiter *l, const struct limiter_conf *c,
+                    uint64_t now_ms, struct limiter_export *ex);
+
+/* Any values are safe: the level is clamped, a per_ms of 0 counts as 1. */
+void limiter_import(struct limiter *l, const struct limiter_conf *c,
+                    uint64_t now_ms, const struct limiter_export *ex);
+
 #endif

@@ -29,6 +29,7 @@
 #include "metrics.h"
 #include "sdnotify.h"
 #include "server.h"
+#include "snapshot.h"
 #include "sockpath.h"
 
 static void usage(FILE *f)
@@ -357,6 +358,7 @@ int main(int argc, char **argv)
     struct errlog *errlog = NULL;
     static struct analytics analytics;
     static struct hooks hooks;
+    static struct snapshot snap; /* snapshot.h: restore, interval, final */
     uv_loop_t *loop = uv_default_loop();
     int ch, check_only = 0, rc;
     uint64_t seed;
@@ -446,12 +448,19 @@ int main(int argc, char **argv)
         }
     }
     /* --- end analytics --- */
+    /* --- snapshot: restore before anyone can ask (SPEC §7) --- */
+    if (snapshot_start(&snap, loop, &d) < 0) {
+        snapshot_stop(&snap, 0);
+        core_free(&d);
+        return 1;
+    }
     if (server_start(&srv, loop, &d, path) < 0 ||
         metrics_listen(&scrape, &srv, loop, &d) < 0) {
         server_stop(&srv);
         uv_run(loop, UV_RUN_NOWAIT); /* let closed handles finish */
         errlog_detach(errlog, loop);
         server_free(&srv);
+        snapshot_stop(&snap, 0); /* the state is as restored: keep the file */
         core_free(&d);
         return 1;
     }
@@ -462,6 +471,7 @@ int main(int argc, char **argv)
     d.reload_ctx = &reloader;
     srv.on_reload = on_sighup;
     srv.on_reload_ctx = &reloader;
+    snapshot_run(&snap); /* every snapshot.interval_s */
     log_msg(LOG_INFO,
             "resild %s listening on %s (pid %ld, config %s, "
             "%zu policies, max_clients %u, max_keys %u)",
@@ -475,6 +485,7 @@ int main(int argc, char **argv)
     sd_close(loop);
     hooks_stop(&hooks); /* analytics: running hooks killed, timers closed */
     uv_run(loop, UV_RUN_NOWAIT);
+    snapshot_stop(&snap, 1); /* the last snapshot, then the journal emptied */
     errlog_detach(errlog, loop); /* error log: the last lines, fdatasync */
     prom_free(&scrape.page);
     log_msg(LOG_INFO, "stopped: %llu requests served",

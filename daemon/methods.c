@@ -703,6 +703,42 @@ static int need_admin(struct req *r)
     return -1;
 }
 
+/* --- durable operator actions (snapshot.c's journal; core.h) --- */
+
+/* d->durable->wait's done: the action is on disk (err 0) or is not. */
+static void answer_durable(struct caller *c, uint32_t msgid, struct key *k,
+                           int err, uint64_t now_ms)
+{
+    struct rpc_client *rc =
+        (struct rpc_client *)((char *)c - offsetof(struct rpc_client, caller));
+
+    if (err < 0) {
+        proto_pack_error(rc->pk, msgid, "not_durable",
+                         "applied, but it could not be written to disk (see "
+                         "health components.snapshot): it will not survive a "
+                         "restart");
+    } else {
+        proto_pack_response_head(rc->pk, msgid);
+        pack_key_status(rc->pk, k, now_ms);
+    }
+    rc->flush(rc);
+}
+
+/* After a force or reset: 0 when the answer waits for the journal
+ * (answer_durable packs it), -1 when it goes now (no journal, a
+ * notification, or the wait could not be set up: then not_durable is
+ * packed here and 0 returned). */
+static int wait_durable(struct req *r, struct key *k)
+{
+    const struct durable_ops *ops = r->d->durable;
+
+    if (!ops || r->m->type == PROTO_NOTIFY)
+        return -1;
+    if (ops->wait(ops->ctx, r->c, r->m->msgid, k, answer_durable) < 0)
+        answer_durable(r->c, r->m->msgid, k, -1, r->now_ms);
+    return 0;
+}
+
 static void m_force(struct req *r)
 {
     static const char *const states[] = {"auto", "open", "closed", "disabled",
@@ -732,6 +768,8 @@ static void m_force(struct req *r)
     rn = reason ? utf8_cut(reason, rn, KEY_REASON_MAX) : 0;
     core_force(r->d, k, map[st], reason, rn, ttl, (uint32_t)r->c->uid,
                r->now_ms);
+    if (wait_durable(r, k) == 0)
+        return; /* answered by answer_durable */
     proto_pack_response_head(r->pk, r->m->msgid);
     pack_key_status(r->pk, k, r->now_ms);
 }
@@ -746,6 +784,8 @@ static void m_reset(struct req *r)
         get_key(r, name, n, &k) < 0)
         return;
     core_reset(r->d, k, (uint32_t)r->c->uid, r->now_ms);
+    if (wait_durable(r, k) == 0)
+        return; /* answered by answer_durable */
     proto_pack_response_head(r->pk, r->m->msgid);
     pack_key_status(r->pk, k, r->now_ms);
 }
@@ -1295,6 +1335,8 @@ void methods_client_gone(struct resild *d, struct rpc_client *rc,
                          uint64_t now_ms)
 {
     set_topics(d, rc, 0);
+    if (d->durable) /* answers waiting for the journal go nowhere now */
+        d->durable->forget(d->durable->ctx, &rc->caller);
     core_caller_gone(d, &rc->caller, now_ms);
 }
 

@@ -23,6 +23,7 @@ struct parked;
 struct admit_result;
 
 struct rpc_client;
+struct durable_ops;
 
 #define CORE_MAX_SINKS 8      /* event consumers registered at start */
 #define CORE_ERROR_SECONDS 60 /* recent_errors: this many 1 s buckets */
@@ -117,6 +118,9 @@ struct resild {
     /* Owned by main (analytics.h), fed by its sink; read by the `errors`
      * method.  NULL: analytics is not running (errors answers zeros). */
     struct analytics *analytics;
+    /* Operator actions wait for these before they are answered (core.h,
+     * snapshot.c's journal); NULL: answered at once. */
+    const struct durable_ops *durable;
     /* Owned by the RPC layer (methods.c): connections that subscribed. */
     struct rpc_client *subs;
     uint32_t nsubs;
