@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "admit.h"
+#include "analytics.h"
 #include "breaker.h"
 #include "config.h"
 #include "keys.h"
@@ -54,7 +55,7 @@ static uint64_t hash_buckets(uint64_t max_keys)
 
 void memory_estimate(const struct config *c, struct memory_estimate *m)
 {
-    uint64_t part[4];
+    uint64_t part[5];
     size_t i;
 
     m->key_policy = &c->policies[0];
@@ -90,9 +91,16 @@ void memory_estimate(const struct config *c, struct memory_estimate *m)
     part[MEMORY_PERMITS] = m->permits_bytes;
     part[MEMORY_PARKED] = m->parked_bytes;
     part[MEMORY_CONNS] = m->conns_bytes;
+    /* Error analytics: every series of errors.max_series, each on a key of
+     * its own (the worst case), plus the recent-error ring. */
+    m->analytics_bytes =
+        (uint64_t)c->errors_max_series *
+            (analytics_series_bytes() + analytics_key_bytes()) +
+        (uint64_t)c->errors_recent * 2048;
+    part[MEMORY_ANALYTICS] = m->analytics_bytes;
     m->total_bytes = 0;
     m->biggest = MEMORY_KEYS;
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < 5; i++) {
         m->total_bytes += part[i];
         if (part[i] > part[m->biggest])
             m->biggest = (enum memory_part)i;
@@ -133,11 +141,13 @@ int memory_describe(const struct memory_estimate *m, const struct config *c,
     return snprintf(buf, cap,
                     "%.1f MiB: keys %.1f MiB (%u x %.1f KiB, %s), "
                     "permits %.1f MiB (%u), parked %.1f MiB (%u), "
-                    "connections %.1f MiB (%u x %.1f KiB)",
+                    "connections %.1f MiB (%u x %.1f KiB), "
+                    "error analytics %.1f MiB (%u series)",
                     mib(m->total_bytes), mib(m->keys_bytes), c->max_keys,
                     kib(m->key_bytes), words, mib(m->permits_bytes),
                     c->max_permits, mib(m->parked_bytes), c->max_parked,
-                    mib(m->conns_bytes), c->max_clients, kib(m->conn_bytes));
+                    mib(m->conns_bytes), c->max_clients, kib(m->conn_bytes),
+                    mib(m->analytics_bytes), c->errors_max_series);
 }
 
 int memory_check(const struct config *c, char *err, size_t cap)
@@ -174,6 +184,13 @@ int memory_check(const struct config *c, char *err, size_t cap)
                  "max_frame_bytes and max_output_bytes",
                  c->max_clients, kib(m.conn_bytes));
         fix = "max_clients, max_frame_bytes or max_output_bytes";
+        break;
+    case MEMORY_ANALYTICS:
+        snprintf(why, sizeof(why),
+                 "%u error series (errors.max_series) x %.1f KiB",
+                 c->errors_max_series,
+                 kib(analytics_series_bytes() + analytics_key_bytes()));
+        fix = "errors.max_series";
         break;
     }
     snprintf(err, cap,

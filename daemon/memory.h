@@ -26,6 +26,7 @@ enum memory_part {
     MEMORY_PERMITS,
     MEMORY_PARKED,
     MEMORY_CONNS,
+    MEMORY_ANALYTICS,
 };
 
 struct memory_estimate {
@@ -37,7 +38,8 @@ struct memory_estimate {
     uint64_t parked_bytes;           /* the parked-request pool */
     uint64_t conn_bytes;             /* one connection, buffers full */
     uint64_t conns_bytes;            /* max_clients connections */
-    enum memory_part biggest;        /* the largest of the four */
+    uint64_t analytics_bytes;        /* errors.max_series series, full */
+    enum memory_part biggest;        /* the largest of the five */
 };
 
 /* The worst case of c (complete, as config_load leaves it) into *m. */

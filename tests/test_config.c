@@ -604,8 +604,11 @@ static void test_memory(void)
     IS(m.key_bytes >= sizeof(struct key) + 100, 1,
        "a default key costs its struct and a 100-call window");
     IS(m.total_bytes,
-       m.keys_bytes + m.permits_bytes + m.parked_bytes + m.conns_bytes,
+       m.keys_bytes + m.permits_bytes + m.parked_bytes + m.conns_bytes +
+           m.analytics_bytes,
        "the total is the sum of the parts");
+    IS(m.analytics_bytes >= (uint64_t)c.errors_max_series * 7000, 1,
+       "error analytics: errors.max_series full series");
     IS(m.permits_bytes >= 65536 * sizeof(struct permit), 1,
        "permits: max_permits x struct permit");
     IS(m.conns_bytes, 1024 * m.conn_bytes, "connections: max_clients x one");
@@ -656,9 +659,10 @@ static void test_memory(void)
            strstr(err, "1024 clients (max_clients)") &&
            strstr(err, "exceeds max_memory_mb 200"),
        "connections the biggest part: named (%s)", err);
-    path = write_cfg("{\"max_memory_mb\": 200, \"max_clients\": 64}");
+    path = write_cfg("{\"max_memory_mb\": 200, \"max_clients\": 64, "
+                     "\"errors\": {\"max_series\": 1000}}");
     if (!OK(config_load(path, &c, err, sizeof(err)) == 0,
-            "fewer clients: fits in 200 MiB"))
+            "fewer clients and error series: fits in 200 MiB"))
         DIAG("%s", err);
     else
         config_free(&c);
