@@ -147,6 +147,8 @@ check: all $(TEST_BINS)
 # reference, printed, never asserted (BENCH_N=... sets the count).
 bench: all $(BUILD)/tests/bench
 	@BUILD=$(BUILD) $(BUILD)/tests/bench
+	@echo; echo "Python client (client/python/bench.py), same machine, same run:"
+	@BUILD=$(BUILD) /usr/bin/python3 client/python/bench.py
 
 # analytics: its correlation loops are written to vectorise (-O3).
 $(BUILD)/obj/daemon/analytics.o: CFLAGS += -O3

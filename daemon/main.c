@@ -145,6 +145,13 @@ static void keep_fixed(const struct config *run, struct config *next, char *msg,
     KEEP(max_parked, "max_parked");
     KEEP(max_parked_per_client, "max_parked_per_client");
     KEEP(metrics_listen, "metrics.listen");
+    KEEP(snapshot_path, "snapshot.path");
+    KEEP(snapshot_interval_s, "snapshot.interval_s");
+    KEEP(snapshot_enabled, "snapshot.enabled");
+    KEEP(error_log_dir, "error_log.dir");
+    KEEP(error_log_retention_days, "error_log.retention_days");
+    KEEP(errors_max_series, "errors.max_series");
+    KEEP(errors_recent, "errors.recent");
 #undef KEEP
 }
 
