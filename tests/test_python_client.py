@@ -1125,6 +1125,38 @@ def test_sigstop(tap, d):
     loop.close()
 
 
+def test_async_events(tap, d):
+    """AsyncClient.subscribe: events arrive as dicts on the same
+    connection, in order, while calls go on."""
+    async def run():
+        ac = resil.AsyncClient(d.sock, timeout_ms=2000)
+        got = await ac.subscribe(["operator", "state"])
+        tap.check(got == ["state", "operator"],
+                  "subscribe answers the topics", repr(got))
+        await ac.force("ev.k", "open", reason="maint")
+        seen = []
+        while True:
+            ev = await ac.next_event(timeout=2.0)
+            if ev is None:
+                break
+            seen.append(ev)
+            if ev.get("type") == "transition":
+                break
+        types = [(e.get("topic"), e.get("type")) for e in seen]
+        tap.check(types[:2] == [("operator", "force"),
+                                ("state", "transition")] and
+                  seen[0].get("reason") == "maint" and
+                  seen[1].get("to") == "forced_open",
+                  "the force and its transition arrive in order",
+                  repr(seen))
+        x = await ac.acquire("ev.k")
+        tap.check(not x.allow and x.reason == "forced_open",
+                  "calls go on over the subscribed connection", repr(x))
+        await ac.reset("ev.k")
+        await ac.close()
+    asyncio.run(run())
+
+
 def main():
     tap = rpcutil.Tap()
     tap.run("mapping", test_mapping, tap)
@@ -1142,6 +1174,7 @@ def main():
                          ("examples", test_examples),
                          ("retrying", test_retrying), ("async", test_async),
                          ("async concurrency", test_async_concurrency),
+                         ("async events", test_async_events),
                          ("threads", test_threads),
                          ("sigstop", test_sigstop)):
             tap.run(name, fn, tap, d)

@@ -69,7 +69,11 @@ class _Conn(asyncio.Protocol):
             for msg in self.unpacker:
                 r = C.classify_message(msg)
                 if r is None:
-                    continue  # an event: this client does not subscribe
+                    # A notification: an event, if subscribed.
+                    if (msg[1] == "event" and type(msg[2]) is list
+                            and msg[2] and isinstance(msg[2][0], dict)):
+                        self.owner._event(msg[2][0])
+                    continue
                 fut = self.pending.pop(r[0], None)
                 if fut is not None and not fut.done():
                     fut.set_result((r[1], r[2]))
@@ -157,6 +161,8 @@ class AsyncClient:
         self._backoff_until = 0.0
         self._backoff_cause = ""
         self._pid = os.getpid()
+        self._events = None  # asyncio.Queue once subscribed
+        self.events_dropped = 0
 
     # -- connection ------------------------------------------------------
 
@@ -277,6 +283,51 @@ class AsyncClient:
                 self._garbage(str(g))
                 raise Unavailable("protocol", str(g)) from None
         return res
+
+    # -- events ----------------------------------------------------------
+
+    EVENT_QUEUE = 10000  # events kept for a reader that falls behind
+
+    def _event(self, ev):
+        q = self._events
+        if q is None:
+            return
+        if q.full():  # a reader that falls behind loses the oldest
+            q.get_nowait()
+            self.events_dropped += 1
+        q.put_nowait(ev)
+
+    async def subscribe(self, topics=("state", "error", "operator"),
+                        timeout_ms=None):
+        """Subscribe this client's connection to topics (state, error,
+        alert, operator, bound); returns what the daemon subscribed.  The
+        events arrive through next_event() / `async for ev in
+        client.events()` as dicts (PROTOCOL.md, "subscribe").  The
+        connection's calls go on as usual.  A subscription lives as long as
+        the connection: after Unavailable, subscribe again.  At most
+        EVENT_QUEUE events wait for the reader; beyond that the oldest are
+        dropped and counted in events_dropped."""
+        if self._events is None:
+            self._events = asyncio.Queue(self.EVENT_QUEUE)
+        res = await self._call("subscribe", {"topics": list(topics)},
+                               timeout_ms)
+        return res.get("subscribed", []) if isinstance(res, dict) else []
+
+    async def next_event(self, timeout=None):
+        """The next event (a dict); None after timeout seconds without
+        one.  Raises ValueError when not subscribed."""
+        if self._events is None:
+            raise ValueError("subscribe() first")
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._events.get()
+        except TimeoutError:
+            return None
+
+    async def events(self):
+        """Every event, as they come (an async iterator)."""
+        while True:
+            yield await self.next_event()
 
     # -- the methods -----------------------------------------------------
 
