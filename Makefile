@@ -85,8 +85,11 @@ $(BUILD)/libresil.a: $(call obj,$(PROTO_SRC) $(CLIENT_SRC))
 $(BUILD)/libresil.so: $(call obj,$(PROTO_SRC) $(CLIENT_SRC))
 	$(CC) $(LDFLAGS) -shared -Wl,-soname,libresil.so.$(SOVERSION) -o $@ $^ $(LDLIBS) -lpthread
 
+# resilctl top draws with ncurses (wide-character build, from Debian's
+# libncurses-dev): terminfo knows each terminal's sequences.
+CTL_LIBS := $(shell pkg-config --libs ncursesw 2>/dev/null || echo -lncursesw)
 $(BUILD)/resilctl: $(call obj,$(CTL_SRC)) $(BUILD)/libresil.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lpthread
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(CTL_LIBS) -lpthread
 
 # Unit tests link the pure modules directly; the integration test links
 # libresil and drives a real daemon.

@@ -23,6 +23,7 @@
  * check; `watch` exits 0 when stopped (SIGINT, SIGTERM, EOF on a piped
  * stdin, or its reader gone) and 3 when the daemon is or goes away.
  */
+#include <curses.h>
 #include <errno.h>
 #include <jansson.h>
 #include <langinfo.h>
@@ -1990,6 +1991,614 @@ static int cmd_errors(struct ctl *c, int argc, char **argv)
 
 /* --- end errors ----------------------------------------------------------- */
 
+/* --- top (issue 11): the live full-screen view ----------------------------
+ * `resilctl top` redraws every TOP_TICK_MS, worst trouble first, as many
+ * keys as fit on the screen.  Each refresh asks, all bounded:
+ *   health                      the keys not operational (<= 1000)
+ *   errors {window_s 60, top 1} failures per key over the last 60 s
+ *                               (by_key, the 100 busiest)
+ *   status {key K}              per shown key: state, failures, limiter,
+ *                               bulkhead (<= screen rows calls)
+ *   status {limit N}            the first N keys by name, to fill the rest
+ *                               of the screen when little is in trouble
+ * so a refresh costs O(screen rows + troubled keys), never a walk of
+ * every key.  Order: unavailable, then degraded, then failures in the
+ * last 60 s (most first), then name.
+ *
+ * The sparkline is failures per refresh (about per second) over the last
+ * TOP_SPARK_S refreshes, from the change of the key's lifetime `failures`
+ * (status) between refreshes: the daemon keeps no per-key series on the
+ * wire, and asking `errors` for 60 windows each second would cost the
+ * daemon's loop ~60 analytics walks.  So it fills from the moment top
+ * started (and from the moment a key is first shown).  Rows are scaled to
+ * their own peak, the peak shown as the ERR/60S figure is the daemon's.
+ *
+ * ncurses (ncursesw, Debian's libncurses-dev) owns the terminal: it knows
+ * the terminal's sequences from terminfo and restores it in endwin(),
+ * which every exit path after initscr() passes through (one cleanup
+ * label; SIGINT/SIGTERM/SIGHUP only set a flag the loop checks).  With
+ * stdin or stdout not a terminal (or a TERM terminfo does not know), top
+ * prints one plain snapshot (--limit N rows, default TOP_SNAPSHOT_ROWS)
+ * and exits. */
+
+#define TOP_TICK_MS 1000
+#define TOP_SPARK_S 60          /* sparkline samples, one per refresh */
+#define TOP_ROWS_MAX 500        /* rows shown at most (a very tall screen) */
+#define TOP_SNAPSHOT_ROWS 50    /* rows of the plain snapshot by default */
+#define TOP_TRACK_MAX 1024      /* keys whose sparkline history is kept */
+#define TOP_CANDIDATES_MAX 2200 /* health (<= 1000) + by_key (<= 100) ... */
+
+struct top_row {
+    char key[NEXT_KEY_MAX + 1]; /* raw key name (NUL-free, checked) */
+    int rank;                   /* 2 unavailable, 1 degraded, 0 operational */
+    uint64_t err60;             /* failures in the last 60 s (errors by_key) */
+    int have_status;            /* the fields below are set */
+    char state[32 + 1];         /* breaker state name */
+    uint64_t failures;          /* lifetime failures (status) */
+    int lim_pct;                /* limiter fill: % of burst used; -1 none */
+    int lim_paused;             /* the venue paused the limiter */
+    int bh_in_use, bh_max, bh_queued; /* bulkhead; bh_max -1 none */
+};
+
+/* A key's sparkline history: failures per refresh, oldest first in ring
+ * order from `head`. */
+struct top_hist {
+    char key[NEXT_KEY_MAX + 1];
+    uint64_t last_failures; /* the lifetime count at the last refresh */
+    uint64_t seen_tick;     /* last refresh that showed the key; 0 = free */
+    uint32_t n[TOP_SPARK_S];
+    unsigned head, len;
+};
+
+struct top {
+    struct ctl *c;
+    struct top_row *rows; /* candidates, then the shown rows first */
+    size_t nrows, caprows;
+    struct top_hist *hist; /* TOP_TRACK_MAX entries */
+    uint64_t tick;
+    char health[32 + 1];
+    uint64_t total_keys, err60_all;
+    char err[ERR_TEXT_CAP]; /* why the last refresh failed; "" = fine */
+};
+
+static volatile sig_atomic_t top_stop;
+
+static void top_on_signal(int sig)
+{
+    (void)sig;
+    top_stop = 1;
+}
+
+/* A string object as a NUL-terminated raw key in dst; -1 when it is not a
+ * string, too long or holds a NUL (never shown, never asked about). */
+static int top_key_of(const msgpack_object *o, char *dst)
+{
+    if (!o || o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0 ||
+        o->via.str.size > NEXT_KEY_MAX ||
+        memchr(o->via.str.ptr, '\0', o->via.str.size))
+        return -1;
+    memcpy(dst, o->via.str.ptr, o->via.str.size);
+    dst[o->via.str.size] = '\0';
+    return 0;
+}
+
+/* Call without printing (the screen owns the terminal): 0 with a->result,
+ * or -1 with t->err set.  a is always answer_free'able. */
+static int top_call(struct top *t, const char *method,
+                    const msgpack_sbuffer *sb, struct answer *a)
+{
+    char code[ERR_TEXT_CAP], msg[ERR_TEXT_CAP], e[4 * 64 + 8];
+    size_t off = 0;
+    int rc;
+
+    memset(a, 0, sizeof(*a));
+    msgpack_zone_init(&a->zone, 4096);
+    errno = 0;
+    rc = resil_call(t->c->r, method, sb ? sb->data : NULL, sb ? sb->size : 0,
+                    t->c->deadline_ms, &a->raw, &a->len, code, msg,
+                    sizeof(code));
+    if (rc == 0 && msgpack_unpack(a->raw, a->len, &off, &a->zone, &a->result) ==
+                       MSGPACK_UNPACK_SUCCESS)
+        return 0;
+    if (rc == RESIL_EREMOTE)
+        snprintf(t->err, sizeof(t->err), "%s: %s refused: %s", method,
+                 resil_path(t->c->r),
+                 escape(e, sizeof(e), code, strlen(code), 64));
+    else
+        snprintf(t->err, sizeof(t->err), "cannot reach resild at %s: %s",
+                 resil_path(t->c->r),
+                 rc == 0                 ? "unreadable answer"
+                 : rc == RESIL_ETIMEDOUT ? "no answer in time"
+                 : errno                 ? strerror(errno)
+                                         : resil_strerror(rc));
+    return -1;
+}
+
+static int top_rank(const msgpack_object *health)
+{
+    if (proto_str_eq(health, "unavailable"))
+        return 2;
+    return proto_str_eq(health, "degraded") ? 1 : 0;
+}
+
+/* The row of key, added when absent (NULL when full or out of memory). */
+static struct top_row *top_row_get(struct top *t, const char *key)
+{
+    size_t i;
+
+    for (i = 0; i < t->nrows; i++)
+        if (!strcmp(t->rows[i].key, key))
+            return &t->rows[i];
+    if (t->nrows == TOP_CANDIDATES_MAX)
+        return NULL;
+    if (t->nrows == t->caprows) {
+        size_t cap = t->caprows ? t->caprows * 2 : 64;
+        struct top_row *p = realloc(t->rows, cap * sizeof(*p));
+        if (!p)
+            return NULL;
+        t->rows = p;
+        t->caprows = cap;
+    }
+    memset(&t->rows[t->nrows], 0, sizeof(t->rows[0]));
+    snprintf(t->rows[t->nrows].key, sizeof(t->rows[0].key), "%s", key);
+    t->rows[t->nrows].bh_max = -1;
+    t->rows[t->nrows].lim_pct = -1;
+    return &t->rows[t->nrows++];
+}
+
+/* Take one per-key status map into its row. */
+static void top_take_status(struct top *t, const msgpack_object *m)
+{
+    const msgpack_object *lim = proto_map_get(m, "limiter");
+    const msgpack_object *bh = proto_map_get(m, "bulkhead");
+    char key[NEXT_KEY_MAX + 1], e[4 * 32 + 8];
+    struct top_row *r;
+    uint64_t burst, avail, u;
+
+    if (!m || m->type != MSGPACK_OBJECT_MAP ||
+        top_key_of(proto_map_get(m, "key"), key) < 0 ||
+        !(r = top_row_get(t, key)))
+        return;
+    r->have_status = 1;
+    r->rank = top_rank(proto_map_get(m, "health"));
+    snprintf(r->state, sizeof(r->state), "%s",
+             obj_text(e, sizeof(e), proto_map_get(m, "state"), 32, "?"));
+    r->failures = 0;
+    obj_uint(proto_map_get(m, "failures"), &r->failures);
+    r->lim_pct = -1;
+    if (lim && lim->type == MSGPACK_OBJECT_MAP &&
+        obj_uint(proto_map_get(lim, "burst"), &burst) == 0 && burst > 0 &&
+        obj_uint(proto_map_get(lim, "available"), &avail) == 0) {
+        r->lim_pct = avail >= burst ? 0 : (int)((burst - avail) * 100 / burst);
+        r->lim_paused =
+            obj_uint(proto_map_get(lim, "paused_ms"), &u) == 0 && u > 0;
+    }
+    r->bh_max = -1;
+    if (bh && bh->type == MSGPACK_OBJECT_MAP &&
+        obj_uint(proto_map_get(bh, "max"), &u) == 0 && u < 1000000) {
+        r->bh_max = (int)u;
+        r->bh_in_use =
+            obj_uint(proto_map_get(bh, "in_use"), &u) == 0 && u < 1000000
+                ? (int)u
+                : 0;
+        r->bh_queued =
+            obj_uint(proto_map_get(bh, "queued"), &u) == 0 && u < 1000000
+                ? (int)u
+                : 0;
+    }
+}
+
+static int top_cmp(const void *pa, const void *pb)
+{
+    const struct top_row *a = pa, *b = pb;
+
+    if (a->rank != b->rank)
+        return b->rank - a->rank;
+    if (a->err60 != b->err60)
+        return a->err60 < b->err60 ? 1 : -1;
+    return strcmp(a->key, b->key);
+}
+
+/* Status pages of the first `limit` keys (by name) into rows. */
+static int top_status_page(struct top *t, size_t limit)
+{
+    const msgpack_object *keys;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    struct answer a;
+    size_t i;
+    int rc;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    proto_kv_u64(&pk, "limit", limit);
+    if ((rc = top_call(t, "status", &sb, &a)) == 0) {
+        keys = proto_map_get(&a.result, "keys");
+        for (i = 0; i < arr_len(keys) && i < limit; i++)
+            top_take_status(t, arr_at(keys, i));
+        t->total_keys = 0;
+        obj_uint(proto_map_get(&a.result, "total"), &t->total_keys);
+    }
+    answer_free(&a);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+/*
+ * One refresh: the `want` most troubled keys into t->rows[0..nrows), in
+ * order, with their status.  0, or -1 with t->err set.
+ */
+static int top_refresh(struct top *t, size_t want)
+{
+    char key[NEXT_KEY_MAX + 1];
+    const msgpack_object *m;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    struct answer a;
+    uint64_t u;
+    uint32_t i;
+    size_t j;
+    int rc;
+
+    t->nrows = 0;
+    t->err[0] = '\0';
+    /* The keys not operational. */
+    if (top_call(t, "health", NULL, &a) < 0)
+        goto fail;
+    obj_text(t->health, sizeof(t->health), proto_map_get(&a.result, "overall"),
+             32, "?");
+    m = proto_map_get(&a.result, "services");
+    for (i = 0; m && m->type == MSGPACK_OBJECT_MAP && i < m->via.map.size;
+         i++) {
+        struct top_row *r;
+        if (top_key_of(&m->via.map.ptr[i].key, key) == 0 &&
+            (r = top_row_get(t, key)))
+            r->rank = top_rank(&m->via.map.ptr[i].val);
+    }
+    answer_free(&a);
+    /* Failures per key over the last 60 s. */
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    proto_kv_u64(&pk, "window_s", 60);
+    proto_kv_u64(&pk, "top", 1);
+    rc = top_call(t, "errors", &sb, &a);
+    msgpack_sbuffer_destroy(&sb);
+    if (rc < 0)
+        goto fail;
+    t->err60_all = 0;
+    obj_uint(proto_map_get(&a.result, "total"), &t->err60_all);
+    m = proto_map_get(&a.result, "by_key");
+    for (i = 0; m && m->type == MSGPACK_OBJECT_MAP && i < m->via.map.size;
+         i++) {
+        struct top_row *r;
+        if (top_key_of(&m->via.map.ptr[i].key, key) == 0 &&
+            obj_uint(&m->via.map.ptr[i].val, &u) == 0 &&
+            (r = top_row_get(t, key)))
+            r->err60 = u;
+    }
+    answer_free(&a);
+    /* The most troubled first; the rest are not asked about. */
+    qsort(t->rows, t->nrows, sizeof(t->rows[0]), top_cmp);
+    if (t->nrows > want)
+        t->nrows = want;
+    /* Fill a screen with little trouble from the first keys by name
+     * (this also gives the key count). */
+    if (top_status_page(t, want) < 0)
+        return -1;
+    for (j = 0; j < t->nrows; j++) {
+        if (t->rows[j].have_status)
+            continue;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 1);
+        proto_kv_str(&pk, "key", t->rows[j].key);
+        rc = top_call(t, "status", &sb, &a);
+        msgpack_sbuffer_destroy(&sb);
+        if (rc == 0)
+            top_take_status(t, arr_at(proto_map_get(&a.result, "keys"), 0));
+        answer_free(&a);
+        if (rc < 0)
+            return -1;
+    }
+    /* A key gone since health/errors named it has no status: drop it. */
+    for (j = 0; j < t->nrows;)
+        if (!t->rows[j].have_status)
+            t->rows[j] = t->rows[--t->nrows];
+        else
+            j++;
+    qsort(t->rows, t->nrows, sizeof(t->rows[0]), top_cmp);
+    if (t->nrows > want)
+        t->nrows = want;
+    return 0;
+fail:
+    answer_free(&a);
+    return -1;
+}
+
+/* Record this refresh's failures of each shown key in its history. */
+static void top_history(struct top *t)
+{
+    size_t i, h, free_h, oldest;
+
+    t->tick++;
+    for (i = 0; i < t->nrows; i++) {
+        struct top_row *r = &t->rows[i];
+        struct top_hist *x = NULL;
+        free_h = oldest = TOP_TRACK_MAX;
+        for (h = 0; h < TOP_TRACK_MAX; h++) {
+            if (!t->hist[h].seen_tick) {
+                if (free_h == TOP_TRACK_MAX)
+                    free_h = h;
+            } else if (!strcmp(t->hist[h].key, r->key)) {
+                x = &t->hist[h];
+                break;
+            } else if (oldest == TOP_TRACK_MAX ||
+                       t->hist[h].seen_tick < t->hist[oldest].seen_tick) {
+                oldest = h;
+            }
+        }
+        if (!x) { /* new: reuse a free slot, else the longest unseen */
+            x = &t->hist[free_h < TOP_TRACK_MAX ? free_h : oldest];
+            memset(x, 0, sizeof(*x));
+            snprintf(x->key, sizeof(x->key), "%s", r->key);
+            x->last_failures = r->failures;
+        } else {
+            /* A reset key's count can go down: count nothing, rebase. */
+            uint64_t d = r->failures >= x->last_failures
+                             ? r->failures - x->last_failures
+                             : 0;
+            x->n[(x->head + x->len) % TOP_SPARK_S] =
+                d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+            if (x->len < TOP_SPARK_S)
+                x->len++;
+            else
+                x->head = (x->head + 1) % TOP_SPARK_S;
+            x->last_failures = r->failures;
+        }
+        x->seen_tick = t->tick;
+    }
+}
+
+static const struct top_hist *top_hist_of(const struct top *t, const char *k)
+{
+    size_t h;
+
+    for (h = 0; h < TOP_TRACK_MAX; h++)
+        if (t->hist[h].seen_tick && !strcmp(t->hist[h].key, k))
+            return &t->hist[h];
+    return NULL;
+}
+
+/* The limiter and bulkhead cells of a row. */
+static void top_cells(const struct top_row *r, char *lim, size_t lcap, char *bh,
+                      size_t bcap)
+{
+    if (r->lim_pct < 0)
+        snprintf(lim, lcap, "-");
+    else if (r->lim_paused)
+        snprintf(lim, lcap, "paused");
+    else
+        snprintf(lim, lcap, "%d%%", r->lim_pct);
+    if (r->bh_max < 0)
+        snprintf(bh, bcap, "-");
+    else if (r->bh_queued)
+        snprintf(bh, bcap, "%d/%d+%d", r->bh_in_use, r->bh_max, r->bh_queued);
+    else
+        snprintf(bh, bcap, "%d/%d", r->bh_in_use, r->bh_max);
+}
+
+/* The plain snapshot (stdout not a terminal). */
+static int top_snapshot(struct top *t, size_t want)
+{
+    char k[4 * KEY_SHOW_MAX + 8], lim[32], bh[48];
+    size_t i;
+
+    if (top_refresh(t, want) < 0) {
+        fprintf(stderr, "resilctl: %s\n", t->err);
+        return EXIT_UNREACHABLE;
+    }
+    printf("resild top: %llu keys, health %s, %llu failures in the last "
+           "60 s\n",
+           (unsigned long long)t->total_keys, t->health,
+           (unsigned long long)t->err60_all);
+    printf("%-40s  %-13s  %8s  %9s  %7s  %-12s\n", "KEY", "STATE", "ERR/60S",
+           "FAILURES", "LIMITER", "BULKHEAD");
+    for (i = 0; i < t->nrows; i++) {
+        const struct top_row *r = &t->rows[i];
+        top_cells(r, lim, sizeof(lim), bh, sizeof(bh));
+        escape(k, sizeof(k), r->key, strlen(r->key), KEY_SHOW_MAX);
+        printf("%s%*s  %-13s  %8llu  %9llu  %7s  %-12s\n", k,
+               text_width(k) < 40 ? (int)(40 - text_width(k)) : 0, "", r->state,
+               (unsigned long long)r->err60, (unsigned long long)r->failures,
+               lim, bh);
+    }
+    if (t->total_keys > t->nrows)
+        printf("showing %zu of %llu keys, most troubled first\n", t->nrows,
+               (unsigned long long)t->total_keys);
+    return EXIT_OK;
+}
+
+enum { TOP_C_BAD = 1, TOP_C_WARN, TOP_C_OK, TOP_C_FORCED };
+
+static int top_state_colour(const char *state)
+{
+    if (strstr(state, "open") && !strstr(state, "half"))
+        return TOP_C_BAD; /* open, forced_open */
+    if (strstr(state, "half"))
+        return TOP_C_WARN;
+    if (!strcmp(state, "closed"))
+        return TOP_C_OK;
+    return TOP_C_FORCED; /* forced_closed, disabled */
+}
+
+/* The row's sparkline at (y, x), width w: the last w samples. */
+static void top_spark(const struct top_hist *x, int y, int xpos, int w)
+{
+    static const char *const utf8[] = {
+        "\xe2\x96\x81", "\xe2\x96\x82", "\xe2\x96\x83", "\xe2\x96\x84",
+        "\xe2\x96\x85", "\xe2\x96\x86", "\xe2\x96\x87", "\xe2\x96\x88"};
+    static const char ascii[] = "_.-:=+*#";
+    uint32_t peak = 0, v;
+    unsigned i, n, from;
+
+    if (!x || w <= 0)
+        return;
+    n = x->len < (unsigned)w ? x->len : (unsigned)w;
+    from = x->len - n;
+    for (i = 0; i < n; i++)
+        if ((v = x->n[(x->head + from + i) % TOP_SPARK_S]) > peak)
+            peak = v;
+    /* Right-aligned: the newest sample in the last column. */
+    move(y, xpos + w - (int)n);
+    for (i = 0; i < n; i++) {
+        v = x->n[(x->head + from + i) % TOP_SPARK_S];
+        if (!v) { /* no failures: blank, so any failure stands out */
+            addch(' ');
+            continue;
+        }
+        v = peak ? (uint32_t)(((uint64_t)v * 7 + peak - 1) / peak) : 0;
+        if (term_utf8)
+            addstr(utf8[v > 7 ? 7 : v]);
+        else
+            addch((chtype)(unsigned char)ascii[v > 7 ? 7 : v]);
+    }
+}
+
+static void top_draw(struct top *t)
+{
+    char k[4 * KEY_SHOW_MAX + 8], lim[32], bh[48], num[32], now[16];
+    int y, keyw, sx, sw, x;
+    time_t sec = time(NULL);
+    struct tm tm;
+    size_t i;
+
+    gmtime_r(&sec, &tm);
+    strftime(now, sizeof(now), "%H:%M:%S", &tm);
+    erase();
+    attron(A_BOLD);
+    mvprintw(0, 0,
+             "resild top  %s UTC  %llu keys  health %s  %llu failures "
+             "/60s  (q quits)",
+             now, (unsigned long long)t->total_keys, t->health,
+             (unsigned long long)t->err60_all);
+    attroff(A_BOLD);
+    if (t->err[0]) {
+        attron(COLOR_PAIR(TOP_C_BAD) | A_BOLD);
+        mvprintw(1, 0, "%.*s", COLS > 0 ? COLS - 1 : 0, t->err);
+        attroff(COLOR_PAIR(TOP_C_BAD) | A_BOLD);
+    }
+    /* KEY | STATE | ERR/60S | LIMITER | BULKHEAD | sparkline */
+    keyw = COLS - (14 + 9 + 8 + 13 + 2 + TOP_SPARK_S);
+    keyw = keyw < 16 ? 16 : keyw > 48 ? 48 : keyw;
+    sx = keyw + 14 + 9 + 8 + 13 + 2;
+    sw = COLS - sx - 1 < TOP_SPARK_S ? COLS - sx - 1 : TOP_SPARK_S;
+    attron(A_REVERSE);
+    mvprintw(2, 0, "%-*s%-14s%8s %-8s%-13s  %-*s", keyw, "KEY", "STATE",
+             "ERR/60S", "LIMITER", "BULKHEAD", sw > 0 ? sw : 0,
+             sw >= 20 ? "failures/s, last 60 s" : "");
+    attroff(A_REVERSE);
+    for (i = 0, y = 3; i < t->nrows && y < LINES; i++, y++) {
+        const struct top_row *r = &t->rows[i];
+        escape(k, sizeof(k), r->key, strlen(r->key),
+               (size_t)(keyw - 2 > 8 ? keyw - 2 : 8));
+        mvaddnstr(y, 0, k, (int)sizeof(k));
+        x = keyw;
+        move(y, x);
+        clrtoeol(); /* a long key's tail under the columns */
+        attron(COLOR_PAIR(top_state_colour(r->state)) | A_BOLD);
+        mvprintw(y, x, "%-13.13s", r->state);
+        attroff(COLOR_PAIR(top_state_colour(r->state)) | A_BOLD);
+        snprintf(num, sizeof(num), "%llu", (unsigned long long)r->err60);
+        top_cells(r, lim, sizeof(lim), bh, sizeof(bh));
+        mvprintw(y, x + 14, "%8s %-8s%-13s", num, lim, bh);
+        top_spark(top_hist_of(t, r->key), y, sx, sw);
+    }
+    refresh();
+}
+
+/* SIGINT, SIGTERM, SIGHUP to handler (without SA_RESTART). */
+static void top_signals(void (*handler)(int))
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+static int cmd_top(struct ctl *c, int argc, char **argv)
+{
+    struct cmd_args args;
+    SCREEN *scr = NULL;
+    struct top t;
+    int rc, ch, rows;
+
+    rc = parse_args(c, find_command("top"), argc, argv, 0, 0, OPT_LIMIT, &args);
+    if (rc)
+        return rc < 0 ? EXIT_OK : rc;
+    memset(&t, 0, sizeof(t));
+    t.c = c;
+    snprintf(t.health, sizeof(t.health), "?");
+    /* Ours before newterm(): ncurses then leaves SIGINT/SIGTERM alone.
+     * No SA_RESTART, so the wait in getch() ends at once.  The snapshot
+     * keeps the default actions. */
+    if (isatty(STDOUT_FILENO) && isatty(STDIN_FILENO) &&
+        (t.hist = calloc(TOP_TRACK_MAX, sizeof(*t.hist)))) {
+        top_signals(top_on_signal);
+        /* newterm, not initscr: with a TERM terminfo does not know it
+         * returns NULL (initscr would exit); the snapshot is printed. */
+        if (!(scr = newterm(NULL, stdout, stdin)))
+            top_signals(SIG_DFL);
+    }
+    if (!scr) {
+        rc = top_snapshot(&t,
+                          args.limit ? (size_t)args.limit : TOP_SNAPSHOT_ROWS);
+        free(t.rows);
+        free(t.hist);
+        return rc;
+    }
+    cbreak();
+    noecho();
+    curs_set(0);
+    keypad(stdscr, TRUE);
+    if (has_colors()) {
+        start_color();
+        use_default_colors();
+        init_pair(TOP_C_BAD, COLOR_RED, -1);
+        init_pair(TOP_C_WARN, COLOR_YELLOW, -1);
+        init_pair(TOP_C_OK, COLOR_GREEN, -1);
+        init_pair(TOP_C_FORCED, COLOR_CYAN, -1);
+    }
+    rc = EXIT_OK;
+    while (!top_stop) {
+        rows = LINES - 3;
+        rows = rows < 1 ? 1 : rows > TOP_ROWS_MAX ? TOP_ROWS_MAX : rows;
+        /* A failed refresh shows why and no rows; top goes on (the
+         * daemon may be restarting). */
+        if (top_refresh(&t, (size_t)rows) == 0)
+            top_history(&t);
+        else
+            t.nrows = 0; /* the error line says why */
+        top_draw(&t);
+        timeout(TOP_TICK_MS);
+        ch = getch(); /* a key, a resize, a signal or the tick */
+        if (ch == 'q' || ch == 'Q')
+            break;
+    }
+    endwin(); /* the one exit after newterm: the terminal restored */
+    delscreen(scr);
+    free(t.rows);
+    free(t.hist);
+    return rc;
+}
+
+/* --- end top -------------------------------------------------------------- */
+
 static int cmd_help(struct ctl *c, int argc, char **argv)
 {
     const struct ctl_cmd *cmd;
@@ -2050,6 +2659,11 @@ static const struct ctl_cmd commands[] = {
      "error analytics: by class, by key, top pairs with trends, "
      "correlations (who fails first), predicted trips, recent errors",
      "resilctl errors --prefix binance --since 15m", cmd_errors},
+    {"top", "[--limit N]",
+     "live full-screen view refreshed each second: keys by trouble, state "
+     "in colour, failures/s over the last 60 s, limiter fill, bulkhead use; "
+     "q quits; not on a terminal: one plain snapshot of N keys (default 50)",
+     "resilctl top", cmd_top},
     {"help", "[COMMAND]", "this help, or one command's", "resilctl help trip",
      cmd_help},
 };

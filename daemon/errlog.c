@@ -8,9 +8,12 @@
  * (libuv's pool takes a mutex on both sides).  So there is no lock.
  *
  * The queue: records of [uint32 day][uint32 len][len bytes of line], in the
- * order the sink was called.  The batch in flight is the previous queue
- * buffer; the bound (conf.queue_bytes) covers both, so the memory the error
- * log can hold is bounded by it whatever the disk does.
+ * order the sink was called; REC_ALERT in day marks an alert line (the
+ * alerts-YYYYMMDD.jsonl file), so both files share one queue, one bound
+ * and one worker, each with its own open file (w[0] errors, w[1] alerts).  The
+ * batch in flight is the previous queue buffer; the bound (conf.queue_bytes)
+ * covers both, so the memory the error log can hold is bounded by it whatever
+ * the disk does.
  *
  * This file includes msgpack (only to show a report's context map) besides
  * uv and jansson: a sink may decode what the RPC layer handed the core as
@@ -38,6 +41,12 @@
 #include "log.h"
 
 #define REC_HEAD 8 /* uint32 day + uint32 len */
+/* In a record's day: the line goes to the alert file.  Days (YYYYMMDD)
+ * stay far below it. */
+#define REC_ALERT 0x80000000u
+#define REC_FILE(day) ((day) >> 31) /* index of w[] and file_prefix[] */
+
+static const char *const file_prefix[2] = {"errors", "alerts"};
 #define QUEUE_INITIAL (64u << 10)
 
 struct qbuf {
@@ -85,10 +94,13 @@ struct errlog {
     char b_error[96];
     uint64_t b_written, b_lost, b_pruned;
 
-    /* Worker's file: touched only by work_cb (and errlog_free). */
-    int w_fd;       /* -1: none open */
-    uint32_t w_day; /* the open file's day */
-    int w_torn;     /* the open file may end without '\n' */
+    /* Worker's files, [0] errors, [1] alerts: touched only by work_cb
+     * (and errlog_free). */
+    struct wfile {
+        int fd;       /* -1: none open */
+        uint32_t day; /* the open file's day (YYYYMMDD) */
+        int torn;     /* the open file may end without '\n' */
+    } w[2];
 };
 
 /* --- pure helpers: calendar -------------------------------------------- */
@@ -166,7 +178,9 @@ int errlog_expired(const char *name, uint32_t today, uint32_t retention_days)
     int64_t dn, tn;
     int i;
 
-    if (strncmp(name, "errors-", 7) != 0 || strcmp(name + 15, ".jsonl") != 0)
+    if ((strncmp(name, "errors-", 7) != 0 &&
+         strncmp(name, "alerts-", 7) != 0) ||
+        strlen(name) != 21 || strcmp(name + 15, ".jsonl") != 0)
         return 0;
     for (i = 7; i < 15; i++) {
         if (name[i] < '0' || name[i] > '9')
@@ -415,6 +429,46 @@ int errlog_format(char *buf, size_t cap, const struct event *ev,
     return n;
 }
 
+int errlog_format_alert(char *buf, size_t cap, const struct event *ev,
+                        uint64_t wall_ms)
+{
+    const char *detail = ev->u.alert.detail;
+    const char *kind = ev->u.alert.kind, *rule = ev->u.alert.rule;
+    double rate = ev->u.alert.rate_per_min;
+    json_t *j;
+    char iso[32];
+    int n = -1;
+
+    if (ev->type != EV_ALERT || !(j = json_object()))
+        return -1;
+    errlog_iso8601(iso, sizeof(iso), wall_ms);
+    /* The fields of the exec hook's JSON (hooks.c), with the error log's
+     * time fields; peer text (the key) cleaned like an error line's. */
+    json_object_set_new(j, "time", json_string(iso));
+    json_object_set_new(j, "ts_ms", json_integer((json_int_t)wall_ms));
+    json_object_set_new(j, "topic", json_string("alert"));
+    json_object_set_new(j, "kind",
+                        kind ? clean_string(kind, strlen(kind)) : json_null());
+    json_object_set_new(j, "rule",
+                        rule ? clean_string(rule, strlen(rule)) : json_null());
+    json_object_set_new(j, "key",
+                        ev->key ? clean_string(ev->key->name, ev->key->len)
+                                : json_null());
+    json_object_set_new(j, "rate_per_min",
+                        isfinite(rate) ? json_real(rate) : json_null());
+    json_object_set_new(j, "eta_s",
+                        ev->u.alert.eta_s
+                            ? json_integer((json_int_t)ev->u.alert.eta_s)
+                            : json_null());
+    json_object_set_new(j, "detail",
+                        detail ? clean_string(detail, strlen(detail))
+                               : json_null());
+    if (json_object_size(j) == 9)
+        n = dump_line(j, buf, cap);
+    json_decref(j);
+    return n;
+}
+
 /* The "dropped" line. */
 static int format_dropped(char *buf, size_t cap, uint64_t wall_ms,
                           uint64_t lines)
@@ -483,15 +537,20 @@ void errlog_sink(void *ctx, const struct event *ev)
 {
     struct errlog *el = ctx;
     char line[ERRLOG_LINE_MAX];
+    uint32_t flag = 0;
     uint64_t wall;
     int n;
 
-    if (ev->type != EV_OUTCOME || (ev->u.outcome->kind != OUT_FAILURE &&
-                                   ev->u.outcome->kind != OUT_UNKNOWN))
+    if (ev->type == EV_ALERT) {
+        flag = REC_ALERT;
+    } else if (ev->type != EV_OUTCOME || (ev->u.outcome->kind != OUT_FAILURE &&
+                                          ev->u.outcome->kind != OUT_UNKNOWN)) {
         return;
+    }
     wall = el->wall_ms(el->clock_ctx);
-    if ((n = errlog_format(line, sizeof(line), ev, wall)) < 0 ||
-        !enqueue(el, errlog_day(wall), line, (size_t)n)) {
+    n = flag ? errlog_format_alert(line, sizeof(line), ev, wall)
+             : errlog_format(line, sizeof(line), ev, wall);
+    if (n < 0 || !enqueue(el, errlog_day(wall) | flag, line, (size_t)n)) {
         el->st.dropped++;
         el->dropped_unlogged++;
         return;
@@ -501,28 +560,32 @@ void errlog_sink(void *ctx, const struct event *ev)
 
 /* --- the worker (thread pool) ------------------------------------------ */
 
+/* day: a record's day (REC_ALERT names the alert file), or 0 (the dir). */
 static void worker_fail(struct errlog *el, const char *op, uint32_t day, int e)
 {
     if (el->b_errno)
         return; /* the first error of a batch is the one shown */
     el->b_errno = e;
     if (day)
-        snprintf(el->b_error, sizeof(el->b_error), "%s errors-%08u.jsonl: %s",
-                 op, (unsigned)day, strerror(e));
+        snprintf(el->b_error, sizeof(el->b_error), "%s %s-%08u.jsonl: %s", op,
+                 file_prefix[REC_FILE(day)], (unsigned)(day & ~REC_ALERT),
+                 strerror(e));
     else
         snprintf(el->b_error, sizeof(el->b_error), "%s %s: %s", op, "dir",
                  strerror(e));
 }
 
-static void worker_close(struct errlog *el)
+static void worker_close(struct errlog *el, unsigned file)
 {
-    if (el->w_fd < 0)
+    struct wfile *f = &el->w[file];
+
+    if (f->fd < 0)
         return;
-    if (fdatasync(el->w_fd) < 0)
-        worker_fail(el, "fdatasync", el->w_day, errno);
-    close(el->w_fd);
-    el->w_fd = -1;
-    el->w_day = 0;
+    if (fdatasync(f->fd) < 0)
+        worker_fail(el, "fdatasync", f->day | (file ? REC_ALERT : 0), errno);
+    close(f->fd);
+    f->fd = -1;
+    f->day = 0;
 }
 
 /* fsync the directory so a new file's entry is durable. */
@@ -536,25 +599,28 @@ static void worker_sync_dir(struct errlog *el)
     }
 }
 
-/* The file of day open for appending (reopened when it was deleted or
- * renamed under us).  0 or -1 (error recorded). */
-static int worker_open(struct errlog *el, uint32_t day)
+/* The file of rday (a record's day: REC_ALERT picks the alert file) open
+ * for appending (reopened when it was deleted or renamed under us).  0 or
+ * -1 (error recorded). */
+static int worker_open(struct errlog *el, uint32_t rday)
 {
+    struct wfile *f = &el->w[REC_FILE(rday)];
+    uint32_t day = rday & ~REC_ALERT;
     char path[ERRLOG_DIR_MAX + 32];
     struct stat st;
     char last;
     int fd, created = 0;
 
-    if (el->w_fd >= 0 && el->w_day == day) {
-        if (fstat(el->w_fd, &st) == 0 && st.st_nlink > 0)
+    if (f->fd >= 0 && f->day == day) {
+        if (fstat(f->fd, &st) == 0 && st.st_nlink > 0)
             return 0;
-        close(el->w_fd); /* unlinked (an operator, a test): start anew */
-        el->w_fd = -1;
+        close(f->fd); /* unlinked (an operator, a test): start anew */
+        f->fd = -1;
     } else {
-        worker_close(el);
+        worker_close(el, REC_FILE(rday));
     }
-    snprintf(path, sizeof(path), "%s/errors-%08u.jsonl", el->dir,
-             (unsigned)day);
+    snprintf(path, sizeof(path), "%s/%s-%08u.jsonl", el->dir,
+             file_prefix[REC_FILE(rday)], (unsigned)day);
     /* O_NOFOLLOW: never append through a symlink planted in the dir;
      * O_NONBLOCK: a FIFO planted there cannot hang the worker (refused
      * below, only regular files are written). */
@@ -567,11 +633,11 @@ static int worker_open(struct errlog *el, uint32_t day)
         created = fd >= 0;
     }
     if (fd < 0) {
-        worker_fail(el, "open", day, errno);
+        worker_fail(el, "open", rday, errno);
         return -1;
     }
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        worker_fail(el, "open", day, EINVAL);
+        worker_fail(el, "open", rday, EINVAL);
         close(fd);
         return -1;
     }
@@ -579,10 +645,10 @@ static int worker_open(struct errlog *el, uint32_t day)
         worker_sync_dir(el);
     /* A crash mid-line left a torn last line: end it, so only that one
      * line is unreadable. */
-    el->w_torn = st.st_size > 0 &&
-                 (pread(fd, &last, 1, st.st_size - 1) != 1 || last != '\n');
-    el->w_fd = fd;
-    el->w_day = day;
+    f->torn = st.st_size > 0 &&
+              (pread(fd, &last, 1, st.st_size - 1) != 1 || last != '\n');
+    f->fd = fd;
+    f->day = day;
     return 0;
 }
 
@@ -619,29 +685,30 @@ static uint64_t lines_in(const char *p, size_t n)
     return c;
 }
 
-/* Write one day's lines p[0..n). */
+/* Write one day's lines p[0..n) (day: a record's, REC_ALERT included). */
 static void worker_write(struct errlog *el, uint32_t day, const char *p,
                          size_t n)
 {
+    struct wfile *f = &el->w[REC_FILE(day)];
     size_t done = 0;
 
     if (worker_open(el, day) < 0) {
         el->b_lost += lines_in(p, n);
         return;
     }
-    if (el->w_torn) {
-        if (write_all(el->w_fd, "\n", 1, &done) < 0) {
+    if (f->torn) {
+        if (write_all(f->fd, "\n", 1, &done) < 0) {
             worker_fail(el, "write", day, errno);
             el->b_lost += lines_in(p, n);
             return;
         }
-        el->w_torn = 0;
+        f->torn = 0;
     }
-    if (write_all(el->w_fd, p, n, &done) < 0) {
+    if (write_all(f->fd, p, n, &done) < 0) {
         worker_fail(el, "write", day, errno);
         el->b_written += lines_in(p, done);
         el->b_lost += lines_in(p + done, n - done);
-        el->w_torn = done > 0; /* part of a line may be on disk */
+        f->torn = done > 0; /* part of a line may be on disk */
         return;
     }
     el->b_written += lines_in(p, n);
@@ -672,6 +739,7 @@ static void work_cb(uv_work_t *req)
     char *p = el->batch.data, *end = p + el->batch.len, *out;
     uint32_t day, len, gday = 0;
     char *gstart = NULL;
+    unsigned i;
 
     if (el->delay_ms) {
         struct timespec ts = {el->delay_ms / 1000,
@@ -679,8 +747,8 @@ static void work_cb(uv_work_t *req)
         while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
             ;
     }
-    /* Compact each run of same-day records in place (dropping the record
-     * heads: the output never overtakes the input) and write it. */
+    /* Compact each run of same-day same-file records in place (dropping the
+     * record heads: the output never overtakes the input) and write it. */
     out = p;
     while (p < end) {
         memcpy(&day, p, 4);
@@ -702,16 +770,17 @@ static void work_cb(uv_work_t *req)
         worker_write(el, gday, gstart, (size_t)(out - gstart));
     else if (el->b_probe)
         (void)worker_open(el, el->b_probe); /* records its error */
-    if (el->b_sync && el->w_fd >= 0 && fdatasync(el->w_fd) < 0)
-        worker_fail(el, "fdatasync", el->w_day, errno);
-    if (el->b_prune) {
-        /* Yesterday's file is done with: close it at the turn of the day. */
-        if (el->w_fd >= 0 && el->w_day < el->b_prune)
-            worker_close(el);
-        worker_prune(el, el->b_prune);
+    for (i = 0; i < 2; i++) {
+        struct wfile *f = &el->w[i];
+        if (el->b_sync && f->fd >= 0 && fdatasync(f->fd) < 0)
+            worker_fail(el, "fdatasync", f->day | (i ? REC_ALERT : 0), errno);
+        /* Yesterday's files are done with: close them at the turn of the
+         * day. */
+        if ((el->b_prune && f->fd >= 0 && f->day < el->b_prune) || el->b_close)
+            worker_close(el, i);
     }
-    if (el->b_close)
-        worker_close(el);
+    if (el->b_prune)
+        worker_prune(el, el->b_prune);
 }
 
 /* --- draining (loop side) ---------------------------------------------- */
@@ -884,7 +953,7 @@ struct errlog *errlog_new(const struct errlog_conf *c)
     el->wall_ms = c->wall_ms ? c->wall_ms : realtime_ms;
     el->clock_ctx = c->clock_ctx;
     el->delay_ms = c->delay_ms;
-    el->w_fd = -1;
+    el->w[0].fd = el->w[1].fd = -1;
     return el;
 }
 
@@ -930,8 +999,10 @@ void errlog_free(struct errlog *el)
 {
     if (!el)
         return;
-    if (el->w_fd >= 0)
-        close(el->w_fd);
+    if (el->w[0].fd >= 0)
+        close(el->w[0].fd);
+    if (el->w[1].fd >= 0)
+        close(el->w[1].fd);
     free(el->queue.data);
     free(el->batch.data);
     free(el);
@@ -983,8 +1054,8 @@ int errlog_attach(struct resild *d, uv_loop_t *loop, struct errlog **out)
         return rc;
     }
     log_msg(LOG_INFO,
-            "error log in %s (errors-YYYYMMDD.jsonl by UTC day, kept %u "
-            "days)",
+            "error log in %s (errors-YYYYMMDD.jsonl and "
+            "alerts-YYYYMMDD.jsonl by UTC day, kept %u days)",
             c.dir, (unsigned)c.retention_days);
     *out = el;
     return 0;

@@ -1,7 +1,9 @@
 /*
  * errlog.h - the error log (SPEC §7): one JSON object per line for every
  * failure and unknown outcome, one file per UTC day (errors-YYYYMMDD.jsonl)
- * in error_log.dir, files older than retention_days deleted.
+ * in error_log.dir, files older than retention_days deleted.  The alert
+ * log beside it: one line per alert (EV_ALERT, SPEC §6) in
+ * alerts-YYYYMMDD.jsonl, through the same queue, worker and retention.
  *
  * Layer: a sink on the event stream (server side: it uses libuv's thread
  * pool).  The decision path pays only for formatting the line:
@@ -41,6 +43,10 @@
  * After drops, one line (at most one per second):
  *   {"time": ..., "ts_ms": ..., "event": "dropped", "lines": N,
  *    "reason": "queue full"}
+ * Alert line (alerts-YYYYMMDD.jsonl; the exec hook's fields):
+ *   {"time": ..., "ts_ms": ..., "topic": "alert", "kind": "rate"|
+ *    "breaker_open"|"predicted_trip", "rule": "name", "key": "...",
+ *    "rate_per_min": 12.0, "eta_s": 40|null, "detail": "..."}
  * context: the report's context map (msgpack, <= OUTCOME_CONTEXT_MAX bytes,
  * already bounded by the scanner) as a JSON object; strings cleaned like
  * the message, integers above 2^63-1 as decimal strings, NaN/inf as null.
@@ -98,7 +104,8 @@ struct errlog_stats {
 struct errlog *errlog_new(const struct errlog_conf *c);
 
 /* An event_sink_fn (ctx: the errlog).  EV_OUTCOME failure and unknown
- * only; the rest is ignored.  On the loop, never blocks, no uv calls. */
+ * (the error file) and EV_ALERT (the alert file) only; the rest is
+ * ignored.  On the loop, never blocks, no uv calls. */
 void errlog_sink(void *ctx, const struct event *ev);
 
 /* Start draining on loop: a uv_check and a 1 s uv_timer, both unref'd (they
@@ -144,10 +151,10 @@ void errlog_iso8601(char *buf, size_t cap, uint64_t wall_ms);
 /* Days since 1970-01-01 of day YYYYMMDD, or -1 when it is no valid date. */
 int64_t errlog_day_number(uint32_t yyyymmdd);
 
-/* 1 when name is "errors-YYYYMMDD.jsonl" for a day that ended more than
- * retention_days days before today (YYYYMMDD): days older than
- * today - retention_days; today and the retention_days before it stay.
- * 0 for any other name. */
+/* 1 when name is "errors-YYYYMMDD.jsonl" or "alerts-YYYYMMDD.jsonl" for a
+ * day that ended more than retention_days days before today (YYYYMMDD):
+ * days older than today - retention_days; today and the retention_days
+ * before it stay.  0 for any other name. */
 int errlog_expired(const char *name, uint32_t today, uint32_t retention_days);
 
 /* Format ev (an EV_OUTCOME) as one line ending in '\n' into buf.  Its
@@ -155,5 +162,10 @@ int errlog_expired(const char *name, uint32_t today, uint32_t retention_days);
  * cap even without its context. */
 int errlog_format(char *buf, size_t cap, const struct event *ev,
                   uint64_t wall_ms);
+
+/* Format ev (an EV_ALERT) as one alert line ending in '\n' into buf.  Its
+ * length, or -1 when it is no alert or does not fit cap. */
+int errlog_format_alert(char *buf, size_t cap, const struct event *ev,
+                        uint64_t wall_ms);
 
 #endif

@@ -4,13 +4,14 @@
 # neovim and python3-pynvim are the foreign MessagePack-RPC clients of
 # tests/test_foreign.py.  systemd brings systemd-analyze (unit verify and
 # security) and systemd-socket-activate for tests/test_systemd.py (a
-# container that does not boot it is fine).  On a fresh cloud machine
+# container that does not boot it is fine).  libncurses-dev: resilctl top
+# draws with ncursesw.  On a fresh cloud machine
 # unattended-upgrades or cloud-init may hold the dpkg lock: wait for it (up
 # to 10 min) rather than fail.
 set -eu
 pkgs="build-essential pkg-config libuv1-dev libhiredis-dev libjansson-dev
       libmsgpack-dev python3 python3-msgpack redis-server neovim
-      python3-pynvim curl systemd"
+      python3-pynvim curl systemd libncurses-dev"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

@@ -112,6 +112,9 @@ static void test_expired(void)
     OK(errlog_expired("errors-20240331.jsonl", 20240501, 30),
        "31 days before today goes");
     OK(errlog_expired("errors-20230101.jsonl", 20240501, 30), "last year goes");
+    OK(errlog_expired("alerts-20240331.jsonl", 20240501, 30) &&
+           !errlog_expired("alerts-20240401.jsonl", 20240501, 30),
+       "alert files: the same retention");
     OK(!errlog_expired("errors-20240430.jsonl", 20240501, 1),
        "retention 1 keeps yesterday");
     OK(errlog_expired("errors-20240429.jsonl", 20240501, 1),
@@ -123,7 +126,9 @@ static void test_expired(void)
            !errlog_expired("errors-20201301.jsonl", 20240501, 1) &&
            !errlog_expired("errors-2020010a.jsonl", 20240501, 1) &&
            !errlog_expired("config.json", 20240501, 1) &&
-           !errlog_expired("xerrors-20200101.jsonl", 20240501, 1),
+           !errlog_expired("xerrors-20200101.jsonl", 20240501, 1) &&
+           !errlog_expired("alerts-2020010.jsonl", 20240501, 1) &&
+           !errlog_expired("alert-20200101.jsonl", 20240501, 1),
        "other names are never deleted");
 }
 
@@ -473,6 +478,105 @@ static void test_rotation(uv_loop_t *loop)
     free(k);
 }
 
+/* An alert event (the fields hooks.c's emit_alert sets). */
+static void mkalert(struct event *ev, struct key *k, const char *kind,
+                    uint64_t eta_s)
+{
+    memset(ev, 0, sizeof(*ev));
+    ev->type = EV_ALERT;
+    ev->key = k;
+    ev->u.alert.kind = kind;
+    ev->u.alert.rule = "fast";
+    ev->u.alert.rule_index = 0;
+    ev->u.alert.rate_per_min = 12.5;
+    ev->u.alert.eta_s = eta_s;
+    ev->u.alert.detail = "12.5 failures/min >= 10";
+}
+
+/* Alerts go to alerts-YYYYMMDD.jsonl beside the error file, through the
+ * same queue (interleaved with errors in one batch), rotated by the same
+ * UTC day and pruned by the same retention. */
+static void test_alerts(uv_loop_t *loop)
+{
+    char dir[300], buf[ERRLOG_LINE_MAX];
+    struct key *k = mkkey("venue.\xffws");
+    struct errlog_stats st;
+    struct errlog *el;
+    struct event ev;
+    json_t *a, *e, *j;
+    int n;
+
+    mkalert(&ev, k, "predicted_trip", 40);
+    n = errlog_format_alert(buf, sizeof(buf), &ev, MAY1 + 1);
+    j = parse_line(buf, n);
+    OK(j != NULL, "an alert line is one line of ASCII JSON");
+    OK(j &&
+           !strcmp(json_string_value(json_object_get(j, "kind")) ?: "",
+                   "predicted_trip") &&
+           !strcmp(json_string_value(json_object_get(j, "rule")) ?: "",
+                   "fast") &&
+           !strcmp(json_string_value(json_object_get(j, "key")) ?: "",
+                   "venue.\xef\xbf\xbdws") &&
+           json_real_value(json_object_get(j, "rate_per_min")) == 12.5 &&
+           json_integer_value(json_object_get(j, "eta_s")) == 40 &&
+           !strcmp(json_string_value(json_object_get(j, "time")) ?: "",
+                   "2024-05-01T00:00:00.001Z"),
+       "its fields: kind, rule, key (cleaned), rate, eta, time");
+    json_decref(j);
+    mkalert(&ev, k, "rate", 0);
+    j = parse_line(buf, errlog_format_alert(buf, sizeof(buf), &ev, MAY1));
+    OK(j && json_is_null(json_object_get(j, "eta_s")), "no eta: null");
+    json_decref(j);
+    OK(errlog_format(buf, sizeof(buf), &ev, MAY1) < 0,
+       "an alert is no error line");
+
+    snprintf(dir, sizeof(dir), "%s/alerts", tmp);
+    mkdir(dir, 0700);
+    touch(dir, "alerts-20240330.jsonl", "{}\n");
+    touch(dir, "alerts-20240401.jsonl", "{}\n");
+    el = mk(dir, 30, 0);
+    fake_wall = MAY1 + 1000;
+    OK(errlog_start(el, loop, NULL) == 0, "start");
+    emit_n(el, k, 2, "before");
+    mkalert(&ev, k, "rate", 0);
+    errlog_sink(el, &ev);
+    emit_n(el, k, 1, "after");
+    mkalert(&ev, k, "breaker_open", 0);
+    errlog_sink(el, &ev);
+    flush(el, loop); /* one batch: error, error, alert, error, alert */
+    a = read_lines(dir, "alerts-20240501.jsonl");
+    e = read_lines(dir, "errors-20240501.jsonl");
+    OK(a && json_array_size(a) == 2, "2 lines in the alert file");
+    OK(a &&
+           !strcmp(
+               json_string_value(json_object_get(json_array_get(a, 0), "kind"))
+                   ?: "",
+               "rate") &&
+           !strcmp(
+               json_string_value(json_object_get(json_array_get(a, 1), "kind"))
+                   ?: "",
+               "breaker_open"),
+       "in the order they came");
+    OK(e && json_array_size(e) == 3, "the 3 errors in the error file");
+    json_decref(a);
+    json_decref(e);
+    OK(!exists(dir, "alerts-20240330.jsonl") &&
+           exists(dir, "alerts-20240401.jsonl"),
+       "retention: alert files older than 30 days deleted, the rest kept");
+    /* The next day: a new alert file, yesterday's closed. */
+    fake_wall = MAY1 + DAY_MS + 5;
+    errlog_sink(el, &ev);
+    flush(el, loop);
+    a = read_lines(dir, "alerts-20240502.jsonl");
+    OK(a && json_array_size(a) == 1, "after midnight: the new day's file");
+    json_decref(a);
+    errlog_get_stats(el, &st);
+    IS(st.written, 6, "6 lines written");
+    IS(st.dropped + st.lost + (uint64_t)st.last_errno, 0, "no loss, no error");
+    done(el, loop);
+    free(k);
+}
+
 static void test_retention(uv_loop_t *loop)
 {
     char dir[300];
@@ -777,6 +881,7 @@ int main(void)
     test_config();
     test_rotation(&loop);
     test_retention(&loop);
+    test_alerts(&loop);
     test_bound(&loop);
     test_failures(&loop);
     test_health(&loop);
