@@ -226,6 +226,33 @@ class Conn:
             raise RuntimeError("%s answered error %r" % (method, err))
         return res
 
+    def events(self, timeout=2.0, until=None):
+        """The event maps of [2, "event", [map]] notifications that arrive
+        within timeout s, in order; returns early once until(ev) is true
+        for one of them (it is included).  Other messages stay in
+        self.others."""
+        got, keep = [], []
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                while self.others:
+                    m = self.others.pop(0)
+                    if (isinstance(m, list) and len(m) == 3 and m[0] == 2
+                            and m[1] == "event" and m[2]):
+                        got.append(m[2][0])
+                        if until and until(got[-1]):
+                            return got
+                    else:
+                        keep.append(m)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return got
+                self._pump(min(left, 0.05))
+        except Closed:
+            return got
+        finally:
+            self.others[:0] = keep
+
     def wait_closed(self, timeout=5.0):
         """Read until the daemon closes the connection.  Returns True if it
         did within timeout (responses seen meanwhile stay in

@@ -36,23 +36,7 @@ CFG = {"policies": {
 
 
 def events(c, timeout=2.0, until=None):
-    """Collect event maps from c for up to timeout s (or until until(ev)
-    is true for one of them)."""
-    got = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        while c.others:
-            m = c.others.pop(0)
-            if isinstance(m, list) and len(m) == 3 and m[0] == 2 \
-                    and m[1] == "event":
-                got.append(m[2][0])
-                if until and until(got[-1]):
-                    return got
-        try:
-            c._pump(0.05)
-        except rpcutil.Closed:
-            break
-    return got
+    return c.events(timeout, until)
 
 
 def t_subscribe(tap):

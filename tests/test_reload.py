@@ -36,20 +36,8 @@ def write(d, cfg):
 
 def events(c, timeout=1.0):
     """The reload events that arrive within timeout (others dropped)."""
-    got, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        while c.others:
-            m = c.others.pop(0)
-            if isinstance(m, list) and len(m) == 3 and m[1] == "event" \
-                    and m[2][0].get("type") == "reload":
-                got.append(m[2][0])
-        if got:
-            return got
-        try:
-            c._pump(0.05)
-        except rpcutil.Closed:
-            break
-    return got
+    return [e for e in c.events(timeout, lambda e: e.get("type") == "reload")
+            if e.get("type") == "reload"]
 
 
 def t_reload(tap):
