@@ -69,17 +69,15 @@ struct scrape {
     struct http http;
     struct resild *d;
     uv_loop_t *loop;
-    struct prom_buf page; /* reused; http copies the text at once */
 };
 
 static const char *render_page(void *ctx, size_t *len)
 {
     struct scrape *sc = ctx;
+    int err;
 
-    if (metrics_render(sc->d, uv_now(sc->loop), &sc->page) < 0)
-        return NULL; /* an incomplete page is a 500, never served */
-    *len = sc->page.len;
-    return sc->page.data;
+    /* NULL: an incomplete page is a 500, never served. */
+    return metrics_page(sc->d, uv_now(sc->loop), len, &err);
 }
 
 static void stop_scrape(void *ctx)
@@ -98,7 +96,6 @@ static int metrics_listen(struct scrape *sc, struct server *srv,
     memset(sc, 0, sizeof(*sc));
     sc->d = d;
     sc->loop = loop;
-    prom_init(&sc->page, METRICS_MAX_BYTES);
     if (!d->cfg.metrics_listen[0])
         return 0;
     conf.unix_mode = d->cfg.socket_mode;
@@ -494,7 +491,7 @@ int main(int argc, char **argv)
     uv_run(loop, UV_RUN_NOWAIT);
     snapshot_stop(&snap, 1); /* the last snapshot, then the journal emptied */
     errlog_detach(errlog, loop); /* error log: the last lines, fdatasync */
-    prom_free(&scrape.page);
+    metrics_free(&d);
     log_msg(LOG_INFO, "stopped: %llu requests served",
             (unsigned long long)d.m.requests);
     server_free(&srv);

@@ -1049,22 +1049,19 @@ static void m_reload(struct req *r)
 
 static void m_metrics(struct req *r)
 {
-    struct prom_buf b;
+    size_t len = 0;
     int rc;
+    const char *text = metrics_page(r->d, r->now_ms, &len, &rc);
 
-    /* A page is built per call (a scrape every few seconds, not a hot
-     * path) and dropped; an incomplete page is an error, never served. */
-    prom_init(&b, METRICS_MAX_BYTES);
-    rc = metrics_render(r->d, r->now_ms, &b);
-    if (rc < 0) {
+    /* An incomplete page is an error, never served. */
+    if (!text) {
         proto_pack_error(r->pk, r->m->msgid, "busy", prom_strerror(rc));
-    } else {
-        proto_pack_response_head(r->pk, r->m->msgid);
-        msgpack_pack_map(r->pk, 1);
-        proto_pack_cstr(r->pk, "text");
-        proto_pack_strn(r->pk, b.data ? b.data : "", b.len);
+        return;
     }
-    prom_free(&b);
+    proto_pack_response_head(r->pk, r->m->msgid);
+    msgpack_pack_map(r->pk, 1);
+    proto_pack_cstr(r->pk, "text");
+    proto_pack_strn(r->pk, text, len);
 }
 
 /* --- errors (SPEC §6): analytics.h computes, this packs --- */

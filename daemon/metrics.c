@@ -9,6 +9,7 @@
 #include "metrics.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "admit.h"
@@ -320,4 +321,36 @@ int metrics_render(struct resild *d, uint64_t now_ms, struct prom_buf *b)
     per_key(&w, F_LATENCY, "resild_report_latency_ms", PROM_HISTOGRAM,
             "Latency of reported calls in milliseconds.");
     return prom_error(b);
+}
+
+const char *metrics_page(struct resild *d, uint64_t now_ms, size_t *len,
+                         int *err)
+{
+    struct prom_buf b;
+    int rc;
+
+    *err = 0;
+    if (d->metrics_page.data && now_ms >= d->metrics_page.at_ms &&
+        now_ms - d->metrics_page.at_ms < METRICS_CACHE_MS) {
+        *len = d->metrics_page.len;
+        return d->metrics_page.data;
+    }
+    prom_init(&b, METRICS_MAX_BYTES);
+    if ((rc = metrics_render(d, now_ms, &b)) < 0 || !b.data) {
+        prom_free(&b);
+        *err = rc < 0 ? rc : PROM_ENOMEM;
+        return NULL;
+    }
+    free(d->metrics_page.data);
+    d->metrics_page.data = b.data; /* taken from b */
+    d->metrics_page.len = b.len;
+    d->metrics_page.at_ms = now_ms;
+    *len = b.len;
+    return b.data;
+}
+
+void metrics_free(struct resild *d)
+{
+    free(d->metrics_page.data);
+    d->metrics_page.data = NULL;
 }

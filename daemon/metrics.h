@@ -18,8 +18,20 @@
 
 #define METRICS_MAX_BYTES (64u << 20) /* a page never grows past this */
 
+#define METRICS_CACHE_MS 1000 /* a page is rendered at most this often */
+
 /* Render the page into b (prom_init'ed by the caller, reset here).
  * 0, or a PROM_E* error (the page is then incomplete: do not serve it). */
 int metrics_render(struct resild *d, uint64_t now_ms, struct prom_buf *b);
+
+/* The page, rendered at most once per METRICS_CACHE_MS (a walk of every
+ * key costs ~35 ms at 100k keys: a client asking in a loop must not turn
+ * that into a stall per request).  Borrowed until the next call; NULL
+ * with *err (PROM_E*) when it could not be rendered. */
+const char *metrics_page(struct resild *d, uint64_t now_ms, size_t *len,
+                         int *err);
+
+/* Free the cached page (at shutdown). */
+void metrics_free(struct resild *d);
 
 #endif

@@ -121,6 +121,14 @@ struct resild {
     /* Operator actions wait for these before they are answered (core.h,
      * snapshot.c's journal); NULL: answered at once. */
     const struct durable_ops *durable;
+    /* The last metrics page (metrics.c): served again for
+     * METRICS_CACHE_MS, so a client that asks in a loop costs one page
+     * per interval, not one walk of every key per request. */
+    struct {
+        char *data; /* malloc'ed, len bytes; NULL: none yet */
+        size_t len;
+        uint64_t at_ms;
+    } metrics_page;
     /* Owned by the RPC layer (methods.c): connections that subscribed. */
     struct rpc_client *subs;
     uint32_t nsubs;

@@ -555,6 +555,9 @@ static void test_real(void)
                 resil_report(r, &rp, NULL);
             }
         }
+        /* The page is rendered at most once a second (metrics.h): wait
+         * out the one served above. */
+        usleep(1100 * 1000);
         rc = run((const char *const[]){"-s", d.sock, "metrics", NULL});
         OK(rc == 0 && strlen(out) > (1u << 20) &&
                strstr(out, "venue0990.orders"),

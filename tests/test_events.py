@@ -264,6 +264,10 @@ def t_metrics(tap):
                         "error": {"class": "network.reset"}})
     c.send(pack([2, "nvim_set_client_info", []]))
     text = c.ok("metrics")["text"]
+    c.ok("report", {"key": "lim", "outcome": "failure"})
+    again = c.ok("metrics")["text"]
+    tap.check(again == text, "a second page within a second is the same "
+              "page (rendered at most once a second)")
     errs = promcheck.check(text)
     tap.check(errs == [], "the page passes the exposition-format checker",
               "\n".join(errs[:10]))
