@@ -27,12 +27,17 @@ int core_init(struct resild *d, struct config *cfg, uint64_t now_ms,
     if ((rc = keys_init(&d->keys, d->cfg.max_keys)) < 0 ||
         (rc = permits_init(&d->permits, d->cfg.max_permits, seed)) < 0)
         return rc;
+    if (!(d->due =
+              calloc(d->cfg.max_keys ? d->cfg.max_keys : 1, sizeof(*d->due))))
+        return RD_ENOMEM;
     retry_budget_init(&d->budget);
     return admit_init(d, seed ^ 0x5bd1e995u);
 }
 
 void core_free(struct resild *d)
 {
+    free(d->due);
+    d->due = NULL;
     keys_free(&d->keys);
     permits_free(&d->permits);
     admit_free(d);
@@ -150,14 +155,112 @@ const char *core_health_name(enum key_health h)
                                    : "operational";
 }
 
+/* --- what time will change: a min-heap of keys by due_ms --- */
+
+static void due_swap_in(struct resild *d, uint32_t i, struct key *k)
+{
+    d->due[i] = k;
+    k->due_pos = i + 1;
+}
+
+static void due_up(struct resild *d, uint32_t i)
+{
+    struct key *k = d->due[i];
+
+    while (i > 0) {
+        uint32_t parent = (i - 1) / 2;
+        if (d->due[parent]->due_ms <= k->due_ms)
+            break;
+        due_swap_in(d, i, d->due[parent]);
+        i = parent;
+    }
+    due_swap_in(d, i, k);
+}
+
+static void due_down(struct resild *d, uint32_t i)
+{
+    struct key *k = d->due[i];
+
+    for (;;) {
+        uint32_t c = 2 * i + 1;
+        if (c >= d->ndue)
+            break;
+        if (c + 1 < d->ndue && d->due[c + 1]->due_ms < d->due[c]->due_ms)
+            c++;
+        if (k->due_ms <= d->due[c]->due_ms)
+            break;
+        due_swap_in(d, i, d->due[c]);
+        i = c;
+    }
+    due_swap_in(d, i, k);
+}
+
+/* Put k in the heap at due (0: take it out). */
+static void due_set(struct resild *d, struct key *k, uint64_t due)
+{
+    if (k->due_pos && due == k->due_ms)
+        return;
+    if (!due) {
+        uint32_t i;
+        struct key *last;
+        if (!k->due_pos)
+            return;
+        i = k->due_pos - 1;
+        last = d->due[--d->ndue];
+        k->due_pos = 0;
+        k->due_ms = 0;
+        if (last != k) {
+            due_swap_in(d, i, last);
+            due_down(d, i);
+            due_up(d, last->due_pos - 1);
+        }
+        return;
+    }
+    k->due_ms = due;
+    if (!k->due_pos) {
+        /* Never more keys than max_keys: the array has room. */
+        due_swap_in(d, d->ndue++, k);
+        due_up(d, k->due_pos - 1);
+    } else {
+        due_down(d, k->due_pos - 1);
+        due_up(d, k->due_pos - 1);
+    }
+}
+
+/* The next instant time alone changes k: its open period ends, its force
+ * expires, its heartbeat goes silent too long.  0: nothing is due. */
+static uint64_t key_due(const struct key *k)
+{
+    uint64_t due = 0, t;
+
+    if (k->br.force != BREAKER_AUTO && k->br.force_until_ms)
+        due = k->br.force_until_ms;
+    if (k->br.state == BREAKER_OPEN && k->br.open_until_ms &&
+        (!due || k->br.open_until_ms < due))
+        due = k->br.open_until_ms;
+    if (k->core_ready && k->policy->has_heartbeat &&
+        (t = heartbeat_due_ms(&k->hb, k->policy->heartbeat_timeout_ms)) &&
+        (!due || t < due))
+        due = t;
+    return due;
+}
+
+static void schedule(struct resild *d, struct key *k)
+{
+    due_set(d, k, key_due(k));
+}
+
 /* Keep k on d->unwell exactly while it is not closed and automatic with
  * a live heartbeat: every key that is not operational, and every key that
  * time can change (an open breaker, a force with or without a TTL).  Health
  * and the tick look only at those keys. */
 static void track_health(struct resild *d, struct key *k)
 {
-    int unwell = k->br.force != BREAKER_AUTO || k->br.state != BREAKER_CLOSED ||
-                 k->hb.lost;
+    int unwell;
+
+    schedule(d, k); /* every state change passes here */
+    unwell = k->br.force != BREAKER_AUTO || k->br.state != BREAKER_CLOSED ||
+             k->hb.lost;
 
     if (unwell == k->unwell)
         return;
@@ -227,10 +330,7 @@ int core_key(struct resild *d, const char *name, size_t n, uint64_t now_ms,
         /* First use: join the lists the tick and health walk. */
         k->core_ready = 1;
         heartbeat_init(&k->hb, now_ms);
-        if (k->policy->has_heartbeat) {
-            k->beat_next = d->beating;
-            d->beating = k;
-        }
+        schedule(d, k); /* a heartbeat is due from now */
         if (k->policy->critical) {
             k->crit_next = d->critical;
             d->critical = k;
@@ -289,6 +389,8 @@ void core_heartbeat(struct resild *d, struct key *k, uint64_t now_ms)
     }
     if (edges)
         track_health(d, k);
+    else
+        schedule(d, k); /* the next silence is due later now */
 }
 
 /* --- acquire --- */
@@ -589,7 +691,7 @@ void core_reset(struct resild *d, struct key *k, uint32_t uid, uint64_t now_ms)
 void core_tick(struct resild *d, uint64_t now_ms)
 {
     struct permit *p;
-    struct key *k, *next;
+    struct key *k;
 
     /* Earliest expiry first: O(log n) per expired permit, nothing for the
      * rest. */
@@ -598,15 +700,16 @@ void core_tick(struct resild *d, uint64_t now_ms)
         end_permit(d, p, SRC_PERMIT_EXPIRED, now_ms);
     }
     /* What time alone changes is announced when it happens, not when
-     * somebody next looks: open time over, force expiry.  Only keys on
-     * d->unwell can change by time. */
-    for (k = d->unwell; k; k = next) {
-        next = k->unwell_next; /* k may leave the list */
+     * somebody next looks: open time over, force expiry, a heartbeat lost.
+     * Only the keys that are due: the heap's top, O(log n) each. */
+    while (d->ndue && (k = d->due[0])->due_ms <= now_ms) {
         core_advance(d, k, now_ms);
-    }
-    for (k = d->beating; k; k = k->beat_next)
         if (core_beat_lost(d, k, now_ms))
             d->wake_dirty = 1;
+        schedule(d, k);
+        if (k->due_pos && k->due_ms <= now_ms)
+            due_set(d, k, now_ms + 1); /* no progress: the next tick */
+    }
     admit_wake(d, now_ms);
 }
 
@@ -655,7 +758,7 @@ int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms)
     old = d->cfg;
     d->cfg = *cfg;
     memset(cfg, 0, sizeof(*cfg));
-    d->beating = d->critical = NULL;
+    d->critical = NULL;
     w = 0;
     FOR_EACH_KEY(d, i, k)
     {
@@ -688,10 +791,6 @@ int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms)
         if (k->admit_ready)
             k->admit_ready = ADMIT_REBOUND; /* ancestors on the next use */
         k->nanc = 0;
-        if (k->core_ready && pol->has_heartbeat) {
-            k->beat_next = d->beating;
-            d->beating = k;
-        }
         if (k->core_ready && pol->critical) {
             k->crit_next = d->critical;
             d->critical = k;

@@ -59,11 +59,12 @@ struct key {
     char force_reason[KEY_REASON_MAX + 1];
     /* The core's bookkeeping (core.c). */
     struct key *unwell_prev, *unwell_next; /* on resild.unwell */
-    struct key *beat_next;                 /* on resild.beating */
-    struct key *crit_next;                 /* on resild.critical */
-    struct heartbeat hb;                   /* policy with a heartbeat */
-    uint8_t unwell;                        /* on resild.unwell */
-    uint8_t core_ready;                    /* lists joined */
+    uint64_t due_ms;       /* next time-driven change (core.c); 0: none */
+    uint32_t due_pos;      /* index + 1 in resild.due, 0: not there */
+    struct key *crit_next; /* on resild.critical */
+    struct heartbeat hb;   /* policy with a heartbeat */
+    uint8_t unwell;        /* on resild.unwell */
+    uint8_t core_ready;    /* lists joined */
     void *window;          /* breaker window memory allocated on a rebind
                             * whose layout differed (NULL: it follows the
                             * struct, as allocated at creation) */

@@ -85,8 +85,13 @@ struct resild {
         void *ctx;
     } sinks[CORE_MAX_SINKS];
     unsigned nsinks;
-    struct key *unwell;   /* keys not operational (health), linked */
-    struct key *beating;  /* keys whose policy has a heartbeat */
+    struct key *unwell; /* keys not operational (health), linked */
+    /* Keys with a time-driven change due (an open period or a force TTL
+     * ending, a heartbeat going silent): a min-heap by due_ms, max_keys
+     * entries allocated at start, so the tick costs O(keys due), never a
+     * walk of every open breaker or every heartbeat key. */
+    struct key **due;
+    uint32_t ndue;
     struct key *critical; /* keys whose policy is critical */
     uint32_t nunwell;
     /* recent_errors: failure/unknown outcomes per second, a ring. */

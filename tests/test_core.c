@@ -17,7 +17,7 @@
 #include "methods.h"
 #include "tap.h"
 
-#define MAXEV 256
+#define MAXEV 4096
 
 /* What the sink saw, copied (pointers in events are borrowed). */
 struct rec {
@@ -460,11 +460,82 @@ static void test_rebind(void)
     OK(k->br.force == BREAKER_FORCE_OPEN, "the force is kept");
     IS(limiter_available(&lim->lim, &lim->policy->limiter, 310), 1,
        "a smaller burst cuts the bucket to it");
-    OK(d.critical == NULL && d.beating == NULL,
+    OK(d.critical == NULL && crit->due_pos == 0,
        "the critical and heartbeat lists follow the new policies");
     report(&d, &c, k, 0, OUT_FAILURE, 320);
     OK(k->br.window_time && breaker_failure_rate(&k->br, 320) == 100.0,
        "the new window measures");
+    core_free(&d);
+}
+
+
+/* The heap of due keys: every key time can change is in it exactly once,
+ * in heap order, at the instant it is due; the tick takes exactly the keys
+ * that are due, each at the first tick at or after its instant. */
+static int heap_ok(const struct resild *d)
+{
+    uint32_t i;
+
+    for (i = 0; i < d->ndue; i++) {
+        if (d->due[i]->due_pos != i + 1)
+            return 0;
+        if (i && d->due[(i - 1) / 2]->due_ms > d->due[i]->due_ms)
+            return 0;
+    }
+    return 1;
+}
+
+static void test_due_heap(void)
+{
+    enum { N = 200, F = 40 };
+    struct resild d;
+    struct caller c = {.answer = answer};
+    struct key *k[N], *f[F];
+    uint64_t opened[N], t;
+    char name[32];
+    int i, ok_state = 1, ok_heap = 1, lost_ok = 1;
+
+    start(&d, "{\"policies\": {\"*\": {\"breaker\": {\"failure_threshold\": 2,"
+              " \"open_ms\": 1000, \"success_threshold\": 1,"
+              " \"failure_rate_threshold\": 0}},"
+              " \"feed.*\": {\"heartbeat\": {\"timeout_ms\": 300}}}}");
+    for (i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "k%d", i);
+        k[i] = key(&d, name, 0);
+    }
+    for (i = 0; i < F; i++) {
+        snprintf(name, sizeof(name), "feed.%d", i);
+        f[i] = key(&d, name, 0);
+    }
+    IS(d.ndue, F, "only heartbeat keys are due at first");
+    /* Open each k[i] at a scattered instant in [10, 1000). */
+    for (i = 0; i < N; i++) {
+        opened[i] = 10 + (uint64_t)(i * 7919) % 990;
+        report(&d, &c, k[i], 0, OUT_FAILURE, opened[i] - 1);
+        report(&d, &c, k[i], 0, OUT_FAILURE, opened[i]);
+    }
+    OK(heap_ok(&d), "heap order after opening in scattered order");
+    for (i = 0; i < F; i++)
+        core_heartbeat(&d, f[i], (uint64_t)i * 5); /* lost at i*5 + 300 */
+    OK(heap_ok(&d), "heap order after heartbeats move keys");
+    for (t = 1000; t <= 2100; t++) {
+        core_tick(&d, t);
+        if (!heap_ok(&d))
+            ok_heap = 0;
+        for (i = 0; i < N; i++)
+            if ((k[i]->br.state == BREAKER_OPEN) != (t < opened[i] + 1000))
+                ok_state = 0;
+    }
+    OK(ok_heap, "heap order kept through 1100 ticks");
+    OK(ok_state, "each breaker leaves open at the first tick at its instant");
+    for (i = 0; i < F; i++)
+        if (!f[i]->hb.lost || count(0, EV_HEARTBEAT_LOST, f[i]->name) != 1)
+            lost_ok = 0;
+    OK(lost_ok, "each silent feed is lost once");
+    IS(d.ndue, 0, "nothing left due: half-open and lost keys wait on a call");
+    core_heartbeat(&d, f[3], 2200);
+    OK(d.ndue == 1 && d.due[0] == f[3] && f[3]->due_ms == 2501,
+       "a restored feed is due again just past its timeout");
     core_free(&d);
 }
 
@@ -479,6 +550,7 @@ int main(void)
     test_heartbeat();
     test_venue_pause();
     test_rebind();
+    test_due_heap();
     {
         char path[300];
         snprintf(path, sizeof(path), "%s/c.json", dir);
