@@ -352,3 +352,36 @@ def is_error(err, code):
 
 def is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+# A script for `python3 -c`, to run as another uid or with other groups
+# (subprocess user=/group=): argv[1] is the socket, argv[2] a JSON list of
+# [method, params].  It sends each request on one connection and prints one
+# JSON line [msgid, error] per answer, or "closed" when the daemon closes
+# first.
+PEER_CHILD = r"""
+import json, socket, sys, msgpack
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(5)
+s.connect(sys.argv[1])
+reqs = json.loads(sys.argv[2])
+try:
+    for i, (m, p) in enumerate(reqs):
+        s.sendall(msgpack.packb([0, i + 1, m, [p] if p else []]))
+except OSError:
+    pass
+u = msgpack.Unpacker(raw=False)
+want = set(range(1, len(reqs) + 1))
+while want:
+    try:
+        data = s.recv(65536)
+    except OSError:
+        data = b""
+    if not data:
+        print("closed")
+        break
+    u.feed(data)
+    for o in u:
+        print(json.dumps([o[1], o[2]]))
+        want.discard(o[1])
+"""

@@ -409,34 +409,7 @@ def t_never_reads(k):
 LIMITS_CONFIG = {"max_clients": 4, "max_keys": 3, "socket_mode": "0666",
                  "allow_uids": [65534]}
 
-# Run as another uid: connect, send each (method, params) and print the
-# responses as JSON lines.  A refused connection prints "closed".
-CHILD = r"""
-import json, socket, sys, msgpack
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.settimeout(5)
-s.connect(sys.argv[1])
-reqs = json.loads(sys.argv[2])
-try:
-    for i, (m, p) in enumerate(reqs):
-        s.sendall(msgpack.packb([0, i + 1, m, [p] if p else []]))
-except OSError:
-    pass
-u = msgpack.Unpacker(raw=False)
-want = set(range(1, len(reqs) + 1))
-while want:
-    try:
-        data = s.recv(65536)
-    except OSError:
-        data = b""
-    if not data:
-        print("closed")
-        break
-    u.feed(data)
-    for o in u:
-        print(json.dumps([o[1], o[2]]))
-        want.discard(o[1])
-"""
+CHILD = rpcutil.PEER_CHILD
 
 
 def as_uid(d, uid, reqs):

@@ -22,34 +22,7 @@ MEMBER = 4242   # in allow_gids
 ADMINS = 4243   # in admin_gids
 OTHER = 4244    # in neither
 
-# One connection: send each request, print [msgid, error] per answer, or
-# "closed" when the daemon closes first.
-CHILD = r"""
-import json, socket, sys, msgpack
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.settimeout(5)
-s.connect(sys.argv[1])
-reqs = json.loads(sys.argv[2])
-try:
-    for i, (m, p) in enumerate(reqs):
-        s.sendall(msgpack.packb([0, i + 1, m, [p] if p else []]))
-except OSError:
-    pass
-u = msgpack.Unpacker(raw=False)
-want = set(range(1, len(reqs) + 1))
-while want:
-    try:
-        data = s.recv(65536)
-    except OSError:
-        data = b""
-    if not data:
-        print("closed")
-        break
-    u.feed(data)
-    for o in u:
-        print(json.dumps([o[1], o[2]]))
-        want.discard(o[1])
-"""
+CHILD = rpcutil.PEER_CHILD
 
 
 def as_peer(d, groups, reqs):
