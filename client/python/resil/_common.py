@@ -240,6 +240,14 @@ def check_timeout(timeout_ms, default):
     return timeout_ms / 1000.0
 
 
+def acquire_timeout(timeout_ms, wait_ms, default):
+    """Seconds for an acquire: timeout_ms, or the client's default plus
+    wait_ms when the acquire may park."""
+    if timeout_ms is None and wait_ms:
+        return default + wait_ms / 1000.0
+    return check_timeout(timeout_ms, default)
+
+
 def check_fail(fail, default):
     if fail is None:
         return default

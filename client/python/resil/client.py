@@ -343,10 +343,7 @@ class Client:
         try:
             params = C.acquire_params(key, cost, wait_ms, priority)
             fail = C.check_fail(fail, self.fail)
-            if timeout_ms is None and wait_ms:
-                timeout_s = self._timeout + wait_ms / 1000.0
-            else:
-                timeout_s = C.check_timeout(timeout_ms, self._timeout)
+            timeout_s = C.acquire_timeout(timeout_ms, wait_ms, self._timeout)
         except C.InvalidArgument_ as e:
             return C.invalid(str(e))
         try:
