@@ -49,6 +49,15 @@ struct policy {
     struct retry_conf retry;
     int has_heartbeat;             /* a heartbeat part: taken whole, too */
     uint64_t heartbeat_timeout_ms; /* silence longer than this: lost */
+    /* "scope": "local" (default) or "global" (only with redis.mode
+     * "shared"): the key's breaker changes are shared with the other
+     * daemons and its limiter, if any, is one limit across all of them
+     * (SPEC §7, redis.h).  Policy-wide, inherited from "*" like critical. */
+    int global;
+    /* global with a limiter: this host's share, used while no lease can be
+     * had (Redis down): rate per (per_ms * redis.expected_hosts), burst /
+     * expected_hosts (at least 1).  Filled by config_load. */
+    struct limiter_conf limiter_share;
 };
 
 /* errors.classes: class pattern -> severity / transient overrides. */
@@ -130,7 +139,32 @@ struct config {
     char snapshot_path[256];
     uint32_t snapshot_interval_s; /* default 1 */
     uint8_t snapshot_enabled;     /* default 1; 0: no snapshot, no journal */
+    /* "redis" section (redis.h, SPEC §7).  No section: REDIS_OFF and the
+     * rest unused.  url "unix:///path" or "tcp://host:port" (or sentinels
+     * + master_name instead); prefix default "resild:"; timeouts default
+     * 1000 ms; origin default the host name (it tells this daemon's
+     * messages from the others'); expected_hosts default 1 (global
+     * limiters fall back to 1/expected_hosts of their rate while Redis is
+     * away); lease_ms default 100 (a lease is this much of the host's
+     * share of a global rate); queue default 10000 (mirror writes waiting,
+     * coalesced per key; more are dropped and counted). */
+    int redis_mode; /* enum redis_mode */
+    char redis_url[256];
+    char redis_password[128];
+    uint32_t redis_db;
+    char redis_prefix[64];
+    uint32_t redis_connect_timeout_ms;
+    uint32_t redis_command_timeout_ms;
+    char redis_origin[64];
+    uint32_t redis_expected_hosts;
+    uint32_t redis_lease_ms;
+    uint32_t redis_queue;
+    size_t redis_nsentinels;
+    char redis_sentinels[8][272]; /* "host:port" each */
+    char redis_master_name[64];
 };
+
+enum redis_mode { REDIS_OFF, REDIS_MIRROR, REDIS_SHARED };
 
 /* Fill c with the built-in defaults (the "*" policy only), unchecked:
  * the daemon starts from config_load(NULL, ...), which also checks the

@@ -168,6 +168,91 @@ const char *core_health_name(enum key_health h);
 /* Failure and unknown outcomes over the last CORE_ERROR_SECONDS. */
 uint64_t core_recent_errors(const struct resild *d, uint64_t now_ms);
 
+/* --- shared mode (redis.c; SPEC §7) -------------------------------------
+ *
+ * Breaker changes from another daemon, received through Redis pub/sub,
+ * and global limiters fed by token leases.  The core knows nothing of
+ * Redis: these entries are how redis.c hands it news and takes tokens
+ * from it.
+ */
+
+enum remote_kind {
+    REMOTE_OPEN,  /* the breaker opened there: open here for open_left_ms */
+    REMOTE_CLOSE, /* a probe closed it there: the incident is over */
+    REMOTE_FORCE, /* an operator forced it there (force auto included) */
+    REMOTE_RESET, /* an operator reset it there */
+    REMOTE_PAUSE, /* a venue 429 paused it there for paused_ms */
+};
+
+struct remote_change {
+    enum remote_kind kind;
+    uint64_t open_left_ms; /* REMOTE_OPEN: >= 1 */
+    uint64_t open_for_ms;  /* REMOTE_OPEN: the open period's length */
+    enum breaker_force force;
+    uint64_t force_left_ms; /* REMOTE_FORCE: TTL left, 0 = until changed */
+    const char *reason;     /* REMOTE_FORCE: as given, reason_len bytes */
+    size_t reason_len;
+    uint64_t paused_ms;  /* REMOTE_PAUSE */
+    const char *origin;  /* the daemon it came from (NUL-terminated) */
+};
+
+/*
+ * Apply a change made on another daemon to k, as that daemon's operator
+ * or breaker would have, and announce it: transitions with cause
+ * BREAKER_TC_REMOTE, EV_FORCE / EV_RESET / EV_VENUE_PAUSE as for a local
+ * action; every event it emits carries ev.origin = rc->origin (a sink that
+ * shares changes must not send those back).
+ * - OPEN: an automatic breaker that is closed or half-open opens until
+ *   now + open_left_ms; one already open stays open until the later of
+ *   its own end and that.  A force stays on top (the state below it moves).
+ * - CLOSE: an automatic breaker that is open or half-open closes.
+ * - FORCE, RESET, PAUSE: as core_force (uid 0), core_reset, a 429.
+ * Parked requests see the new state.
+ */
+void core_remote(struct resild *d, struct key *k, const struct remote_change *rc,
+                 uint64_t now_ms);
+
+/*
+ * Global limiters.  A key whose policy is global and has a limiter takes
+ * its tokens from a lease while leasing is on (core_lease_mode 1), and
+ * from its local share (policy.limiter_share, k->lim) while it is off.
+ * Leased tokens are held at most CORE_LEASE_HOLD_MS; what is left then is
+ * handed back through core_lease_expired (for the Redis bucket).  Ancestor
+ * keys that are global are leased the same way.
+ */
+#define CORE_LEASE_HOLD_MS 1000
+
+/* Leasing on (Redis up, script ready) or off (fallback to the share).
+ * Turning it off keeps the tokens held until their hold ends. */
+void core_lease_mode(struct resild *d, int on, uint64_t now_ms);
+
+/* The next global key that wants tokens (its tokens fell below half its
+ * lease size, or a request waits for more than it holds), with *want the
+ * number to ask for; NULL when none.  Each key is returned once per need:
+ * it is asked again only after core_lease_grant or core_lease_failed. */
+struct key *core_lease_wanted(struct resild *d, uint64_t *want);
+
+/* n tokens (possibly 0) granted for k at now_ms, held until now_ms +
+ * CORE_LEASE_HOLD_MS (a grant renews the hold of all k holds); parked
+ * requests are looked at again.  retry_ms: when n is 0, Redis's wait
+ * until a token frees (k asks again then, not before). */
+void core_lease_grant(struct resild *d, struct key *k, uint64_t n,
+                      uint64_t retry_ms, uint64_t now_ms);
+
+/* The request for k got no answer (Redis away): k may be asked for again
+ * after retry_ms. */
+void core_lease_failed(struct resild *d, struct key *k, uint64_t retry_ms,
+                       uint64_t now_ms);
+
+/* The next key whose hold ended by now_ms: its unused tokens leave the key
+ * into *unused (to give back; may be 0).  NULL when none.  O(1) each. */
+struct key *core_lease_expired(struct resild *d, uint64_t now_ms,
+                               uint64_t *unused);
+
+/* Tokens k holds now, and its lease size (0: not a global limiter). */
+uint64_t core_lease_tokens(const struct key *k);
+uint64_t core_lease_size(const struct resild *d, const struct key *k);
+
 /* --- export and import (snapshot.c; SPEC §7) ---------------------------
  *
  * A key leaves in remaining-time form (breaker.h, limiter.h, heartbeat.h

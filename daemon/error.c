@@ -18,6 +18,10 @@ const char *rd_strerror(int code)
         return "cost exceeds what a limiter can ever grant";
     case RD_EDEEP:
         return "more ancestor limiters than a key may have";
+    case RD_EDOWN:
+        return "Redis is not connected";
+    case RD_EFULL:
+        return "queue full";
     }
     return "unknown error";
 }

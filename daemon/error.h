@@ -17,6 +17,8 @@ enum rd_error {
     RD_EPERMITS = -19, /* max_permits outstanding */
     RD_E2BIG = -20,    /* cost over what a limiter can ever grant */
     RD_EDEEP = -21,    /* more ancestor limiters than KEY_MAX_ANCESTORS */
+    RD_EDOWN = -22,    /* Redis is not connected (rlink.h) */
+    RD_EFULL = -23,    /* a bounded queue is full (the item is counted) */
 };
 
 /* Static text for a code of this space ("unknown error" otherwise). */

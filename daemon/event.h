@@ -110,6 +110,8 @@ struct event {
     enum event_type type;
     const struct key *key; /* NULL for host-wide events */
     uint64_t now_ms;       /* monotonic, set by core_emit */
+    const char *origin;    /* NULL: this daemon; else the daemon a shared
+                            * change came from (core_remote) */
     union {
         struct breaker_transition transition; /* from, to, cause */
         const struct outcome *outcome;
