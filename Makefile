@@ -46,7 +46,7 @@ DAEMON_CORE := daemon/breaker.c daemon/limiter.c daemon/bulkhead.c \
                daemon/snapfile.c
 DAEMON_SRC := $(DAEMON_CORE) daemon/server.c daemon/http.c daemon/sdnotify.c \
               daemon/errlog.c daemon/hooks.c daemon/snapshot.c \
-              daemon/main.c
+              daemon/rlink.c daemon/main.c
 CLIENT_SRC := client/resil.c
 CTL_SRC    := client/resilctl.c
 
