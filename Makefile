@@ -58,7 +58,7 @@ UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
               test_alloc test_corpus test_core test_prom test_http \
               test_sdnotify test_errlog test_analytics test_snapshot
 INTEG_TESTS := test_integ test_integ_breaker test_integ_admit test_flood \
-              test_abuse test_integ_errlog test_integ_snapshot
+              test_abuse test_integ_errlog test_integ_snapshot test_rlink
 CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
                 test_client_ctl test_review test_client_events test_ctl_health
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS) \
@@ -134,6 +134,8 @@ $(BUILD)/tests/test_client_events: $(call obj,tests/test_client_events.c $(CLIEN
 $(BUILD)/tests/test_ctl_health: $(call obj,tests/test_ctl_health.c $(CLIENT_TEST_UTIL)) $(BUILD)/libresil.a
 $(BUILD)/tests/test_integ_errlog: $(call obj,tests/test_integ_errlog.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/test_abuse: $(call obj,tests/test_abuse.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
+# rlink against real redis-server processes and fake servers.
+$(BUILD)/tests/test_rlink: $(call obj,tests/test_rlink.c daemon/rlink.c daemon/log.c daemon/error.c tests/daemon_util.c)
 $(BUILD)/tests/test_flood: $(call obj,tests/test_flood.c tests/flood_util.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/bench_analytics: $(call obj,tests/bench_analytics.c daemon/analytics.c)
 $(BUILD)/tests/bench_snapshot: $(call obj,tests/bench_snapshot.c $(PROTO_SRC) $(DAEMON_CORE) daemon/snapshot.c)
