@@ -728,6 +728,9 @@ int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms)
     void **wins = NULL;
     int rc = 0;
 
+    /* A reload keeps the running redis section (main.c): derive the
+     * shares and the scopes from it, not from the file's. */
+    config_derive(cfg);
     /* Phase 1: every allocation, before anything changes. */
     FOR_EACH_KEY(d, i, k)
     {
