@@ -59,6 +59,8 @@ void core_emit(struct resild *d, struct event *ev, uint64_t now_ms)
     unsigned i;
 
     ev->now_ms = now_ms;
+    if (!ev->origin)
+        ev->origin = d->emit_origin; /* NULL but inside core_remote */
     d->m.events++;
     for (i = 0; i < d->nsinks; i++)
         d->sinks[i].fn(d->sinks[i].ctx, ev);
@@ -460,6 +462,19 @@ uint64_t core_recent_errors(const struct resild *d, uint64_t now_ms)
     return n;
 }
 
+/* A 429 on k (here, or on another daemon): the nearest limiter pauses
+ * for ms (0: its pause_ms), announced on the key paused. */
+static void venue_pause(struct resild *d, struct key *k, uint64_t ms,
+                        uint64_t now_ms)
+{
+    struct key *t = admit_venue_pause(d, k, now_ms, ms);
+    struct event vp = {.type = EV_VENUE_PAUSE, .key = t};
+
+    vp.u.venue_pause.paused_ms = limiter_paused_ms(&t->lim, now_ms);
+    vp.u.venue_pause.reported_on = k;
+    core_emit(d, &vp, now_ms);
+}
+
 /*
  * The one entry for an outcome of key o->key, from any source.  p: the
  * permit it ends (owned by the reporter), or NULL.  Drives the breaker
@@ -519,13 +534,8 @@ static void outcome(struct resild *d, struct outcome *o, struct permit *p,
     core_emit(d, &ev, now_ms);
     announce(d, k, now_ms);
     /* Venue feedback reaches every client of the limiter at once. */
-    if (failed && is_rate_limited(o->cls)) {
-        struct key *t = admit_venue_pause(d, k, now_ms, o->venue_wait_ms);
-        struct event vp = {.type = EV_VENUE_PAUSE, .key = t};
-        vp.u.venue_pause.paused_ms = limiter_paused_ms(&t->lim, now_ms);
-        vp.u.venue_pause.reported_on = k;
-        core_emit(d, &vp, now_ms);
-    }
+    if (failed && is_rate_limited(o->cls))
+        venue_pause(d, k, o->venue_wait_ms, now_ms);
     if (o->has_remaining) {
         struct key *t = admit_venue_sync(d, k, now_ms, o->remaining);
         if (t) {
@@ -649,15 +659,19 @@ void core_caller_gone(struct resild *d, struct caller *c, uint64_t now_ms)
 
 /* --- operators --- */
 
-void core_force(struct resild *d, struct key *k, enum breaker_force f,
-                const char *reason, size_t rn, uint64_t ttl_ms, uint32_t uid,
-                uint64_t now_ms)
+/* An operator's force, here or (remote) on another daemon. */
+static void force(struct resild *d, struct key *k, enum breaker_force f,
+                  const char *reason, size_t rn, uint64_t ttl_ms, uint32_t uid,
+                  int remote, uint64_t now_ms)
 {
     static const char *const names[] = {"auto", "open", "closed", "disabled"};
     struct event ev = {.type = EV_FORCE, .key = k};
 
     core_advance(d, k, now_ms); /* what time did first is its own news */
-    breaker_force(&k->br, &k->policy->breaker, now_ms, f, ttl_ms);
+    if (remote)
+        breaker_remote_force(&k->br, now_ms, f, ttl_ms);
+    else
+        breaker_force(&k->br, &k->policy->breaker, now_ms, f, ttl_ms);
     d->wake_dirty = 1; /* parked requests see the new state */
     if (rn > KEY_REASON_MAX)
         rn = KEY_REASON_MAX;
@@ -671,19 +685,85 @@ void core_force(struct resild *d, struct key *k, enum breaker_force f,
     announce(d, k, now_ms);
 }
 
-void core_reset(struct resild *d, struct key *k, uint32_t uid, uint64_t now_ms)
+void core_force(struct resild *d, struct key *k, enum breaker_force f,
+                const char *reason, size_t rn, uint64_t ttl_ms, uint32_t uid,
+                uint64_t now_ms)
+{
+    force(d, k, f, reason, rn, ttl_ms, uid, 0, now_ms);
+}
+
+static void reset(struct resild *d, struct key *k, uint32_t uid, int remote,
+                  uint64_t now_ms)
 {
     struct event ev = {.type = EV_RESET, .key = k};
 
     core_advance(d, k, now_ms);
     ev.u.reset.uid = uid;
     ev.u.reset.paused_ms_cleared = limiter_paused_ms(&k->lim, now_ms);
-    breaker_reset(&k->br, now_ms);
+    if (remote)
+        breaker_remote_reset(&k->br, now_ms);
+    else
+        breaker_reset(&k->br, now_ms);
     limiter_unpause(&k->lim); /* a mistaken 429 must not block for hours */
     d->wake_dirty = 1;
     k->force_reason[0] = '\0';
     core_emit(d, &ev, now_ms);
     announce(d, k, now_ms);
+}
+
+void core_reset(struct resild *d, struct key *k, uint32_t uid, uint64_t now_ms)
+{
+    reset(d, k, uid, 0, now_ms);
+}
+
+/* --- shared mode: changes made on another daemon ------------------------ */
+
+/* The longest prefix of s[0..n) that is at most max bytes and does not end
+ * inside a UTF-8 sequence. */
+static size_t utf8_cut(const char *s, size_t n, size_t max)
+{
+    if (n <= max)
+        return n;
+    n = max;
+    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+        n--;
+    return n;
+}
+
+void core_remote(struct resild *d, struct key *k,
+                 const struct remote_change *rc, uint64_t now_ms)
+{
+    size_t rn;
+
+    /* What time changed first is local news: announced without origin. */
+    core_advance(d, k, now_ms);
+    d->emit_origin = rc->origin;
+    switch (rc->kind) {
+    case REMOTE_OPEN:
+        breaker_remote_open(&k->br, &k->policy->breaker, now_ms,
+                            rc->open_left_ms, rc->open_for_ms);
+        announce(d, k, now_ms);
+        break;
+    case REMOTE_CLOSE:
+        breaker_remote_close(&k->br, now_ms);
+        announce(d, k, now_ms);
+        break;
+    case REMOTE_FORCE:
+        if ((unsigned)rc->force > BREAKER_FORCE_DISABLED)
+            break; /* not a force: redis.c checks, this guards names[] */
+        rn = rc->reason ? utf8_cut(rc->reason, rc->reason_len, KEY_REASON_MAX)
+                        : 0;
+        force(d, k, rc->force, rc->reason, rn, rc->force_left_ms, 0, 1, now_ms);
+        break;
+    case REMOTE_RESET:
+        reset(d, k, 0, 1, now_ms);
+        break;
+    case REMOTE_PAUSE:
+        venue_pause(d, k, rc->paused_ms, now_ms);
+        break;
+    }
+    d->emit_origin = NULL;
+    d->wake_dirty = 1; /* parked requests see the new state */
 }
 
 /* --- time --- */

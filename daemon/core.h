@@ -192,25 +192,38 @@ struct remote_change {
     uint64_t force_left_ms; /* REMOTE_FORCE: TTL left, 0 = until changed */
     const char *reason;     /* REMOTE_FORCE: as given, reason_len bytes */
     size_t reason_len;
-    uint64_t paused_ms;  /* REMOTE_PAUSE */
-    const char *origin;  /* the daemon it came from (NUL-terminated) */
+    uint64_t paused_ms; /* REMOTE_PAUSE */
+    const char *origin; /* the daemon it came from (NUL-terminated) */
 };
 
 /*
  * Apply a change made on another daemon to k, as that daemon's operator
  * or breaker would have, and announce it: transitions with cause
  * BREAKER_TC_REMOTE, EV_FORCE / EV_RESET / EV_VENUE_PAUSE as for a local
- * action; every event it emits carries ev.origin = rc->origin (a sink that
- * shares changes must not send those back).
+ * action; every event the change emits carries ev.origin = rc->origin (a
+ * sink that shares changes must not send those back).  What time alone
+ * had changed for k by now_ms (an open period over, a force expired) is
+ * announced first, as local news without an origin.
  * - OPEN: an automatic breaker that is closed or half-open opens until
- *   now + open_left_ms; one already open stays open until the later of
- *   its own end and that.  A force stays on top (the state below it moves).
+ *   now + open_left_ms (0 counts as 1), as a trip would (status
+ *   opened_by "remote", the backoff step counted); one already open stays
+ *   open until the later of its own end and that, announcing nothing.  A
+ *   force stays on top (the state below it moves, unseen).  The key is
+ *   on the deadline heap, so the tick takes it to half-open at that end.
  * - CLOSE: an automatic breaker that is open or half-open closes.
- * - FORCE, RESET, PAUSE: as core_force (uid 0), core_reset, a 429.
- * Parked requests see the new state.
+ * - FORCE: as core_force by uid 0 with ttl force_left_ms; the reason is
+ *   cut to KEY_REASON_MAX bytes on a UTF-8 boundary.  Not journaled (a
+ *   local force is, by the RPC layer); the next snapshot has it.
+ * - RESET: as core_reset by uid 0 (the venue pause is cleared too).
+ * - PAUSE: as a 429 reported on k: the nearest limiter (k's, an
+ *   ancestor's, or k's own pause) stops everything for paused_ms (0: its
+ *   pause_ms), announced on the key paused.
+ * k's scope is not checked: redis.c applies what it shares.  Parked
+ * requests see the new state at the next core_wake (wake_dirty is set).
+ * O(1).
  */
-void core_remote(struct resild *d, struct key *k, const struct remote_change *rc,
-                 uint64_t now_ms);
+void core_remote(struct resild *d, struct key *k,
+                 const struct remote_change *rc, uint64_t now_ms);
 
 /*
  * Global limiters.  A key whose policy is global and has a limiter takes

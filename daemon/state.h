@@ -73,10 +73,13 @@ struct resild {
     struct msgidx parked_ix; /* parked requests by (caller, msgid) */
     struct key *waiting;     /* keys with parked requests */
     struct metrics m;
-    int stopping;      /* SIGTERM: nothing parks any more */
-    int wake_dirty;    /* something a parked request waits for may have
-                        * changed (a release, a park, a force, venue news):
-                        * the server runs admit_wake after this batch */
+    int stopping;   /* SIGTERM: nothing parks any more */
+    int wake_dirty; /* something a parked request waits for may have
+                     * changed (a release, a park, a force, venue news):
+                     * the server runs admit_wake after this batch */
+    /* Set only while core_remote applies another daemon's change: the
+     * events it emits carry it as ev.origin (core_emit). */
+    const char *emit_origin;
     uint64_t start_ms; /* monotonic, for uptime */
     long pid;
     /* Event sinks, called in order by core_emit. */
