@@ -231,38 +231,66 @@ void core_remote(struct resild *d, struct key *k,
  * from its local share (policy.limiter_share, k->lim) while it is off.
  * Leased tokens are held at most CORE_LEASE_HOLD_MS; what is left then is
  * handed back through core_lease_expired (for the Redis bucket).  Ancestor
- * keys that are global are leased the same way.
+ * keys that are global are leased the same way, each on its own.
+ *
+ * While leasing is on, a request passes a leased limiter when the tokens
+ * held cover its cost (plus the policy's reserve unless it is critical)
+ * and takes them; the venue pause still applies.  Short of tokens it is
+ * denied, or parked, with retry_after_ms the time the global limit takes
+ * to make its cost (at least 1 ms), and the key wants tokens; so does a
+ * key whose tokens fell below half its lease size after a take.  Nothing
+ * is ever admitted beyond what was granted.  While leasing is off, tokens
+ * still held serve first, then the local share.  Every entry is O(1) but
+ * core_lease_mode; nothing is allocated per request.
  */
 #define CORE_LEASE_HOLD_MS 1000
 
 /* Leasing on (Redis up, script ready) or off (fallback to the share).
- * Turning it off keeps the tokens held until their hold ends. */
+ * Turning it off keeps the tokens held until their hold ends.  Turning it
+ * on makes each key that took tokens since it last asked want a lease at
+ * once (a walk of the global keys, once per change).  Parked requests
+ * look again. */
 void core_lease_mode(struct resild *d, int on, uint64_t now_ms);
 
-/* The next global key that wants tokens (its tokens fell below half its
+/*
+ * The next global key that wants tokens (its tokens fell below half its
  * lease size, or a request waits for more than it holds), with *want the
- * number to ask for; NULL when none.  Each key is returned once per need:
- * it is asked again only after core_lease_grant or core_lease_failed. */
+ * number to ask for: max(lease size, the most a short request needed
+ * since the last grant) minus the tokens held.  NULL when none, and
+ * always while leasing is off.  Each key is returned once per need: it is
+ * asked again only after core_lease_grant or core_lease_failed.  A key
+ * not to be asked before a time (a grant of 0, a failure) that is still
+ * ahead of the latest now_ms the core was given (the tick, a wake, an
+ * acquire, any core_lease_* entry: from a timer, call core_lease_expired
+ * first) goes to the back; after a few of those in one call (8), NULL.
+ */
 struct key *core_lease_wanted(struct resild *d, uint64_t *want);
 
 /* n tokens (possibly 0) granted for k at now_ms, held until now_ms +
- * CORE_LEASE_HOLD_MS (a grant renews the hold of all k holds); parked
- * requests are looked at again.  retry_ms: when n is 0, Redis's wait
- * until a token frees (k asks again then, not before). */
+ * CORE_LEASE_HOLD_MS (a grant renews the hold of all k holds; the tokens
+ * held are capped at max(lease size, burst)); parked requests are looked
+ * at again (wake_dirty).  retry_ms: when n is 0, Redis's wait until a
+ * token frees (k asks again then, not before: it is queued again at once
+ * if still short, and a grant of 0 renews no hold).  A key no longer
+ * global keeps what it is granted until the hold ends, to hand it back. */
 void core_lease_grant(struct resild *d, struct key *k, uint64_t n,
                       uint64_t retry_ms, uint64_t now_ms);
 
 /* The request for k got no answer (Redis away): k may be asked for again
- * after retry_ms. */
+ * after retry_ms (at least 1; queued again at once if still short). */
 void core_lease_failed(struct resild *d, struct key *k, uint64_t retry_ms,
                        uint64_t now_ms);
 
 /* The next key whose hold ended by now_ms: its unused tokens leave the key
- * into *unused (to give back; may be 0).  NULL when none.  O(1) each. */
+ * into *unused (to give back; may be 0).  NULL when none.  O(1) each.  A
+ * key that took tokens during the hold wants a fresh lease at once. */
 struct key *core_lease_expired(struct resild *d, uint64_t now_ms,
                                uint64_t *unused);
 
-/* Tokens k holds now, and its lease size (0: not a global limiter). */
+/* Tokens k holds now (a hold that ended counts until core_lease_expired
+ * takes them), and its lease size: max(1, min(burst, ceil(rate x
+ * redis.lease_ms / per_ms / redis.expected_hosts))); 0 when k is not a
+ * global limiter. */
 uint64_t core_lease_tokens(const struct key *k);
 uint64_t core_lease_size(const struct resild *d, const struct key *k);
 

@@ -342,8 +342,7 @@ static void pack_admission(msgpack_packer *pk, struct key *k, uint64_t now_ms)
         proto_kv_u64(pk, "rate", pol->limiter.rate);
         proto_kv_u64(pk, "per_ms", pol->limiter.per_ms);
         proto_kv_u64(pk, "burst", pol->limiter.burst);
-        proto_kv_u64(pk, "available",
-                     limiter_available(&k->lim, &pol->limiter, now_ms));
+        proto_kv_u64(pk, "available", admit_available(k, now_ms));
         proto_kv_u64(pk, "paused_ms", limiter_paused_ms(&k->lim, now_ms));
     } else {
         msgpack_pack_nil(pk);

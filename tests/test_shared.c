@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "admit.h"
 #include "core.h"
 #include "tap.h"
 
@@ -532,6 +533,523 @@ static void test_remote_parked(void)
     core_free(&d);
 }
 
+/* --- global limiters' leases -------------------------------------------- */
+
+static const char *lease_cfg =
+    "{\"redis\": {\"url\": \"tcp://127.0.0.1:6379\", \"mode\": \"shared\","
+    "  \"expected_hosts\": 2, \"lease_ms\": 100},"
+    " \"policies\": {"
+    "  \"g\": {\"scope\": \"global\", \"reserve\": 2,"
+    "   \"limiter\": {\"rate\": 100, \"per\": \"second\", \"burst\": 40}},"
+    "  \"s\": {\"scope\": \"global\","
+    "   \"limiter\": {\"rate\": 100, \"per\": \"second\", \"burst\": 40}},"
+    "  \"ex\": {\"scope\": \"global\","
+    "   \"limiter\": {\"rate\": 1000, \"per\": \"second\", \"burst\": 100}},"
+    "  \"ex.fut\": {\"scope\": \"global\","
+    "   \"limiter\": {\"rate\": 10, \"per\": \"second\", \"burst\": 10}},"
+    "  \"ex.orders\": {\"limiter\": {\"rate\": 5, \"per\": \"second\"}},"
+    "  \"loc\": {\"limiter\": {\"rate\": 100, \"per\": \"second\"}}}}";
+
+/* No tokens: denied with the global limit's time for the cost, wanted
+ * once; a grant admits up to the tokens; below half it is wanted again;
+ * the critical reserve; parked requests served by a grant. */
+static void test_lease_basics(void)
+{
+    struct resild d;
+    struct fake f;
+    struct key *k, *w;
+    struct admit_result r;
+    uint64_t want = 0;
+    int i, n;
+
+    fake_init(&f);
+    start(&d, lease_cfg);
+    k = key(&d, "g", 0);
+    IS(core_lease_size(&d, k), 5,
+       "lease size: ceil(100/s x 100 ms / 2 hosts) = 5");
+    IS(core_lease_size(&d, key(&d, "loc", 0)), 0, "a local limiter: 0");
+    IS(core_lease_size(&d, key(&d, "other", 0)), 0, "no limiter: 0");
+    core_lease_mode(&d, 1, 0);
+    OK(core_lease_wanted(&d, &want) == NULL, "nothing wanted yet");
+    r = acq(&d, &f, k, 3, 0, 0, 1, 10);
+    OK(!r.allow && r.reason == ADMIT_RATE_LIMITED && r.retry_after_ms == 30,
+       "no tokens: rate_limited, retry_after 30 (3 x 1000 / 100)");
+    r = acq(&d, &f, k, 1, 0, 0, 2, 11);
+    OK(!r.allow && r.retry_after_ms == 10, "cost 1: 10 ms");
+    w = core_lease_wanted(&d, &want);
+    OK(w == k && want == 5, "wanted: g, 5 (max(size 5, 3 + reserve 2))");
+    OK(core_lease_wanted(&d, &want) == NULL, "once");
+    r = acq(&d, &f, k, 1, 0, 0, 3, 12);
+    OK(!r.allow && core_lease_wanted(&d, &want) == NULL,
+       "still short while asked: not wanted again");
+    core_wake(&d, 12);
+    core_lease_grant(&d, k, 5, 0, 20);
+    IS(core_lease_tokens(k), 5, "granted 5");
+    IS(core_wake_due(&d), 1, "a grant wakes parked requests");
+    for (n = 0, i = 0; i < 10; i++)
+        n += acq(&d, &f, k, 1, 0, 0, (uint32_t)(10 + i), 21).allow;
+    IS(n, 3, "normal requests: 3 (each must leave the reserve of 2)");
+    IS(core_lease_tokens(k), 2, "2 left: the reserve");
+    w = core_lease_wanted(&d, &want);
+    OK(w == k && want == 3, "below half (2 < 5/2): wanted for 3 more");
+    r = acq(&d, &f, k, 2, 1, 0, 30, 22);
+    OK(r.allow && core_lease_tokens(k) == 0, "a critical request takes the "
+                                             "reserve");
+    r = acq(&d, &f, k, 1, 1, 0, 31, 23);
+    OK(!r.allow && r.reason == ADMIT_RATE_LIMITED, "then none is left");
+    r = acq(&d, &f, k, 1, 0, 2000, 32, 24);
+    OK(r.parked, "a normal request parks for a grant");
+    core_wake(&d, 24);
+    core_lease_grant(&d, k, 3, 0, 30);
+    IS(core_wake_due(&d), 1, "the grant wakes it");
+    core_wake(&d, 30);
+    OK(f.n == 1 && f.a[0].msgid == 32 && f.a[0].allow,
+       "the parked request is served by the grant");
+    IS(core_lease_tokens(k), 2, "3 granted, 1 taken");
+    OK(core_lease_wanted(&d, &want) == k && want == 3,
+       "after a grant a key short again is wanted again (its next need)");
+    core_free(&d);
+}
+
+/* A hold ends CORE_LEASE_HOLD_MS after the latest grant: unused tokens
+ * leave exactly once, and serve nothing after the end. */
+static void test_lease_hold(void)
+{
+    struct resild d;
+    struct fake f;
+    struct key *k, *s;
+    struct admit_result r;
+    uint64_t unused = 99, want;
+
+    fake_init(&f);
+    start(&d, lease_cfg);
+    k = key(&d, "g", 0);
+    s = key(&d, "s", 0);
+    core_lease_mode(&d, 1, 0);
+    core_lease_grant(&d, k, 5, 0, 100);
+    core_lease_grant(&d, s, 4, 0, 200);
+    OK(core_lease_expired(&d, 1099, &unused) == NULL, "nothing at 1099");
+    core_lease_grant(&d, k, 3, 0, 300); /* renews k's hold to 1300 */
+    IS(core_lease_tokens(k), 8, "8 held");
+    OK(core_lease_expired(&d, 1100, &unused) == NULL,
+       "k's renewed hold has not ended at 1100");
+    OK(core_lease_expired(&d, 1200, &unused) == s && unused == 4,
+       "s first (held FIFO by hold end): 4 unused");
+    OK(core_lease_expired(&d, 1200, &unused) == NULL, "and s only once");
+    r = acq(&d, &f, k, 1, 0, 0, 1, 1299);
+    OK(r.allow && core_lease_tokens(k) == 7, "k's tokens serve until 1299");
+    r = acq(&d, &f, k, 1, 0, 0, 2, 1300);
+    OK(!r.allow, "not at 1300: the hold ended");
+    OK(core_lease_expired(&d, 1300, &unused) == k && unused == 7,
+       "k at 1300: 7 unused");
+    OK(core_lease_expired(&d, 5000, &unused) == NULL,
+       "nothing is handed back twice");
+    IS(core_lease_tokens(k), 0, "k holds nothing");
+    /* k took tokens during its hold: it wants a fresh lease at once (the
+     * short request at 1300 had wanted it already: still once). */
+    OK(core_lease_wanted(&d, &want) == k &&
+           core_lease_wanted(&d, &want) == NULL,
+       "k wanted again, once");
+    OK(core_lease_expired(&d, 6000, &unused) == NULL, "held FIFO empty");
+    core_lease_grant(&d, s, 0, 0, 6000);
+    OK(core_lease_expired(&d, 9000, &unused) == NULL,
+       "a grant of 0 holds nothing");
+    core_free(&d);
+}
+
+/* Not before: after a grant of 0 or a failure the key is offered again
+ * only after retry_ms; too-early keys go to the back, a bounded few per
+ * call. */
+static void test_lease_not_before(void)
+{
+    struct resild d;
+    struct fake f;
+    struct key *k, *ks[12], *got;
+    uint64_t want;
+    char name[16];
+    int i, seen, calls;
+
+    fake_init(&f);
+    start(&d, lease_cfg);
+    k = key(&d, "g", 0);
+    core_lease_mode(&d, 1, 0);
+    acq(&d, &f, k, 1, 0, 0, 1, 10);
+    OK(core_lease_wanted(&d, &want) == k, "wanted");
+    core_lease_grant(&d, k, 0, 50, 20);
+    OK(core_lease_wanted(&d, &want) == NULL,
+       "granted 0, retry 50: not offered at 20");
+    core_tick(&d, 69);
+    OK(core_lease_wanted(&d, &want) == NULL, "nor at 69");
+    core_tick(&d, 70);
+    OK(core_lease_wanted(&d, &want) == k && want == 5,
+       "offered again at 70, still for 5 (queued again: still short)");
+    core_lease_failed(&d, k, 0, 80);
+    OK(core_lease_wanted(&d, &want) == NULL, "failed, retry 0: not at 80");
+    core_tick(&d, 81);
+    OK(core_lease_wanted(&d, &want) == k, "offered at 81 (at least 1 ms)");
+    core_lease_grant(&d, k, 5, 0, 90);
+    OK(core_lease_wanted(&d, &want) == NULL, "granted: nothing wanted");
+    core_free(&d);
+
+    /* Twelve keys, eleven deferred ahead of one ready: each call passes
+     * over at most 8, so the ready one comes within a few calls. */
+    start(&d, "{\"redis\": {\"url\": \"tcp://h:1\", \"mode\": \"shared\"},"
+              " \"policies\": {\"*\": {\"scope\": \"global\","
+              " \"limiter\": {\"rate\": 10, \"per\": \"second\"}}}}");
+    core_lease_mode(&d, 1, 0);
+    for (i = 0; i < 12; i++) {
+        snprintf(name, sizeof(name), "k%d", i);
+        ks[i] = key(&d, name, 0);
+        acq(&d, &f, ks[i], 1, 0, 0, (uint32_t)(100 + i), 1);
+    }
+    for (i = 0; i < 12; i++)
+        if (core_lease_wanted(&d, &want) != ks[i])
+            break;
+    IS(i, 12, "all twelve wanted, in order");
+    for (i = 0; i < 11; i++)
+        core_lease_failed(&d, ks[i], 1000, 2);
+    core_lease_failed(&d, ks[11], 5, 2);
+    core_tick(&d, 10);
+    for (seen = 0, calls = 0; calls < 4 && !seen; calls++)
+        while ((got = core_lease_wanted(&d, &want)))
+            seen += got == ks[11] ? 1 : 100;
+    OK(seen == 1 && calls <= 2,
+       "the ready key comes out within 2 calls, alone (%d calls)", calls);
+    core_free(&d);
+}
+
+/* Leasing off: tokens still held serve first, then the local share, which
+ * admits exactly burst/hosts + rate/hosts over simulated minutes. */
+static void test_lease_off_share(void)
+{
+    struct resild d;
+    struct fake f;
+    struct key *k;
+    struct admit_result r;
+    uint64_t t, admitted = 0, msgid = 1, want;
+    int ok = 1, i;
+
+    fake_init(&f);
+    start(&d, lease_cfg);
+    k = key(&d, "s", 0); /* share: 100 per 2000 ms, burst 20 */
+    IS(admit_available(k, 0), 20, "status: the share's 20 while off");
+    core_lease_mode(&d, 1, 0);
+    IS(admit_available(k, 0), 0, "0 while on (the share does not serve)");
+    core_lease_grant(&d, k, 5, 0, 0);
+    IS(admit_available(k, 0), 5, "the 5 leased");
+    core_lease_mode(&d, 0, 0);
+    IS(admit_available(k, 0), 25, "off: 5 held + the share's 20");
+    OK(core_lease_wanted(&d, &want) == NULL, "nothing is asked while off");
+    for (i = 0; i < 5; i++)
+        r = acq(&d, &f, k, 1, 0, 0, (uint32_t)msgid++, 0);
+    OK(r.allow && core_lease_tokens(k) == 0 &&
+           limiter_available(&k->lim, &k->policy->limiter_share, 0) == 20,
+       "held tokens serve first; the share is untouched");
+    /* Five simulated minutes, as many as pass every ms. */
+    for (t = 0; t <= 300000; t++) {
+        for (i = 0; i < 100; i++) { /* 100: a runaway bucket, not a hang */
+            r = acq(&d, &f, k, 1, 0, 0, (uint32_t)msgid++, t);
+            if (!r.allow)
+                break;
+            admitted++;
+            report(&d, &f, k, r.permit, OUT_SUCCESS, "", t);
+        }
+        if (t % 60000 == 0 && admitted > 20 + t / 20)
+            ok = 0;
+    }
+    OK(ok, "never above 20 + 100 x t / 2000 at each minute");
+    IS(admitted, 20 + 300000 / 20,
+       "exactly 20 + 15000 in 300 s: the rate over 2 hosts");
+    core_free(&d);
+}
+
+/* A global key's own limiter runs under its share: exported and imported
+ * in whole tokens under that conf (another host count converts). */
+static void test_lease_export(void)
+{
+    struct resild a, b;
+    struct fake f;
+    struct key *k;
+    struct key_export *ex = malloc(sizeof(*ex));
+    int i;
+
+    fake_init(&f);
+    start(&a, lease_cfg);
+    k = key(&a, "s", 0);
+    for (i = 0; i < 5; i++)
+        acq(&a, &f, k, 1, 0, 0, (uint32_t)(i + 1), 0);
+    IS(admit_available(k, 0), 15, "the share (burst 20) after 5: 15");
+    core_export_key(k, 0, ex);
+    OK(ex->lim.per_ms == 2000, "exported in the share's unit (2000 ms)");
+    start(&b, lease_cfg);
+    IS(core_import_key(&b, ex, 5000), 0, "imported into the same config");
+    k = keys_find(&b.keys, "s", 1);
+    IS(admit_available(k, 5000), 15, "15 tokens again, not 15 x 2 hosts");
+    core_free(&b);
+    start(&b, "{\"redis\": {\"url\": \"tcp://h:1\", \"mode\": \"shared\","
+              " \"expected_hosts\": 4}, \"policies\": {\"s\": {\"scope\":"
+              " \"global\", \"limiter\": {\"rate\": 100, \"per\": \"second\","
+              " \"burst\": 40}}}}");
+    IS(core_import_key(&b, ex, 0), 0, "imported where 4 hosts share it");
+    k = keys_find(&b.keys, "s", 1);
+    IS(admit_available(k, 0), 10, "cut to that share's burst, 10");
+    core_free(&b);
+    core_free(&a);
+    free(ex);
+}
+
+/* Ancestors that are global are leased in the chain, all or nothing. */
+static void test_lease_ancestors(void)
+{
+    struct resild d;
+    struct fake f;
+    struct key *o, *fu, *ex, *w1, *w2;
+    struct admit_result r;
+    uint64_t want, wa, wb;
+    int i, n;
+
+    fake_init(&f);
+    start(&d, lease_cfg);
+    o = key(&d, "ex.orders", 0); /* own limiter local, 5/s */
+    fu = key(&d, "ex.fut", 0);   /* own limiter global too */
+    ex = key(&d, "ex", 0);
+    IS(core_lease_size(&d, ex), 50, "ex's lease size: 1000 x 100 / 1000 / 2");
+    IS(core_lease_size(&d, fu), 1, "ex.fut's: ceil(0.5) = 1");
+    core_lease_mode(&d, 1, 0);
+    r = acq(&d, &f, o, 1, 0, 0, 1, 10);
+    OK(!r.allow && r.reason == ADMIT_RATE_LIMITED && r.retry_after_ms == 1,
+       "ex.orders: its ancestor ex has no tokens (1 ms at 1000/s)");
+    OK(core_lease_wanted(&d, &want) == ex && want == 50 &&
+           core_lease_wanted(&d, &want) == NULL,
+       "ex is wanted, for 50; ex.orders (local) is not");
+    core_lease_grant(&d, ex, 50, 0, 20);
+    for (n = 0, i = 0; i < 8; i++)
+        n += acq(&d, &f, o, 1, 0, 0, (uint32_t)(10 + i), 21).allow;
+    OK(n == 5 && core_lease_tokens(ex) == 45,
+       "ex.orders: 5 (its own burst); ex gave exactly those 5");
+    r = acq(&d, &f, fu, 1, 0, 0, 30, 22);
+    OK(!r.allow && r.retry_after_ms == 100 && core_lease_tokens(ex) == 45,
+       "ex.fut short of its own tokens: denied (100 ms at 10/s), "
+       "nothing taken from ex");
+    w1 = core_lease_wanted(&d, &wa);
+    w2 = core_lease_wanted(&d, &wb);
+    OK(w1 == fu && wa == 1 && w2 == NULL, "ex.fut wanted, for 1");
+    core_lease_grant(&d, fu, 1, 0, 23);
+    r = acq(&d, &f, fu, 1, 0, 0, 31, 24);
+    OK(r.allow && core_lease_tokens(fu) == 0 && core_lease_tokens(ex) == 44,
+       "both leases pay for ex.fut");
+    core_free(&d);
+}
+
+/* Used while off, asked for as soon as leasing is on; a rebind that
+ * makes a key global or local leaves nothing dangling. */
+static void test_lease_mode_and_rebind(void)
+{
+    struct resild d;
+    struct fake f;
+    struct key *k, *l;
+    struct config cfg;
+    char path[256], err[512];
+    uint64_t want, unused;
+    FILE *fp;
+
+    fake_init(&f);
+    start(&d, lease_cfg);
+    k = key(&d, "g", 0);
+    l = key(&d, "loc", 0);
+    OK(acq(&d, &f, k, 1, 0, 0, 1, 10).allow, "g under its share while off");
+    core_lease_mode(&d, 1, 20);
+    OK(core_lease_wanted(&d, &want) == k && want == 5 &&
+           core_lease_wanted(&d, &want) == NULL,
+       "leasing on: g, used while off, is asked for at once");
+    core_lease_grant(&d, k, 5, 0, 30);
+    acq(&d, &f, k, 3, 0, 0, 2, 31); /* 2 left: below half, wanted */
+
+    /* Reload: g local, loc global. */
+    snprintf(path, sizeof(path), "%s/c.json", dir);
+    fp = fopen(path, "w");
+    fputs("{\"redis\": {\"url\": \"tcp://127.0.0.1:6379\", \"mode\": "
+          "\"shared\", \"expected_hosts\": 2, \"lease_ms\": 100},"
+          " \"policies\": {"
+          "  \"g\": {\"limiter\": {\"rate\": 100, \"per\": \"second\","
+          "   \"burst\": 40}},"
+          "  \"loc\": {\"scope\": \"global\","
+          "   \"limiter\": {\"rate\": 100, \"per\": \"second\"}}}}",
+          fp);
+    fclose(fp);
+    if (config_load(path, &cfg, err, sizeof(err)) < 0) {
+        DIAG("%s", err);
+        return;
+    }
+    OK(l->lease == NULL, "loc has no lease record while local");
+    IS(core_rebind(&d, &cfg, 40), 0, "rebind");
+    OK(l->lease != NULL && core_lease_size(&d, l) == 5,
+       "loc got its lease record; size 5");
+    OK(core_lease_wanted(&d, &want) == NULL,
+       "g, local now, left the wanted FIFO");
+    IS(core_lease_size(&d, k), 0, "g is not leased any more");
+    OK(acq(&d, &f, k, 1, 0, 0, 3, 50).allow,
+       "g decides on its own limiter again");
+    OK(!acq(&d, &f, l, 1, 0, 0, 4, 50).allow &&
+           core_lease_wanted(&d, &want) == l,
+       "loc decides on leases: short, wanted");
+    OK(core_lease_expired(&d, 1030, &unused) == k && unused == 2,
+       "g's held tokens are handed back at its hold's end, once");
+    OK(core_lease_expired(&d, 1030, &unused) == NULL, "nothing else held");
+    core_free(&d);
+}
+
+/*
+ * Random model check: keys with global limiters in chains, leasing on,
+ * random acquires (costs, critical, some parked), grants of random size
+ * to what was asked, failures, expiries, the tick and wakes.  For every
+ * global key the cost admitted never exceeds the tokens granted, tokens
+ * are conserved (granted = admitted + handed back + held), and a key is
+ * never asked for while a request for it is in flight.
+ */
+static struct {
+    uint32_t msgid;
+    struct key *k;
+    uint64_t cost;
+} pend[4096];
+static int npend;
+
+static uint64_t rnd_state = 0x9e3779b97f4a7c15ULL;
+static uint64_t rnd(uint64_t n)
+{
+    rnd_state ^= rnd_state << 13;
+    rnd_state ^= rnd_state >> 7;
+    rnd_state ^= rnd_state << 17;
+    return rnd_state % n;
+}
+
+static void test_lease_model(void)
+{
+    enum { NK = 4, OPS = 40000 };
+    static const char *const names[NK] = {"r", "r.a", "r.b", "q"};
+    struct resild d;
+    struct fake f;
+    struct key *k[NK], *w;
+    uint64_t granted[NK] = {0}, admitted[NK] = {0}, back[NK] = {0};
+    uint64_t asked[NK] = {0}, t = 0, want, unused;
+    int inflight[NK] = {0}, i, j, op, answered = 0;
+    int ok_bound = 1, ok_conserve = 1, ok_once = 1, nallow = 0, ngrant = 0;
+    uint32_t msgid = 1;
+
+    fake_init(&f);
+    start(&d, "{\"redis\": {\"url\": \"tcp://h:1\", \"mode\": \"shared\","
+              "  \"expected_hosts\": 3, \"lease_ms\": 200},"
+              " \"max_permits\": 100000, \"policies\": {"
+              "  \"*\": {\"breaker\": {\"failure_threshold\": 0,"
+              "   \"failure_rate_threshold\": 0}},"
+              "  \"r\": {\"scope\": \"global\", \"reserve\": 1, \"limiter\":"
+              "   {\"rate\": 50, \"per\": \"second\", \"burst\": 20}},"
+              "  \"r.a\": {\"scope\": \"global\", \"limiter\":"
+              "   {\"rate\": 30, \"per\": \"second\", \"burst\": 10}},"
+              "  \"r.b\": {\"bulkhead\": {\"max_concurrent\": 1000}},"
+              "  \"q\": {\"scope\": \"global\", \"reserve\": 2, \"limiter\":"
+              "   {\"rate\": 7, \"per\": \"second\", \"burst\": 9}}}}");
+    for (i = 0; i < NK; i++)
+        k[i] = key(&d, names[i], 0);
+    core_lease_mode(&d, 1, 0);
+    for (op = 0; op < OPS; op++) {
+        int which = (int)rnd(100);
+        if (which < 45) { /* acquire */
+            struct admit_result r;
+            int ki = (int)rnd(NK), crit = rnd(10) == 0;
+            uint64_t cost = 1 + rnd(3), wait = rnd(5) == 0 ? 50 : 0;
+            r = acq(&d, &f, k[ki], cost, crit, wait, msgid, t);
+            if (r.parked && npend < 4096) {
+                pend[npend].msgid = msgid;
+                pend[npend].k = k[ki];
+                pend[npend].cost = cost;
+                npend++;
+            }
+            if (r.allow) {
+                nallow++;
+                admitted[ki] += cost;
+                if (ki == 1 || ki == 2)
+                    admitted[0] += cost; /* r.a and r.b under r */
+                report(&d, &f, k[ki], r.permit, OUT_SUCCESS, "", t);
+            }
+            msgid++;
+        } else if (which < 65) { /* redis.c asks */
+            while ((w = core_lease_wanted(&d, &want))) {
+                for (i = 0; i < NK && k[i] != w; i++)
+                    ;
+                if (i == NK || inflight[i] || want == 0)
+                    ok_once = 0;
+                if (i < NK) {
+                    inflight[i] = 1;
+                    asked[i] = want;
+                }
+            }
+        } else if (which < 85) { /* an answer */
+            i = (int)rnd(NK);
+            if (inflight[i]) {
+                inflight[i] = 0;
+                if (rnd(6) == 0) {
+                    core_lease_failed(&d, k[i], rnd(30), t);
+                } else {
+                    uint64_t n = rnd(asked[i] + 1);
+                    granted[i] += n;
+                    ngrant += n > 0;
+                    core_lease_grant(&d, k[i], n, rnd(30), t);
+                }
+            }
+        } else if (which < 92) { /* holds that ended */
+            while ((w = core_lease_expired(&d, t, &unused))) {
+                for (i = 0; i < NK && k[i] != w; i++)
+                    ;
+                if (i < NK)
+                    back[i] += unused;
+            }
+        } else if (which < 96) { /* time passes */
+            t += 1 + rnd(rnd(8) == 0 ? 900 : 20);
+            core_tick(&d, t);
+        } else { /* parked requests */
+            core_wake(&d, t);
+        }
+        /* Parked requests answered (by a wake or by the tick). */
+        {
+            for (j = 0; j < f.n; j++) {
+                int p;
+                answered++;
+                for (p = 0; p < npend && pend[p].msgid != f.a[j].msgid; p++)
+                    ;
+                if (p == npend || !f.a[j].allow)
+                    continue;
+                for (i = 0; i < NK && k[i] != pend[p].k; i++)
+                    ;
+                nallow++;
+                admitted[i] += pend[p].cost;
+                if (i == 1 || i == 2)
+                    admitted[0] += pend[p].cost;
+                report(&d, &f, pend[p].k, f.a[j].permit, OUT_SUCCESS, "", t);
+            }
+            f.n = 0;
+        }
+        for (i = 0; i < NK; i++) {
+            if (i == 2)
+                continue; /* r.b: no limiter of its own */
+            if (admitted[i] > granted[i])
+                ok_bound = 0;
+            if (granted[i] != admitted[i] + back[i] + core_lease_tokens(k[i]))
+                ok_conserve = 0;
+        }
+    }
+    OK(ok_bound,
+       "%d operations: admitted never above granted, per key "
+       "and per ancestor",
+       OPS);
+    OK(ok_conserve, "granted = admitted + handed back + held, always");
+    OK(ok_once, "never asked for twice, never for 0");
+    OK(nallow > 500 && ngrant > 500 && answered > 50,
+       "and it did something: %d admitted, %d grants, %d parked answers",
+       nallow, ngrant, answered);
+    core_free(&d);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -543,6 +1061,14 @@ int main(void)
     test_remote_force_reset();
     test_remote_pause();
     test_remote_parked();
+    test_lease_basics();
+    test_lease_hold();
+    test_lease_not_before();
+    test_lease_off_share();
+    test_lease_export();
+    test_lease_ancestors();
+    test_lease_mode_and_rebind();
+    test_lease_model();
     {
         char path[300];
         snprintf(path, sizeof(path), "%s/c.json", dir);
