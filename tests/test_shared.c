@@ -10,6 +10,7 @@
  * tokens back exactly once, ancestors, the critical reserve, and a
  * randomized check that nothing is admitted beyond what was granted.
  */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,8 @@
 
 #include "admit.h"
 #include "core.h"
+#include "evlog.h"
+#include "methods.h"
 #include "tap.h"
 
 #define MAXEV 4096
@@ -1050,6 +1053,147 @@ static void test_lease_model(void)
     core_free(&d);
 }
 
+/* --- origin on the wire and in the log ---------------------------------- */
+
+struct sub {
+    struct rpc_client rc;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+};
+
+static void sub_flush(struct rpc_client *rc)
+{
+    (void)rc;
+}
+
+/* Send one request {method, params map of one string array} to rc. */
+static void dispatch_topics(struct resild *d, struct sub *s, uint64_t now)
+{
+    msgpack_sbuffer req;
+    msgpack_packer rp;
+    msgpack_zone zone;
+    struct proto_msg m;
+    const char *why;
+
+    msgpack_sbuffer_init(&req);
+    msgpack_packer_init(&rp, &req, msgpack_sbuffer_write);
+    proto_pack_request_head(&rp, 1, "subscribe");
+    msgpack_pack_array(&rp, 1);
+    msgpack_pack_map(&rp, 1);
+    proto_pack_cstr(&rp, "topics");
+    msgpack_pack_array(&rp, 3);
+    proto_pack_cstr(&rp, "state");
+    proto_pack_cstr(&rp, "operator");
+    proto_pack_cstr(&rp, "alert");
+    msgpack_zone_init(&zone, 1024);
+    if (proto_decode(req.data, req.size, &zone, &m, &why) == 0)
+        methods_dispatch(d, &s->rc, &m, &s->pk, now);
+    msgpack_zone_destroy(&zone);
+    msgpack_sbuffer_destroy(&req);
+}
+
+/* The origin of each event notification in s's output, in order, as
+ * "type:origin " (no origin field: "type:- "). */
+static void sub_origins(struct sub *s, char *out, size_t cap)
+{
+    msgpack_unpacked u;
+    size_t off = 0, n = 0;
+
+    out[0] = '\0';
+    msgpack_unpacked_init(&u);
+    while (msgpack_unpack_next(&u, s->sb.data, s->sb.size, &off) ==
+           MSGPACK_UNPACK_SUCCESS) {
+        const msgpack_object *a = &u.data, *e, *t, *o;
+        if (a->type != MSGPACK_OBJECT_ARRAY || a->via.array.size != 3)
+            continue; /* the subscribe answer */
+        e = &a->via.array.ptr[2].via.array.ptr[0];
+        t = proto_map_get(e, "type");
+        o = proto_map_get(e, "origin");
+        n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%.*s:%.*s ",
+                              (int)t->via.str.size, t->via.str.ptr,
+                              o ? (int)o->via.str.size : 1,
+                              o ? o->via.str.ptr : "-");
+    }
+    msgpack_unpacked_destroy(&u);
+}
+
+static void test_origin_wire_and_log(void)
+{
+    struct resild d;
+    struct sub s;
+    struct key *k, *v;
+    struct remote_change rc = {.kind = REMOTE_OPEN, .origin = "hostB"};
+    char got[1024], path[300], logbuf[4096];
+    int saved, fd;
+    ssize_t n;
+
+    start(&d, remote_cfg);
+    methods_attach(&d);
+    memset(&s, 0, sizeof(s));
+    msgpack_sbuffer_init(&s.sb);
+    msgpack_packer_init(&s.pk, &s.sb, msgpack_sbuffer_write);
+    methods_client_init(&s.rc, &s.pk, sub_flush);
+    s.rc.caller.answer = answer;
+    dispatch_topics(&d, &s, 0);
+    k = key(&d, "x", 0);
+    v = key(&d, "venue", 0);
+
+    /* The log sink, its stderr into a file for the length of the test. */
+    snprintf(path, sizeof(path), "%s/log", dir);
+    fflush(stderr);
+    saved = dup(2);
+    fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
+    dup2(fd, 2);
+    core_add_sink(&d, evlog_sink, NULL);
+
+    rc.open_left_ms = 1000;
+    core_remote(&d, k, &rc, 10); /* transition, remote */
+    core_tick(&d, 1010);         /* transition, local */
+    rc.kind = REMOTE_FORCE;
+    rc.force = BREAKER_FORCE_OPEN;
+    rc.reason = "m";
+    rc.reason_len = 1;
+    core_remote(&d, k, &rc, 1100); /* force + transition */
+    rc.kind = REMOTE_RESET;
+    core_remote(&d, k, &rc, 1200); /* reset + transition */
+    rc.kind = REMOTE_PAUSE;
+    rc.paused_ms = 300;
+    rc.origin = "bad\x01name";     /* a peer's bytes, escaped in the log */
+    core_remote(&d, v, &rc, 1300); /* venue pause */
+    core_force(&d, k, BREAKER_FORCE_CLOSED, NULL, 0, 0, 7, 1400);
+
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(fd);
+    sub_origins(&s, got, sizeof(got));
+    OK(!strcmp(got, "transition:hostB transition:local force:hostB "
+                    "transition:hostB reset:hostB transition:hostB "
+                    "venue_pause:bad\x01name force:local transition:local "),
+       "subscribers: each event's origin, \"local\" for this daemon's");
+    if (strcmp(got, "transition:hostB transition:local force:hostB "
+                    "transition:hostB reset:hostB transition:hostB "
+                    "venue_pause:bad\x01name force:local transition:local "))
+        DIAG("got %s", got);
+    fd = open(path, O_RDONLY);
+    n = read(fd, logbuf, sizeof(logbuf) - 1);
+    close(fd);
+    unlink(path);
+    logbuf[n > 0 ? n : 0] = '\0';
+    OK(strstr(logbuf, "key x: closed -> open (remote) origin=hostB\n") &&
+           strstr(logbuf, "key x: open -> half_open (open_time_over)\n") &&
+           strstr(logbuf, "reason \"m\") origin=hostB\n") &&
+           strstr(logbuf, "key x: reset by uid 0 origin=hostB\n") &&
+           strstr(logbuf, "pausing 300 ms origin=bad\\x01name\n") &&
+           strstr(logbuf, "forced closed by uid 7 (ttl 0 ms, reason \"\")\n"),
+       "the log: origin=<name> on remote lines only, escaped");
+    if (!strstr(logbuf, "origin=hostB"))
+        DIAG("log: %s", logbuf);
+    msgpack_sbuffer_destroy(&s.sb);
+    methods_client_gone(&d, &s.rc, 2000);
+    core_free(&d);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -1061,6 +1205,7 @@ int main(void)
     test_remote_force_reset();
     test_remote_pause();
     test_remote_parked();
+    test_origin_wire_and_log();
     test_lease_basics();
     test_lease_hold();
     test_lease_not_before();
