@@ -243,11 +243,13 @@ static void lease_want(struct resild *d, struct lease *l, uint64_t need)
 }
 
 /* Still short after an answer: wanted again (not before not_before_ms). */
-static void lease_rewant(struct resild *d, struct key *k, struct lease *l)
+static void lease_rewant(struct resild *d, struct key *k, struct lease *l,
+                         uint64_t now_ms)
 {
     uint64_t size = admit_lease_size(d, k);
 
-    if (d->lease.on && leased(k) && (l->tokens * 2 < size || l->need > 0))
+    if (d->lease.on && leased(k) &&
+        (lease_usable(l, now_ms) * 2 < size || l->need > 0))
         lease_want(d, l, 0);
 }
 
@@ -306,7 +308,7 @@ struct key *admit_lease_wanted(struct resild *d, uint64_t *want)
     if (!d->lease.on)
         return NULL;
     while ((l = d->lease.q[LEASE_Q_WANT].head)) {
-        uint64_t size, target;
+        uint64_t size, target, held;
         if (l->not_before_ms > d->lease.clock_ms) {
             /* Too early: to the tail, a bounded number of times. */
             if (++skipped > LEASE_SKIP_MAX || d->lease.q[LEASE_Q_WANT].n == 1)
@@ -319,11 +321,14 @@ struct key *admit_lease_wanted(struct resild *d, uint64_t *want)
         l->flags &= (uint8_t)~LEASE_WANTED;
         if (!leased(l->key))
             continue;
+        /* Tokens whose hold ended (not yet handed back) serve nothing:
+         * ask as if they were gone; the grant renews their hold. */
         size = admit_lease_size(d, l->key);
         target = l->need > size ? l->need : size;
-        if (target <= l->tokens)
+        held = lease_usable(l, d->lease.clock_ms);
+        if (target <= held)
             continue; /* a grant came meanwhile: nothing to ask */
-        *want = target - l->tokens;
+        *want = target - held;
         l->flags |= LEASE_INFLIGHT;
         return l->key;
     }
@@ -343,15 +348,20 @@ void admit_lease_grant(struct resild *d, struct key *k, uint64_t n,
     if (!n) {
         /* Redis had none: ask again after its wait, not before. */
         l->not_before_ms = now_ms + (retry_ms ? retry_ms : 1);
-        lease_rewant(d, k, l);
+        lease_rewant(d, k, l, now_ms);
         return;
     }
-    /* Held at most max(lease size, burst): what a request may need.  A
-     * key no longer global keeps all of it, to hand it back. */
+    /* Held at most max(lease size, burst): what a request may need, plus
+     * tokens whose hold had ended (asked for as if gone; their hold is
+     * renewed).  A key no longer global keeps all of it, to hand it back.
+     * So nothing Redis counts as leased is dropped unless it gave more
+     * than was asked. */
     size = admit_lease_size(d, k);
     cap = !leased(k)                        ? UINT64_MAX
           : k->policy->limiter.burst > size ? k->policy->limiter.burst
                                             : size;
+    if (l->hold_until_ms <= now_ms)
+        cap = cap > UINT64_MAX - l->tokens ? UINT64_MAX : cap + l->tokens;
     if (cap < l->tokens) /* the policy shrank under it */
         cap = l->tokens;
     l->tokens = n > cap - l->tokens ? cap : l->tokens + n;
@@ -373,7 +383,7 @@ void admit_lease_failed(struct resild *d, struct key *k, uint64_t retry_ms,
         return;
     l->flags &= (uint8_t)~LEASE_INFLIGHT;
     l->not_before_ms = now_ms + (retry_ms ? retry_ms : 1);
-    lease_rewant(d, k, l);
+    lease_rewant(d, k, l, now_ms);
 }
 
 struct key *admit_lease_expired(struct resild *d, uint64_t now_ms,

@@ -48,11 +48,16 @@ const char *core_bound_name(enum core_bound b);
  * A new configuration (reload): every key is matched again and takes its
  * new policy -- breaker options (a changed window layout starts an empty
  * window; state, timers and forces are kept), limiter (the tokens it has
- * are kept, cut to the new burst: a reload never refills a bucket), bulkhead,
- * heartbeat, critical; ancestor limiters are resolved again on the key's
- * next use.  Takes cfg on success (d owns it; the old one is freed) and
- * leaves it with the caller on failure.  0, or RD_ENOMEM with nothing
- * changed.  O(keys): for a reload, never a request.
+ * are kept, cut to the new burst: a reload never refills a bucket; a
+ * global limiter's bucket is its local share), bulkhead, heartbeat,
+ * critical, scope (a key that becomes global gets its lease record; one
+ * that stops being global asks for no more tokens and hands back what it
+ * holds when its hold ends); ancestor limiters are resolved again on the
+ * key's next use.  cfg's shares and scopes are derived again from the
+ * redis section it carries (config_derive: main.c keeps the running one).
+ * Takes cfg on success (d owns it; the old one is freed) and leaves it
+ * with the caller on failure.  0, or RD_ENOMEM with nothing changed.
+ * O(keys): for a reload, never a request.
  */
 int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms);
 

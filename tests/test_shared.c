@@ -657,6 +657,22 @@ static void test_lease_hold(void)
     core_lease_grant(&d, s, 0, 0, 6000);
     OK(core_lease_expired(&d, 9000, &unused) == NULL,
        "a grant of 0 holds nothing");
+
+    /* A hold that ended but was not collected yet: its tokens serve
+     * nothing, the key asks as if they were gone, a grant renews them. */
+    core_lease_grant(&d, s, 4, 0, 10000);
+    r = acq(&d, &f, s, 1, 0, 0, 3, 11500);
+    OK(!r.allow && core_lease_tokens(s) == 4,
+       "at 11500 the 4 held since 10000 serve nothing");
+    OK(core_lease_wanted(&d, &want) == s && want == 5,
+       "s is asked for a whole lease (5), not 5 - 4");
+    core_lease_grant(&d, s, 5, 0, 11600);
+    IS(core_lease_tokens(s), 9, "9 held, all until 12600");
+    r = acq(&d, &f, s, 1, 0, 0, 4, 11601);
+    OK(r.allow && core_lease_expired(&d, 12599, &unused) == NULL,
+       "they serve again; nothing handed back before 12600");
+    OK(core_lease_expired(&d, 12600, &unused) == s && unused == 8,
+       "8 handed back at 12600, once");
     core_free(&d);
 }
 
