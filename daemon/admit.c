@@ -11,6 +11,18 @@
  * a new normal request for it does not overtake them: it waits behind them
  * or is denied with the reason they wait for.  Critical requests are not
  * queued behind normal ones.
+ *
+ * Global limiters (scope "global" with a limiter, shared mode) take their
+ * tokens from a lease: a small record per such key (struct lease below,
+ * allocated once when the key is prepared or rebound, freed with it) holds
+ * the tokens Redis granted and until when, and links the key into two
+ * FIFOs of the core: keys that want tokens, and keys that hold some, by
+ * the end of their hold.  Every hold is now + CORE_LEASE_HOLD_MS when
+ * granted, so appending keeps the held FIFO sorted.  Per request the lease
+ * costs O(1) and allocates nothing.  While leasing is on, a leased limiter
+ * decides from its tokens only (so nothing is admitted beyond what was
+ * granted); while it is off, from its tokens still held, then from its
+ * local share (k->lim under policy.limiter_share).
  */
 #include "admit.h"
 
@@ -20,6 +32,30 @@
 
 #include "core.h"
 #include "error.h"
+
+/* A global limiter's lease (see the top).  tokens are whole tokens of the
+ * global limit; they serve requests only before hold_until_ms. */
+struct lease {
+    struct key *key;        /* its key (the FIFOs link leases) */
+    uint64_t tokens;        /* held: granted, not yet taken or handed back */
+    uint64_t hold_until_ms; /* usable before this; 0: nothing held */
+    uint64_t not_before_ms; /* core_lease_wanted skips it before this */
+    uint64_t need;          /* the most a short request needed (cost plus
+                             * reserve) since the last grant */
+    struct lease_link link[LEASE_QUEUES]; /* on the wanted / held FIFO */
+    struct lease *all_next;               /* resild.lease.all */
+    uint8_t flags;                        /* LEASE_* below */
+    uint8_t on;                           /* leasing on (status reads it) */
+};
+
+#define LEASE_WANTED 1   /* on the wanted FIFO */
+#define LEASE_INFLIGHT 2 /* handed out by core_lease_wanted, unanswered */
+#define LEASE_HELD 4     /* on the held FIFO */
+#define LEASE_USED 8     /* took tokens since it last asked for some */
+
+/* Too-early keys core_lease_wanted moves to the tail in one call before
+ * it answers NULL: bounded work per call, never a walk of the FIFO. */
+#define LEASE_SKIP_MAX 8
 
 struct parked {
     struct parked *qprev, *qnext; /* key FIFO; qnext is the free list */
@@ -88,9 +124,305 @@ const char *admit_reason_name(enum admit_reason r)
     return "ok";
 }
 
+const struct limiter_conf *admit_policy_lim_conf(const struct policy *p)
+{
+    if (!p->has_limiter)
+        return &no_limiter;
+    return p->global ? &p->limiter_share : &p->limiter;
+}
+
+const struct limiter_conf *admit_lim_conf(const struct key *k)
+{
+    return admit_policy_lim_conf(k->policy);
+}
+
 static const struct limiter_conf *lim_conf(const struct key *k)
 {
-    return k->policy->has_limiter ? &k->policy->limiter : &no_limiter;
+    return admit_policy_lim_conf(k->policy);
+}
+
+/* --- leases (global limiters) ------------------------------------------- */
+
+int admit_policy_leased(const struct policy *p)
+{
+    return p->global && p->has_limiter;
+}
+
+/* k's lease when its own limiter is a global one now, else NULL. */
+static struct lease *leased(const struct key *k)
+{
+    return k->lease && admit_policy_leased(k->policy) ? k->lease : NULL;
+}
+
+static uint64_t lease_usable(const struct lease *l, uint64_t now_ms)
+{
+    return l->hold_until_ms > now_ms ? l->tokens : 0;
+}
+
+/* Tokens a request must find: its cost, and the reserve unless critical
+ * (saturating: a peer gives cost). */
+static uint64_t lease_need(const struct key *k, uint64_t cost, int critical)
+{
+    uint64_t r = critical ? 0 : k->policy->reserve;
+
+    return cost > UINT64_MAX - r ? UINT64_MAX : cost + r;
+}
+
+/* When a short request could pass, as far as the daemon can tell without
+ * Redis: the time the global limit takes to make cost, at least 1 ms. */
+static uint64_t lease_estimate(const struct policy *p, uint64_t cost)
+{
+    uint64_t rate = p->limiter.rate ? p->limiter.rate : 1, w;
+
+    if (cost > UINT64_MAX / p->limiter.per_ms)
+        return UINT64_MAX - 1; /* long, but not LIMITER_NEVER */
+    w = cost * p->limiter.per_ms;
+    w = w / rate + (w % rate != 0);
+    return w ? w : 1;
+}
+
+uint64_t admit_lease_size(const struct resild *d, const struct key *k)
+{
+    const struct policy *p = k->policy;
+    uint64_t hosts =
+        d->cfg.redis_expected_hosts ? d->cfg.redis_expected_hosts : 1;
+    uint64_t div, n;
+
+    if (!leased(k))
+        return 0;
+    /* rate <= 1e9 and lease_ms <= 1e4: the product fits; per_ms <= 8.64e7
+     * and hosts <= 1000 likewise. */
+    n = p->limiter.rate * d->cfg.redis_lease_ms;
+    div = p->limiter.per_ms * hosts;
+    n = n / div + (n % div != 0);
+    if (n > p->limiter.burst)
+        n = p->limiter.burst;
+    return n ? n : 1;
+}
+
+static void lq_push(struct resild *d, int q, struct lease *l)
+{
+    struct lease_link *n = &l->link[q];
+
+    n->prev = d->lease.q[q].tail;
+    n->next = NULL;
+    if (n->prev)
+        n->prev->link[q].next = l;
+    else
+        d->lease.q[q].head = l;
+    d->lease.q[q].tail = l;
+    d->lease.q[q].n++;
+}
+
+static void lq_unlink(struct resild *d, int q, struct lease *l)
+{
+    struct lease_link *n = &l->link[q];
+
+    if (n->prev)
+        n->prev->link[q].next = n->next;
+    else
+        d->lease.q[q].head = n->next;
+    if (n->next)
+        n->next->link[q].prev = n->prev;
+    else
+        d->lease.q[q].tail = n->prev;
+    n->prev = n->next = NULL;
+    d->lease.q[q].n--;
+}
+
+/* k wants tokens (need: what a short request needed, 0 for "below half").
+ * Once per need: a key already wanted or asked for is not queued again. */
+static void lease_want(struct resild *d, struct lease *l, uint64_t need)
+{
+    if (need > l->need)
+        l->need = need;
+    if (l->flags & (LEASE_WANTED | LEASE_INFLIGHT))
+        return;
+    l->flags = (uint8_t)((l->flags | LEASE_WANTED) & ~LEASE_USED);
+    lq_push(d, LEASE_Q_WANT, l);
+}
+
+/* Still short after an answer: wanted again (not before not_before_ms). */
+static void lease_rewant(struct resild *d, struct key *k, struct lease *l,
+                         uint64_t now_ms)
+{
+    uint64_t size = admit_lease_size(d, k);
+
+    if (d->lease.on && leased(k) &&
+        (lease_usable(l, now_ms) * 2 < size || l->need > 0))
+        lease_want(d, l, 0);
+}
+
+struct lease *admit_lease_new(void)
+{
+    return calloc(1, sizeof(struct lease));
+}
+
+void admit_lease_attach(struct resild *d, struct key *k, struct lease *l)
+{
+    l->key = k;
+    l->on = (uint8_t)d->lease.on;
+    l->all_next = d->lease.all;
+    d->lease.all = l;
+    k->lease = l;
+}
+
+void admit_lease_rebound(struct resild *d, struct key *k)
+{
+    struct lease *l = k->lease;
+
+    if (!l || leased(k))
+        return;
+    /* No longer global: asked for nothing more.  Tokens held and a request
+     * in flight stay until the hold ends and are handed back then. */
+    if (l->flags & LEASE_WANTED)
+        lq_unlink(d, LEASE_Q_WANT, l);
+    l->flags &= (uint8_t) ~(LEASE_WANTED | LEASE_USED);
+    l->need = 0;
+}
+
+void admit_lease_mode(struct resild *d, int on)
+{
+    struct lease *l;
+
+    on = !!on;
+    if (on == d->lease.on)
+        return;
+    d->lease.on = on;
+    /* O(global keys), once per change of Redis's state, never per
+     * request: each lease learns the mode (status reads it), and a key
+     * used while leasing was off asks for a lease at once, ahead of need. */
+    for (l = d->lease.all; l; l = l->all_next) {
+        l->on = (uint8_t)on;
+        if (on && (l->flags & LEASE_USED) && leased(l->key))
+            lease_want(d, l, 0);
+    }
+    d->wake_dirty = 1; /* parked requests decide under the other source */
+}
+
+struct key *admit_lease_wanted(struct resild *d, uint64_t *want)
+{
+    struct lease *l;
+    unsigned skipped = 0;
+
+    if (!d->lease.on)
+        return NULL;
+    while ((l = d->lease.q[LEASE_Q_WANT].head)) {
+        uint64_t size, target, held;
+        if (l->not_before_ms > d->lease.clock_ms) {
+            /* Too early: to the tail, a bounded number of times. */
+            if (++skipped > LEASE_SKIP_MAX || d->lease.q[LEASE_Q_WANT].n == 1)
+                return NULL;
+            lq_unlink(d, LEASE_Q_WANT, l);
+            lq_push(d, LEASE_Q_WANT, l);
+            continue;
+        }
+        lq_unlink(d, LEASE_Q_WANT, l);
+        l->flags &= (uint8_t)~LEASE_WANTED;
+        if (!leased(l->key))
+            continue;
+        /* Tokens whose hold ended (not yet handed back) serve nothing:
+         * ask as if they were gone; the grant renews their hold. */
+        size = admit_lease_size(d, l->key);
+        target = l->need > size ? l->need : size;
+        held = lease_usable(l, d->lease.clock_ms);
+        if (target <= held)
+            continue; /* a grant came meanwhile: nothing to ask */
+        *want = target - held;
+        l->flags |= LEASE_INFLIGHT;
+        return l->key;
+    }
+    return NULL;
+}
+
+void admit_lease_grant(struct resild *d, struct key *k, uint64_t n,
+                       uint64_t retry_ms, uint64_t now_ms)
+{
+    struct lease *l = k->lease;
+    uint64_t cap, size;
+
+    if (!l)
+        return;
+    l->flags &= (uint8_t)~LEASE_INFLIGHT;
+    d->wake_dirty = 1; /* parked requests look at the tokens */
+    if (!n) {
+        /* Redis had none: ask again after its wait, not before. */
+        l->not_before_ms = now_ms + (retry_ms ? retry_ms : 1);
+        lease_rewant(d, k, l, now_ms);
+        return;
+    }
+    /* Held at most max(lease size, burst): what a request may need, plus
+     * tokens whose hold had ended (asked for as if gone; their hold is
+     * renewed).  A key no longer global keeps all of it, to hand it back.
+     * So nothing Redis counts as leased is dropped unless it gave more
+     * than was asked. */
+    size = admit_lease_size(d, k);
+    cap = !leased(k)                        ? UINT64_MAX
+          : k->policy->limiter.burst > size ? k->policy->limiter.burst
+                                            : size;
+    if (l->hold_until_ms <= now_ms)
+        cap = cap > UINT64_MAX - l->tokens ? UINT64_MAX : cap + l->tokens;
+    if (cap < l->tokens) /* the policy shrank under it */
+        cap = l->tokens;
+    l->tokens = n > cap - l->tokens ? cap : l->tokens + n;
+    l->hold_until_ms = now_ms + CORE_LEASE_HOLD_MS;
+    l->not_before_ms = 0;
+    l->need = 0;
+    if (l->flags & LEASE_HELD)
+        lq_unlink(d, LEASE_Q_HELD, l);
+    l->flags |= LEASE_HELD;
+    lq_push(d, LEASE_Q_HELD, l); /* the latest hold: the tail */
+}
+
+void admit_lease_failed(struct resild *d, struct key *k, uint64_t retry_ms,
+                        uint64_t now_ms)
+{
+    struct lease *l = k->lease;
+
+    if (!l)
+        return;
+    l->flags &= (uint8_t)~LEASE_INFLIGHT;
+    l->not_before_ms = now_ms + (retry_ms ? retry_ms : 1);
+    lease_rewant(d, k, l, now_ms);
+}
+
+struct key *admit_lease_expired(struct resild *d, uint64_t now_ms,
+                                uint64_t *unused)
+{
+    struct lease *l = d->lease.q[LEASE_Q_HELD].head;
+
+    if (!l || l->hold_until_ms > now_ms)
+        return NULL;
+    lq_unlink(d, LEASE_Q_HELD, l);
+    l->flags &= (uint8_t)~LEASE_HELD;
+    *unused = l->tokens;
+    l->tokens = 0;
+    l->hold_until_ms = 0;
+    /* In use during the hold: a fresh lease at once, so a steady user is
+     * not left short after each hold. */
+    if (d->lease.on && (l->flags & LEASE_USED) && leased(l->key))
+        lease_want(d, l, 0);
+    return l->key;
+}
+
+uint64_t admit_lease_tokens(const struct key *k)
+{
+    return k->lease ? k->lease->tokens : 0;
+}
+
+size_t admit_lease_bytes(void)
+{
+    return sizeof(struct lease);
+}
+
+uint64_t admit_available(struct key *k, uint64_t now_ms)
+{
+    struct lease *l = leased(k);
+    uint64_t n = l ? lease_usable(l, now_ms) : 0;
+
+    if (!l || !l->on)
+        n += limiter_available(&k->lim, lim_conf(k), now_ms);
+    return n;
 }
 
 static struct limiter_conf crit_conf(const struct key *k)
@@ -112,7 +444,14 @@ int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
         return 0;
     if (k->admit_ready == 0) {
         /* First use; after a rebind (ADMIT_REBOUND) the limiters keep
-         * their state and only the ancestors are found again. */
+         * their state and only the ancestors are found again (core_rebind
+         * gave a key that became global its lease). */
+        if (admit_policy_leased(k->policy) && !k->lease) {
+            struct lease *l = admit_lease_new();
+            if (!l)
+                return RD_ENOMEM;
+            admit_lease_attach(d, k, l);
+        }
         limiter_init(&k->lim, lim_conf(k), now_ms);
         cc = crit_conf(k);
         limiter_init(&k->crit_lim, &cc, now_ms);
@@ -160,24 +499,79 @@ static enum admit_reason from_breaker(enum breaker_reason r)
     return ADMIT_OK;
 }
 
-/* Longest wait over k's own limiter (or pause) and its ancestors'. */
-static uint64_t limiter_chain_wait(struct key *k, uint64_t cost, int critical,
+/*
+ * ms until k's own limiter would pass cost (0: now; LIMITER_NEVER: never
+ * under the conf it runs under).  A key without a limiter has only its
+ * venue pause.  A leased one passes on tokens still held (the venue pause
+ * still applies); short of them, it waits on its local share while
+ * leasing is off, else for a grant: the time the global limit takes to
+ * make cost, and with wd (the decision path; NULL when only estimating)
+ * it joins the wanted FIFO.
+ */
+static uint64_t own_wait(const struct resild *d, struct resild *wd,
+                         struct key *k, uint64_t cost, int critical,
+                         uint64_t now_ms)
+{
+    const struct policy *pol = k->policy;
+    struct lease *l = leased(k);
+    uint64_t need, paused, w;
+
+    if (!pol->has_limiter)
+        return limiter_paused_ms(&k->lim, now_ms);
+    if (!l)
+        return limiter_wait(&k->lim, lim_conf(k), now_ms, cost, pol->reserve,
+                            critical);
+    need = lease_need(k, cost, critical);
+    paused = limiter_paused_ms(&k->lim, now_ms);
+    if (lease_usable(l, now_ms) >= need)
+        return paused;
+    if (!d->lease.on)
+        return limiter_wait(&k->lim, &pol->limiter_share, now_ms, cost,
+                            pol->reserve, critical);
+    if (wd)
+        lease_want(wd, l, need);
+    w = lease_estimate(pol, cost);
+    return paused > w ? paused : w;
+}
+
+/* Take cost from k's own limiter: what own_wait said passes at the same
+ * now_ms (held tokens first, else the share), never more. */
+static void own_take(struct resild *d, struct key *k, uint64_t cost,
+                     int critical, uint64_t now_ms)
+{
+    struct lease *l = leased(k);
+
+    if (!k->policy->has_limiter)
+        return;
+    if (!l) {
+        limiter_take(&k->lim, lim_conf(k), now_ms, cost);
+        return;
+    }
+    l->flags |= LEASE_USED;
+    if (lease_usable(l, now_ms) >= lease_need(k, cost, critical)) {
+        l->tokens -= cost;
+        if (d->lease.on && l->tokens * 2 < admit_lease_size(d, k))
+            lease_want(d, l, 0); /* below half: ask ahead of need */
+        return;
+    }
+    limiter_take(&k->lim, &k->policy->limiter_share, now_ms, cost);
+}
+
+/* Longest wait over k's own limiter (or pause) and its ancestors'; every
+ * leased one that is short is wanted when wd is given. */
+static uint64_t limiter_chain_wait(const struct resild *d, struct resild *wd,
+                                   struct key *k, uint64_t cost, int critical,
                                    uint64_t now_ms, const struct key **culprit)
 {
     uint64_t w, worst;
     size_t i;
 
-    if (k->policy->has_limiter)
-        worst = limiter_wait(&k->lim, &k->policy->limiter, now_ms, cost,
-                             k->policy->reserve, critical);
-    else
-        worst = limiter_paused_ms(&k->lim, now_ms);
+    worst = own_wait(d, wd, k, cost, critical, now_ms);
     if (culprit)
         *culprit = k;
     for (i = 0; i < k->nanc; i++) {
         struct key *a = k->anc[i];
-        w = limiter_wait(&a->lim, &a->policy->limiter, now_ms, cost,
-                         a->policy->reserve, critical);
+        w = own_wait(d, wd, a, cost, critical, now_ms);
         if (w > worst) {
             worst = w;
             if (culprit)
@@ -245,10 +639,11 @@ static enum verdict decide(struct resild *d, struct caller *c, struct key *k,
         res->reason = ADMIT_BULKHEAD_FULL;
         out = V_WAITABLE;
     }
-    if (out == V_ALLOW &&
-        (wait = limiter_chain_wait(k, cost, critical, now_ms, NULL)) > 0) {
+    if (out == V_ALLOW && (wait = limiter_chain_wait(d, d, k, cost, critical,
+                                                     now_ms, NULL)) > 0) {
         res->reason = ADMIT_RATE_LIMITED;
-        res->retry_after_ms = wait;
+        /* Never: a local share smaller than cost plus reserve. */
+        res->retry_after_ms = wait == LIMITER_NEVER ? 0 : wait;
         out = V_WAITABLE;
     }
     if (out != V_ALLOW && pol->shadow) {
@@ -271,11 +666,9 @@ static enum verdict decide(struct resild *d, struct caller *c, struct key *k,
         return V_NOPERMIT;
     }
     if (!shadow) {
-        if (k->policy->has_limiter)
-            limiter_take(&k->lim, &pol->limiter, now_ms, cost);
+        own_take(d, k, cost, critical, now_ms);
         for (i = 0; i < k->nanc; i++)
-            limiter_take(&k->anc[i]->lim, &k->anc[i]->policy->limiter, now_ms,
-                         cost);
+            own_take(d, k->anc[i], cost, critical, now_ms);
         if (crit_pass) {
             limiter_take(&k->crit_lim, &cc, now_ms, 1);
             d->m.critical_probes++;
@@ -509,8 +902,8 @@ uint64_t admit_next_wake(const struct resild *d, uint64_t now_ms)
         for (p = k->q_head; p; p = p->qnext) {
             if (p != k->q_head && !p->critical)
                 continue;
-            w = limiter_chain_wait((struct key *)k, p->cost, p->critical,
-                                   now_ms, NULL);
+            w = limiter_chain_wait(d, NULL, (struct key *)k, p->cost,
+                                   p->critical, now_ms, NULL);
             if (w && w != LIMITER_NEVER && now_ms + w < best)
                 best = now_ms + w;
         }
@@ -563,7 +956,9 @@ struct key *admit_venue_sync(struct resild *d, struct key *k, uint64_t now_ms,
     d->wake_dirty = 1;
     if (!t->policy->has_limiter)
         return NULL;
-    limiter_sync(&t->lim, &t->policy->limiter, now_ms, remaining);
+    limiter_sync(&t->lim, lim_conf(t), now_ms, remaining);
+    if (leased(t) && t->lease->tokens > remaining)
+        t->lease->tokens = remaining; /* the venue's count is global */
     return t;
 }
 

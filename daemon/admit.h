@@ -113,4 +113,43 @@ struct key *admit_venue_sync(struct resild *d, struct key *k, uint64_t now_ms,
  * for the worst-case memory figure (memory.c). */
 size_t admit_parked_bytes(void);
 
+/* The conf k->lim runs under for policy p: its limiter; for a global one,
+ * its local share (policy.limiter_share); without a limiter, a stand-in
+ * whose only use is the venue pause.  Snapshots export and import k->lim
+ * under it, and a rebind converts between the old and the new one. */
+const struct limiter_conf *admit_policy_lim_conf(const struct policy *p);
+const struct limiter_conf *admit_lim_conf(const struct key *k);
+
+/* Whole tokens k's own limiter could hand out now (status, metrics): a
+ * global one's leased tokens still held, plus, while leasing is off, its
+ * local share's. */
+uint64_t admit_available(struct key *k, uint64_t now_ms);
+
+/*
+ * Global limiters' leases: the workings of core.h's core_lease_* (see
+ * there; the core stamps d->lease.clock_ms before calling).  A key is
+ * leased while its policy is global with a limiter and it has a lease
+ * record: allocated by admit_prepare on first use, or by core_rebind
+ * (admit_lease_new, phase 1, then admit_lease_attach) for a key that
+ * becomes global; freed with the key (keys_free).  admit_lease_rebound:
+ * k's policy changed; a key no longer global leaves the wanted FIFO (what
+ * it holds is handed back when its hold ends).
+ */
+int admit_policy_leased(const struct policy *p);
+struct lease *admit_lease_new(void); /* NULL: out of memory */
+void admit_lease_attach(struct resild *d, struct key *k, struct lease *l);
+void admit_lease_rebound(struct resild *d, struct key *k);
+void admit_lease_mode(struct resild *d, int on);
+struct key *admit_lease_wanted(struct resild *d, uint64_t *want);
+void admit_lease_grant(struct resild *d, struct key *k, uint64_t n,
+                       uint64_t retry_ms, uint64_t now_ms);
+void admit_lease_failed(struct resild *d, struct key *k, uint64_t retry_ms,
+                        uint64_t now_ms);
+struct key *admit_lease_expired(struct resild *d, uint64_t now_ms,
+                                uint64_t *unused);
+uint64_t admit_lease_tokens(const struct key *k);
+uint64_t admit_lease_size(const struct resild *d, const struct key *k);
+/* Bytes of one lease record (memory.c). */
+size_t admit_lease_bytes(void);
+
 #endif

@@ -132,7 +132,8 @@ static enum breaker_transition_cause trip_cause(enum breaker_cause c)
     case BREAKER_CAUSE_PROBE_FAILED:
         return BREAKER_TC_PROBE_FAILURE;
     case BREAKER_CAUSE_PROBE_SLOW:
-    case BREAKER_CAUSE_NONE: /* not reached: every trip has a cause */
+    case BREAKER_CAUSE_NONE:   /* not reached: every trip has a cause */
+    case BREAKER_CAUSE_REMOTE: /* not reached: breaker_remote_open */
         break;
     }
     return BREAKER_TC_PROBE_SLOW;
@@ -430,12 +431,13 @@ void breaker_release(struct breaker *b, uint32_t generation, int probe)
         b->probes_in_flight--;
 }
 
-void breaker_force(struct breaker *b, const struct breaker_conf *c,
-                   uint64_t now_ms, enum breaker_force f, uint64_t ttl_ms)
+/* An operator's force, here or on another daemon (cause says which). */
+static void force_with(struct breaker *b, uint64_t now_ms, enum breaker_force f,
+                       uint64_t ttl_ms, enum breaker_transition_cause cause)
 {
     enum breaker_visible from;
 
-    breaker_advance(b, c, now_ms);
+    advance(b, now_ms);
     if (f == b->force) {
         /* Same visible state: only the TTL changes; permits stay valid. */
         b->force_until_ms = (f != BREAKER_AUTO && ttl_ms) ? now_ms + ttl_ms : 0;
@@ -448,10 +450,19 @@ void breaker_force(struct breaker *b, const struct breaker_conf *c,
     b->generation++;
     b->probes_in_flight = 0;
     b->probe_successes = 0;
-    report(b, from, BREAKER_TC_FORCE); /* f differs: always visible */
+    report(b, from, cause); /* f differs: always visible */
 }
 
-void breaker_reset(struct breaker *b, uint64_t now_ms)
+void breaker_force(struct breaker *b, const struct breaker_conf *c,
+                   uint64_t now_ms, enum breaker_force f, uint64_t ttl_ms)
+{
+    (void)c;
+    force_with(b, now_ms, f, ttl_ms, BREAKER_TC_FORCE);
+}
+
+/* An operator's reset, here or on another daemon. */
+static void reset_with(struct breaker *b, uint64_t now_ms,
+                       enum breaker_transition_cause cause)
 {
     enum breaker_visible from;
 
@@ -462,7 +473,86 @@ void breaker_reset(struct breaker *b, uint64_t now_ms)
     b->reopens = 0;
     b->cause = BREAKER_CAUSE_NONE;
     set_state(b, BREAKER_CLOSED, now_ms);
-    report(b, from, BREAKER_TC_RESET);
+    report(b, from, cause);
+}
+
+void breaker_reset(struct breaker *b, uint64_t now_ms)
+{
+    reset_with(b, now_ms, BREAKER_TC_RESET);
+}
+
+/* --- changes made on another daemon (shared mode) ----------------------- */
+
+/* The automatic state moves to s; under a force that is not visible, so
+ * since_ms (the visible state's age) stays. */
+static void remote_state(struct breaker *b, enum breaker_state s,
+                         uint64_t now_ms)
+{
+    uint64_t since = b->since_ms;
+
+    set_state(b, s, now_ms);
+    if (b->force != BREAKER_AUTO)
+        b->since_ms = since;
+}
+
+void breaker_remote_open(struct breaker *b, const struct breaker_conf *c,
+                         uint64_t now_ms, uint64_t open_left_ms,
+                         uint64_t open_for_ms)
+{
+    enum breaker_visible from;
+    uint64_t until;
+
+    (void)c;
+    advance(b, now_ms);
+    if (!open_left_ms)
+        open_left_ms = 1;
+    until =
+        open_left_ms > UINT64_MAX - now_ms ? UINT64_MAX : now_ms + open_left_ms;
+    if (open_for_ms < open_left_ms)
+        open_for_ms = open_left_ms;
+    if (b->state == BREAKER_OPEN) {
+        /* Open here too (advance: open_until_ms > now_ms): the later end
+         * wins; nothing visible changes, no permit goes stale. */
+        if (until > b->open_until_ms) {
+            b->open_until_ms = until;
+            if (open_for_ms > b->open_for_ms)
+                b->open_for_ms = open_for_ms;
+        }
+        return;
+    }
+    from = breaker_visible_state(b);
+    remote_state(b, BREAKER_OPEN, now_ms);
+    b->open_until_ms = until;
+    b->open_for_ms = open_for_ms;
+    b->cause = BREAKER_CAUSE_REMOTE;
+    b->reopens++; /* as a trip here: the next open backs off from it */
+    b->opens++;
+    report(b, from, BREAKER_TC_REMOTE);
+}
+
+void breaker_remote_close(struct breaker *b, uint64_t now_ms)
+{
+    enum breaker_visible from;
+
+    advance(b, now_ms);
+    if (b->state == BREAKER_CLOSED)
+        return;
+    from = breaker_visible_state(b);
+    remote_state(b, BREAKER_CLOSED, now_ms);
+    b->reopens = 0;
+    b->cause = BREAKER_CAUSE_NONE;
+    report(b, from, BREAKER_TC_REMOTE);
+}
+
+void breaker_remote_force(struct breaker *b, uint64_t now_ms,
+                          enum breaker_force f, uint64_t ttl_ms)
+{
+    force_with(b, now_ms, f, ttl_ms, BREAKER_TC_REMOTE);
+}
+
+void breaker_remote_reset(struct breaker *b, uint64_t now_ms)
+{
+    reset_with(b, now_ms, BREAKER_TC_REMOTE);
 }
 
 double breaker_failure_rate(const struct breaker *b, uint64_t now_ms)
@@ -587,6 +677,8 @@ const char *breaker_cause_name(enum breaker_cause c)
         return "probe_failed";
     case BREAKER_CAUSE_PROBE_SLOW:
         return "probe_slow";
+    case BREAKER_CAUSE_REMOTE:
+        return "remote";
     }
     return "none";
 }
@@ -681,7 +773,7 @@ int breaker_export_check(const struct breaker_export *ex, const uint8_t *calls,
     uint32_t i;
 
     if (ex->state > BREAKER_HALF_OPEN || ex->force > BREAKER_FORCE_DISABLED ||
-        ex->cause > BREAKER_CAUSE_PROBE_SLOW || ex->force_has_ttl > 1 ||
+        ex->cause > BREAKER_CAUSE_REMOTE || ex->force_has_ttl > 1 ||
         ex->window_time > 1)
         return -1;
     if (ex->nwin >

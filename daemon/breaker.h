@@ -79,6 +79,7 @@ enum breaker_cause {
     BREAKER_CAUSE_SLOW_RATE,
     BREAKER_CAUSE_PROBE_FAILED,
     BREAKER_CAUSE_PROBE_SLOW,
+    BREAKER_CAUSE_REMOTE, /* another daemon's breaker opened (shared mode) */
 };
 
 /* The visible state: the force if any, else the automatic state. */
@@ -103,8 +104,8 @@ enum breaker_transition_cause {
     BREAKER_TC_FORCE,          /* operator force, or force auto */
     BREAKER_TC_FORCE_EXPIRED,  /* a force's TTL ended (breaker_advance) */
     BREAKER_TC_RESET,          /* operator reset */
-    BREAKER_TC_REMOTE,         /* reserved: applied from another host; the
-                                * breaker never reports it itself */
+    BREAKER_TC_REMOTE,         /* a change made on another daemon
+                                * (breaker_remote_*, shared mode) */
 };
 
 struct breaker_transition {
@@ -267,6 +268,37 @@ void breaker_force(struct breaker *b, const struct breaker_conf *c,
  * the lifetime figures are kept.  Time-driven changes due by now_ms are
  * applied (and reported) first. */
 void breaker_reset(struct breaker *b, uint64_t now_ms);
+
+/*
+ * Changes made on another daemon that shares this breaker (scope global).
+ * Each applies what time changed by now_ms first (reported with its own
+ * cause), then reports its own visible change, if any, with cause
+ * BREAKER_TC_REMOTE; like the local calls, each makes at most one change
+ * of its own, so BREAKER_TRANSITIONS_MAX holds.
+ *
+ * remote_open: a closed or half-open automatic state opens until now_ms +
+ * open_left_ms (0 counts as 1), as a trip would (cause
+ * BREAKER_CAUSE_REMOTE, opens and the backoff step counted, generation
+ * bumped, probes in flight forgotten); open_for_ms is the period's length
+ * there (at least open_left_ms).  An open one stays open until the later
+ * of its own end and that, with no visible change and no permit made
+ * stale.  Under a force the automatic state moves unseen: nothing is
+ * reported and since_ms stays, as when an open period ends under a force.
+ *
+ * remote_close: an open or half-open automatic state closes (window
+ * cleared, backoff step reset), as a probe success would; a closed one is
+ * left as it is.  Under a force likewise unseen.
+ *
+ * remote_force, remote_reset: breaker_force and breaker_reset, reported
+ * with cause BREAKER_TC_REMOTE.
+ */
+void breaker_remote_open(struct breaker *b, const struct breaker_conf *c,
+                         uint64_t now_ms, uint64_t open_left_ms,
+                         uint64_t open_for_ms);
+void breaker_remote_close(struct breaker *b, uint64_t now_ms);
+void breaker_remote_force(struct breaker *b, uint64_t now_ms,
+                          enum breaker_force f, uint64_t ttl_ms);
+void breaker_remote_reset(struct breaker *b, uint64_t now_ms);
 
 /* Window figures in percent (0 when the window is empty). */
 double breaker_failure_rate(const struct breaker *b, uint64_t now_ms);

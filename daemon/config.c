@@ -2,10 +2,12 @@
  * config.c - load and validate the JSON configuration (see config.h).
  *
  * Every value is range-checked here so the rest of the daemon can trust the
- * struct.  Sections the SPEC names but this version does not implement yet
- * (scope, redis) are refused with "not
- * implemented" rather than silently ignored: an operator who configures a
- * snapshot must not believe the state is kept when it is not.
+ * struct.  What the SPEC names but this version does not do is refused with
+ * a reason rather than silently ignored (redis.budget_ms: no decision waits
+ * on Redis here), so that nobody relies on it.  The redis section and a
+ * policy's scope are parsed here; "scope": "global" needs redis.mode
+ * "shared", and each policy's limiter_share is derived from
+ * redis.expected_hosts (config_derive).
  * Every error names the file, the line and column where jansson or the
  * located key puts it, and the dotted path of the bad value.
  */
@@ -49,6 +51,7 @@ enum {
     SET_RETRY = 1 << 20,
     SET_CRITICAL_PROBE = 1 << 21,
     SET_HEARTBEAT = 1 << 22,
+    SET_SCOPE = 1 << 23,
 };
 
 struct parse {
@@ -848,10 +851,11 @@ static int parse_policy(struct parse *p, const char *pattern, json_t *obj,
             pol->has_heartbeat = 1;
             *set |= SET_HEARTBEAT;
         } else if (!strcmp(k, "scope")) {
-            return fail(p,
-                        "%s: not implemented in this version (refused so "
-                        "that nobody relies on it)",
-                        sub);
+            const char *sc = json_string_value(v);
+            if (!sc || (strcmp(sc, "local") && strcmp(sc, "global")))
+                return fail(p, "%s: must be \"local\" or \"global\"", sub);
+            pol->global = !strcmp(sc, "global");
+            *set |= SET_SCOPE;
         } else {
             return fail(p, "%s: unknown key", sub);
         }
@@ -897,6 +901,8 @@ static void inherit(struct policy *dst, unsigned dst_set,
         dst->ignore = src->ignore;
     if (!(dst_set & SET_CRITICAL))
         dst->critical = src->critical;
+    if (!(dst_set & SET_SCOPE))
+        dst->global = src->global;
     if (!(dst_set & SET_SHADOW))
         dst->shadow = src->shadow;
     if (!(dst_set & SET_PERMIT_TTL))
@@ -945,6 +951,19 @@ static uint64_t default_memory_mb(void)
     return (uint64_t)pages * (uint64_t)page / 2 >> 20;
 }
 
+/* The host name, cut to cap - 1 bytes ("" when the system will not say;
+ * parse_redis then asks for redis.origin). */
+static void default_origin(char *out, size_t cap)
+{
+    char host[256];
+
+    out[0] = '\0';
+    if (gethostname(host, sizeof(host)) < 0)
+        return;
+    host[sizeof(host) - 1] = '\0';
+    snprintf(out, cap, "%.*s", (int)(cap - 1), host);
+}
+
 int config_defaults(struct config *c)
 {
     memset(c, 0, sizeof(*c));
@@ -965,6 +984,14 @@ int config_defaults(struct config *c)
     c->errors_recent = CONFIG_ERRORS_RECENT;
     c->snapshot_interval_s = 1;
     c->snapshot_enabled = 1;
+    c->redis_mode = REDIS_OFF;
+    strcpy(c->redis_prefix, "resild:");
+    c->redis_connect_timeout_ms = 1000;
+    c->redis_command_timeout_ms = 1000;
+    default_origin(c->redis_origin, sizeof(c->redis_origin));
+    c->redis_expected_hosts = 1;
+    c->redis_lease_ms = 100;
+    c->redis_queue = 10000;
     c->policies = calloc(1, sizeof(struct policy));
     if (!c->policies)
         return -1;
@@ -1332,6 +1359,282 @@ static int parse_snapshot(struct parse *p, json_t *obj, struct config *c)
     return 0;
 }
 
+/* --- the "redis" section (SPEC §7) --- */
+
+#define REDIS_UNIX_PATH_MAX 107 /* a sockaddr_un's sun_path, NUL excluded */
+#define REDIS_HOST_MAX 255      /* a DNS name's most */
+
+/* Bytes in [A-Za-z0-9._:-] (key characters: origin). */
+static int key_chars(const char *s, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || strchr("._:-", s[i])))
+            return 0;
+    return 1;
+}
+
+/* Printable ASCII, no space (prefix, master_name). */
+static int graph_chars(const char *s, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if (s[i] <= ' ' || s[i] > '~')
+            return 0;
+    return 1;
+}
+
+/*
+ * "host:port" (what follows tcp://, or a sentinel): host a name or an IPv4
+ * address ([A-Za-z0-9.-], 1..255 bytes) or an IPv6 literal in brackets,
+ * port 1..65535 in decimal without a sign or leading zeros.  0, or -1 with
+ * what is wrong in why.  rlink_parse_addr takes the same forms.
+ */
+static int hostport_check(const char *s, char *why, size_t cap)
+{
+    const char *colon = strrchr(s, ':'), *q;
+    size_t hn;
+    unsigned long port;
+    char *end;
+
+    if (!colon)
+        return snprintf(why, cap, "\"%.80s\" has no :port", s), -1;
+    hn = (size_t)(colon - s);
+    if (s[0] == '[') {
+        if (hn < 3 || s[hn - 1] != ']')
+            return snprintf(why, cap,
+                            "an IPv6 host must be in brackets: [::1]:6379"),
+                   -1;
+        for (q = s + 1; q < s + hn - 1; q++)
+            if (!((*q >= '0' && *q <= '9') || (*q >= 'a' && *q <= 'f') ||
+                  (*q >= 'A' && *q <= 'F') || *q == ':' || *q == '.'))
+                return snprintf(why, cap, "\"%.*s\" is not an IPv6 address",
+                                (int)(hn > 80 ? 80 : hn), s),
+                       -1;
+    } else {
+        if (hn == 0 || hn > REDIS_HOST_MAX)
+            return snprintf(why, cap, "the host must be 1..%d bytes",
+                            REDIS_HOST_MAX),
+                   -1;
+        for (q = s; q < colon; q++)
+            if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') ||
+                  (*q >= '0' && *q <= '9') || *q == '.' || *q == '-'))
+                return snprintf(why, cap,
+                                "host \"%.*s\" must be a name or an IPv4 "
+                                "address ([A-Za-z0-9.-]) or [IPv6]",
+                                (int)(hn > 80 ? 80 : hn), s),
+                       -1;
+    }
+    if (colon[1] < '1' || colon[1] > '9')
+        return snprintf(why, cap, "port \"%.20s\" must be 1..65535", colon + 1),
+               -1;
+    errno = 0;
+    port = strtoul(colon + 1, &end, 10);
+    if (*end || errno || port > 65535)
+        return snprintf(why, cap, "port \"%.20s\" must be 1..65535", colon + 1),
+               -1;
+    return 0;
+}
+
+/* redis.url: "unix:///absolute/path" or "tcp://host:port". */
+static int redis_url_check(const char *s, char *why, size_t cap)
+{
+    if (!strncmp(s, "unix://", 7)) {
+        const char *path = s + 7;
+        if (path[0] != '/')
+            return snprintf(why, cap,
+                            "the socket path after unix:// must be absolute "
+                            "(unix:///run/redis/redis.sock)"),
+                   -1;
+        if (strlen(path) > REDIS_UNIX_PATH_MAX)
+            return snprintf(why, cap,
+                            "the socket path is %zu bytes; at most %d fit a "
+                            "Unix socket address",
+                            strlen(path), REDIS_UNIX_PATH_MAX),
+                   -1;
+        if (path[strlen(path) - 1] == '/')
+            return snprintf(why, cap, "the socket path names a directory"), -1;
+        return 0;
+    }
+    if (!strncmp(s, "tcp://", 6))
+        return hostport_check(s + 6, why, cap);
+    return snprintf(why, cap,
+                    "\"%.80s\" must be \"unix:///path\" or \"tcp://host:port\"",
+                    s),
+           -1;
+}
+
+/* A string value of 1..cap-1 bytes (no NUL inside) into out, or an error
+ * naming path and what. */
+static int get_str(struct parse *p, json_t *v, const char *path, size_t min,
+                   size_t cap, const char *what, char *out)
+{
+    const char *s = json_string_value(v);
+
+    if (!s || json_string_length(v) != strlen(s) || strlen(s) < min ||
+        strlen(s) >= cap)
+        return fail(p, "%s: must be %s of %zu..%zu bytes", path, what, min,
+                    cap - 1);
+    strcpy(out, s);
+    return 0;
+}
+
+/*
+ * "redis": {"url" | "sentinels" + "master_name", "mode", "password", "db",
+ * "prefix", "connect_timeout_ms", "command_timeout_ms", "origin",
+ * "expected_hosts", "lease_ms", "queue"}.  The section turns Redis on
+ * (mode "mirror" unless given); exactly one of url and sentinels says
+ * where it is.  Nothing connects here: `resild -t` checks a config for
+ * another host.
+ */
+static int parse_redis(struct parse *p, json_t *obj, struct config *c)
+{
+    const char *k;
+    json_t *v, *e;
+    uint64_t x;
+    char why[200], sub[64];
+    size_t i;
+    int url_given = 0, origin_given = 0;
+
+    if (!json_is_object(obj))
+        return fail(p, "redis: must be an object");
+    c->redis_mode = REDIS_MIRROR;
+    json_object_foreach(obj, k, v)
+    {
+        snprintf(sub, sizeof(sub), "redis.%s", k);
+        if (!strcmp(k, "url")) {
+            if (!json_is_string(v) ||
+                json_string_length(v) != strlen(json_string_value(v)) ||
+                json_string_length(v) >= sizeof(c->redis_url))
+                return fail(p,
+                            "redis.url: must be a string \"unix:///path\" or "
+                            "\"tcp://host:port\" of at most %zu bytes",
+                            sizeof(c->redis_url) - 1);
+            if (redis_url_check(json_string_value(v), why, sizeof(why)) < 0)
+                return fail(p, "redis.url: %s", why);
+            strcpy(c->redis_url, json_string_value(v));
+            url_given = 1;
+        } else if (!strcmp(k, "mode")) {
+            const char *m = json_string_value(v);
+            if (!m || (strcmp(m, "mirror") && strcmp(m, "shared")))
+                return fail(p, "redis.mode: must be \"mirror\" or \"shared\"");
+            c->redis_mode = !strcmp(m, "shared") ? REDIS_SHARED : REDIS_MIRROR;
+        } else if (!strcmp(k, "password")) {
+            /* "" = no AUTH. */
+            if (get_str(p, v, sub, 0, sizeof(c->redis_password), "a string",
+                        c->redis_password) < 0)
+                return -1;
+        } else if (!strcmp(k, "db")) {
+            /* Redis has 16 databases unless its `databases` says more;
+             * one it does not have fails at SELECT, named in health. */
+            if (get_uint(p, v, sub, 0, 1000000, &x) < 0)
+                return -1;
+            c->redis_db = (uint32_t)x;
+        } else if (!strcmp(k, "prefix")) {
+            if (get_str(p, v, sub, 1, sizeof(c->redis_prefix),
+                        "printable text without spaces", c->redis_prefix) < 0)
+                return -1;
+            if (!graph_chars(c->redis_prefix, strlen(c->redis_prefix)))
+                return fail(p,
+                            "redis.prefix: must be printable ASCII without "
+                            "spaces (it starts every Redis key: \"resild:\")");
+        } else if (!strcmp(k, "connect_timeout_ms")) {
+            if (get_uint(p, v, sub, 10, 60000, &x) < 0)
+                return -1;
+            c->redis_connect_timeout_ms = (uint32_t)x;
+        } else if (!strcmp(k, "command_timeout_ms")) {
+            if (get_uint(p, v, sub, 10, 60000, &x) < 0)
+                return -1;
+            c->redis_command_timeout_ms = (uint32_t)x;
+        } else if (!strcmp(k, "origin")) {
+            if (get_str(p, v, sub, 1, sizeof(c->redis_origin),
+                        "a name of [A-Za-z0-9._:-]", c->redis_origin) < 0)
+                return -1;
+            if (!key_chars(c->redis_origin, strlen(c->redis_origin)))
+                return fail(p,
+                            "redis.origin: must be a name of [A-Za-z0-9._:-] "
+                            "(1..%zu bytes)",
+                            sizeof(c->redis_origin) - 1);
+            origin_given = 1;
+        } else if (!strcmp(k, "expected_hosts")) {
+            if (get_uint(p, v, sub, 1, 1000, &x) < 0)
+                return -1;
+            c->redis_expected_hosts = (uint32_t)x;
+        } else if (!strcmp(k, "lease_ms")) {
+            if (get_uint(p, v, sub, 10, 10000, &x) < 0)
+                return -1;
+            c->redis_lease_ms = (uint32_t)x;
+        } else if (!strcmp(k, "queue")) {
+            if (get_uint(p, v, sub, 1, 1000000, &x) < 0)
+                return -1;
+            c->redis_queue = (uint32_t)x;
+        } else if (!strcmp(k, "sentinels")) {
+            size_t n = json_is_array(v) ? json_array_size(v) : 0;
+            size_t max =
+                sizeof(c->redis_sentinels) / sizeof(c->redis_sentinels[0]);
+            if (n == 0 || n > max)
+                return fail(p,
+                            "redis.sentinels: must be an array of 1..%zu "
+                            "\"host:port\" strings",
+                            max);
+            json_array_foreach(v, i, e)
+            {
+                const char *s = json_string_value(e);
+                snprintf(sub, sizeof(sub), "redis.sentinels[%zu]", i);
+                if (!s || json_string_length(e) != strlen(s) ||
+                    strlen(s) >= sizeof(c->redis_sentinels[0]))
+                    return fail(p, "%s: must be a \"host:port\" string", sub);
+                if (hostport_check(s, why, sizeof(why)) < 0)
+                    return fail(p, "%s: %s", sub, why);
+                strcpy(c->redis_sentinels[i], s);
+            }
+            c->redis_nsentinels = n;
+        } else if (!strcmp(k, "master_name")) {
+            if (get_str(p, v, sub, 1, sizeof(c->redis_master_name),
+                        "printable text without spaces",
+                        c->redis_master_name) < 0)
+                return -1;
+            if (!graph_chars(c->redis_master_name,
+                             strlen(c->redis_master_name)))
+                return fail(p, "redis.master_name: must be printable ASCII "
+                               "without spaces");
+        } else if (!strcmp(k, "budget_ms")) {
+            return fail(p, "redis.budget_ms: no decision waits on Redis in "
+                           "this version (Redis is only written behind and "
+                           "leased ahead); remove it — command_timeout_ms "
+                           "bounds a Redis command");
+        } else {
+            return fail(p, "redis.%s: unknown key", k);
+        }
+    }
+    if (c->redis_nsentinels) {
+        if (url_given)
+            return fail(p, "redis.url: give url or sentinels with master_name, "
+                           "not both (the sentinels name the primary)");
+        if (!c->redis_master_name[0])
+            return fail(p, "redis.master_name: is required with "
+                           "redis.sentinels (the name the sentinels watch)");
+    } else {
+        if (c->redis_master_name[0])
+            return fail(p, "redis.master_name: only with redis.sentinels");
+        if (!url_given)
+            return fail(p, "redis.url: is required (\"unix:///path\" or "
+                           "\"tcp://host:port\"), or redis.sentinels with "
+                           "redis.master_name");
+    }
+    if (!origin_given && (!c->redis_origin[0] ||
+                          !key_chars(c->redis_origin, strlen(c->redis_origin))))
+        return fail(p,
+                    "redis.origin: the host name \"%.63s\" cannot serve as "
+                    "this daemon's origin (1..63 bytes of [A-Za-z0-9._:-]); "
+                    "give redis.origin",
+                    c->redis_origin);
+    return 0;
+}
+
 /*
  * Read and parse path, or write why not to err: the path and the actual
  * problem (missing, unreadable, a directory, empty, a read error), or
@@ -1405,6 +1708,7 @@ int config_load(const char *path, struct config *c, char *err, size_t errcap)
     json_t *root, *v;
     const char *k;
     uint64_t x;
+    size_t i;
     char msg[448];
 
     if (config_defaults(c) < 0)
@@ -1516,16 +1820,25 @@ int config_load(const char *path, struct config *c, char *err, size_t errcap)
             if (parse_snapshot(&p, v, c) < 0)
                 goto bad;
         } else if (!strcmp(k, "redis")) {
-            fail(&p,
-                 "%s: not implemented in this version (refused so that "
-                 "nobody relies on it)",
-                 k);
-            goto bad;
+            if (parse_redis(&p, v, c) < 0)
+                goto bad;
         } else {
             fail(&p, "%s: unknown key", k);
             goto bad;
         }
     }
+    /* After every section: "redis" may come after "policies". */
+    /* "*" first: a scope it gives is inherited, and named there. */
+    for (i = 0; i < c->npolicies; i++)
+        if (c->policies[i].global && c->redis_mode != REDIS_SHARED) {
+            fail(&p,
+                 "policies.%s.scope: \"global\" needs redis.mode "
+                 "\"shared\" (a global key's breaker and limiter are shared "
+                 "with the other daemons through Redis)",
+                 c->policies[i].pattern);
+            goto bad;
+        }
+    config_derive(c);
 check:
     /* Last, on the complete config: a reload is refused the same way. */
     if (memory_check(c, msg, sizeof(msg)) < 0) {
@@ -1538,6 +1851,28 @@ bad:
     json_decref(root);
     config_free(c);
     return -1;
+}
+
+void config_derive(struct config *c)
+{
+    uint64_t hosts = c->redis_expected_hosts ? c->redis_expected_hosts : 1;
+    size_t i;
+
+    for (i = 0; i < c->npolicies; i++) {
+        struct policy *pol = &c->policies[i];
+        if (c->redis_mode != REDIS_SHARED)
+            pol->global = 0;
+        memset(&pol->limiter_share, 0, sizeof(pol->limiter_share));
+        if (!pol->has_limiter)
+            continue;
+        /* The same rate over hosts times the period: per_ms <= 86,400,000
+         * and hosts <= 1000 keep the product far below 2^64. */
+        pol->limiter_share.rate = pol->limiter.rate;
+        pol->limiter_share.per_ms = pol->limiter.per_ms * hosts;
+        pol->limiter_share.burst =
+            pol->limiter.burst / hosts ? pol->limiter.burst / hosts : 1;
+        pol->limiter_share.pause_ms = pol->limiter.pause_ms;
+    }
 }
 
 void config_free(struct config *c)

@@ -54,9 +54,11 @@ struct policy {
      * daemons and its limiter, if any, is one limit across all of them
      * (SPEC §7, redis.h).  Policy-wide, inherited from "*" like critical. */
     int global;
-    /* global with a limiter: this host's share, used while no lease can be
-     * had (Redis down): rate per (per_ms * redis.expected_hosts), burst /
-     * expected_hosts (at least 1).  Filled by config_load. */
+    /* With a limiter: this host's share of it, {rate, per_ms *
+     * redis.expected_hosts, max(1, burst / expected_hosts), pause_ms}
+     * (all zero without a limiter).  A global key's own limiter (k->lim)
+     * runs under it, and decides while no lease can be had (Redis down).
+     * Filled by config_derive. */
     struct limiter_conf limiter_share;
 };
 
@@ -140,14 +142,21 @@ struct config {
     uint32_t snapshot_interval_s; /* default 1 */
     uint8_t snapshot_enabled;     /* default 1; 0: no snapshot, no journal */
     /* "redis" section (redis.h, SPEC §7).  No section: REDIS_OFF and the
-     * rest unused.  url "unix:///path" or "tcp://host:port" (or sentinels
-     * + master_name instead); prefix default "resild:"; timeouts default
-     * 1000 ms; origin default the host name (it tells this daemon's
-     * messages from the others'); expected_hosts default 1 (global
-     * limiters fall back to 1/expected_hosts of their rate while Redis is
-     * away); lease_ms default 100 (a lease is this much of the host's
-     * share of a global rate); queue default 10000 (mirror writes waiting,
-     * coalesced per key; more are dropped and counted). */
+     * rest unused; a section is mode "mirror" unless it says "shared".
+     * url "unix:///abs/path" (<= 107 bytes of path) or "tcp://host:port"
+     * (a name, IPv4 or [IPv6], port 1..65535), or instead sentinels (1..8
+     * "host:port") with master_name (then no url); password "" = no AUTH;
+     * db 0..1000000 (Redis has 16 unless told more: a missing one fails
+     * at SELECT); prefix default "resild:" (1..63 printable, no space);
+     * connect and command timeouts 10..60000, default 1000 ms; origin
+     * 1..63 of [A-Za-z0-9._:-], default the host name cut to 63 bytes (it
+     * tells this daemon's messages from the others'); expected_hosts
+     * 1..1000, default 1 (global limiters fall back to 1/expected_hosts of
+     * their rate while Redis is away); lease_ms 10..10000, default 100 (a
+     * lease is this much of the host's share of a global rate); queue
+     * 1..1000000, default 10000 (mirror writes waiting, coalesced per key;
+     * more are dropped and counted).  A reload keeps all of it as started
+     * (main.c). */
     int redis_mode; /* enum redis_mode */
     char redis_url[256];
     char redis_password[128];
@@ -182,6 +191,16 @@ int config_defaults(struct config *c);
 int config_load(const char *path, struct config *c, char *err, size_t errcap);
 
 void config_free(struct config *c);
+
+/*
+ * The fields derived from the redis section, again: each policy's
+ * limiter_share from redis_expected_hosts, and scope "global" dropped
+ * unless redis_mode is REDIS_SHARED.  config_load calls it; core_rebind
+ * calls it again because a reload keeps the running redis section (a
+ * scope the running mode cannot serve waits for the restart, like the
+ * section itself).  Idempotent.
+ */
+void config_derive(struct config *c);
 
 /* The most specific policy whose pattern matches key (never NULL: "*"). */
 const struct policy *config_match(const struct config *c, const char *key);

@@ -59,6 +59,8 @@ void core_emit(struct resild *d, struct event *ev, uint64_t now_ms)
     unsigned i;
 
     ev->now_ms = now_ms;
+    if (!ev->origin)
+        ev->origin = d->emit_origin; /* NULL but inside core_remote */
     d->m.events++;
     for (i = 0; i < d->nsinks; i++)
         d->sinks[i].fn(d->sinks[i].ctx, ev);
@@ -117,8 +119,16 @@ int core_wake_due(const struct resild *d)
     return d->wake_dirty;
 }
 
+/* The latest now_ms seen, for core_lease_wanted (which takes none). */
+static void lease_clock(struct resild *d, uint64_t now_ms)
+{
+    if (now_ms > d->lease.clock_ms)
+        d->lease.clock_ms = now_ms;
+}
+
 uint64_t core_wake(struct resild *d, uint64_t now_ms)
 {
+    lease_clock(d, now_ms);
     d->wake_dirty = 0;
     if (!d->waiting)
         return 0;
@@ -400,8 +410,11 @@ int core_acquire(struct resild *d, struct caller *c, struct key *k,
                  uint64_t now_ms, struct admit_result *res,
                  const struct key **culprit)
 {
-    int rc = admit_acquire(d, c, k, cost, critical, wait_ms, msgid, now_ms, res,
-                           culprit);
+    int rc;
+
+    lease_clock(d, now_ms);
+    rc = admit_acquire(d, c, k, cost, critical, wait_ms, msgid, now_ms, res,
+                       culprit);
 
     core_sync(d, k, now_ms);
     if (rc == 0 && !res->parked)
@@ -458,6 +471,19 @@ uint64_t core_recent_errors(const struct resild *d, uint64_t now_ms)
         if (d->err_sec[i] && d->err_sec[i] + CORE_ERROR_SECONDS > sec)
             n += d->err_count[i];
     return n;
+}
+
+/* A 429 on k (here, or on another daemon): the nearest limiter pauses
+ * for ms (0: its pause_ms), announced on the key paused. */
+static void venue_pause(struct resild *d, struct key *k, uint64_t ms,
+                        uint64_t now_ms)
+{
+    struct key *t = admit_venue_pause(d, k, now_ms, ms);
+    struct event vp = {.type = EV_VENUE_PAUSE, .key = t};
+
+    vp.u.venue_pause.paused_ms = limiter_paused_ms(&t->lim, now_ms);
+    vp.u.venue_pause.reported_on = k;
+    core_emit(d, &vp, now_ms);
 }
 
 /*
@@ -519,13 +545,8 @@ static void outcome(struct resild *d, struct outcome *o, struct permit *p,
     core_emit(d, &ev, now_ms);
     announce(d, k, now_ms);
     /* Venue feedback reaches every client of the limiter at once. */
-    if (failed && is_rate_limited(o->cls)) {
-        struct key *t = admit_venue_pause(d, k, now_ms, o->venue_wait_ms);
-        struct event vp = {.type = EV_VENUE_PAUSE, .key = t};
-        vp.u.venue_pause.paused_ms = limiter_paused_ms(&t->lim, now_ms);
-        vp.u.venue_pause.reported_on = k;
-        core_emit(d, &vp, now_ms);
-    }
+    if (failed && is_rate_limited(o->cls))
+        venue_pause(d, k, o->venue_wait_ms, now_ms);
     if (o->has_remaining) {
         struct key *t = admit_venue_sync(d, k, now_ms, o->remaining);
         if (t) {
@@ -649,15 +670,19 @@ void core_caller_gone(struct resild *d, struct caller *c, uint64_t now_ms)
 
 /* --- operators --- */
 
-void core_force(struct resild *d, struct key *k, enum breaker_force f,
-                const char *reason, size_t rn, uint64_t ttl_ms, uint32_t uid,
-                uint64_t now_ms)
+/* An operator's force, here or (remote) on another daemon. */
+static void force(struct resild *d, struct key *k, enum breaker_force f,
+                  const char *reason, size_t rn, uint64_t ttl_ms, uint32_t uid,
+                  int remote, uint64_t now_ms)
 {
     static const char *const names[] = {"auto", "open", "closed", "disabled"};
     struct event ev = {.type = EV_FORCE, .key = k};
 
     core_advance(d, k, now_ms); /* what time did first is its own news */
-    breaker_force(&k->br, &k->policy->breaker, now_ms, f, ttl_ms);
+    if (remote)
+        breaker_remote_force(&k->br, now_ms, f, ttl_ms);
+    else
+        breaker_force(&k->br, &k->policy->breaker, now_ms, f, ttl_ms);
     d->wake_dirty = 1; /* parked requests see the new state */
     if (rn > KEY_REASON_MAX)
         rn = KEY_REASON_MAX;
@@ -671,19 +696,129 @@ void core_force(struct resild *d, struct key *k, enum breaker_force f,
     announce(d, k, now_ms);
 }
 
-void core_reset(struct resild *d, struct key *k, uint32_t uid, uint64_t now_ms)
+void core_force(struct resild *d, struct key *k, enum breaker_force f,
+                const char *reason, size_t rn, uint64_t ttl_ms, uint32_t uid,
+                uint64_t now_ms)
+{
+    force(d, k, f, reason, rn, ttl_ms, uid, 0, now_ms);
+}
+
+static void reset(struct resild *d, struct key *k, uint32_t uid, int remote,
+                  uint64_t now_ms)
 {
     struct event ev = {.type = EV_RESET, .key = k};
 
     core_advance(d, k, now_ms);
     ev.u.reset.uid = uid;
     ev.u.reset.paused_ms_cleared = limiter_paused_ms(&k->lim, now_ms);
-    breaker_reset(&k->br, now_ms);
+    if (remote)
+        breaker_remote_reset(&k->br, now_ms);
+    else
+        breaker_reset(&k->br, now_ms);
     limiter_unpause(&k->lim); /* a mistaken 429 must not block for hours */
     d->wake_dirty = 1;
     k->force_reason[0] = '\0';
     core_emit(d, &ev, now_ms);
     announce(d, k, now_ms);
+}
+
+void core_reset(struct resild *d, struct key *k, uint32_t uid, uint64_t now_ms)
+{
+    reset(d, k, uid, 0, now_ms);
+}
+
+/* --- shared mode: changes made on another daemon ------------------------ */
+
+/* The longest prefix of s[0..n) that is at most max bytes and does not end
+ * inside a UTF-8 sequence. */
+static size_t utf8_cut(const char *s, size_t n, size_t max)
+{
+    if (n <= max)
+        return n;
+    n = max;
+    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+        n--;
+    return n;
+}
+
+void core_remote(struct resild *d, struct key *k,
+                 const struct remote_change *rc, uint64_t now_ms)
+{
+    size_t rn;
+
+    /* What time changed first is local news: announced without origin. */
+    core_advance(d, k, now_ms);
+    d->emit_origin = rc->origin;
+    switch (rc->kind) {
+    case REMOTE_OPEN:
+        breaker_remote_open(&k->br, &k->policy->breaker, now_ms,
+                            rc->open_left_ms, rc->open_for_ms);
+        announce(d, k, now_ms);
+        break;
+    case REMOTE_CLOSE:
+        breaker_remote_close(&k->br, now_ms);
+        announce(d, k, now_ms);
+        break;
+    case REMOTE_FORCE:
+        if ((unsigned)rc->force > BREAKER_FORCE_DISABLED)
+            break; /* not a force: redis.c checks, this guards names[] */
+        rn = rc->reason ? utf8_cut(rc->reason, rc->reason_len, KEY_REASON_MAX)
+                        : 0;
+        force(d, k, rc->force, rc->reason, rn, rc->force_left_ms, 0, 1, now_ms);
+        break;
+    case REMOTE_RESET:
+        reset(d, k, 0, 1, now_ms);
+        break;
+    case REMOTE_PAUSE:
+        venue_pause(d, k, rc->paused_ms, now_ms);
+        break;
+    }
+    d->emit_origin = NULL;
+    d->wake_dirty = 1; /* parked requests see the new state */
+}
+
+/* --- global limiters' leases (admit.c does the work) --- */
+
+void core_lease_mode(struct resild *d, int on, uint64_t now_ms)
+{
+    lease_clock(d, now_ms);
+    admit_lease_mode(d, on);
+}
+
+struct key *core_lease_wanted(struct resild *d, uint64_t *want)
+{
+    return admit_lease_wanted(d, want);
+}
+
+void core_lease_grant(struct resild *d, struct key *k, uint64_t n,
+                      uint64_t retry_ms, uint64_t now_ms)
+{
+    lease_clock(d, now_ms);
+    admit_lease_grant(d, k, n, retry_ms, now_ms);
+}
+
+void core_lease_failed(struct resild *d, struct key *k, uint64_t retry_ms,
+                       uint64_t now_ms)
+{
+    lease_clock(d, now_ms);
+    admit_lease_failed(d, k, retry_ms, now_ms);
+}
+
+struct key *core_lease_expired(struct resild *d, uint64_t now_ms,
+                               uint64_t *unused)
+{
+    lease_clock(d, now_ms);
+    return admit_lease_expired(d, now_ms, unused);
+}
+
+uint64_t core_lease_tokens(const struct key *k)
+{
+    return admit_lease_tokens(k);
+}
+
+uint64_t core_lease_size(const struct resild *d, const struct key *k)
+{
+    return admit_lease_size(d, k);
 }
 
 /* --- time --- */
@@ -693,6 +828,7 @@ void core_tick(struct resild *d, uint64_t now_ms)
     struct permit *p;
     struct key *k;
 
+    lease_clock(d, now_ms);
     /* Earliest expiry first: O(log n) per expired permit, nothing for the
      * rest. */
     while ((p = permits_expired(&d->permits, now_ms))) {
@@ -720,26 +856,44 @@ void core_tick(struct resild *d, uint64_t now_ms)
     for ((i) = 0; (i) < (d)->keys.nbuckets; (i)++)                             \
         for ((k) = (d)->keys.buckets[(i)]; (k); (k) = (k)->next)
 
+/* k, prepared, needs a lease record under pol and has none. */
+static int needs_lease(const struct key *k, const struct policy *pol)
+{
+    return k->admit_ready && !k->lease && admit_policy_leased(pol);
+}
+
 int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms)
 {
     struct config old;
     struct key *k;
-    size_t i, nwin = 0, w = 0;
+    size_t i, nwin = 0, w = 0, nlease = 0, ln = 0;
     void **wins = NULL;
+    struct lease **leases = NULL;
     int rc = 0;
 
+    /* A reload keeps the running redis section (main.c): derive the
+     * shares and the scopes from it, not from the file's. */
+    config_derive(cfg);
     /* Phase 1: every allocation, before anything changes. */
     FOR_EACH_KEY(d, i, k)
     {
         const struct policy *pol = config_match(cfg, k->name);
         if (!breaker_same_window(&pol->breaker, &k->policy->breaker))
             nwin++;
+        nlease += needs_lease(k, pol);
     }
-    if (nwin && !(wins = calloc(nwin, sizeof(*wins))))
+    if ((nwin && !(wins = calloc(nwin, sizeof(*wins)))) ||
+        (nlease && !(leases = calloc(nlease, sizeof(*leases))))) {
+        free(wins);
         return RD_ENOMEM;
+    }
     FOR_EACH_KEY(d, i, k)
     {
         const struct policy *pol = config_match(cfg, k->name);
+        if (needs_lease(k, pol) && !(leases[ln++] = admit_lease_new())) {
+            rc = RD_ENOMEM;
+            break;
+        }
         if (breaker_same_window(&pol->breaker, &k->policy->breaker))
             continue;
         if (!(wins[w++] = calloc(1, breaker_window_bytes(&pol->breaker)))) {
@@ -750,7 +904,10 @@ int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms)
     if (rc < 0) {
         while (w-- > 0)
             free(wins[w]);
+        while (ln-- > 0)
+            free(leases[ln]);
         free(wins);
+        free(leases);
         return rc;
     }
 
@@ -759,7 +916,7 @@ int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms)
     d->cfg = *cfg;
     memset(cfg, 0, sizeof(*cfg));
     d->critical = NULL;
-    w = 0;
+    w = ln = 0;
     FOR_EACH_KEY(d, i, k)
     {
         const struct policy *was = k->policy;
@@ -771,23 +928,27 @@ int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms)
             k->window = wins[w++];
             breaker_rewindow(&k->br, &pol->breaker, k->window);
         }
+        if (needs_lease(k, pol))
+            admit_lease_attach(d, k, leases[ln++]);
         if (k->admit_ready && pol->has_limiter) {
             /* Keep what the bucket holds, never more than the new burst:
              * a reload must not hand out a fresh burst of exchange
-             * weight. */
-            uint64_t avail =
-                was->has_limiter
-                    ? limiter_available(&k->lim, &was->limiter, now_ms)
-                    : pol->limiter.burst;
+             * weight.  Each conf is the one k->lim runs under: a global
+             * limiter's is its local share. */
+            const struct limiter_conf *oc = admit_policy_lim_conf(was);
+            const struct limiter_conf *nc = admit_policy_lim_conf(pol);
+            uint64_t avail = was->has_limiter
+                                 ? limiter_available(&k->lim, oc, now_ms)
+                                 : nc->burst;
             uint64_t paused = limiter_paused_ms(&k->lim, now_ms);
-            limiter_init(&k->lim, &pol->limiter, now_ms);
-            limiter_sync(&k->lim, &pol->limiter, now_ms,
-                         avail < pol->limiter.burst ? avail
-                                                    : pol->limiter.burst);
+            limiter_init(&k->lim, nc, now_ms);
+            limiter_sync(&k->lim, nc, now_ms,
+                         avail < nc->burst ? avail : nc->burst);
             if (paused)
-                limiter_pause(&k->lim, &pol->limiter, now_ms, paused);
+                limiter_pause(&k->lim, nc, now_ms, paused);
         }
         k->policy = pol;
+        admit_lease_rebound(d, k);
         if (k->admit_ready)
             k->admit_ready = ADMIT_REBOUND; /* ancestors on the next use */
         k->nanc = 0;
@@ -798,6 +959,7 @@ int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms)
         announce(d, k, now_ms);
     }
     free(wins);
+    free(leases);
     /* Ancestor limiters now, so parked requests are decided under every
      * limit; one that cannot be resolved (max_keys) is denied until it
      * can (see decide in admit.c). */
@@ -814,13 +976,12 @@ int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms)
  * Nothing here announces anything; an import keeps the health list right.
  */
 
-/* The conf of a key's own limiter when its policy has none (admit.c's
- * no_limiter: only the venue pause is used). */
-static const struct limiter_conf export_no_limiter = {1, 1000, 1, 1000};
-
+/* The conf k->lim runs under (a global limiter's local share; a stand-in
+ * without a limiter).  Leased tokens are not exported: they are Redis's,
+ * and a restarted daemon leases afresh. */
 static const struct limiter_conf *export_lim_conf(const struct key *k)
 {
-    return k->policy->has_limiter ? &k->policy->limiter : &export_no_limiter;
+    return admit_lim_conf(k);
 }
 
 /* admit.c's crit_conf. */

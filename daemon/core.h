@@ -48,11 +48,16 @@ const char *core_bound_name(enum core_bound b);
  * A new configuration (reload): every key is matched again and takes its
  * new policy -- breaker options (a changed window layout starts an empty
  * window; state, timers and forces are kept), limiter (the tokens it has
- * are kept, cut to the new burst: a reload never refills a bucket), bulkhead,
- * heartbeat, critical; ancestor limiters are resolved again on the key's
- * next use.  Takes cfg on success (d owns it; the old one is freed) and
- * leaves it with the caller on failure.  0, or RD_ENOMEM with nothing
- * changed.  O(keys): for a reload, never a request.
+ * are kept, cut to the new burst: a reload never refills a bucket; a
+ * global limiter's bucket is its local share), bulkhead, heartbeat,
+ * critical, scope (a key that becomes global gets its lease record; one
+ * that stops being global asks for no more tokens and hands back what it
+ * holds when its hold ends); ancestor limiters are resolved again on the
+ * key's next use.  cfg's shares and scopes are derived again from the
+ * redis section it carries (config_derive: main.c keeps the running one).
+ * Takes cfg on success (d owns it; the old one is freed) and leaves it
+ * with the caller on failure.  0, or RD_ENOMEM with nothing changed.
+ * O(keys): for a reload, never a request.
  */
 int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms);
 
@@ -192,25 +197,38 @@ struct remote_change {
     uint64_t force_left_ms; /* REMOTE_FORCE: TTL left, 0 = until changed */
     const char *reason;     /* REMOTE_FORCE: as given, reason_len bytes */
     size_t reason_len;
-    uint64_t paused_ms;  /* REMOTE_PAUSE */
-    const char *origin;  /* the daemon it came from (NUL-terminated) */
+    uint64_t paused_ms; /* REMOTE_PAUSE */
+    const char *origin; /* the daemon it came from (NUL-terminated) */
 };
 
 /*
  * Apply a change made on another daemon to k, as that daemon's operator
  * or breaker would have, and announce it: transitions with cause
  * BREAKER_TC_REMOTE, EV_FORCE / EV_RESET / EV_VENUE_PAUSE as for a local
- * action; every event it emits carries ev.origin = rc->origin (a sink that
- * shares changes must not send those back).
+ * action; every event the change emits carries ev.origin = rc->origin (a
+ * sink that shares changes must not send those back).  What time alone
+ * had changed for k by now_ms (an open period over, a force expired) is
+ * announced first, as local news without an origin.
  * - OPEN: an automatic breaker that is closed or half-open opens until
- *   now + open_left_ms; one already open stays open until the later of
- *   its own end and that.  A force stays on top (the state below it moves).
+ *   now + open_left_ms (0 counts as 1), as a trip would (status
+ *   opened_by "remote", the backoff step counted); one already open stays
+ *   open until the later of its own end and that, announcing nothing.  A
+ *   force stays on top (the state below it moves, unseen).  The key is
+ *   on the deadline heap, so the tick takes it to half-open at that end.
  * - CLOSE: an automatic breaker that is open or half-open closes.
- * - FORCE, RESET, PAUSE: as core_force (uid 0), core_reset, a 429.
- * Parked requests see the new state.
+ * - FORCE: as core_force by uid 0 with ttl force_left_ms; the reason is
+ *   cut to KEY_REASON_MAX bytes on a UTF-8 boundary.  Not journaled (a
+ *   local force is, by the RPC layer); the next snapshot has it.
+ * - RESET: as core_reset by uid 0 (the venue pause is cleared too).
+ * - PAUSE: as a 429 reported on k: the nearest limiter (k's, an
+ *   ancestor's, or k's own pause) stops everything for paused_ms (0: its
+ *   pause_ms), announced on the key paused.
+ * k's scope is not checked: redis.c applies what it shares.  Parked
+ * requests see the new state at the next core_wake (wake_dirty is set).
+ * O(1).
  */
-void core_remote(struct resild *d, struct key *k, const struct remote_change *rc,
-                 uint64_t now_ms);
+void core_remote(struct resild *d, struct key *k,
+                 const struct remote_change *rc, uint64_t now_ms);
 
 /*
  * Global limiters.  A key whose policy is global and has a limiter takes
@@ -218,38 +236,66 @@ void core_remote(struct resild *d, struct key *k, const struct remote_change *rc
  * from its local share (policy.limiter_share, k->lim) while it is off.
  * Leased tokens are held at most CORE_LEASE_HOLD_MS; what is left then is
  * handed back through core_lease_expired (for the Redis bucket).  Ancestor
- * keys that are global are leased the same way.
+ * keys that are global are leased the same way, each on its own.
+ *
+ * While leasing is on, a request passes a leased limiter when the tokens
+ * held cover its cost (plus the policy's reserve unless it is critical)
+ * and takes them; the venue pause still applies.  Short of tokens it is
+ * denied, or parked, with retry_after_ms the time the global limit takes
+ * to make its cost (at least 1 ms), and the key wants tokens; so does a
+ * key whose tokens fell below half its lease size after a take.  Nothing
+ * is ever admitted beyond what was granted.  While leasing is off, tokens
+ * still held serve first, then the local share.  Every entry is O(1) but
+ * core_lease_mode; nothing is allocated per request.
  */
 #define CORE_LEASE_HOLD_MS 1000
 
 /* Leasing on (Redis up, script ready) or off (fallback to the share).
- * Turning it off keeps the tokens held until their hold ends. */
+ * Turning it off keeps the tokens held until their hold ends.  Turning it
+ * on makes each key that took tokens since it last asked want a lease at
+ * once (a walk of the global keys, once per change).  Parked requests
+ * look again. */
 void core_lease_mode(struct resild *d, int on, uint64_t now_ms);
 
-/* The next global key that wants tokens (its tokens fell below half its
+/*
+ * The next global key that wants tokens (its tokens fell below half its
  * lease size, or a request waits for more than it holds), with *want the
- * number to ask for; NULL when none.  Each key is returned once per need:
- * it is asked again only after core_lease_grant or core_lease_failed. */
+ * number to ask for: max(lease size, the most a short request needed
+ * since the last grant) minus the tokens held.  NULL when none, and
+ * always while leasing is off.  Each key is returned once per need: it is
+ * asked again only after core_lease_grant or core_lease_failed.  A key
+ * not to be asked before a time (a grant of 0, a failure) that is still
+ * ahead of the latest now_ms the core was given (the tick, a wake, an
+ * acquire, any core_lease_* entry: from a timer, call core_lease_expired
+ * first) goes to the back; after a few of those in one call (8), NULL.
+ */
 struct key *core_lease_wanted(struct resild *d, uint64_t *want);
 
 /* n tokens (possibly 0) granted for k at now_ms, held until now_ms +
- * CORE_LEASE_HOLD_MS (a grant renews the hold of all k holds); parked
- * requests are looked at again.  retry_ms: when n is 0, Redis's wait
- * until a token frees (k asks again then, not before). */
+ * CORE_LEASE_HOLD_MS (a grant renews the hold of all k holds; the tokens
+ * held are capped at max(lease size, burst)); parked requests are looked
+ * at again (wake_dirty).  retry_ms: when n is 0, Redis's wait until a
+ * token frees (k asks again then, not before: it is queued again at once
+ * if still short, and a grant of 0 renews no hold).  A key no longer
+ * global keeps what it is granted until the hold ends, to hand it back. */
 void core_lease_grant(struct resild *d, struct key *k, uint64_t n,
                       uint64_t retry_ms, uint64_t now_ms);
 
 /* The request for k got no answer (Redis away): k may be asked for again
- * after retry_ms. */
+ * after retry_ms (at least 1; queued again at once if still short). */
 void core_lease_failed(struct resild *d, struct key *k, uint64_t retry_ms,
                        uint64_t now_ms);
 
 /* The next key whose hold ended by now_ms: its unused tokens leave the key
- * into *unused (to give back; may be 0).  NULL when none.  O(1) each. */
+ * into *unused (to give back; may be 0).  NULL when none.  O(1) each.  A
+ * key that took tokens during the hold wants a fresh lease at once. */
 struct key *core_lease_expired(struct resild *d, uint64_t now_ms,
                                uint64_t *unused);
 
-/* Tokens k holds now, and its lease size (0: not a global limiter). */
+/* Tokens k holds now (a hold that ended counts until core_lease_expired
+ * takes them), and its lease size: max(1, min(burst, ceil(rate x
+ * redis.lease_ms / per_ms / redis.expected_hosts))); 0 when k is not a
+ * global limiter. */
 uint64_t core_lease_tokens(const struct key *k);
 uint64_t core_lease_size(const struct resild *d, const struct key *k);
 

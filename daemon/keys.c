@@ -58,6 +58,7 @@ void keys_free(struct keys *ks)
         for (; k; k = next) {
             next = k->next;
             free(k->window);
+            free(k->lease);
             free(k);
         }
     }

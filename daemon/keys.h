@@ -27,6 +27,7 @@
 #define KEY_LATENCY_BUCKETS 13  /* metrics histogram bounds, see keys.c */
 
 struct parked;
+struct lease;
 
 struct key {
     struct key *next;            /* hash chain */
@@ -37,7 +38,11 @@ struct key {
      * otherwise only its pause (a 429 on a key with no limiter). */
     struct limiter lim;
     struct limiter crit_lim; /* critical_probe_per_s through open */
+    struct lease *lease;     /* a global limiter's tokens (admit.c); NULL
+                              * unless its policy was ever global with a
+                              * limiter; freed with the key */
     struct bulkhead bh;
+    uint32_t q_len; /* parked acquires on q_head (here: bh's padding) */
     struct key *anc[KEY_MAX_ANCESTORS]; /* ancestors with a limiter,
                                            nearest first (borrowed) */
     uint8_t nanc;
@@ -45,13 +50,12 @@ struct key {
     /* Name index (keys.c): AVL tree in byte order of name.  ord_h and
      * ord_size sit in what would otherwise be padding before the next
      * uint64_t. */
-    uint8_t ord_h;                  /* height of this subtree, leaf = 1 */
-    uint32_t ord_size;              /* keys in this subtree, self included */
-    struct key *ord_l, *ord_r;      /* smaller / larger names */
-    uint64_t retry_prev_ms;         /* last advised delay (decorrelated) */
-    uint64_t rng;                   /* xorshift state for retry jitter */
-    struct parked *q_head, *q_tail; /* FIFO of parked acquires */
-    uint32_t q_len;
+    uint8_t ord_h;                     /* height of this subtree, leaf = 1 */
+    uint32_t ord_size;                 /* keys in this subtree, self included */
+    struct key *ord_l, *ord_r;         /* smaller / larger names */
+    uint64_t retry_prev_ms;            /* last advised delay (decorrelated) */
+    uint64_t rng;                      /* xorshift state for retry jitter */
+    struct parked *q_head, *q_tail;    /* FIFO of parked acquires */
     struct key *wait_prev, *wait_next; /* on resild.waiting while q_len */
     uint64_t shadow_denied; /* shadow policy: denials turned allows */
     uint16_t lat_ms[KEY_LATENCY_SAMPLES]; /* last latencies, ms, saturated */

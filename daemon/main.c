@@ -149,6 +149,24 @@ static void keep_fixed(const struct config *run, struct config *next, char *msg,
     KEEP(error_log_retention_days, "error_log.retention_days");
     KEEP(errors_max_series, "errors.max_series");
     KEEP(errors_recent, "errors.recent");
+    /* The Redis link and what was shared under it: redis.c is started
+     * once (core_rebind drops a scope "global" the kept mode cannot
+     * serve, and derives each limiter share from the kept hosts). */
+    KEEP(redis_mode, "redis.mode");
+    KEEP(redis_url, "redis.url");
+    KEEP(redis_password, "redis.password");
+    KEEP(redis_db, "redis.db");
+    KEEP(redis_prefix, "redis.prefix");
+    KEEP(redis_connect_timeout_ms, "redis.connect_timeout_ms");
+    KEEP(redis_command_timeout_ms, "redis.command_timeout_ms");
+    KEEP(redis_origin, "redis.origin");
+    KEEP(redis_expected_hosts, "redis.expected_hosts");
+    KEEP(redis_lease_ms, "redis.lease_ms");
+    KEEP(redis_queue, "redis.queue");
+    KEEP(redis_sentinels, "redis.sentinels");
+    /* Differs only when the array above does (entries past it are 0). */
+    next->redis_nsentinels = run->redis_nsentinels;
+    KEEP(redis_master_name, "redis.master_name");
 #undef KEEP
 }
 

@@ -38,10 +38,11 @@ static uint64_t malloc_cost(uint64_t bytes)
 }
 
 /* One key of policy p: the struct and its window, one allocation
- * (keys_get). */
+ * (keys_get), and a global limiter's lease record (admit_prepare). */
 static uint64_t key_cost(const struct policy *p)
 {
-    return malloc_cost(sizeof(struct key) + breaker_window_bytes(&p->breaker));
+    return malloc_cost(sizeof(struct key) + breaker_window_bytes(&p->breaker)) +
+           (admit_policy_leased(p) ? malloc_cost(admit_lease_bytes()) : 0);
 }
 
 static uint64_t hash_buckets(uint64_t max_keys)

@@ -342,8 +342,7 @@ static void pack_admission(msgpack_packer *pk, struct key *k, uint64_t now_ms)
         proto_kv_u64(pk, "rate", pol->limiter.rate);
         proto_kv_u64(pk, "per_ms", pol->limiter.per_ms);
         proto_kv_u64(pk, "burst", pol->limiter.burst);
-        proto_kv_u64(pk, "available",
-                     limiter_available(&k->lim, &pol->limiter, now_ms));
+        proto_kv_u64(pk, "available", admit_available(k, now_ms));
         proto_kv_u64(pk, "paused_ms", limiter_paused_ms(&k->lim, now_ms));
     } else {
         msgpack_pack_nil(pk);
@@ -1363,6 +1362,16 @@ static uint64_t wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* "origin": the daemon a shared change came from, "local" for ours. */
+static void pack_origin(msgpack_packer *pk, const struct event *ev)
+{
+    proto_pack_cstr(pk, "origin");
+    if (ev->origin)
+        pack_text(pk, ev->origin, strlen(ev->origin)); /* a peer's text */
+    else
+        proto_pack_cstr(pk, "local");
+}
+
 /* [2, "event", [{topic, type, ts, key?, ...}]] for one event. */
 static void pack_event(msgpack_packer *pk, const struct event *ev, uint64_t ts)
 {
@@ -1377,17 +1386,19 @@ static void pack_event(msgpack_packer *pk, const struct event *ev, uint64_t ts)
         n += 9 + (o->context_len > 0);
         break;
     case EV_FORCE:
-        n += 4;
+        n += 5;
         break;
     case EV_RESET:
+    case EV_BOUND_HIT:
+        n += 2;
+        break;
     case EV_VENUE_RESYNC:
     case EV_HEARTBEAT_LOST:
     case EV_HEARTBEAT_RESTORED:
         n += 1;
         break;
     case EV_VENUE_PAUSE:
-    case EV_BOUND_HIT:
-        n += 2;
+        n += 3;
         break;
     case EV_RELOAD:
         n += 5;
@@ -1412,7 +1423,7 @@ static void pack_event(msgpack_packer *pk, const struct event *ev, uint64_t ts)
         proto_kv_str(pk, "to", breaker_visible_name(ev->u.transition.to));
         proto_kv_str(pk, "cause",
                      breaker_transition_cause_name(ev->u.transition.cause));
-        proto_kv_str(pk, "origin", "local");
+        pack_origin(pk, ev);
         break;
     case EV_OUTCOME:
         proto_kv_str(pk, "outcome", event_outcome_name(o->kind));
@@ -1441,15 +1452,18 @@ static void pack_event(msgpack_packer *pk, const struct event *ev, uint64_t ts)
         proto_kv_str(pk, "reason", ev->u.force.reason);
         proto_kv_u64(pk, "ttl_ms", ev->u.force.ttl_ms);
         proto_kv_u64(pk, "uid", ev->u.force.uid);
+        pack_origin(pk, ev);
         break;
     case EV_RESET:
         proto_kv_u64(pk, "uid", ev->u.reset.uid);
+        pack_origin(pk, ev);
         break;
     case EV_VENUE_PAUSE:
         proto_kv_u64(pk, "paused_ms", ev->u.venue_pause.paused_ms);
         proto_pack_cstr(pk, "reported_on");
         proto_pack_strn(pk, ev->u.venue_pause.reported_on->name,
                         ev->u.venue_pause.reported_on->len);
+        pack_origin(pk, ev);
         break;
     case EV_VENUE_RESYNC:
         proto_kv_u64(pk, "remaining", ev->u.venue_resync.remaining);
@@ -1474,7 +1488,7 @@ static void pack_event(msgpack_packer *pk, const struct event *ev, uint64_t ts)
         proto_kv_str(pk, "rule", ev->u.alert.rule);
         proto_kv_f64(pk, "rate_per_min", ev->u.alert.rate_per_min);
         proto_kv_str(pk, "detail", ev->u.alert.detail);
-        proto_kv_str(pk, "origin", "local");
+        pack_origin(pk, ev);
         if (ev->u.alert.eta_s > 0)
             proto_kv_u64(pk, "eta_s", ev->u.alert.eta_s);
         break;

@@ -165,7 +165,7 @@ static void key_sample(void *ctx, struct key *k)
         v = k->br.opens;
         break;
     case F_LIMITER:
-        v = limiter_available(&k->lim, &k->policy->limiter, w->now_ms);
+        v = admit_available(k, w->now_ms);
         break;
     case F_IN_USE:
         v = k->bh.in_use;

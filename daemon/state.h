@@ -21,6 +21,18 @@
 
 struct parked;
 struct admit_result;
+struct lease; /* a global limiter's lease (admit.c) */
+
+/* The two FIFOs leases are on (admit.c): keys that want tokens, and keys
+ * that hold tokens by the end of their hold. */
+enum { LEASE_Q_WANT, LEASE_Q_HELD, LEASE_QUEUES };
+struct lease_link {
+    struct lease *prev, *next;
+};
+struct lease_fifo {
+    struct lease *head, *tail;
+    uint32_t n;
+};
 
 struct rpc_client;
 struct durable_ops;
@@ -73,10 +85,22 @@ struct resild {
     struct msgidx parked_ix; /* parked requests by (caller, msgid) */
     struct key *waiting;     /* keys with parked requests */
     struct metrics m;
-    int stopping;      /* SIGTERM: nothing parks any more */
-    int wake_dirty;    /* something a parked request waits for may have
-                        * changed (a release, a park, a force, venue news):
-                        * the server runs admit_wake after this batch */
+    int stopping;   /* SIGTERM: nothing parks any more */
+    int wake_dirty; /* something a parked request waits for may have
+                     * changed (a release, a park, a force, venue news):
+                     * the server runs admit_wake after this batch */
+    /* Set only while core_remote applies another daemon's change: the
+     * events it emits carry it as ev.origin (core_emit). */
+    const char *emit_origin;
+    /* Global limiters' leases (core.h core_lease_*, admit.c). */
+    struct {
+        int on;            /* core_lease_mode: leases decide */
+        uint64_t clock_ms; /* the latest now_ms the core was given (the
+                            * tick, a wake, an acquire, a lease entry):
+                            * core_lease_wanted's "now" */
+        struct lease_fifo q[LEASE_QUEUES];
+        struct lease *all; /* every lease record, for core_lease_mode */
+    } lease;
     uint64_t start_ms; /* monotonic, for uptime */
     long pid;
     /* Event sinks, called in order by core_emit. */

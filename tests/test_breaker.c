@@ -819,6 +819,58 @@ static void test_transition_quiet_calls(void)
     TR(&b, "", "outcomes under a force: measured, nothing reported");
 }
 
+/* Changes made on another daemon: due changes first, then at most one of
+ * their own, reported with cause remote (so the queue bound holds). */
+static void test_transition_remote(void)
+{
+    struct breaker b;
+    struct breaker_verdict v;
+    struct breaker_export ex;
+    uint8_t calls[BREAKER_MAX_COUNT_WINDOW];
+
+    init(&b, &conf, 0);
+    fail_n(&b, 0, 5);
+    breaker_force(&b, &conf, 0, BREAKER_FORCE_OPEN, 500);
+    drain(&b);
+    breaker_remote_open(&b, &conf, 2000, 300, 900);
+    TR(&b,
+       "forced_open>open:force_expired,open>half_open:open_time_over,"
+       "half_open>open:remote",
+       "remote open: 3 transitions in one call, the last remote");
+    OK(b.open_until_ms == 2300 && b.open_for_ms == 900 &&
+           b.cause == BREAKER_CAUSE_REMOTE && b.opens == 2,
+       "open until 2300, the period's length 900, opened_by remote");
+    breaker_acquire(&b, &conf, 2100, &v);
+    OK(!v.allow && v.retry_after_ms == 200, "denied with 200 ms left");
+    breaker_remote_open(&b, &conf, 2100, 100, 100);
+    TR(&b, "", "open for longer already: nothing");
+    IS(b.open_until_ms, 2300, "the later end stays");
+    breaker_remote_close(&b, 2200);
+    TR(&b, "open>closed:remote", "remote close of an open breaker");
+    IS(b.reopens, 0, "the backoff step starts again");
+    breaker_remote_close(&b, 2200);
+    TR(&b, "", "remote close of a closed one: nothing");
+    breaker_remote_open(&b, &conf, 2300, 0, 0);
+    OK(b.state == BREAKER_OPEN && b.open_until_ms == 2301,
+       "open_left_ms 0 counts as 1");
+    TR(&b, "closed>open:remote", "reported");
+    breaker_remote_force(&b, 2300, BREAKER_FORCE_DISABLED, 0);
+    TR(&b, "open>disabled:remote", "a remote force");
+    breaker_remote_close(&b, 2300);
+    TR(&b, "", "a remote close under a force moves the state unseen");
+    OK(b.state == BREAKER_CLOSED && b.force == BREAKER_FORCE_DISABLED,
+       "closed below the force");
+    breaker_remote_reset(&b, 2400);
+    TR(&b, "disabled>closed:remote", "a remote reset");
+    breaker_remote_open(&b, &conf, 2500, 50, 50);
+    breaker_export(&b, 2510, &ex, calls, NULL);
+    OK(breaker_export_check(&ex, calls, NULL) == 0 &&
+           ex.cause == BREAKER_CAUSE_REMOTE && ex.open_left_ms == 40,
+       "exported with cause remote and 40 ms left; the check takes it");
+    OK(!strcmp(breaker_cause_name(BREAKER_CAUSE_REMOTE), "remote"),
+       "opened_by \"remote\"");
+}
+
 int main(void)
 {
     test_opens_after_consecutive_failures();
@@ -850,5 +902,6 @@ int main(void)
     test_transition_overflow();
     test_transition_reset();
     test_transition_quiet_calls();
+    test_transition_remote();
     return tap_done();
 }

@@ -9,7 +9,8 @@ policy, with nothing lost.
 - a new policy pattern takes the keys it now matches best;
 - an invalid file is refused with its error, and the old configuration
   keeps deciding;
-- what cannot change live (socket, pools, bounds) is kept and named;
+- what cannot change live (socket, pools, bounds, the redis section) is
+  kept and named;
 - SIGHUP does the same; both are an operator event.
 """
 import json
@@ -133,9 +134,40 @@ def t_reload(tap):
     tap.stop_daemon(d, "reload")
 
 
+def t_reload_redis(tap):
+    # Nothing listens at the socket: the daemon decides locally meanwhile.
+    cfg = {"redis": {"url": "unix:///nonexistent/resild-test/redis.sock",
+                     "mode": "shared"},
+           "policies": {"g": {"scope": "global",
+                              "limiter": {"rate": 4, "per": "hour"}}}}
+    d = tap.start_daemon(cfg, "reload-redis")
+    if not d:
+        return
+    c = d.connect()
+    tap.check(c.ok("acquire", {"key": "g"})["allow"], "g: a token")
+    cfg = json.loads(json.dumps(cfg))
+    cfg["redis"].update({"url": "tcp://127.0.0.1:1", "lease_ms": 500,
+                         "expected_hosts": 4})
+    write(d, cfg)
+    res = c.ok("reload")
+    tap.check(res["reloaded"] is True and all(
+        n in res["changes"] for n in ("redis.url", "redis.lease_ms",
+                                      "redis.expected_hosts")),
+              "a reload keeps the redis section as started, naming what "
+              "changed", repr(res))
+    st = c.ok("status", {"key": "g"})["keys"][0]
+    tap.check(st["limiter"]["rate"] == 4 and
+              st["limiter"]["available"] == 3,
+              "a global limiter's share follows the kept expected_hosts "
+              "(1: 3 of 4 tokens left), not the file's (4: cut to 1)",
+              repr(st["limiter"]))
+    tap.stop_daemon(d, "reload-redis")
+
+
 def main():
     tap = rpcutil.Tap()
     tap.run("reload", t_reload, tap)
+    tap.run("reload-redis", t_reload_redis, tap)
     tap.finish()
 
 
