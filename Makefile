@@ -45,7 +45,7 @@ DAEMON_CORE := daemon/breaker.c daemon/limiter.c daemon/bulkhead.c \
                daemon/heartbeat.c daemon/analytics.c daemon/alerts.c \
                daemon/snapfile.c
 DAEMON_SRC := $(DAEMON_CORE) daemon/server.c daemon/http.c daemon/sdnotify.c \
-              daemon/errlog.c daemon/hooks.c daemon/snapshot.c \
+              daemon/errlog.c daemon/hooks.c daemon/snapshot.c daemon/redis.c \
               daemon/rlink.c daemon/main.c
 CLIENT_SRC := client/resil.c
 CTL_SRC    := client/resilctl.c
@@ -151,11 +151,14 @@ check: all $(TEST_BINS)
 	@BUILD=$(BUILD) sh tests/run.sh
 
 # bench: latency and throughput of a real daemon next to a bare-socket echo
-# reference, printed, never asserted (BENCH_N=... sets the count).
+# reference, then decisions with Redis healthy, slow and stopped; printed,
+# never asserted (BENCH_N=... sets the count).
 bench: all $(BUILD)/tests/bench
 	@BUILD=$(BUILD) $(BUILD)/tests/bench
 	@echo; echo "Python client (client/python/bench.py), same machine, same run:"
 	@BUILD=$(BUILD) /usr/bin/python3 client/python/bench.py
+	@echo; echo "Redis healthy, slow and stopped (tests/bench_redis.py), same run:"
+	@BUILD=$(BUILD) /usr/bin/python3 tests/bench_redis.py
 
 # analytics: its correlation loops are written to vectorise (-O3).
 $(BUILD)/obj/daemon/analytics.o: CFLAGS += -O3
@@ -248,7 +251,8 @@ install: all $(BUILD)/resil.pc
 	ln -sf libresil.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libresil.so
 	install -m 0644 client/resil.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 0644 $(BUILD)/resil.pc $(DESTDIR)$(PKGCONFIGDIR)/
-	install -m 0644 README.md systemd/config.example.json $(DESTDIR)$(DOCDIR)/
+	install -m 0644 README.md systemd/config.example.json systemd/redis-tcp.conf \
+	    $(DESTDIR)$(DOCDIR)/
 	$(UNIT_SED) systemd/resild.service > $(DESTDIR)$(UNITDIR)/resild.service
 	$(UNIT_SED) systemd/resild.socket > $(DESTDIR)$(UNITDIR)/resild.socket
 	chmod 0644 $(DESTDIR)$(UNITDIR)/resild.service $(DESTDIR)$(UNITDIR)/resild.socket

@@ -549,9 +549,17 @@ static void own_take(struct resild *d, struct key *k, uint64_t cost,
     }
     l->flags |= LEASE_USED;
     if (lease_usable(l, now_ms) >= lease_need(k, cost, critical)) {
+        const struct limiter_conf *sc = &k->policy->limiter_share;
         l->tokens -= cost;
         if (d->lease.on && l->tokens * 2 < admit_lease_size(d, k))
             lease_want(d, l, 0); /* below half: ask ahead of need */
+        /* The local share is debited too (down to empty), so a switch to
+         * it when Redis stalls starts from what this host has not been
+         * using, not from a full bucket each time. */
+        if (limiter_available(&k->lim, sc, now_ms) >= cost)
+            limiter_take(&k->lim, sc, now_ms, cost);
+        else
+            limiter_sync(&k->lim, sc, now_ms, 0);
         return;
     }
     limiter_take(&k->lim, &k->policy->limiter_share, now_ms, cost);

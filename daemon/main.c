@@ -29,6 +29,7 @@
 #include "metrics.h"
 #include "sdnotify.h"
 #include "server.h"
+#include "redis.h"
 #include "snapshot.h"
 #include "sockpath.h"
 
@@ -381,6 +382,7 @@ int main(int argc, char **argv)
     static struct analytics analytics;
     static struct hooks hooks;
     static struct snapshot snap; /* snapshot.h: restore, interval, final */
+    struct redis *redis = NULL;  /* redis.h: mirror and shared state */
     uv_loop_t *loop = uv_default_loop();
     int ch, check_only = 0, rc;
     uint64_t seed;
@@ -476,16 +478,27 @@ int main(int argc, char **argv)
         core_free(&d);
         return 1;
     }
+    /* --- Redis (SPEC §7): after the restore (a daemon that restored
+     * nothing reads the mirror back), before anyone can ask --- */
+    if ((rc = redis_start(&redis, loop, &d, &srv, seed ^ 0x7265646973ULL,
+                          d.keys.count == 0)) < 0) {
+        log_msg(LOG_ERR, "cannot start: redis: %s", rd_strerror(rc));
+        snapshot_stop(&snap, 0);
+        core_free(&d);
+        return 1;
+    }
     if (server_start(&srv, loop, &d, path) < 0 ||
         metrics_listen(&scrape, &srv, loop, &d) < 0) {
         server_stop(&srv);
         uv_run(loop, UV_RUN_NOWAIT); /* let closed handles finish */
         errlog_detach(errlog, loop);
         server_free(&srv);
+        redis_free(redis);
         snapshot_stop(&snap, 0); /* the state is as restored: keep the file */
         core_free(&d);
         return 1;
     }
+    redis_hook_stop(redis, &srv);
     reloader.path = config_path;
     reloader.d = &d;
     reloader.loop = loop;
@@ -509,6 +522,7 @@ int main(int argc, char **argv)
     uv_run(loop, UV_RUN_NOWAIT);
     snapshot_stop(&snap, 1); /* the last snapshot, then the journal emptied */
     errlog_detach(errlog, loop); /* error log: the last lines, fdatasync */
+    redis_free(redis); /* its links closed with the loop */
     metrics_free(&d);
     log_msg(LOG_INFO, "stopped: %llu requests served",
             (unsigned long long)d.m.requests);

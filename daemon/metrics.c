@@ -320,6 +320,8 @@ int metrics_render(struct resild *d, uint64_t now_ms, struct prom_buf *b)
             "Acquire requests parked on the key.");
     per_key(&w, F_LATENCY, "resild_report_latency_ms", PROM_HISTOGRAM,
             "Latency of reported calls in milliseconds.");
+    if (d->metrics_extra)
+        d->metrics_extra(d->metrics_extra_ctx, b);
     return prom_error(b);
 }
 

@@ -1017,7 +1017,7 @@ static void conn_timer_cb(uv_timer_t *t)
     for (rc = c->head; rc; rc = rc->next)
         if (rc->sent_ms + conf->command_timeout_ms <= now)
             c->li->l->stats.timeouts++;
-    conn_kill(c, "no reply in %u ms", conf->command_timeout_ms);
+    conn_kill(c, "timed out: no reply in %u ms", conf->command_timeout_ms);
 }
 
 /* --- the link ------------------------------------------------------------ */

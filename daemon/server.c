@@ -857,6 +857,11 @@ static void on_cron(uv_timer_t *t)
     }
 }
 
+void server_after_change(struct server *s)
+{
+    after_io(s);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct server *s = h->data;

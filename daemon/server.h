@@ -96,6 +96,11 @@ int server_start(struct server *s, uv_loop_t *loop, struct resild *d,
  * close.  The loop ends when everything is closed. */
 void server_stop(struct server *s);
 
+/* Something outside a client's request changed what parked requests wait
+ * for (a change from another daemon, leased tokens): serve them now and
+ * write what was answered.  On the loop, outside any core call. */
+void server_after_change(struct server *s);
+
 /* After uv_run returns. */
 void server_free(struct server *s);
 

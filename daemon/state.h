@@ -35,6 +35,7 @@ struct lease_fifo {
 };
 
 struct rpc_client;
+struct prom_buf;
 struct durable_ops;
 
 #define CORE_MAX_SINKS 8      /* event consumers registered at start */
@@ -135,7 +136,7 @@ struct resild {
     struct {
         char name[16];
         int ok;
-        char detail[128];
+        char detail[256];
     } components[CORE_COMPONENTS];
     unsigned ncomponents;
     /* Installed by main: re-read the configuration file and core_rebind.
@@ -158,6 +159,10 @@ struct resild {
         size_t len;
         uint64_t at_ms;
     } metrics_page;
+    /* More families for the metrics page from parts outside the core
+     * (redis.c): called at the end of each render.  NULL: none. */
+    void (*metrics_extra)(void *ctx, struct prom_buf *b);
+    void *metrics_extra_ctx;
     /* Owned by the RPC layer (methods.c): connections that subscribed. */
     struct rpc_client *subs;
     uint32_t nsubs;

@@ -683,6 +683,41 @@ out:
 
 enum { ROW_AR, ROW_PING, ROW_ECHO, ROW_PIPE, ROW_PIPE_ECHO, NROWS };
 
+/*
+ * `bench pairs SOCKET N`: N acquire + report pairs on bench.seq through
+ * libresil against a daemon that is already running (tests/bench_redis.py
+ * drives it under each Redis condition); prints each call's latency in
+ * nanoseconds, one per line, for the caller to merge and rank.
+ */
+static int run_pairs(const char *sock, const char *count)
+{
+    struct row rw = {.name = "pairs"};
+    long n = strtol(count, NULL, 10);
+    resil_t *r;
+    size_t i;
+    int rc;
+
+    if (n < 1 || n > MAX_N) {
+        fprintf(stderr, "bench pairs: N must be 1..%d\n", MAX_N);
+        return 2;
+    }
+    if (!(r = resil_open(sock))) {
+        fprintf(stderr, "bench pairs: cannot open %s\n", sock);
+        return 1;
+    }
+    rw.cap = 2 * (size_t)n;
+    if (!(rw.samples_ns = malloc(rw.cap * sizeof(uint64_t)))) {
+        resil_close(r);
+        return 1;
+    }
+    rc = run_acquire_report(r, &rw, (size_t)n);
+    for (i = 0; rc == 0 && i < rw.nsamples; i++)
+        printf("%llu\n", (unsigned long long)rw.samples_ns[i]);
+    free(rw.samples_ns);
+    resil_close(r);
+    return rc == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     struct row rows[NROWS] = {
@@ -709,6 +744,8 @@ int main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "flood") == 0)
         return run_flood() == 0 ? 0 : 1;
+    if (argc == 4 && strcmp(argv[1], "pairs") == 0)
+        return run_pairs(argv[2], argv[3]);
     if (nl < 0) {
         fprintf(stderr,
                 "usage: bench [N]   (or BENCH_N=N; 1..%d, default "

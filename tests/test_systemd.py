@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rpcutil  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAX_EXPOSURE_TCP = 2.0  # with systemd/redis-tcp.conf (issue 13)
 MAX_EXPOSURE = 1.5
 
 
@@ -425,6 +426,26 @@ def t_units(tap, tmp):
               "systemd-analyze security --offline=yes: exposure %s <= %.1f"
               % (m.group(1) if m else "?", MAX_EXPOSURE),
               r.stdout[-2000:] + r.stderr)
+    # The drop-in for Redis over TCP (systemd/redis-tcp.conf), applied.
+    # --offline reads no drop-in directories: the unit is checked with the
+    # drop-in's [Service] lines appended, which is what systemd merges.
+    with open(os.path.join(src, "redis-tcp.conf")) as f:
+        dropin = f.read()
+    tcp = os.path.join(dst, "tcp")
+    os.makedirs(tcp, exist_ok=True)
+    with open(os.path.join(tcp, "resild.service"), "w") as f:
+        f.write(unit + "\n" + dropin.split("[Service]", 1)[1])
+    shutil.copy(os.path.join(src, "resild.socket"), tcp)
+    r = subprocess.run(["systemd-analyze", "security", "--offline=yes",
+                        "resild.service"], cwd=tcp, capture_output=True,
+                       text=True, timeout=120)
+    m = re.search(r"Overall exposure level for resild.service: ([0-9.]+)",
+                  r.stdout)
+    tap.check(m and float(m.group(1)) <= MAX_EXPOSURE_TCP and
+              "AF_INET" in dropin and "PrivateNetwork=no" in dropin,
+              "with the Redis TCP drop-in: exposure %s <= %.1f"
+              % (m.group(1) if m else "?", MAX_EXPOSURE_TCP),
+              r.stdout[-2000:] + r.stderr)
 
 
 # --- make install --------------------------------------------------------
@@ -435,7 +456,8 @@ EXPECTED = [
     "usr/lib/pkgconfig/resil.pc", "usr/lib/systemd/system/resild.service",
     "usr/lib/systemd/system/resild.socket", "usr/lib/sysusers.d/resild.conf",
     "usr/lib/tmpfiles.d/resild.conf", "usr/share/doc/resild/README.md",
-    "usr/share/doc/resild/config.example.json", "etc/resild/config.json",
+    "usr/share/doc/resild/config.example.json",
+    "usr/share/doc/resild/redis-tcp.conf", "etc/resild/config.json",
 ]
 LINKS_SO = "usr/lib/libresil.so.0.1.0"
 LINKS = {"usr/lib/libresil.so.0": "libresil.so.0.1.0",
