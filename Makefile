@@ -274,6 +274,7 @@ uninstall:
 	    $(DESTDIR)$(LIBDIR)/libresil.so $(DESTDIR)$(INCLUDEDIR)/resil.h \
 	    $(DESTDIR)$(PKGCONFIGDIR)/resil.pc \
 	    $(DESTDIR)$(DOCDIR)/README.md $(DESTDIR)$(DOCDIR)/config.example.json \
+	    $(DESTDIR)$(DOCDIR)/redis-tcp.conf \
 	    $(DESTDIR)$(UNITDIR)/resild.service $(DESTDIR)$(UNITDIR)/resild.socket \
 	    $(DESTDIR)$(SYSUSERSDIR)/resild.conf $(DESTDIR)$(TMPFILESDIR)/resild.conf
 	@if [ -e $(CONF) ] && ! cmp -s $(CONF) systemd/config.example.json; then \
