@@ -52,6 +52,8 @@ struct lease {
 #define LEASE_INFLIGHT 2 /* handed out by core_lease_wanted, unanswered */
 #define LEASE_HELD 4     /* on the held FIFO */
 #define LEASE_USED 8     /* took tokens since it last asked for some */
+#define LEASE_COLD 16    /* no answer from Redis since the key was made or
+                          * leasing came on: it decides from its share */
 
 /* Too-early keys core_lease_wanted moves to the tail in one call before
  * it answers NULL: bounded work per call, never a walk of the FIFO. */
@@ -261,6 +263,7 @@ struct lease *admit_lease_new(void)
 void admit_lease_attach(struct resild *d, struct key *k, struct lease *l)
 {
     l->key = k;
+    l->flags |= LEASE_COLD;
     l->on = (uint8_t)d->lease.on;
     l->all_next = d->lease.all;
     d->lease.all = l;
@@ -294,6 +297,8 @@ void admit_lease_mode(struct resild *d, int on)
      * used while leasing was off asks for a lease at once, ahead of need. */
     for (l = d->lease.all; l; l = l->all_next) {
         l->on = (uint8_t)on;
+        if (on)
+            l->flags |= LEASE_COLD;
         if (on && (l->flags & LEASE_USED) && leased(l->key))
             lease_want(d, l, 0);
     }
@@ -343,7 +348,7 @@ void admit_lease_grant(struct resild *d, struct key *k, uint64_t n,
 
     if (!l)
         return;
-    l->flags &= (uint8_t)~LEASE_INFLIGHT;
+    l->flags &= (uint8_t) ~(LEASE_INFLIGHT | LEASE_COLD);
     d->wake_dirty = 1; /* parked requests look at the tokens */
     if (!n) {
         /* Redis had none: ask again after its wait, not before. */
@@ -525,9 +530,17 @@ static uint64_t own_wait(const struct resild *d, struct resild *wd,
     paused = limiter_paused_ms(&k->lim, now_ms);
     if (lease_usable(l, now_ms) >= need)
         return paused;
-    if (!d->lease.on)
+    /* Off, or on but not yet answered for this key (just made, or Redis
+     * just came back): the share decides, so a key's first request is not
+     * denied for want of a lease that is a round trip away.  The share is
+     * debited by leased use too (own_take), so this adds at most the
+     * share's burst per host, once per cold start. */
+    if (!d->lease.on || (l->flags & LEASE_COLD)) {
+        if (wd && d->lease.on)
+            lease_want(wd, l, need);
         return limiter_wait(&k->lim, &pol->limiter_share, now_ms, cost,
                             pol->reserve, critical);
+    }
     if (wd)
         lease_want(wd, l, need);
     w = lease_estimate(pol, cost);
@@ -553,6 +566,18 @@ static void own_take(struct resild *d, struct key *k, uint64_t cost,
         l->tokens -= cost;
         if (d->lease.on && l->tokens * 2 < admit_lease_size(d, k))
             lease_want(d, l, 0); /* below half: ask ahead of need */
+        /* A key in use keeps what it holds: its hold is renewed once half
+         * gone, so the hold never ends under traffic and leaves it short
+         * while a new lease is a round trip away (a slow Redis would turn
+         * that round trip into denials).  Safe for the bound, which counts
+         * tokens held, not their age; an idle key's hold still ends and
+         * its tokens go back. */
+        if ((l->flags & LEASE_HELD) &&
+            l->hold_until_ms - now_ms < CORE_LEASE_HOLD_MS / 2) {
+            l->hold_until_ms = now_ms + CORE_LEASE_HOLD_MS;
+            lq_unlink(d, LEASE_Q_HELD, l);
+            lq_push(d, LEASE_Q_HELD, l); /* the latest hold: the tail */
+        }
         /* The local share is debited too (down to empty), so a switch to
          * it when Redis stalls starts from what this host has not been
          * using, not from a full bucket each time. */

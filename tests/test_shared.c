@@ -574,6 +574,15 @@ static void test_lease_basics(void)
     IS(core_lease_size(&d, key(&d, "other", 0)), 0, "no limiter: 0");
     core_lease_mode(&d, 1, 0);
     OK(core_lease_wanted(&d, &want) == NULL, "nothing wanted yet");
+    /* Cold (no answer from Redis for g yet): the share decides, so the
+     * first request is not denied for a lease one round trip away. */
+    r = acq(&d, &f, k, 1, 0, 0, 100, 5);
+    OK(r.allow && core_lease_tokens(k) == 0,
+       "cold: the first request passes on the share");
+    report(&d, &f, k, r.permit, OUT_SUCCESS, "", 5);
+    w = core_lease_wanted(&d, &want);
+    OK(w == k && want == 5, "and g asks for a lease at once");
+    core_lease_grant(&d, k, 0, 0, 6); /* Redis: none free */
     r = acq(&d, &f, k, 3, 0, 0, 1, 10);
     OK(!r.allow && r.reason == ADMIT_RATE_LIMITED && r.retry_after_ms == 30,
        "no tokens: rate_limited, retry_after 30 (3 x 1000 / 100)");
@@ -641,10 +650,14 @@ static void test_lease_hold(void)
     OK(core_lease_expired(&d, 1200, &unused) == NULL, "and s only once");
     r = acq(&d, &f, k, 1, 0, 0, 1, 1299);
     OK(r.allow && core_lease_tokens(k) == 7, "k's tokens serve until 1299");
-    r = acq(&d, &f, k, 1, 0, 0, 2, 1300);
-    OK(!r.allow, "not at 1300: the hold ended");
-    OK(core_lease_expired(&d, 1300, &unused) == k && unused == 7,
-       "k at 1300: 7 unused");
+    /* That use came with under half the hold left: it renewed the hold
+     * (a key in use is never left short by its hold's end). */
+    OK(core_lease_expired(&d, 1300, &unused) == NULL,
+       "in use at 1299: the hold was renewed to 2299");
+    r = acq(&d, &f, k, 1, 0, 0, 2, 2299);
+    OK(!r.allow, "not at 2299: the renewed hold ended (no use since)");
+    OK(core_lease_expired(&d, 2299, &unused) == k && unused == 7,
+       "k at 2299: 7 unused");
     OK(core_lease_expired(&d, 5000, &unused) == NULL,
        "nothing is handed back twice");
     IS(core_lease_tokens(k), 0, "k holds nothing");
@@ -838,12 +851,17 @@ static void test_lease_ancestors(void)
     IS(core_lease_size(&d, ex), 50, "ex's lease size: 1000 x 100 / 1000 / 2");
     IS(core_lease_size(&d, fu), 1, "ex.fut's: ceil(0.5) = 1");
     core_lease_mode(&d, 1, 0);
+    /* Redis answered for both once (none free): no longer cold. */
+    core_lease_grant(&d, ex, 0, 0, 0);
+    core_lease_grant(&d, fu, 0, 0, 0);
     r = acq(&d, &f, o, 1, 0, 0, 1, 10);
     OK(!r.allow && r.reason == ADMIT_RATE_LIMITED && r.retry_after_ms == 1,
        "ex.orders: its ancestor ex has no tokens (1 ms at 1000/s)");
     OK(core_lease_wanted(&d, &want) == ex && want == 50 &&
+           core_lease_wanted(&d, &wa) == fu && wa == 1 &&
            core_lease_wanted(&d, &want) == NULL,
-       "ex is wanted, for 50; ex.orders (local) is not");
+       "ex is wanted, for 50, and ex.fut (answered none), for 1; "
+       "ex.orders (local) is not");
     core_lease_grant(&d, ex, 50, 0, 20);
     for (n = 0, i = 0; i < 8; i++)
         n += acq(&d, &f, o, 1, 0, 0, (uint32_t)(10 + i), 21).allow;
@@ -855,7 +873,7 @@ static void test_lease_ancestors(void)
        "nothing taken from ex");
     w1 = core_lease_wanted(&d, &wa);
     w2 = core_lease_wanted(&d, &wb);
-    OK(w1 == fu && wa == 1 && w2 == NULL, "ex.fut wanted, for 1");
+    OK(w1 == NULL && w2 == NULL, "ex.fut is asked for already: not twice");
     core_lease_grant(&d, fu, 1, 0, 23);
     r = acq(&d, &f, fu, 1, 0, 0, 31, 24);
     OK(r.allow && core_lease_tokens(fu) == 0 && core_lease_tokens(ex) == 44,
@@ -912,6 +930,7 @@ static void test_lease_mode_and_rebind(void)
     IS(core_lease_size(&d, k), 0, "g is not leased any more");
     OK(acq(&d, &f, k, 1, 0, 0, 3, 50).allow,
        "g decides on its own limiter again");
+    core_lease_grant(&d, l, 0, 0, 40); /* Redis answered: none free */
     OK(!acq(&d, &f, l, 1, 0, 0, 4, 50).allow &&
            core_lease_wanted(&d, &want) == l,
        "loc decides on leases: short, wanted");
@@ -974,6 +993,10 @@ static void test_lease_model(void)
     for (i = 0; i < NK; i++)
         k[i] = key(&d, names[i], 0);
     core_lease_mode(&d, 1, 0);
+    /* Redis answered once for each (none free), so no key is cold: the
+     * model checks the leased path alone (the cold share has its test). */
+    for (i = 0; i < NK; i++)
+        core_lease_grant(&d, k[i], 0, 0, 0);
     for (op = 0; op < OPS; op++) {
         int which = (int)rnd(100);
         if (which < 45) { /* acquire */
