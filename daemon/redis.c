@@ -1177,11 +1177,16 @@ int redis_start(struct redis **out, uv_loop_t *loop, struct resild *d,
     r->st.mode = c->redis_mode;
     r->warm = warm;
     r->epoch = seed ^ wall_ms();
-    /* A lease unanswered for half a lease period means Redis is not
-     * keeping up: a key asks at half its lease, so at its share of the
-     * rate it has about that long before it runs out (at least 20 ms, so
-     * a loop hiccup is not an outage). */
-    r->lease_stall_ms = c->redis_lease_ms / 2 > 20 ? c->redis_lease_ms / 2 : 20;
+    /* A lease unanswered for a quarter of lease_ms (5 to 50 ms) means
+     * Redis is not keeping up: a key asks at half its lease, so at its
+     * share of the rate it has half a lease period before it runs dry,
+     * and at twice its share still a quarter.  A local Redis answers in
+     * well under a millisecond. */
+    r->lease_stall_ms = c->redis_lease_ms / 4;
+    if (r->lease_stall_ms < 5)
+        r->lease_stall_ms = 5;
+    if (r->lease_stall_ms > 50)
+        r->lease_stall_ms = 50;
     snprintf(r->prefix, sizeof(r->prefix), "%s", c->redis_prefix);
     snprintf(r->origin, sizeof(r->origin), "%s", c->redis_origin);
     r->qcap = c->redis_queue;
