@@ -7,10 +7,11 @@ real redis-server on a temporary Unix socket (issue 13, SPEC §7):
 - a breaker trip (failure_threshold reports) on A reaches B and C within
   one second: their status shows it open with about the same time left,
   and their subscribers get a transition with cause "remote" and origin
-  "A";
+  "hostA"; their logs name hostA;
 - a key whose policy is local is not shared (checked in order behind a
   global trip that does arrive: pub/sub keeps order);
-- an operator force on B reaches A (forced_open, with its reason), force
+- an operator force on B reaches A (forced_open, with its reason; A's
+  log names hostB), force
   auto undoes it everywhere; a force with a TTL ends on every daemon;
   a reset on C closes the key on A and B;
 - a failure of class rate_limited with retry_after_ms on A pauses the key
@@ -116,9 +117,10 @@ def remote_events(sub, key, to, timeout=1.0):
 
 
 def t_shared(tap, server):
-    A = tap.start_resild(cfg(server, "A"), "A")
-    B = tap.start_resild(cfg(server, "B"), "B")
-    C = tap.start_resild(cfg(server, "C"), "C")
+    # Origins that cannot be mistaken for anything else in a log line.
+    A = tap.start_resild(cfg(server, "hostA"), "A")
+    B = tap.start_resild(cfg(server, "hostB"), "B")
+    C = tap.start_resild(cfg(server, "hostC"), "C")
     if not (A and B and C):
         return
     a, b, c = A.connect(), B.connect(), C.connect()
@@ -154,9 +156,9 @@ def t_shared(tap, server):
         tr, got = remote_events(subs[name], "g.trip", "open")
         tap.check(len(tr) == 1 and tr[0]["from"] == "closed" and
                   tr[0].get("cause") == "remote" and
-                  tr[0].get("origin") == "A",
+                  tr[0].get("origin") == "hostA",
                   "%s: subscriber gets closed -> open, cause remote, "
-                  "origin A" % name, repr(got))
+                  "origin hostA" % name, repr(got))
     tr, got = remote_events(subs["A"], "g.trip", "open", 0.2)
     tap.check(len(tr) == 1 and tr[0].get("cause") == "failures" and
               tr[0].get("origin") == "local",
@@ -195,13 +197,15 @@ def t_shared(tap, server):
               "A: the force carries B's reason", repr(sts[0]))
     tr, got = remote_events(subs["A"], "g.force", "forced_open")
     tap.check(len(tr) == 1 and tr[0].get("cause") == "remote" and
-              tr[0].get("origin") == "B",
-              "A: subscriber gets -> forced_open, cause remote, origin B",
+              tr[0].get("origin") == "hostB",
+              "A: subscriber gets -> forced_open, cause remote, origin hostB",
               repr(got))
     ops = [e for e in got if e.get("topic") == "operator"]
     tap.check(ops and ops[0].get("type") == "force" and
               ops[0].get("state") == "open",
               "A: and an operator event for the force", repr(got))
+    if ops:
+        tap.diag("A: the remote force's operator event: %r" % ops[0])
     b.ok("force", {"key": "g.force", "state": "auto"})
     reaches(tap, [("A", a), ("C", c)], "g.force", ("closed",),
             "force auto on B")
@@ -266,6 +270,18 @@ def t_shared(tap, server):
             tap.check(3000 < r.get("retry_after_ms", 0) <= 5000,
                       "%s: retry_after_ms is the pause left (%r)"
                       % (name, r.get("retry_after_ms")), repr(r))
+
+    # --- the logs say where a change came from --------------------------------
+    def lines(d, *words):
+        return [l for l in d.log().splitlines() if all(w in l for w in words)]
+    tr = lines(B, "g.trip", "open")
+    tap.check(tr and any("hostA" in l for l in tr),
+              "B's log names hostA as where g.trip's trip came from",
+              "\n".join(tr))
+    fo = lines(A, "g.force", "forced")
+    tap.check(fo and any("hostB" in l for l in fo),
+              "A's log names hostB as where g.force's force came from",
+              "\n".join(fo))
 
     # --- metrics -------------------------------------------------------------
     text = a.ok("metrics")["text"]
