@@ -208,8 +208,9 @@ class Redis:
     server then runs `redis-server <dir>/sentinel.conf --sentinel`."""
 
     def __init__(self, name="redis", unix=True, port=None, sock=None,
-                 extra=None, sentinel_conf=None):
+                 extra=None, sentinel_conf=None, password=None):
         self.name = name
+        self.password = password  # --requirepass; ping and call AUTH first
         self.dir = tempfile.mkdtemp(prefix="resild-" + name + ".")
         self.sock = (sock or os.path.join(self.dir, "redis.sock")) \
             if unix else None
@@ -254,6 +255,8 @@ class Redis:
             a += ["--port", "0"]
         if self.sock:
             a += ["--unixsocket", self.sock, "--unixsocketperm", "700"]
+        if self.password:
+            a += ["--requirepass", self.password]
         return a + self.extra
 
     def start(self, wait=True):
@@ -270,7 +273,7 @@ class Redis:
         return self.wait_ready() if wait else True
 
     def ping(self, timeout=0.5):
-        return call(self.addr, "PING", timeout=timeout) == b"PONG"
+        return self.call("PING", timeout=timeout) == b"PONG"
 
     def wait_ready(self, timeout=REDIS_READY_S):
         def up():
@@ -321,8 +324,22 @@ class Redis:
                 self.proc.wait()
         return self.proc.returncode
 
-    def call(self, *args, timeout=2.0):
-        return call(self.addr, *args, timeout=timeout)
+    def call(self, *args, timeout=2.0, db=None):
+        """One command on a fresh connection (AUTH and SELECT db first
+        when there is a password or a db)."""
+        c = RespConn(self.addr, timeout)
+        try:
+            if self.password:
+                r = c.call("AUTH", self.password)
+                if isinstance(r, RespError):
+                    return r
+            if db is not None:
+                r = c.call("SELECT", str(db))
+                if isinstance(r, RespError):
+                    return r
+            return c.call(*args)
+        finally:
+            c.close()
 
     def log(self):
         try:

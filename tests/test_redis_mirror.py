@@ -11,7 +11,9 @@ temporary Unix socket (issue 13, SPEC §7): a replaced daemon starts warm.
   and the same prefix, shows within 2 s k open with 20 s < time left <= 30
   s, and f forced_open with its reason;
 - a daemon with another prefix takes that prefix's records, not these;
-- mirror mode publishes nothing on <prefix>events.
+- mirror mode publishes nothing on <prefix>events;
+- redis.url tcp://, redis.password and redis.db: records land in that
+  database; a wrong password shows in health and decisions go on.
 """
 import os
 import sys
@@ -122,12 +124,64 @@ def t_mirror(tap, server):
     tap.stop_daemon(M2, "M2")
 
 
+def t_auth_db(tap):
+    """redis.url tcp://, redis.password and redis.db: the records land in
+    that database of a server that requires the password; a wrong password
+    is a health detail, not a silent failure."""
+    server = tap.redis("authdb", unix=False, port=ru.free_port(),
+                       password="s3cret")
+    if not server:
+        return
+    prefix = PREFIX + "auth:"
+    good = {"redis": ru.redis_cfg(server, "mirror", prefix, "T1",
+                                  password="s3cret", db=5),
+            "policies": POLICIES}
+    T1 = tap.start_resild(good, "T1")
+    if not T1:
+        return
+    c = T1.connect()
+    ok, _ = ru.poll(lambda: ru.redis_ok(c), 5.0)
+    comp = ru.redis_component(c)
+    tap.check(ok and "tcp:127.0.0.1:%d" % server.port in str(comp.get(
+        "detail")), "T1: connected over tcp:// with the password (%r)"
+        % (comp and comp.get("detail")))
+    ru.trip(c, "k", 3)
+
+    found, el = ru.poll(lambda: server.call(
+        "EXISTS", prefix + "key:k", db=5) == 1, 2.0)
+    tap.check(found, "T1's record of k is in db 5 (%.0f ms)" % (el * 1000))
+    n0 = server.call("EXISTS", prefix + "key:k")
+    tap.check(n0 == 0, "and not in db 0", repr(n0))
+    tap.stop_daemon(T1, "T1")
+
+    bad = {"redis": ru.redis_cfg(server, "mirror", prefix, "T2",
+                                 password="wrong", db=5),
+           "policies": POLICIES}
+    T2 = tap.start_resild(bad, "T2")
+    if not T2:
+        return
+    c = T2.connect()
+    comp, _ = ru.poll(lambda: ru.redis_not_ok(c), 3.0)
+    tap.check(comp is not None and comp.get("detail"),
+              "T2 (wrong password): health redis not ok, detail %r"
+              % (comp and comp.get("detail")), repr(ru.redis_component(c)))
+    det = str(comp and comp.get("detail")).lower()
+    tap.check("wrongpass" in det or "password" in det,
+              "T2: the detail says what is wrong (the password)", det)
+    time.sleep(1.0)  # several attempts: none may come up
+    tap.check(ru.redis_not_ok(c) is not None and
+              c.ok("acquire", {"key": "x"})["allow"],
+              "T2: still not ok a second later, and deciding")
+    tap.stop_daemon(T2, "T2")
+
+
 def main():
     tap = ru.RTap()
     t0 = time.monotonic()
     server = tap.redis("redis")
     if server:
         tap.run("mirror", t_mirror, tap, server)
+    tap.run("password and db", t_auth_db, tap)
     tap.diag("runtime %.1f s" % (time.monotonic() - t0))
     tap.finish()
 

@@ -154,9 +154,9 @@ def t_never_wait(tap):
                   "%.1f s)" % (name, el, limit),
                   repr(ru.redis_component(conn)))
         tap.check(comp is not None and isinstance(comp.get("detail"), str)
-                  and len(comp["detail"]) > 0,
-                  "%s: with a detail: %r" % (name, comp and
-                                             comp.get("detail")))
+                  and "time" in comp["detail"].lower(),
+                  "%s: with a detail that says what is wrong (a time-out): "
+                  "%r" % (name, comp and comp.get("detail")))
     # The metrics page is rendered at most once a second: poll.
     up, el = ru.poll(lambda: ru.metric(a, "resild_redis_up") == 0 or None,
                      3.0, 0.1)
@@ -193,6 +193,9 @@ def t_never_wait(tap):
     tap.check(comp and comp.get("ok") is False and comp.get("detail"),
               "A: health redis not ok while killed, detail %r"
               % (comp and comp.get("detail")), repr(comp))
+    tap.check(comp and "refused" in str(comp.get("detail")).lower(),
+              "A: the detail says what is wrong (connection refused)",
+              repr(comp))
     tap.check(not any(flaps.values()), "neither says ok while Redis is "
               "dead", repr(flaps))
     tap.check(ru.metric(a, "resild_redis_up") == 0,
@@ -323,6 +326,9 @@ def t_down_at_start(tap):
     tap.check(comp is not None and comp.get("detail"),
               "C: health says redis not ok, detail %r"
               % (comp and comp.get("detail")), repr(ru.redis_component(c)))
+    tap.check(comp and "no such file" in str(comp.get("detail")).lower(),
+              "C: the detail says what is wrong (no socket there)",
+              repr(comp))
     h = c.ok("health")
     tap.check(h.get("overall") in ("degraded", "healthy", "unhealthy"),
               "C: health answers (overall %r)" % h.get("overall"))
