@@ -1,0 +1,190 @@
+#!/usr/bin/python3
+"""test_redis_mirror.py - mirror mode with a real redis-server on a
+temporary Unix socket (issue 13, SPEC §7): a replaced daemon starts warm.
+
+- daemon M1 (mode mirror) trips key k (open_ms 30000) and forces key f
+  open, and is stopped with SIGTERM: it writes what is queued before it
+  exits (exit 0);
+- Redis holds <prefix>key:k and <prefix>key:f (read with a raw RESP
+  client);
+- daemon M2, with an EMPTY state directory (its own snapshot path, no file)
+  and the same prefix, shows within 2 s k open with 20 s < time left <= 30
+  s, and f forced_open with its reason;
+- a daemon with another prefix takes that prefix's records, not these;
+- mirror mode publishes nothing on <prefix>events;
+- redis.url tcp://, redis.password and redis.db: records land in that
+  database; a wrong password shows in health and decisions go on.
+"""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import redisutil as ru  # noqa: E402
+
+PREFIX = "tmirror%d:" % os.getpid()
+OTHER = "tmirror%d-other:" % os.getpid()
+OPEN_MS = 30000
+POLICIES = {"*": {"breaker": {"failure_threshold": 3, "open_ms": OPEN_MS,
+                              "failure_rate_threshold": 0}}}
+
+
+def cfg(server, origin, prefix=PREFIX):
+    return {"redis": ru.redis_cfg(server, "mirror", prefix, origin),
+            "policies": POLICIES}
+
+
+def t_mirror(tap, server):
+    M0 = tap.start_resild(cfg(server, "M0", OTHER), "M0")
+    if not M0:
+        return
+    c0 = M0.connect()
+    ru.poll(lambda: ru.redis_ok(c0), 5.0)
+    ru.trip(c0, "marker", 3)
+    tap.stop_daemon(M0, "M0")
+    M1 = tap.start_resild(cfg(server, "M1"), "M1")
+    if not M1:
+        return
+    c = M1.connect()
+    ok, el = ru.poll(lambda: ru.redis_ok(c), 5.0)
+    comp = ru.redis_component(c)
+    tap.check(ok, "M1: health components.redis ok (%.0f ms)" % (el * 1000),
+              repr(comp))
+    tap.check(comp and "mirror" in str(comp.get("detail")),
+              "M1: the detail says mirror", repr(comp))
+    # Listen to the events channel: mirror mode must publish nothing.
+    listener = ru.RespConn(server.addr, timeout=0.2)
+    listener.call("SUBSCRIBE", PREFIX + "events")
+    ru.trip(c, "k", 3)
+    st = ru.key_status(c, "k")
+    tap.check(st and st["state"] == "open", "M1: k open after 3 failures",
+              repr(st))
+    c.ok("force", {"key": "f", "state": "open", "reason": "venue maint"})
+    c.ok("acquire", {"key": "quiet"})  # a key with nothing to say
+    t_trip = time.monotonic()
+    tap.stop_daemon(M1, "M1")  # SIGTERM: the queue is written first
+    for key in ("k", "f"):
+        n = ru.call(server.addr, "EXISTS", PREFIX + "key:" + key)
+        tap.check(n == 1, "Redis holds %skey:%s after M1's SIGTERM"
+                  % (PREFIX, key), repr(n))
+    val = ru.call(server.addr, "GET", PREFIX + "key:k")
+    tap.check(isinstance(val, bytes) and len(val) > 16,
+              "the record is a value of %d bytes"
+              % (len(val) if isinstance(val, bytes) else -1), repr(val)[:200])
+    got = []
+    try:
+        while True:
+            got.append(listener.read())
+    except OSError:
+        pass
+    listener.close()
+    tap.check(not got, "mirror mode publishes nothing on %sevents" % PREFIX,
+              repr(got)[:300])
+
+    M2 = tap.start_resild(cfg(server, "M2"), "M2")
+    if not M2:
+        return
+    c2 = M2.connect()
+    st, el = ru.poll(lambda: ru.state_is(c2, "k", "open"), 2.0)
+    tap.check(st is not None, "M2 starts warm: k open within 2 s "
+              "(%.0f ms)" % (el * 1000), repr(ru.key_status(c2, "k")))
+    if st:
+        left = st.get("retry_after_ms", 0)
+        since = (time.monotonic() - t_trip) * 1000
+        tap.check(20000 < left <= OPEN_MS and left <= OPEN_MS - since + 500,
+                  "M2: k's time left is M1's, shortened by the time since "
+                  "(%d ms left, %.0f ms since the trip)" % (left, since),
+                  repr(st))
+        r = c2.ok("acquire", {"key": "k"})
+        tap.check(not r["allow"] and r["reason"] == "circuit_open",
+                  "M2: acquire k denied circuit_open", repr(r))
+    st, _ = ru.poll(lambda: ru.state_is(c2, "f", "forced_open"), 2.0)
+    tap.check(st is not None and st.get("force_reason") == "venue maint",
+              "M2: f forced_open with its reason", repr(ru.key_status(c2, "f")))
+    ok, _ = ru.poll(lambda: ru.redis_ok(c2), 5.0)
+    tap.check(ok, "M2: health components.redis ok",
+              repr(ru.redis_component(c2)))
+    loaded = ru.metric(c2, "resild_redis_loaded_total")
+    tap.check(loaded is not None and loaded >= 2,
+              "M2: metrics count the keys taken from Redis (%r)" % loaded)
+
+    # Another prefix is another mirror: M3 reads OTHER's records (the
+    # marker M0 left there), never M1's.
+    M3 = tap.start_resild(cfg(server, "M3", OTHER), "M3")
+    if M3:
+        c3 = M3.connect()
+        st, _ = ru.poll(lambda: ru.state_is(c3, "marker", "open"), 2.0)
+        tap.check(st is not None, "M3 (prefix %s) starts warm from its "
+                  "prefix's records" % OTHER,
+                  repr(ru.key_status(c3, "marker")))
+        st = ru.key_status(c3, "k")
+        tap.check(st is None, "M3 does not take the keys of prefix %s"
+                  % PREFIX, repr(st))
+        tap.stop_daemon(M3, "M3")
+    tap.stop_daemon(M2, "M2")
+
+
+def t_auth_db(tap):
+    """redis.url tcp://, redis.password and redis.db: the records land in
+    that database of a server that requires the password; a wrong password
+    is a health detail, not a silent failure."""
+    server = tap.redis("authdb", unix=False, port=ru.free_port(),
+                       password="s3cret")
+    if not server:
+        return
+    prefix = PREFIX + "auth:"
+    good = {"redis": ru.redis_cfg(server, "mirror", prefix, "T1",
+                                  password="s3cret", db=5),
+            "policies": POLICIES}
+    T1 = tap.start_resild(good, "T1")
+    if not T1:
+        return
+    c = T1.connect()
+    ok, _ = ru.poll(lambda: ru.redis_ok(c), 5.0)
+    comp = ru.redis_component(c)
+    tap.check(ok and "tcp:127.0.0.1:%d" % server.port in str(comp.get(
+        "detail")), "T1: connected over tcp:// with the password (%r)"
+        % (comp and comp.get("detail")))
+    ru.trip(c, "k", 3)
+
+    found, el = ru.poll(lambda: server.call(
+        "EXISTS", prefix + "key:k", db=5) == 1, 2.0)
+    tap.check(found, "T1's record of k is in db 5 (%.0f ms)" % (el * 1000))
+    n0 = server.call("EXISTS", prefix + "key:k")
+    tap.check(n0 == 0, "and not in db 0", repr(n0))
+    tap.stop_daemon(T1, "T1")
+
+    bad = {"redis": ru.redis_cfg(server, "mirror", prefix, "T2",
+                                 password="wrong", db=5),
+           "policies": POLICIES}
+    T2 = tap.start_resild(bad, "T2")
+    if not T2:
+        return
+    c = T2.connect()
+    comp, _ = ru.poll(lambda: ru.redis_not_ok(c), 3.0)
+    tap.check(comp is not None and comp.get("detail"),
+              "T2 (wrong password): health redis not ok, detail %r"
+              % (comp and comp.get("detail")), repr(ru.redis_component(c)))
+    det = str(comp and comp.get("detail")).lower()
+    tap.check("wrongpass" in det or "password" in det,
+              "T2: the detail says what is wrong (the password)", det)
+    time.sleep(1.0)  # several attempts: none may come up
+    tap.check(ru.redis_not_ok(c) is not None and
+              c.ok("acquire", {"key": "x"})["allow"],
+              "T2: still not ok a second later, and deciding")
+    tap.stop_daemon(T2, "T2")
+
+
+def main():
+    tap = ru.RTap()
+    t0 = time.monotonic()
+    server = tap.redis("redis")
+    if server:
+        tap.run("mirror", t_mirror, tap, server)
+    tap.run("password and db", t_auth_db, tap)
+    tap.diag("runtime %.1f s" % (time.monotonic() - t0))
+    tap.finish()
+
+
+if __name__ == "__main__":
+    main()
