@@ -267,7 +267,10 @@ static void hooks_sink(void *ctx, const struct event *ev)
     char *json = NULL;
     size_t i;
 
-    if (ev->type == EV_TRANSITION && ev->key &&
+    /* A breaker that opened here, by itself: one opened on another daemon
+     * (origin set) alerts there, so an incident pages once, not once per
+     * host sharing the key. */
+    if (ev->type == EV_TRANSITION && ev->key && !ev->origin &&
         ev->u.transition.to == BREAKER_VIS_OPEN) {
         if (h->npending < HOOKS_PENDING_MAX)
             h->pending[h->npending++] = ev->key;
