@@ -8,7 +8,7 @@ socket, while a client keeps asking (one acquire at a time, alternating a
 plain key and a global-limiter key, every permit reported):
 - no decision takes more than 250 ms; p50/p99 before / stopped / killed /
   after are printed; a global limiter well under its rate denies nothing
-  once Redis is known dead (the host's share) or back (leases);
+  in any phase (leases, then the host's share, then leases again);
 - health components.redis becomes not ok (with a detail) within
   command_timeout_ms + 2 s of the stop on both daemons, and stays not ok
   while Redis is stopped or dead; metrics show resild_redis_up 0;
@@ -193,9 +193,12 @@ def t_never_wait(tap):
     tap.check(comp and comp.get("ok") is False and comp.get("detail"),
               "A: health redis not ok while killed, detail %r"
               % (comp and comp.get("detail")), repr(comp))
-    tap.check(comp and "refused" in str(comp.get("detail")).lower(),
-              "A: the detail says what is wrong (connection refused)",
-              repr(comp))
+    # The last attempt's error: refused, or reset when the connection the
+    # kernel had queued for the stopped server died with it.
+    det = str(comp and comp.get("detail")).lower()
+    tap.check(any(w in det for w in ("refused", "reset", "closed")),
+              "A: the detail says what is wrong (connection refused or "
+              "reset)", repr(comp))
     tap.check(not any(flaps.values()), "neither says ok while Redis is "
               "dead", repr(flaps))
     tap.check(ru.metric(a, "resild_redis_up") == 0,
@@ -257,13 +260,14 @@ def t_never_wait(tap):
     tap.check(worst <= MAX_DECISION_S,
               "no decision took more than %d ms (worst %.1f ms)"
               % (MAX_DECISION_S * 1000, worst * 1000))
-    # glim (1,000/s, two hosts) is asked ~200 times a second: its share
-    # (500/s) admits every one once the daemon knows Redis is gone.
-    den = {k: n for k, n in probe.denied.items()
-           if k[0] in ("before", "killed", "after") or k[1] != "glim"}
-    tap.check(not den, "with Redis dead the global limiter runs on this "
-              "host's share, and on leases before and after: no denials "
-              "(plain key: none at all)", repr(den))
+    # glim (1,000/s, two hosts) is asked ~250 times a second: on leases
+    # (50 tokens, asked for again below 25) or on its share (500/s) it
+    # admits every one, also while the daemon finds out that Redis stopped
+    # answering (held tokens last ~100 ms; an unanswered lease falls back
+    # to the share) and while it comes back.
+    den = dict(probe.denied)
+    tap.check(not den, "a global limiter at a quarter of its rate never "
+              "denies, in any phase (nor does a plain key)", repr(den))
     base = ru.pct(probe.rtt.get("before", []), 99)
     for ph in ("stopped", "killed", "after"):
         p99 = ru.pct(probe.rtt.get(ph, []), 99)

@@ -11,9 +11,11 @@ real redis-server on a temporary Unix socket (issue 13, SPEC §7):
 - a key whose policy is local is not shared (checked in order behind a
   global trip that does arrive: pub/sub keeps order);
 - an operator force on B reaches A (forced_open, with its reason; A's
-  log names hostB), force
-  auto undoes it everywhere; a force with a TTL ends on every daemon;
-  a reset on C closes the key on A and B;
+  log names hostB), force auto undoes it everywhere; a force with a TTL
+  ends on every daemon; a reset on C closes the key on A and B;
+- a half-open probe that succeeds on A closes the key on B;
+- a replayed old message is stale everywhere, and malformed messages are
+  rejected (counted) with nothing changed;
 - a failure of class rate_limited with retry_after_ms on A pauses the key
   on B and C (acquire denied rate_limited with about the time left);
 - metrics: the redis families are on the page and count what was done.
@@ -39,6 +41,10 @@ def policies():
         "*": {"breaker": {"failure_threshold": 3, "open_ms": OPEN_MS,
                           "failure_rate_threshold": 0}},
         "g.*": {"scope": "global"},
+        "h.*": {"scope": "global",
+                "breaker": {"failure_threshold": 3, "open_ms": 400,
+                            "success_threshold": 1,
+                            "failure_rate_threshold": 0}},
         "loc.*": {"scope": "local"},
     }
 
@@ -139,8 +145,23 @@ def t_shared(tap, server):
         s.ok("subscribe", {"topics": ["state", "operator"]})
         subs[name] = s
 
+    # A plain Redis subscriber hears what the daemons publish.
+    listener = ru.RespConn(server.addr, timeout=2.0)
+    listener.call("SUBSCRIBE", PREFIX + "events")
+
     # --- a trip on A reaches B and C ---------------------------------------
     ru.trip(a, "g.trip", 3)
+    try:
+        msg = listener.read()  # [b"message", channel, payload]
+    except OSError:
+        msg = None
+    listener.close()
+    tap.check(isinstance(msg, list) and len(msg) == 3 and
+              msg[0] == b"message" and isinstance(msg[2], bytes) and
+              b"hostA" in msg[2] and b"g.trip" in msg[2],
+              "A's trip is published on %sevents, naming hostA and g.trip"
+              % PREFIX, repr(msg)[:300])
+    trip_msg = msg[2] if isinstance(msg, list) and len(msg) == 3 else None
     st = ru.key_status(a, "g.trip")
     tap.check(st and st["state"] == "open", "A: g.trip open after 3 failures",
               repr(st))
@@ -236,6 +257,55 @@ def t_shared(tap, server):
               repr(res))
     reaches(tap, [("A", a), ("B", b)], "g.reset", ("closed",),
             "a reset on C")
+
+    # --- a probe that closes it on A closes it on B ----------------------------
+    ru.trip(a, "h.heal", 3)
+    reaches(tap, [("B", b)], "h.heal", ("open",), "a trip on A (open 400 ms)")
+    subs["B"].events(0.05)
+    p, _ = ru.poll(lambda: (lambda r: r if r["allow"] else None)(
+        a.ok("acquire", {"key": "h.heal"})), 2.0)
+    tap.check(p is not None, "A: h.heal half-open admits a probe", repr(p))
+    if p:
+        a.ok("report", {"key": "h.heal", "permit": p["permit"],
+                        "outcome": "success"})
+        t0 = time.monotonic()
+        tr, got = remote_events(subs["B"], "h.heal", "closed", 1.5)
+        el = time.monotonic() - t0
+        st = ru.key_status(b, "h.heal")
+        tap.check(st and st["state"] == "closed" and tr and
+                  tr[-1].get("origin") == "hostA" and el <= REACH_S,
+                  "B: A's successful probe closes h.heal here (cause remote, "
+                  "origin hostA) in %.0f ms" % (el * 1000),
+                  repr(st), repr(got))
+
+    # --- a replayed (stale) message and garbage change nothing -----------------
+    if trip_msg:
+        st0 = ru.metric(b, "resild_redis_stale_total", 0)
+        c.ok("reset", {"key": "g.trip"})
+        reaches(tap, [("A", a), ("B", b)], "g.trip", ("closed",),
+                "a reset on C (before the replay)")
+        n = ru.call(server.addr, "PUBLISH", PREFIX + "events", trip_msg)
+        tap.check(n == 3, "the old trip message is replayed to the three "
+                  "daemons", repr(n))
+        # Garbage behind it: its rejection shows the replay was handled.
+        rej0 = ru.metric(b, "resild_redis_rejected_total", 0)
+        for junk in (b"", b"\xc1", b"\x93\x01\x02", b"x" * 5000,
+                     trip_msg[:len(trip_msg) // 2],
+                     b"\xdd\xff\xff\xff\xff"):
+            ru.call(server.addr, "PUBLISH", PREFIX + "events", junk)
+        ok, _ = ru.poll(lambda: ru.metric(b, "resild_redis_rejected_total",
+                                          0) >= rej0 + 6, 3.0, 0.1)
+        tap.check(ok, "B rejects six malformed messages (metrics)",
+                  repr(ru.metric(b, "resild_redis_rejected_total")))
+        for name, conn in (("A", a), ("B", b), ("C", c)):
+            st = ru.key_status(conn, "g.trip")
+            tap.check(st and st["state"] == "closed",
+                      "%s: the replayed trip is stale: g.trip stays closed"
+                      % name, repr(st))
+        tap.check(ru.metric(b, "resild_redis_stale_total", 0) > st0,
+                  "B counts the replay as stale")
+        tap.check(all(conn.ok("ping").get("pid") for conn in (a, b, c)),
+                  "all three still answer")
 
     # --- a venue 429 on A pauses the key on B and C -------------------------
     for name, conn in (("B", b), ("C", c)):
