@@ -12,6 +12,9 @@ temporary Unix socket (issue 13, SPEC §7): a replaced daemon starts warm.
   s, and f forced_open with its reason;
 - a daemon with another prefix takes that prefix's records, not these;
 - mirror mode publishes nothing on <prefix>events;
+- records are written behind while the daemon runs: after kill -9 a new
+  daemon starts warm; a reset overwrites the open record; SIGTERM with
+  Redis SIGSTOPped still exits promptly;
 - redis.url tcp://, redis.password and redis.db: records land in that
   database; a wrong password shows in health and decisions go on.
 """
@@ -124,6 +127,60 @@ def t_mirror(tap, server):
     tap.stop_daemon(M2, "M2")
 
 
+def t_write_behind(tap, server):
+    """Records are written while the daemon runs (a host that dies with
+    kill -9 has its state in Redis already), a reset overwrites the open
+    record, and a SIGTERM with Redis stopped does not hang on it."""
+    prefix = PREFIX + "wb:"
+    W1 = tap.start_resild(cfg(server, "W1", prefix), "W1")
+    if not W1:
+        return
+    c = W1.connect()
+    ru.poll(lambda: ru.redis_ok(c), 5.0)
+    ru.trip(c, "dead", 3)
+    ru.trip(c, "healed", 3)
+    c.ok("reset", {"key": "healed"})
+    # Written in the order marked, on one connection: once the marker's
+    # record is there, so is the reset's.
+    c.ok("force", {"key": "marker", "state": "open"})
+    got, el = ru.poll(lambda: server.call("EXISTS", prefix + "key:dead") == 1
+                      and server.call("EXISTS", prefix + "key:marker") == 1,
+                      2.0)
+    tap.check(got, "W1 writes behind while running: records in Redis "
+              "within %.0f ms" % (el * 1000))
+    W1.proc.kill()  # SIGKILL: no drain, no final snapshot
+    W1.proc.wait()
+    W2 = tap.start_resild(cfg(server, "W2", prefix), "W2")
+    if not W2:
+        return
+    c2 = W2.connect()
+    st, el = ru.poll(lambda: ru.state_is(c2, "dead", "open"), 2.0)
+    tap.check(st is not None, "after W1's kill -9, W2 starts warm: dead is "
+              "open (%.0f ms)" % (el * 1000), repr(ru.key_status(c2, "dead")))
+    st = ru.key_status(c2, "healed")
+    tap.check(st is None or st["state"] == "closed",
+              "W2: healed (tripped then reset on W1) is not open: the reset "
+              "overwrote the record", repr(st))
+    # SIGTERM while Redis is stopped: the queue gets its second, not more.
+    ru.trip(c2, "late", 3)
+    server.pause()
+    try:
+        t0 = time.monotonic()
+        W2.proc.terminate()
+        try:
+            rc = W2.proc.wait(10)
+        except Exception:  # noqa: BLE001
+            rc = None
+        el = time.monotonic() - t0
+    finally:
+        server.resume()
+    tap.check(rc == 0 and el <= 3.0,
+              "W2: SIGTERM with Redis stopped exits 0 in %.1f s (<= 3 s)"
+              % el, "exit %r" % rc)
+    ok = server.wait_ready(5.0)
+    tap.check(ok, "redis answers again after SIGCONT")
+
+
 def t_auth_db(tap):
     """redis.url tcp://, redis.password and redis.db: the records land in
     that database of a server that requires the password; a wrong password
@@ -181,6 +238,7 @@ def main():
     server = tap.redis("redis")
     if server:
         tap.run("mirror", t_mirror, tap, server)
+        tap.run("write-behind", t_write_behind, tap, server)
     tap.run("password and db", t_auth_db, tap)
     tap.diag("runtime %.1f s" % (time.monotonic() - t0))
     tap.finish()

@@ -12,8 +12,9 @@ plain key and a global-limiter key, every permit reported):
 - health components.redis becomes not ok (with a detail) within
   command_timeout_ms + 2 s of the stop on both daemons, and stays not ok
   while Redis is stopped or dead; metrics show resild_redis_up 0;
-- after the restart both reconnect (ok again, resild_redis_up 1) and
-  sharing resumes: a new trip on A reaches B within 1 s.
+- after the restart both reconnect (ok again, resild_redis_up 1), B
+  catches up on what A changed while Redis was stopped or dead (two trips
+  and a force), and sharing resumes: a new trip on A reaches B within 1 s.
 
 A daemon started while Redis is down (its socket path does not exist):
 - it starts and decides; a global limiter runs on this host's share
@@ -181,6 +182,9 @@ def t_never_wait(tap):
     probe.phase_at["killed"] = time.monotonic()
     t_kill = time.monotonic()
     server.kill()
+    ru.trip(a, "g.lost", 3)  # nothing to publish to
+    a.ok("force", {"key": "g.lostforce", "state": "open",
+                   "reason": "during the outage"})
     tap.check(os.path.exists(server.sock),
               "the killed server left its socket file (connects are refused)")
     while time.monotonic() < t_kill + 2.0:
@@ -220,6 +224,15 @@ def t_never_wait(tap):
     up, el = ru.poll(lambda: ru.metric(a, "resild_redis_up") == 1 or None,
                      3.0, 0.1)
     tap.check(up is not None, "A: metrics resild_redis_up 1 again")
+    # What A changed while Redis was stopped or dead reaches B once both
+    # are back (re-published, or read back from the mirror).
+    for key, state in (("g.during", "open"), ("g.lost", "open"),
+                       ("g.lostforce", "forced_open")):
+        st, _ = ru.poll(lambda: ru.state_is(b, key, state),
+                        max(0.5, t_up + 8.0 - time.monotonic()))
+        tap.check(st is not None, "B catches up on %s (%s while Redis was "
+                  "away) after the restart" % (key, state),
+                  repr(ru.key_status(b, key)))
     ru.trip(a, "g.after", 3)
     t0 = time.monotonic()
     st, _ = ru.poll(lambda: ru.state_is(b, "g.after", "open"), 2.0)

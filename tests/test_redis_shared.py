@@ -18,7 +18,9 @@ real redis-server on a temporary Unix socket (issue 13, SPEC §7):
   rejected (counted) with nothing changed;
 - a failure of class rate_limited with retry_after_ms on A pauses the key
   on B and C (acquire denied rate_limited with about the time left);
-- metrics: the redis families are on the page and count what was done.
+- metrics: the redis families are on the page and count what was done;
+- reload: a policy made global is shared from then on (an existing key
+  too); a changed redis section is kept and named for the next restart.
 """
 import json
 import os
@@ -376,6 +378,26 @@ def t_shared(tap, server):
               "B counts what it applied (%r)" % ab)
     tap.check(ea is not None and ea >= 1,
               "A counts its own echoes, ignored (%r)" % ea)
+    # --- reload: a policy made global is shared from then on; the redis
+    # section itself waits for a restart, and says so ---------------------
+    a.ok("acquire", {"key": "late.x"})  # exists, local, before the reload
+    for name, d, conn in (("A", A, a), ("B", B, b)):
+        cfg2 = json.loads(json.dumps(d.config))
+        cfg2["policies"]["late.*"] = {"scope": "global"}
+        cfg2["redis"]["prefix"] = PREFIX + "moved:"
+        with open(d.config_path, "w") as f:
+            json.dump(cfg2, f)
+        res = conn.ok("reload")
+        tap.check(res.get("reloaded") is True and
+                  "redis.prefix" in res.get("changes", ""),
+                  "%s: reload applies the policy and names redis.prefix as "
+                  "waiting for a restart" % name, repr(res))
+    ru.trip(a, "late.x", 3)
+    reaches(tap, [("B", b)], "late.x", ("open",),
+            "after the reload, a trip of a key made global on A")
+    ru.trip(a, "g.afterreload", 3)
+    reaches(tap, [("B", b)], "g.afterreload", ("open",),
+            "after the reload (old prefix kept), a trip on A")
     for name, d in (("A", A), ("B", B), ("C", C)):
         tap.stop_daemon(d, name)
 
