@@ -18,6 +18,9 @@ just denies fails.  Every 10 s sub-window is held to the same bound with
 its length widened by the largest round trip (an answer read at t was
 decided in [t - rtt, t]).  Denials must all be rate_limited, and with equal
 demand neither host may starve (each gets at least a quarter).
+
+Then a global limiter far below its rate (key sparse, 1,000/s, asked once
+and then every 1.5 s) must admit every request, the first one included.
 """
 import math
 import os
@@ -49,7 +52,10 @@ def cfg(server, origin):
                                   "failure_rate_threshold": 0}},
                 "glim": {"scope": "global",
                          "limiter": {"rate": RATE, "per": "second",
-                                     "burst": BURST}}}}
+                                     "burst": BURST}},
+                "sparse": {"scope": "global",
+                           "limiter": {"rate": 1000, "per": "second",
+                                       "burst": 1000}}}}
 
 
 class Link:
@@ -229,8 +235,32 @@ def t_limit(tap, server):
         tap.check(v("resild_redis_leasing") == 1 and
                   (v("resild_redis_lease_tokens_total") or 0) > 0,
                   "%s: the limiter ran on leases (metrics)" % name)
+    t_sparse(tap, a)
     tap.stop_daemon(A, "A")
     tap.stop_daemon(B, "B")
+
+
+def t_sparse(tap, a):
+    """A global limiter far below its rate (1,000/s, asked once, then once
+    every 1.5 s) admits every request, the first one too: leases are taken
+    ahead of need, and a key that is idle between orders is not over any
+    limit.  A denial here is a false rate_limited a client acts on."""
+    seen = []
+    for i in range(5):
+        if i:
+            time.sleep(1.5)  # idle between requests: what is tested
+        r = a.ok("acquire", {"key": "sparse"})
+        seen.append((round(i * 1.5, 1), r["allow"], r["reason"],
+                     r["retry_after_ms"]))
+        if r["allow"]:
+            a.ok("report", {"key": "sparse", "permit": r["permit"],
+                            "outcome": "success"})
+    tap.diag("sparse: (s, allow, reason, retry_after_ms): %r" % seen)
+    tap.check(seen[0][1], "sparse: the first acquire of an unused global "
+              "limiter (1,000/s) is admitted", repr(seen[0]))
+    tap.check(all(x[1] for x in seen[1:]),
+              "sparse: one acquire every 1.5 s is always admitted",
+              repr(seen[1:]))
 
 
 def main():

@@ -17,7 +17,8 @@ real redis-server on a temporary Unix socket (issue 13, SPEC §7):
 - a replayed old message is stale everywhere, and malformed messages are
   rejected (counted) with nothing changed;
 - a failure of class rate_limited with retry_after_ms on A pauses the key
-  on B and C (acquire denied rate_limited with about the time left);
+  on B and C (acquire denied rate_limited with about the time left), also
+  when the limiter paused is an ancestor's (v for v.orders);
 - metrics: the redis families are on the page and count what was done;
 - reload: a policy made global is shared from then on (an existing key
   too); a changed redis section is kept and named for the next restart.
@@ -48,6 +49,9 @@ def policies():
                             "success_threshold": 1,
                             "failure_rate_threshold": 0}},
         "loc.*": {"scope": "local"},
+        "v": {"scope": "global",
+              "limiter": {"rate": 1000, "per": "second", "burst": 1000}},
+        "v.*": {"scope": "global"},
     }
 
 
@@ -354,6 +358,41 @@ def t_shared(tap, server):
     tap.check(fo and any("hostB" in l for l in fo),
               "A's log names hostB as where g.force's force came from",
               "\n".join(fo))
+
+    # --- ... and on an ancestor's global limiter ------------------------------
+    def allows(conn, key):
+        r = conn.ok("acquire", {"key": key})
+        if r["allow"]:
+            conn.ok("report", {"key": key, "permit": r["permit"],
+                               "outcome": "success"})
+            return r
+        return None
+    for name, conn in (("A", a), ("B", b)):
+        r, el = ru.poll(lambda: allows(conn, "v.orders"), 2.0)
+        tap.check(r is not None, "%s: v.orders admits under v's global "
+                  "limiter (%.0f ms)" % (name, el * 1000))
+    a.ok("report", {"key": "v.orders", "outcome": "failure",
+                    "error": {"class": "rate_limited",
+                              "retry_after_ms": 4000}})
+    t0 = time.monotonic()
+
+    def paused():
+        r = b.ok("acquire", {"key": "v.orders"})
+        if r["allow"]:
+            b.ok("report", {"key": "v.orders", "permit": r["permit"],
+                            "outcome": "ignore"})
+            return None
+        return r
+    r, _ = ru.poll(paused, REACH_S + 1)
+    el = time.monotonic() - t0
+    tap.check(r is not None and r["reason"] == "rate_limited" and
+              el <= REACH_S and 2000 < r.get("retry_after_ms", 0) <= 4000,
+              "B: a 429 on A's v.orders pauses v (the limiter) here within "
+              "1 s (%.0f ms), v.orders denied" % (el * 1000), repr(r))
+    st = ru.key_status(b, "v")
+    tap.check(st and st.get("limiter") and
+              2000 < st["limiter"].get("paused_ms", 0) <= 4000,
+              "B: status of v shows the pause", repr(st and st.get("limiter")))
 
     # --- metrics -------------------------------------------------------------
     text = a.ok("metrics")["text"]
