@@ -10,6 +10,8 @@ temporary Unix socket (issue 13, SPEC §7): a replaced daemon starts warm.
 - daemon M2, with an EMPTY state directory (its own snapshot path, no file)
   and the same prefix, shows within 2 s k open with 20 s < time left <= 30
   s, and f forced_open with its reason;
+- hostile records beside them (random, truncated, a flipped byte) are
+  rejected and counted, the good ones still taken;
 - a daemon with another prefix takes that prefix's records, not these;
 - mirror mode publishes nothing on <prefix>events;
 - records are written behind while the daemon runs: after kill -9 a new
@@ -84,6 +86,14 @@ def t_mirror(tap, server):
     tap.check(not got, "mirror mode publishes nothing on %sevents" % PREFIX,
               repr(got)[:300])
 
+    # Hostile records beside the good ones: never trusted, counted.
+    junk = {"junk": os.urandom(300), "short": b"RSM1",
+            "cut": val[:len(val) // 2] if isinstance(val, bytes) else b"x",
+            "flipped": (val[:-1] + bytes([val[-1] ^ 0xff]))
+            if isinstance(val, bytes) else b"y"}
+    for name, v in junk.items():
+        server.call("SET", PREFIX + "key:" + name, v)
+
     M2 = tap.start_resild(cfg(server, "M2"), "M2")
     if not M2:
         return
@@ -107,6 +117,12 @@ def t_mirror(tap, server):
     ok, _ = ru.poll(lambda: ru.redis_ok(c2), 5.0)
     tap.check(ok, "M2: health components.redis ok",
               repr(ru.redis_component(c2)))
+    rej, _ = ru.poll(lambda: (ru.metric(c2, "resild_redis_rejected_total",
+                                        0) or 0) >= 4, 2.0, 0.1)
+    tap.check(rej, "M2: the four hostile records are rejected and counted "
+              "(%r)" % ru.metric(c2, "resild_redis_rejected_total"))
+    tap.check(c2.ok("ping").get("pid") == M2.pid,
+              "M2: still answering after reading them")
     loaded = ru.metric(c2, "resild_redis_loaded_total")
     tap.check(loaded is not None and loaded >= 2,
               "M2: metrics count the keys taken from Redis (%r)" % loaded)
