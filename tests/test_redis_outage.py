@@ -16,6 +16,9 @@ plain key and a global-limiter key, every permit reported):
   catches up on what A changed while Redis was stopped or dead (two trips
   and a force), and sharing resumes: a new trip on A reaches B within 1 s.
 
+Redis drops only the subscriber connections (CLIENT KILL TYPE pubsub)
+while A trips a global key: B must learn of it once resubscribed.
+
 A daemon started while Redis is down (its socket path does not exist):
 - it starts and decides; a global limiter runs on this host's share
   (burst / expected_hosts); health says Redis is not ok, with a detail;
@@ -388,11 +391,47 @@ def t_down_at_start(tap):
         tap.stop_daemon(d, name)
 
 
+def t_sub_blip(tap):
+    """Redis drops the subscriber connections only (CLIENT KILL TYPE
+    pubsub: what a pubsub output-buffer limit or a proxy does); A trips a
+    global key while they reconnect.  B must still learn of it once its
+    subscriber is back: a change missed on the channel is in the mirror,
+    so reading it back after (re)subscribing closes the gap."""
+    server = tap.redis("blip")
+    if not server:
+        return
+    prefix = "tblip%d:" % PID
+    A = tap.start_resild(cfg(server, prefix, "hostA"), "A")
+    B = tap.start_resild(cfg(server, prefix, "hostB"), "B")
+    if not (A and B):
+        return
+    a, b = A.connect(), B.connect()
+    for name, conn in (("A", a), ("B", b)):
+        ok, _ = ru.poll(lambda: ru.redis_ok(conn), 5.0)
+        tap.check(ok, "%s: redis ok" % name)
+    n = server.call("CLIENT", "KILL", "TYPE", "pubsub")
+    ru.trip(a, "g.blip", 3)  # published while the subscribers reconnect
+    tap.check(n == 2 and ru.key_state(a, "g.blip") == "open",
+              "both subscriber links dropped (%r); A trips g.blip meanwhile"
+              % n)
+    ok, el = ru.poll(lambda: ru.redis_ok(b), 5.0)
+    tap.check(ok, "B: redis ok again (%.1f s)" % el)
+    st, el = ru.poll(lambda: ru.state_is(b, "g.blip", "open"), 3.0)
+    tap.check(st is not None,
+              "B learns that g.blip opened on A although the message came "
+              "while its subscriber was reconnecting (%.1f s)" % el,
+              repr(ru.key_status(b, "g.blip")))
+    for name, d in (("A", A), ("B", B)):
+        tap.stop_daemon(d, name)
+    server.cleanup()
+
+
 def main():
     tap = ru.RTap()
     t0 = time.monotonic()
     tap.run("never wait on redis", t_never_wait, tap)
     tap.run("redis down at start", t_down_at_start, tap)
+    tap.run("subscriber blip", t_sub_blip, tap)
     tap.diag("runtime %.1f s" % (time.monotonic() - t0))
     tap.finish()
 
