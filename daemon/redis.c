@@ -117,6 +117,7 @@ struct redis {
     int loading;   /* a SCAN walk is in flight */
     int load_warm; /* this walk imports missing keys */
     int load_last; /* the walk's last MGET is in flight */
+    int load_again; /* a link came back during the walk: walk again */
     struct key_export *ex;
     struct snapbuf buf;
     struct origin_seen origins[REDIS_ORIGINS];
@@ -693,6 +694,24 @@ static void load_record(struct redis *r, const uint8_t *p, size_t n)
     }
 }
 
+/* Start a read-back walk when the command link is up; one asked for
+ * during a walk runs when it ends (what was written meanwhile may have
+ * been behind the walk's cursor). */
+static void load_start(struct redis *r)
+{
+    if (!rlink_is_up(&r->cmd) || r->closing)
+        return;
+    if (r->loading) {
+        r->load_again = 1;
+        return;
+    }
+    r->loading = 1;
+    r->load_again = 0;
+    r->load_warm = r->warm;
+    r->st.readbacks++;
+    load_step(r, "0");
+}
+
 /* The walk is over (its last MGET answered, or nothing to read). */
 static void load_done(struct redis *r)
 {
@@ -703,6 +722,8 @@ static void load_done(struct redis *r)
         r->warm = 0; /* read back once */
     r->load_warm = 0;
     r->loading = 0;
+    if (r->load_again)
+        load_start(r);
 }
 
 static void on_mget(struct rlink *l, void *reply, void *priv)
@@ -1089,15 +1110,15 @@ static void on_up(struct rlink *l, void *ctx)
 
     rlink_addr_str(l, addr, sizeof(addr));
     log_msg(LOG_INFO, "redis: %s connected to %s", l->conf.name, addr);
-    if (l == &r->cmd) {
-        if (r->mode == REDIS_SHARED)
-            lease_health(r);
-        if (!r->loading && (r->warm || r->mode == REDIS_SHARED)) {
-            r->loading = 1;
-            r->load_warm = r->warm;
-            load_step(r, "0");
-        }
-    }
+    if (l == &r->cmd && r->mode == REDIS_SHARED)
+        lease_health(r);
+    /* Read back: at a warm start, and in shared mode whenever either link
+     * comes back, since a change published while our subscriber was away
+     * reached us only as its record (the other daemon writes it with the
+     * publish).  Needs the command link; a subscriber back first waits for
+     * it, one back during a walk makes another walk follow. */
+    if (r->warm || r->mode == REDIS_SHARED)
+        load_start(r);
     stats_sync(r);
     describe(r);
 }
@@ -1311,6 +1332,7 @@ void redis_metrics(const struct redis_stats *st, struct prom_buf *b)
         C(writes_dropped, "Key changes not queued for Redis: queue full."),
         C(resyncs, "Full re-writes of every key after dropped writes."),
         C(loaded, "Keys taken from Redis at a warm start."),
+        C(readbacks, "Walks of the records in Redis (warm start, catch-up)."),
         C(published, "Shared breaker changes published."),
         C(publish_dropped, "Shared changes not published: Redis away."),
         C(received, "Shared changes received from other daemons."),

@@ -53,6 +53,8 @@ struct redis_stats {
     uint64_t writes_dropped;  /* keys not queued: the queue was full */
     uint64_t resyncs;         /* full re-writes after drops */
     uint64_t loaded;          /* keys taken from Redis at a warm start */
+    uint64_t readbacks;       /* walks of the records (warm start, and in
+                               * shared mode every reconnect of a link) */
     uint64_t published;       /* shared changes sent */
     uint64_t publish_dropped; /* changes not sent (Redis away or busy) */
     uint64_t received;        /* messages from the other daemons */
