@@ -1702,9 +1702,24 @@ static json_t *load_json(const char *path, char *err, size_t errcap)
     return root;
 }
 
-int config_load(const char *path, struct config *c, char *err, size_t errcap)
+/* The configuration in text[0..) (JSON), named "(text)" in errors. */
+static json_t *load_text(const char *text, char *err, size_t errcap)
 {
-    struct parse p = {path, err, errcap};
+    json_error_t jerr;
+    json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+
+    if (!root)
+        snprintf(err, errcap, "(text):%d:%d: %s", jerr.line, jerr.column,
+                 jerr.text);
+    return root;
+}
+
+/* config_load and config_load_text: from the file at path, else from
+ * text, else (both NULL) the built-in defaults. */
+static int load(const char *path, const char *text, struct config *c,
+                char *err, size_t errcap)
+{
+    struct parse p = {path ? path : "(text)", err, errcap};
     json_t *root, *v;
     const char *k;
     uint64_t x;
@@ -1713,12 +1728,13 @@ int config_load(const char *path, struct config *c, char *err, size_t errcap)
 
     if (config_defaults(c) < 0)
         return snprintf(err, errcap, "out of memory"), -1;
-    if (!path) { /* the built-in defaults: only the memory check */
+    if (!path && !text) { /* the built-in defaults: only the memory check */
         p.file = "built-in defaults";
         root = NULL;
         goto check;
     }
-    if (!(root = load_json(path, err, errcap))) {
+    if (!(root = path ? load_json(path, err, errcap)
+                      : load_text(text, err, errcap))) {
         config_free(c);
         return -1;
     }
@@ -1851,6 +1867,17 @@ bad:
     json_decref(root);
     config_free(c);
     return -1;
+}
+
+int config_load(const char *path, struct config *c, char *err, size_t errcap)
+{
+    return load(path, NULL, c, err, errcap);
+}
+
+int config_load_text(const char *json, struct config *c, char *err,
+                     size_t errcap)
+{
+    return load(NULL, json ? json : "", c, err, errcap);
 }
 
 void config_derive(struct config *c)

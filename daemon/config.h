@@ -190,6 +190,10 @@ int config_defaults(struct config *c);
  */
 int config_load(const char *path, struct config *c, char *err, size_t errcap);
 
+/* The same from JSON text (tests; errors name "(text)" and line:column). */
+int config_load_text(const char *json, struct config *c, char *err,
+                     size_t errcap);
+
 void config_free(struct config *c);
 
 /*

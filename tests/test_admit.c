@@ -69,15 +69,10 @@ static int fake_answer(struct fake *f, int nth, int *allow, char *reason,
 
 static void load(struct resild *d, const char *json)
 {
-    char path[256], err[256];
+    char err[256];
     struct config cfg;
-    FILE *f;
 
-    snprintf(path, sizeof(path), "%s/c.json", dir);
-    f = fopen(path, "w");
-    fputs(json, f);
-    fclose(f);
-    if (config_load(path, &cfg, err, sizeof(err)) < 0) {
+    if (config_load_text(json, &cfg, err, sizeof(err)) < 0) {
         DIAG("config: %s", err);
         exit(1);
     }

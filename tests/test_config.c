@@ -994,10 +994,29 @@ static void test_check_flag(void)
        "resild -t refuses a worst case over max_memory_mb: %s", out);
 }
 
+/* config_load_text: the same checks as a file, errors named "(text)". */
+static void test_load_text(void)
+{
+    struct config c;
+    char err[512];
+
+    OK(config_load_text("{\"max_keys\": 7}", &c, err, sizeof(err)) == 0 &&
+           c.max_keys == 7,
+       "config_load_text: a JSON text loads");
+    config_free(&c);
+    OK(config_load_text("{\"max_keys\": 0}", &c, err, sizeof(err)) < 0 &&
+           strstr(err, "(text)") && strstr(err, "max_keys"),
+       "a bad value names (text) and the key: %s", err);
+    OK(config_load_text("{\n \"a\": ", &c, err, sizeof(err)) < 0 &&
+           strstr(err, "(text):2:"),
+       "a syntax error names (text):line: %s", err);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
         return 1;
+    test_load_text();
     test_defaults();
     test_connection_bounds();
     test_inheritance_and_match();

@@ -135,15 +135,10 @@ static char dir[] = "/tmp/resild-test-shared.XXXXXX";
 
 static void start(struct resild *d, const char *json)
 {
-    char path[256], err[512];
+    char err[512];
     struct config cfg;
-    FILE *f;
 
-    snprintf(path, sizeof(path), "%s/c.json", dir);
-    f = fopen(path, "w");
-    fputs(json, f);
-    fclose(f);
-    if (config_load(path, &cfg, err, sizeof(err)) < 0) {
+    if (config_load_text(json, &cfg, err, sizeof(err)) < 0) {
         DIAG("config: %s", err);
         exit(1);
     }
