@@ -47,6 +47,10 @@
 #define REDIS_RECORD_MAGIC "RSM1"
 #define REDIS_RECORD_HDR 16 /* magic, u64 wall ms, u32 CRC of the rest */
 #define REDIS_MSG_VERSION 1
+/* The longest time a shared change may carry: what an operator may give
+ * here (methods.c: a force's ttl_ms, a 429's retry_after_ms), and well
+ * beyond the longest open period (open_ms <= 7 days, backed off). */
+#define REDIS_MSG_TTL_MAX (86400000ULL * 30)
 
 /*
  * The global limiter's bucket, on the Redis clock: GCRA with the
@@ -613,7 +617,13 @@ static void on_message(struct rlink *l, void *ctx, const char *channel,
         if (rc.reason_len > KEY_REASON_MAX)
             rc.reason_len = KEY_REASON_MAX;
     }
-    if ((rc.kind == REMOTE_OPEN && !rc.open_left_ms) || rc.open_left_ms > 86400000ULL * 365) {
+    /* A time beyond what any daemon sends is a bug or an attack: taken as
+     * given it would pause or force the key for ever (a u64 near 2^64). */
+    if ((rc.kind == REMOTE_OPEN && !rc.open_left_ms) ||
+        rc.open_left_ms > REDIS_MSG_TTL_MAX ||
+        rc.open_for_ms > REDIS_MSG_TTL_MAX ||
+        rc.force_left_ms > REDIS_MSG_TTL_MAX ||
+        rc.paused_ms > REDIS_MSG_TTL_MAX) {
         ok = 0;
         goto out;
     }

@@ -1,0 +1,107 @@
+#!/usr/bin/python3
+"""test_redis_hostile.py - what is written into Redis is not trusted, and a
+Redis that answers with errors is not a Redis that works (issue 13, SPEC
+§7).  One real redis-server on a temporary Unix socket, real daemons.
+
+- messages on <prefix>events with absurd times (a venue pause or a force
+  TTL near 2^64 ms, as a bug or another version could send) are rejected
+  and counted, never applied: applied, they paused or forced the key for
+  ever; a sane one behind them is applied (pub/sub keeps order).
+"""
+import os
+import sys
+import time
+
+import msgpack
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import redisutil as ru  # noqa: E402
+
+PREFIX = "thostile%d:" % os.getpid()
+U64 = 2 ** 64 - 1
+
+
+def cfg(server, mode="shared"):
+    c = {"redis": ru.redis_cfg(server, mode, PREFIX, "A",
+                               expected_hosts=2, lease_ms=100),
+         "policies": {
+                "*": {"breaker": {"failure_threshold": 3, "open_ms": 30000,
+                                  "failure_rate_threshold": 0}},
+                "g.*": {"scope": "global",
+                        "limiter": {"rate": 100, "per": "second",
+                                    "burst": 100}}}}
+    if mode != "shared":
+        del c["policies"]["g.*"]["scope"]
+    return c
+
+
+def publish(server, seq, kind, key, open_left=0, open_for=0, force=0,
+            force_left=0, last=""):
+    """A shared change as another daemon ("B") would send it."""
+    m = msgpack.packb([1, "B", 777, seq, kind, key, open_left, open_for,
+                       force, force_left, last], use_bin_type=True)
+    return server.call("PUBLISH", PREFIX + "events", m)
+
+
+def admitted(c, key, n, gap=0.02):
+    """n acquires of key, gap s apart (well under its share of the rate),
+    each permit reported; how many were admitted."""
+    a = 0
+    for _ in range(n):
+        r = c.ok("acquire", {"key": key})
+        if r["allow"]:
+            a += 1
+            c.ok("report", {"key": key, "permit": r["permit"],
+                            "outcome": "success"})
+        time.sleep(gap)
+    return a
+
+
+def t_absurd_times(tap, server):
+    d = tap.start_resild(cfg(server), "A")
+    if not d:
+        return
+    c = d.connect()
+    ok, _ = ru.poll(lambda: ru.redis_ok(c), 5.0)
+    tap.check(ok, "A: redis ok")
+    c.ok("acquire", {"key": "g.p"})
+    c.ok("acquire", {"key": "g.f"})
+    rej0 = ru.metric(c, "resild_redis_rejected_total", 0)
+    publish(server, 1, 4, "g.p", last=U64)                   # PAUSE
+    publish(server, 2, 2, "g.f", force=1, force_left=2 ** 63)  # FORCE open
+    publish(server, 3, 2, "g.f", force=1, force_left=U64 - 5)
+    publish(server, 4, 0, "g.f", open_left=1000, open_for=U64)  # OPEN
+    publish(server, 5, 4, "g.s", last=2000)                  # a sane pause
+    st, _ = ru.poll(lambda: (ru.key_status(c, "g.s") or {}).get(
+        "limiter", {}).get("paused_ms"), 2.0)
+    tap.check(st and 0 < st <= 2000,
+              "a sane pause from B is applied (%r ms)" % st)
+    p = ru.key_status(c, "g.p")
+    tap.check(p and p["limiter"]["paused_ms"] == 0,
+              "a pause of 2^64-1 ms is not applied",
+              repr(p and p["limiter"]))
+    f = ru.key_status(c, "g.f")
+    tap.check(f and f["state"] == "closed",
+              "forces with TTLs near 2^63 and 2^64 and an open for 2^64 ms "
+              "are not applied", repr(f))
+    # The metrics page is cached for a moment: poll.
+    rej, _ = ru.poll(lambda: ru.metric(c, "resild_redis_rejected_total",
+                                       0) - rej0 >= 4 and
+                     ru.metric(c, "resild_redis_rejected_total", 0) - rej0,
+                     3.0)
+    tap.check(rej == 4, "the four are counted as rejected (%r)" % rej)
+    r = c.ok("acquire", {"key": "g.p"})
+    tap.check(r["allow"], "g.p admits", repr(r))
+    tap.stop_daemon(d, "A")
+
+
+def main():
+    tap = ru.RTap()
+    server = tap.redis()
+    if server:
+        tap.run("absurd times", t_absurd_times, tap, server)
+    tap.finish()
+
+
+if __name__ == "__main__":
+    main()
