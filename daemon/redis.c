@@ -55,7 +55,11 @@
 /*
  * The global limiter's bucket, on the Redis clock: GCRA with the
  * theoretical arrival time (µs) in KEYS[1].  ARGV: rate, per_ms, burst,
- * tokens wanted, tokens given back.  Giving back moves the TAT back, never
+ * tokens wanted, tokens given back.  What KEYS[1] holds is not trusted
+ * (another writer, another version): anything but a number (missing, a
+ * word, nan, another type) is an empty bucket (TAT now), and a TAT beyond
+ * now + burst x T, which no grant can make, is cut to it (the bucket is
+ * empty, not empty for ever).  Giving back moves the TAT back, never
  * before now (the bucket never holds more than burst).  Returns {granted,
  * ms until one token is free when none was granted}.
  */
@@ -68,8 +72,9 @@ static const char lease_script[] =
     "local want = tonumber(ARGV[4])\n"
     "local back = tonumber(ARGV[5])\n"
     "local T = per / rate\n"
-    "local tat = tonumber(redis.call('GET', KEYS[1]) or now)\n"
-    "if tat < now then tat = now end\n"
+    "local tat = tonumber(redis.pcall('GET', KEYS[1]))\n"
+    "if not tat or tat ~= tat or tat < now then tat = now end\n"
+    "if tat > now + burst * T then tat = now + burst * T end\n"
     "if back > 0 then tat = math.max(now, tat - back * T) end\n"
     "local granted = 0\n"
     "local retry = 0\n"

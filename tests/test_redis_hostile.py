@@ -6,7 +6,10 @@ Redis that answers with errors is not a Redis that works (issue 13, SPEC
 - messages on <prefix>events with absurd times (a venue pause or a force
   TTL near 2^64 ms, as a bug or another version could send) are rejected
   and counted, never applied: applied, they paused or forced the key for
-  ever; a sane one behind them is applied (pub/sub keeps order).
+  ever; a sane one behind them is applied (pub/sub keeps order);
+- the lease script takes whatever <prefix>gcra:<key> holds (a word, nan,
+  inf, 1e300, a list) as an empty or full bucket, never as an error: a
+  global key keeps being admitted and no lease fails.
 """
 import os
 import sys
@@ -95,11 +98,38 @@ def t_absurd_times(tap, server):
     tap.stop_daemon(d, "A")
 
 
+def t_garbage_bucket(tap, server):
+    d = tap.start_resild(cfg(server), "A2")
+    if not d:
+        return
+    c = d.connect()
+    ok, _ = ru.poll(lambda: ru.redis_ok(c), 5.0)
+    tap.check(ok, "A2: redis ok")
+    n = admitted(c, "g.l", 10)
+    tap.check(n == 10, "g.l: 10 of 10 admitted before (%d)" % n)
+    gk = PREFIX + "gcra:g.l"
+    fail0 = ru.metric(c, "resild_redis_lease_failures_total", 0)
+    for val in ("garbage", "nan", "inf", "-inf", "1e300", "list"):
+        if val == "list":
+            server.call("DEL", gk)
+            server.call("RPUSH", gk, "x")
+        else:
+            server.call("SET", gk, val)
+        n = admitted(c, "g.l", 15)
+        tap.check(n == 15, "bucket holding %s: 15 of 15 admitted (%d)"
+                  % (val, n), repr(server.call("GET", gk)))
+    time.sleep(1.2)  # the metrics page is cached for a moment
+    fails = ru.metric(c, "resild_redis_lease_failures_total", 0) - fail0
+    tap.check(fails == 0, "no lease failed (%d)" % fails)
+    tap.stop_daemon(d, "A2")
+
+
 def main():
     tap = ru.RTap()
     server = tap.redis()
     if server:
         tap.run("absurd times", t_absurd_times, tap, server)
+        tap.run("garbage bucket", t_garbage_bucket, tap, server)
     tap.finish()
 
 
