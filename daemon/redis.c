@@ -44,6 +44,7 @@
 #define REDIS_TIMER_MS 50       /* lease give-back, health, drain */
 #define REDIS_DRAIN_MS 1000     /* shutdown: the queue's last chance */
 #define REDIS_LEASE_RETRY_MS 50 /* a lease with no answer: ask again */
+#define REDIS_LEASE_ERR_MS 1000 /* an error reply: on the share this long */
 #define REDIS_RECORD_MAGIC "RSM1"
 #define REDIS_RECORD_HDR 16 /* magic, u64 wall ms, u32 CRC of the rest */
 #define REDIS_MSG_VERSION 1
@@ -133,6 +134,17 @@ struct redis {
     struct lease_req *lease_head, *lease_tail; /* in flight, oldest first */
     uint64_t lease_stall_ms; /* the oldest waiting longer: Redis is slow */
     int lease_stalled;
+    /* The lease script answered with an error (Redis out of memory, an
+     * ACL, a script error): leasing is off until lease_err_until, then
+     * tried again; the text stays for health until a lease is answered. */
+    uint64_t lease_err_until;
+    char lease_err[120];
+    /* A write got no OK (text for health); once one does again, every key
+     * is written again, since what failed is lost.  Meanwhile a small
+     * probe write (<prefix>probe:<origin>) every second finds out. */
+    int write_lost;
+    uint64_t write_probed_ms;
+    char write_err[120];
     uv_check_t check;
     uv_timer_t timer;
     int draining;
@@ -272,8 +284,21 @@ static void on_write(struct rlink *l, void *reply, void *priv)
     redisReply *rep = reply;
 
     (void)l;
-    if (!rep || rep->type == REDIS_REPLY_ERROR)
+    if (!rep || rep->type == REDIS_REPLY_ERROR) {
         r->st.writes_failed++;
+        r->write_lost = 1;
+        if (rep && !r->write_err[0])
+            log_msg(LOG_WARN, "redis: a key record write failed: %.*s",
+                    (int)(rep->len > 100 ? 100 : rep->len), rep->str);
+        if (rep)
+            snprintf(r->write_err, sizeof(r->write_err), "%.*s",
+                     (int)(rep->len > 100 ? 100 : rep->len), rep->str);
+    } else if (r->write_lost) {
+        /* Writes work again: what failed is re-written with every key. */
+        r->write_lost = 0;
+        r->write_err[0] = '\0';
+        r->resync = 1;
+    }
 }
 
 /* Write k's record.  0, or RD_EDOWN / RD_ENOMEM (k stays unwritten). */
@@ -825,7 +850,7 @@ static void lease_health(struct redis *r)
     uint64_t now = now_ms(r);
     int stalled = r->lease_head && now - r->lease_head->sent_ms >
                                        r->lease_stall_ms;
-    int want = rlink_is_up(&r->cmd) && !stalled;
+    int want = rlink_is_up(&r->cmd) && !stalled && now >= r->lease_err_until;
 
     if (stalled != r->lease_stalled) {
         r->lease_stalled = stalled;
@@ -865,12 +890,33 @@ static void on_lease(struct rlink *l, void *reply, void *priv)
         rep->element[0]->type != REDIS_REPLY_INTEGER ||
         rep->element[1]->type != REDIS_REPLY_INTEGER ||
         rep->element[0]->integer < 0 || rep->element[1]->integer < 0) {
-        if (rep && rep->type == REDIS_REPLY_ERROR)
-            log_msg(LOG_WARN, "redis: lease script: %.*s", (int)rep->len,
-                    rep->str);
         r->st.lease_failures++;
         core_lease_failed(r->d, q->k, REDIS_LEASE_RETRY_MS, now);
+        if (rep) {
+            /* Redis answered, but no lease: it will not lease (out of
+             * memory, an ACL, a broken script).  A key that had a lease
+             * must not wait on one that cannot come: leasing goes off (the
+             * share decides) and is tried again after a while. */
+            const char *what = rep->type == REDIS_REPLY_ERROR
+                                   ? rep->str
+                                   : "not {granted, retry}";
+            int n = rep->type == REDIS_REPLY_ERROR
+                        ? (int)(rep->len > 100 ? 100 : rep->len)
+                        : (int)strlen(what);
+            if (!r->lease_err[0])
+                log_msg(LOG_WARN,
+                        "redis: lease script failed: %.*s; global limits on "
+                        "this host's share until it works",
+                        n, what);
+            snprintf(r->lease_err, sizeof(r->lease_err), "%.*s", n, what);
+            r->lease_err_until = now + REDIS_LEASE_ERR_MS;
+            describe(r);
+        }
     } else {
+        if (r->lease_err[0]) {
+            log_msg(LOG_INFO, "redis: lease script works again");
+            r->lease_err[0] = '\0';
+        }
         r->st.lease_tokens += (uint64_t)rep->element[0]->integer;
         core_lease_grant(r->d, q->k, (uint64_t)rep->element[0]->integer,
                          (uint64_t)rep->element[1]->integer, now);
@@ -1012,7 +1058,18 @@ static void describe(struct redis *r)
     int ok = rlink_is_up(&r->cmd) &&
              (r->mode != REDIS_SHARED || rlink_is_up(&r->sub));
 
-    if (ok && r->mode == REDIS_SHARED && r->lease_stalled) {
+    if (ok && r->mode == REDIS_SHARED && r->lease_err[0]) {
+        snprintf(detail, sizeof(detail),
+                 "lease script failing: %.120s; global limits on this "
+                 "host's share",
+                 r->lease_err);
+        ok = 0;
+    } else if (ok && r->write_err[0]) {
+        snprintf(detail, sizeof(detail),
+                 "key record writes failing: %.120s; the mirror is behind",
+                 r->write_err);
+        ok = 0;
+    } else if (ok && r->mode == REDIS_SHARED && r->lease_stalled) {
         rlink_addr_str(&r->cmd, link, sizeof(link));
         snprintf(detail, sizeof(detail),
                  "lease requests timed out (no answer in %u ms) at %.120s; "
@@ -1088,6 +1145,13 @@ static void on_timer(uv_timer_t *t)
         now_ms(r) - r->pinged_ms >= r->d->cfg.redis_command_timeout_ms) {
         r->pinged_ms = now_ms(r);
         rlink_command(&r->cmd, NULL, NULL, "PING");
+    }
+    if (r->write_lost && rlink_is_up(&r->cmd) &&
+        now_ms(r) - r->write_probed_ms >= REDIS_LEASE_ERR_MS) {
+        char name[160];
+        r->write_probed_ms = now_ms(r);
+        snprintf(name, sizeof(name), "%sprobe:%s", r->prefix, r->origin);
+        rlink_command(&r->cmd, on_write, r, "SET %s 1 PX 10000", name);
     }
     stats_sync(r);
     describe(r);

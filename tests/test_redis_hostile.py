@@ -9,7 +9,12 @@ Redis that answers with errors is not a Redis that works (issue 13, SPEC
   ever; a sane one behind them is applied (pub/sub keeps order);
 - the lease script takes whatever <prefix>gcra:<key> holds (a word, nan,
   inf, 1e300, a list) as an empty or full bucket, never as an error: a
-  global key keeps being admitted and no lease fails.
+  global key keeps being admitted and no lease fails;
+- a Redis out of memory (maxmemory 1, noeviction) answers the lease script
+  and the record writes with errors: a global key that had leases keeps
+  deciding on this host's share (before: every request denied
+  rate_limited, health ok), health names the failure, and once Redis takes
+  writes again health is ok and the record written meanwhile is there.
 """
 import os
 import sys
@@ -124,12 +129,74 @@ def t_garbage_bucket(tap, server):
     tap.stop_daemon(d, "A2")
 
 
+def t_out_of_memory(tap, server):
+    d = tap.start_resild(cfg(server), "A3")
+    if not d:
+        return
+    c = d.connect()
+    ok, _ = ru.poll(lambda: ru.redis_ok(c), 5.0)
+    tap.check(ok, "A3: redis ok")
+    n = admitted(c, "g.m", 10)
+    tap.check(n == 10, "g.m: 10 of 10 admitted on leases (%d)" % n)
+    server.call("CONFIG", "SET", "maxmemory", "1")
+    try:
+        n = admitted(c, "g.m", 40)
+        # 40 requests over about 1 s at 1/20 of the rate: the share (50 a
+        # second, burst 50) covers them all.
+        tap.check(n == 40, "Redis out of memory: g.m keeps deciding on "
+                  "this host's share: %d of 40 admitted" % n)
+        comp = ru.redis_component(c)
+        tap.check(comp and comp["ok"] is False and
+                  "lease" in comp["detail"] and "OOM" in comp["detail"],
+                  "health says the lease script fails", repr(comp))
+        ru.trip(c, "g.t", 3)
+        fails, _ = ru.poll(lambda: ru.metric(
+            c, "resild_redis_writes_failed_total", 0), 2.0)
+        tap.check(fails and fails >= 1,
+                  "the failed record write is counted (%r)" % fails)
+    finally:
+        server.call("CONFIG", "SET", "maxmemory", "0")
+    ok, el = ru.poll(lambda: ru.redis_ok(c) and server.call(
+        "EXISTS", PREFIX + "key:g.t") == 1, 5.0)
+    tap.check(ok, "Redis takes writes again: health ok and the record "
+              "that failed is written (%.1f s)" % el,
+              repr(ru.redis_component(c)))
+    n = admitted(c, "g.m", 10)
+    tap.check(n == 10, "g.m: 10 of 10 admitted after (%d)" % n)
+    tap.stop_daemon(d, "A3")
+
+
+def t_mirror_out_of_memory(tap, server):
+    d = tap.start_resild(cfg(server, "mirror"), "M")
+    if not d:
+        return
+    c = d.connect()
+    ok, _ = ru.poll(lambda: ru.redis_ok(c), 5.0)
+    tap.check(ok, "M: redis ok")
+    server.call("CONFIG", "SET", "maxmemory", "1")
+    try:
+        ru.trip(c, "m.t", 3)
+        comp, _ = ru.poll(lambda: ru.redis_not_ok(c), 2.0)
+        tap.check(comp and "writes failing" in comp["detail"],
+                  "mirror, Redis out of memory: health says writes fail",
+                  repr(ru.redis_component(c)))
+    finally:
+        server.call("CONFIG", "SET", "maxmemory", "0")
+    ok, el = ru.poll(lambda: ru.redis_ok(c) and server.call(
+        "EXISTS", PREFIX + "key:m.t") == 1, 5.0)
+    tap.check(ok, "then ok, and the lost record is written (%.1f s)" % el,
+              repr(ru.redis_component(c)))
+    tap.stop_daemon(d, "M")
+
+
 def main():
     tap = ru.RTap()
     server = tap.redis()
     if server:
         tap.run("absurd times", t_absurd_times, tap, server)
         tap.run("garbage bucket", t_garbage_bucket, tap, server)
+        tap.run("out of memory", t_out_of_memory, tap, server)
+        tap.run("mirror out of memory", t_mirror_out_of_memory, tap, server)
     tap.finish()
 
 
