@@ -667,7 +667,14 @@ static void on_message(struct rlink *l, void *ctx, const char *channel,
             ok = 0;
             goto out;
         }
-        if (core_key(r->d, name, a[5].via.str.size, now_ms(r), &k) < 0) {
+        if (rc.kind == REMOTE_CLOSE || rc.kind == REMOTE_RESET ||
+            (rc.kind == REMOTE_FORCE && rc.force == BREAKER_AUTO)) {
+            /* A no-op on a key this daemon does not have: none is made
+             * for it (a flood of them must not fill max_keys). */
+            if (!(k = keys_find(&r->d->keys, name, a[5].via.str.size)))
+                goto out;
+        } else if (core_key(r->d, name, a[5].via.str.size, now_ms(r),
+                            &k) < 0) {
             ok = 0;
             goto out;
         }
@@ -707,6 +714,12 @@ static void load_record(struct redis *r, const uint8_t *p, size_t n)
     }
     if (r->mode != REDIS_SHARED ||
         !config_match(&r->d->cfg, ex->name)->global)
+        return;
+    /* A record with nothing to apply (closed, no force) makes no key: the
+     * mirror holds every host's keys, read back at every reconnect. */
+    if (!k && !(ex->br.force != BREAKER_AUTO &&
+                (!ex->br.force_has_ttl || ex->br.force_left_ms)) &&
+        !(ex->br.state == BREAKER_OPEN && ex->br.open_left_ms))
         return;
     if (!k && core_key(r->d, ex->name, ex->len, now, &k) < 0)
         return;

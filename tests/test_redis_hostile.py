@@ -14,7 +14,12 @@ Redis that answers with errors is not a Redis that works (issue 13, SPEC
   and the record writes with errors: a global key that had leases keeps
   deciding on this host's share (before: every request denied
   rate_limited, health ok), health names the failure, and once Redis takes
-  writes again health is ok and the record written meanwhile is there.
+  writes again health is ok and the record written meanwhile is there;
+- a change that is a no-op on a key this daemon does not have (a close, a
+  reset, a force auto: hundreds, for names it never used), and a closed
+  record read back after a reconnect, make no key: before, each made one,
+  so a flood of them (or a mirror holding many hosts' keys) filled
+  max_keys and refused the daemon's own new keys.
 """
 import os
 import sys
@@ -189,6 +194,49 @@ def t_mirror_out_of_memory(tap, server):
     tap.stop_daemon(d, "M")
 
 
+def keys_now(c):
+    time.sleep(1.1)  # the metrics page is cached for a moment
+    return ru.metric(c, "resild_keys", 0)
+
+
+def t_no_keys_for_noops(tap, server):
+    d = tap.start_resild(cfg(server), "A4")
+    w_cfg = cfg(server)
+    w_cfg["redis"]["origin"] = "W"
+    w = tap.start_resild(w_cfg, "W")
+    if not d or not w:
+        return
+    c, cw = d.connect(), w.connect()
+    ok, _ = ru.poll(lambda: ru.redis_ok(c) and ru.redis_ok(cw), 5.0)
+    tap.check(ok, "A4, W: redis ok")
+    k0 = keys_now(c)
+    seq = 1
+    for i in range(100):
+        for kind, force in ((1, 0), (3, 0), (2, 0)):  # close, reset, auto
+            publish(server, seq, kind, "g.n%d" % i, force=force)
+            seq += 1
+    publish(server, seq, 0, "g.sentinel", open_left=60000, open_for=60000)
+    st, _ = ru.poll(lambda: ru.state_is(c, "g.sentinel", "open"), 3.0)
+    tap.check(st, "the OPEN behind 300 no-op changes is applied")
+    k1 = keys_now(c)
+    tap.check(k1 == k0 + 1, "300 closes, resets and forces auto for new "
+              "names make no key (%d keys, were %d)" % (k1, k0))
+    for i in range(100):
+        cw.ok("reset", {"key": "g.r%d" % i})
+    n, _ = ru.poll(lambda: len(server.call(
+        "KEYS", PREFIX + "key:g.r*")) >= 100, 5.0)
+    tap.check(n, "W wrote 100 closed records")
+    server.call("CLIENT", "KILL", "TYPE", "normal")
+    ok, _ = ru.poll(lambda: ru.redis_component(c)["ok"] is False, 2.0)
+    ok, _ = ru.poll(lambda: ru.redis_ok(c), 5.0)
+    time.sleep(0.5)  # the read-back after the reconnect
+    k2 = keys_now(c)
+    tap.check(ok and k2 == k1, "closed records read back after a "
+              "reconnect make no key (%d keys, were %d)" % (k2, k1))
+    tap.stop_daemon(d, "A4")
+    tap.stop_daemon(w, "W")
+
+
 def main():
     tap = ru.RTap()
     server = tap.redis()
@@ -197,6 +245,7 @@ def main():
         tap.run("garbage bucket", t_garbage_bucket, tap, server)
         tap.run("out of memory", t_out_of_memory, tap, server)
         tap.run("mirror out of memory", t_mirror_out_of_memory, tap, server)
+        tap.run("no keys for no-ops", t_no_keys_for_noops, tap, server)
     tap.finish()
 
 
