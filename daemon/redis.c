@@ -41,6 +41,13 @@
 #define REDIS_MSG_MAX 1024      /* a pub/sub message's bytes */
 #define REDIS_ORIGINS 64        /* origins whose sequence is remembered */
 #define REDIS_SCAN_COUNT 256    /* keys per SCAN step of a read-back */
+#define REDIS_READ_KEYS 256     /* keys per read script of a read-back */
+/* The largest record read back: a key record is at most a few hundred
+ * bytes plus its window (10,000 call bytes, or 3,600 buckets x 16 bytes),
+ * under 64 KiB.  A read of REDIS_READ_KEYS then stays far below the link's
+ * limit on one reply (rlink.c: 64 MiB), which would drop the connection
+ * and, read back again at the reconnect, drop it for ever. */
+#define REDIS_RECORD_MAX (128u << 10)
 #define REDIS_TIMER_MS 50       /* lease give-back, health, drain */
 #define REDIS_DRAIN_MS 1000     /* shutdown: the queue's last chance */
 #define REDIS_LEASE_RETRY_MS 50 /* a lease with no answer: ask again */
@@ -94,6 +101,22 @@ static const char lease_script[] =
     "redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', ttl)\n"
     "return {granted, retry}\n";
 
+/*
+ * A read-back's batch: each key's value when it is a string of at most
+ * ARGV[1] bytes, else its length (too long) or 0 (another type), or false
+ * when gone.  Never a reply larger than batch x ARGV[1].
+ */
+static const char read_script[] =
+    "local max = tonumber(ARGV[1])\n"
+    "local out = {}\n"
+    "for i, k in ipairs(KEYS) do\n"
+    "  local n = redis.pcall('STRLEN', k)\n"
+    "  if type(n) ~= 'number' then out[i] = 0\n"
+    "  elseif n > max then out[i] = n\n"
+    "  else out[i] = redis.call('GET', k) end\n"
+    "end\n"
+    "return out\n";
+
 struct origin_seen {
     char name[64];
     uint64_t epoch, seq;
@@ -126,7 +149,8 @@ struct redis {
     int warm;      /* mirror: read back once, at the first connect */
     int loading;   /* a SCAN walk is in flight */
     int load_warm; /* this walk imports missing keys */
-    int load_last; /* the walk's last MGET is in flight */
+    int load_last; /* the walk's last reads are in flight */
+    int load_inflight; /* reads sent, not yet answered */
     struct key_export *ex;
     struct snapbuf buf;
     struct origin_seen origins[REDIS_ORIGINS];
@@ -746,7 +770,7 @@ static void load_record(struct redis *r, const uint8_t *p, size_t n)
     }
 }
 
-/* The walk is over (its last MGET answered, or nothing to read). */
+/* The walk is over (its last read answered, or nothing to read). */
 static void load_done(struct redis *r)
 {
     if (r->load_warm && r->st.loaded)
@@ -765,6 +789,8 @@ static void on_mget(struct rlink *l, void *reply, void *priv)
     size_t i;
 
     (void)l;
+    if (r->load_inflight)
+        r->load_inflight--;
     if (!rep || rep->type != REDIS_REPLY_ARRAY) {
         r->loading = 0; /* again at the next connect */
         r->load_last = 0;
@@ -774,8 +800,10 @@ static void on_mget(struct rlink *l, void *reply, void *priv)
         if (rep->element[i]->type == REDIS_REPLY_STRING)
             load_record(r, (const uint8_t *)rep->element[i]->str,
                         rep->element[i]->len);
+        else if (rep->element[i]->type == REDIS_REPLY_INTEGER)
+            r->st.rejected++; /* too long, or not a string */
     after_change(r);
-    if (r->load_last) {
+    if (r->load_last && !r->load_inflight) {
         r->load_last = 0;
         load_done(r);
     }
@@ -786,7 +814,8 @@ static void on_scan(struct rlink *l, void *reply, void *priv)
     struct redis *r = priv;
     redisReply *rep = reply, *keys;
     const char **argv;
-    size_t *argvlen, i, n;
+    size_t *argvlen, i, j, n, m;
+    char maxlen[16];
     int more;
 
     (void)l;
@@ -800,32 +829,48 @@ static void on_scan(struct rlink *l, void *reply, void *priv)
     more = strcmp(rep->element[0]->str, "0") != 0;
     n = keys->elements;
     if (n) {
-        argv = calloc(n + 1, sizeof(*argv));
-        argvlen = calloc(n + 1, sizeof(*argvlen));
+        /* EVAL script numkeys key... maxlen, in batches of at most
+         * REDIS_READ_KEYS (SCAN's COUNT is a hint, not a bound). */
+        argv = calloc(REDIS_READ_KEYS + 4, sizeof(*argv));
+        argvlen = calloc(REDIS_READ_KEYS + 4, sizeof(*argvlen));
         if (!argv || !argvlen) {
             free(argv);
             free(argvlen);
             r->loading = 0;
             return;
         }
-        argv[0] = "MGET";
-        argvlen[0] = 4;
-        for (i = 0; i < n; i++) {
-            argv[i + 1] = keys->element[i]->str;
-            argvlen[i + 1] = keys->element[i]->len;
-        }
-        if (rlink_command_argv(&r->cmd, on_mget, r, (int)n + 1, argv,
-                               argvlen) < 0) {
-            more = 0;
-            r->loading = 0; /* the link is down: again at the next connect */
+        snprintf(maxlen, sizeof(maxlen), "%u", REDIS_RECORD_MAX);
+        for (i = 0; i < n && r->loading; i += m) {
+            char num[16];
+            m = n - i < REDIS_READ_KEYS ? n - i : REDIS_READ_KEYS;
+            snprintf(num, sizeof(num), "%zu", m);
+            argv[0] = "EVAL";
+            argv[1] = read_script;
+            argv[2] = num;
+            for (j = 0; j < m; j++) {
+                argv[3 + j] = keys->element[i + j]->str;
+                argvlen[3 + j] = keys->element[i + j]->len;
+            }
+            argv[3 + m] = maxlen;
+            argvlen[0] = 4;
+            argvlen[1] = strlen(read_script);
+            argvlen[2] = strlen(num);
+            argvlen[3 + m] = strlen(maxlen);
+            if (rlink_command_argv(&r->cmd, on_mget, r, (int)m + 4, argv,
+                                   argvlen) < 0)
+                r->loading = 0; /* down: again at the next connect */
+            else
+                r->load_inflight++;
         }
         free(argv);
         free(argvlen);
+        if (!r->loading)
+            return; /* not done: the walk starts over at the next connect */
     }
     if (more)
         load_step(r, rep->element[0]->str);
-    else if (n && r->loading)
-        r->load_last = 1; /* done when that MGET is answered */
+    else if (r->load_inflight)
+        r->load_last = 1; /* done when the last read is answered */
     else
         load_done(r);
 }
@@ -1203,6 +1248,7 @@ static void on_down(struct rlink *l, void *ctx, const char *why)
             lease_health(r);
         r->loading = 0;
         r->load_last = 0;
+        r->load_inflight = 0;
     }
     (void)why; /* rlink logs it */
     stats_sync(r);

@@ -19,7 +19,12 @@ Redis that answers with errors is not a Redis that works (issue 13, SPEC
   reset, a force auto: hundreds, for names it never used), and a closed
   record read back after a reconnect, make no key: before, each made one,
   so a flood of them (or a mirror holding many hosts' keys) filled
-  max_keys and refused the daemon's own new keys.
+  max_keys and refused the daemon's own new keys;
+- a 70 MiB value and a list under <prefix>key:* are skipped (counted as
+  rejected) by the read-back, while the good records beside them load:
+  before, the read-back's MGET reply passed the link's 64 MiB limit, the
+  connection dropped, the reconnect read it back again, and the command
+  link flapped for ever (22 reconnects in 4 s).
 """
 import os
 import sys
@@ -237,6 +242,42 @@ def t_no_keys_for_noops(tap, server):
     tap.stop_daemon(w, "W")
 
 
+def t_oversized_record(tap, server):
+    prefix = PREFIX + "big:"
+    c1 = cfg(server)
+    c1["redis"]["prefix"] = prefix
+    w = tap.start_resild(c1, "W2")
+    if not w:
+        return
+    cw = w.connect()
+    ok, _ = ru.poll(lambda: ru.redis_ok(cw), 5.0)
+    ru.trip(cw, "g.good", 3)
+    ok, _ = ru.poll(lambda: server.call("EXISTS", prefix + "key:g.good"), 3.0)
+    tap.check(ok, "W2 wrote g.good's record (open)")
+    tap.stop_daemon(w, "W2")
+    server.call("SET", prefix + "key:g.huge", b"x" * (70 << 20), timeout=30)
+    server.call("RPUSH", prefix + "key:g.list", "x")
+    c2 = cfg(server)
+    c2["redis"]["prefix"] = prefix
+    c2["redis"]["origin"] = "A5"
+    d = tap.start_resild(c2, "A5")
+    if not d:
+        return
+    c = d.connect()
+    st, _ = ru.poll(lambda: ru.state_is(c, "g.good", "open"), 3.0)
+    tap.check(st, "A5 reads g.good back beside a 70 MiB value and a list",
+              repr(ru.key_status(c, "g.good")))
+    time.sleep(2.0)
+    disc = ru.metric(c, "resild_redis_disconnects_total", 0)
+    rej = ru.metric(c, "resild_redis_rejected_total", 0)
+    tap.check(disc == 0 and ru.redis_ok(c),
+              "and stays connected (%d disconnects), health ok" % disc,
+              repr(ru.redis_component(c)))
+    tap.check(rej == 2, "the two are counted as rejected (%d)" % rej)
+    server.call("DEL", prefix + "key:g.huge")
+    tap.stop_daemon(d, "A5")
+
+
 def main():
     tap = ru.RTap()
     server = tap.redis()
@@ -246,6 +287,7 @@ def main():
         tap.run("out of memory", t_out_of_memory, tap, server)
         tap.run("mirror out of memory", t_mirror_out_of_memory, tap, server)
         tap.run("no keys for no-ops", t_no_keys_for_noops, tap, server)
+        tap.run("oversized record", t_oversized_record, tap, server)
     tap.finish()
 
 
