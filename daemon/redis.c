@@ -151,6 +151,7 @@ struct redis {
     int load_warm; /* this walk imports missing keys */
     int load_last; /* the walk's last reads are in flight */
     int load_inflight; /* reads sent, not yet answered */
+    int load_again;    /* a catch-up was due during a walk: walk again */
     struct key_export *ex;
     struct snapbuf buf;
     struct origin_seen origins[REDIS_ORIGINS];
@@ -771,6 +772,8 @@ static void load_record(struct redis *r, const uint8_t *p, size_t n)
 }
 
 /* The walk is over (its last read answered, or nothing to read). */
+static void catch_up(struct redis *r);
+
 static void load_done(struct redis *r)
 {
     if (r->load_warm && r->st.loaded)
@@ -780,6 +783,10 @@ static void load_done(struct redis *r)
         r->warm = 0; /* read back once */
     r->load_warm = 0;
     r->loading = 0;
+    if (r->load_again) {
+        r->load_again = 0;
+        catch_up(r);
+    }
 }
 
 static void on_mget(struct rlink *l, void *reply, void *priv)
@@ -873,6 +880,27 @@ static void on_scan(struct rlink *l, void *reply, void *priv)
         r->load_last = 1; /* done when the last read is answered */
     else
         load_done(r);
+}
+
+/*
+ * Read the mirror back when it is due: a warm start once the command link
+ * is up; in shared mode each time both links are up again (whichever came
+ * back second), since what was published while the subscriber was away
+ * (a reconnect of either link) was missed and is only in the records.  A
+ * walk already under way is walked again once it ends.
+ */
+static void catch_up(struct redis *r)
+{
+    if (!rlink_is_up(&r->cmd) ||
+        !(r->warm || (r->mode == REDIS_SHARED && rlink_is_up(&r->sub))))
+        return;
+    if (r->loading) {
+        r->load_again = 1;
+        return;
+    }
+    r->loading = 1;
+    r->load_warm = r->warm;
+    load_step(r, "0");
 }
 
 static void load_step(struct redis *r, const char *cursor)
@@ -1226,15 +1254,9 @@ static void on_up(struct rlink *l, void *ctx)
 
     rlink_addr_str(l, addr, sizeof(addr));
     log_msg(LOG_INFO, "redis: %s connected to %s", l->conf.name, addr);
-    if (l == &r->cmd) {
-        if (r->mode == REDIS_SHARED)
-            lease_health(r);
-        if (!r->loading && (r->warm || r->mode == REDIS_SHARED)) {
-            r->loading = 1;
-            r->load_warm = r->warm;
-            load_step(r, "0");
-        }
-    }
+    if (l == &r->cmd && r->mode == REDIS_SHARED)
+        lease_health(r);
+    catch_up(r);
     stats_sync(r);
     describe(r);
 }
@@ -1249,6 +1271,7 @@ static void on_down(struct rlink *l, void *ctx, const char *why)
         r->loading = 0;
         r->load_last = 0;
         r->load_inflight = 0;
+        r->load_again = 0; /* the next up reads back anyway */
     }
     (void)why; /* rlink logs it */
     stats_sync(r);
