@@ -775,6 +775,7 @@ static void test_lease_not_before(void)
     core_lease_grant(&d, k, 5, 0, 90);
     OK(core_lease_wanted(&d, &want) == NULL, "granted: nothing wanted");
     core_free(&d);
+    fake_init(&f); /* its permit list pointed into the daemon just freed */
 
     /* Twelve keys, eleven deferred ahead of one ready: each call passes
      * over at most 8, so the ready one comes within a few calls. */
