@@ -170,6 +170,7 @@ struct redis {
     int write_lost;
     uint64_t write_probed_ms;
     char write_err[120];
+    uint64_t clash_until; /* another daemon used our origin: health, 60 s */
     uv_check_t check;
     uv_timer_t timer;
     int draining;
@@ -566,6 +567,8 @@ static void redis_sink(void *ctx, const struct event *ev)
         share(r, ev);
 }
 
+static void describe(struct redis *r);
+
 /* 1 if (origin, epoch, seq) is news, recording it. */
 static int fresh(struct redis *r, const char *origin, size_t on,
                  uint64_t epoch, uint64_t seq)
@@ -648,8 +651,21 @@ static void on_message(struct rlink *l, void *ctx, const char *channel,
     origin[a[1].via.str.size] = '\0';
     ok = 1;
     if (!strcmp(origin, r->origin)) {
-        r->st.echoes++;
-        goto out;
+        if (epoch == r->epoch) {
+            r->st.echoes++;
+            goto out;
+        }
+        /* Our name, not our start: another daemon runs with the same
+         * origin (redis.origin defaults to the host name: two hosts both
+         * called "trader").  Its changes are applied -- ignored as echoes
+         * they would be lost without a trace -- and health says so. */
+        if (!r->clash_until || now_ms(r) >= r->clash_until)
+            log_msg(LOG_WARN,
+                    "redis: another daemon publishes as origin \"%s\" "
+                    "(this one's name): give each its own redis.origin",
+                    origin);
+        r->clash_until = now_ms(r) + 60000;
+        describe(r);
     }
     if (!fresh(r, origin, strlen(origin), epoch, seq)) {
         r->st.stale++;
@@ -915,7 +931,6 @@ static void load_step(struct redis *r, const char *cursor)
 
 /* --- leases ---------------------------------------------------------------- */
 
-static void describe(struct redis *r);
 
 /* A lease request in flight.  Replies come in order: the oldest is the
  * FIFO's head, and how long it has waited says whether Redis keeps up. */
@@ -1144,7 +1159,13 @@ static void describe(struct redis *r)
     int ok = rlink_is_up(&r->cmd) &&
              (r->mode != REDIS_SHARED || rlink_is_up(&r->sub));
 
-    if (ok && r->mode == REDIS_SHARED && r->lease_err[0]) {
+    if (ok && r->clash_until && now_ms(r) < r->clash_until) {
+        snprintf(detail, sizeof(detail),
+                 "another daemon publishes as origin \"%.60s\": give each "
+                 "its own redis.origin",
+                 r->origin);
+        ok = 0;
+    } else if (ok && r->mode == REDIS_SHARED && r->lease_err[0]) {
         snprintf(detail, sizeof(detail),
                  "lease script failing: %.120s; global limits on this "
                  "host's share",

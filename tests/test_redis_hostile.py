@@ -29,7 +29,11 @@ Redis that answers with errors is not a Redis that works (issue 13, SPEC
   (CLIENT KILL TYPE pubsub, as a pubsub output-buffer limit does) reaches
   the other daemon once its subscriber is back, from the mirror: before,
   only a reconnect of the command link read the mirror back, and the
-  change was lost until the next one.
+  change was lost until the next one;
+- a message with this daemon's origin but another start's epoch comes
+  from another daemon with the same name (redis.origin defaults to the
+  host name): it is applied and health says so; before, it was dropped as
+  an echo of our own, and the two daemons never heard each other.
 """
 import os
 import sys
@@ -59,9 +63,9 @@ def cfg(server, mode="shared"):
 
 
 def publish(server, seq, kind, key, open_left=0, open_for=0, force=0,
-            force_left=0, last=""):
+            force_left=0, last="", origin="B"):
     """A shared change as another daemon ("B") would send it."""
-    m = msgpack.packb([1, "B", 777, seq, kind, key, open_left, open_for,
+    m = msgpack.packb([1, origin, 777, seq, kind, key, open_left, open_for,
                        force, force_left, last], use_bin_type=True)
     return server.call("PUBLISH", PREFIX + "events", m)
 
@@ -309,6 +313,28 @@ def t_subscriber_gap(tap, server):
         tap.stop_daemon(d, name)
 
 
+def t_origin_clash(tap, server):
+    d = tap.start_resild(cfg(server), "A6")  # origin "A"
+    if not d:
+        return
+    c = d.connect()
+    ok, _ = ru.poll(lambda: ru.redis_ok(c), 5.0)
+    tap.check(ok, "A6: redis ok")
+    ru.trip(c, "g.own", 3)  # its own echo: ignored
+    publish(server, 1, 0, "g.twin", open_left=30000, open_for=30000,
+            origin="A")
+    st, _ = ru.poll(lambda: ru.state_is(c, "g.twin", "open"), 2.0)
+    tap.check(st, "a change from another daemon also named \"A\" is "
+              "applied", repr(ru.key_status(c, "g.twin")))
+    comp = ru.redis_component(c)
+    tap.check(comp and comp["ok"] is False and "origin" in comp["detail"],
+              "health says two daemons share the origin", repr(comp))
+    time.sleep(1.1)
+    tap.check(ru.metric(c, "resild_redis_echoes_total", 0) >= 1,
+              "its own echoes are still ignored as such")
+    tap.stop_daemon(d, "A6")
+
+
 def main():
     tap = ru.RTap()
     server = tap.redis()
@@ -320,6 +346,7 @@ def main():
         tap.run("no keys for no-ops", t_no_keys_for_noops, tap, server)
         tap.run("oversized record", t_oversized_record, tap, server)
         tap.run("subscriber gap", t_subscriber_gap, tap, server)
+        tap.run("origin clash", t_origin_clash, tap, server)
     tap.finish()
 
 
