@@ -52,6 +52,7 @@
 #define REDIS_DRAIN_MS 1000     /* shutdown: the queue's last chance */
 #define REDIS_LEASE_RETRY_MS 50 /* a lease with no answer: ask again */
 #define REDIS_LEASE_ERR_MS 1000 /* an error reply: on the share this long */
+#define REDIS_MARK_MS 1000      /* how often the mirror's marker is checked */
 #define REDIS_RECORD_MAGIC "RSM1"
 #define REDIS_RECORD_HDR 16 /* magic, u64 wall ms, u32 CRC of the rest */
 #define REDIS_MSG_VERSION 1
@@ -175,6 +176,8 @@ struct redis {
     uv_timer_t timer;
     int draining;
     uint64_t pinged_ms; /* last idle PING on the command link */
+    uint64_t marked_ms; /* last check of <prefix>mark:<origin> */
+    int mark_seen;      /* it was there, or set, once in this process */
     uint64_t drain_until;
     int closing, closed_links;
     int closed; /* every handle closed */
@@ -1238,6 +1241,24 @@ static void close_links(struct redis *r)
         rlink_close(&r->sub, on_link_closed);
 }
 
+static void on_mark(struct rlink *l, void *reply, void *priv)
+{
+    struct redis *r = priv;
+    redisReply *rep = reply;
+
+    (void)l;
+    if (!rep || r->closing || rep->type == REDIS_REPLY_ERROR)
+        return; /* the writes will tell */
+    if (rep->type == REDIS_REPLY_STATUS && r->mark_seen) {
+        log_msg(LOG_WARN, "redis: the mirror was lost (Redis restarted "
+                          "empty or was flushed): writing every key again");
+        r->resync = 1;
+        if (r->mode == REDIS_SHARED)
+            r->reshare = 1;
+    }
+    r->mark_seen = 1;
+}
+
 static void on_timer(uv_timer_t *t)
 {
     struct redis *r = t->data;
@@ -1252,6 +1273,22 @@ static void on_timer(uv_timer_t *t)
         now_ms(r) - r->pinged_ms >= r->d->cfg.redis_command_timeout_ms) {
         r->pinged_ms = now_ms(r);
         rlink_command(&r->cmd, NULL, NULL, "PING");
+    }
+    /* Is what this daemon wrote still there?  <prefix>mark:<origin> is
+     * set (NX) when missing.  Missing after it was seen means Redis lost
+     * its data (restarted empty, FLUSHALL, a failover to a replica that
+     * had none, eviction): every key is written again (and, shared, the
+     * global keys' state is published again), so the mirror does not stay
+     * empty.  Missing at the first check is a first start, or a loss while
+     * this daemon was down: then its state may be older than what others
+     * did meanwhile, and is not pushed over theirs. */
+    if (rlink_is_up(&r->cmd) && now_ms(r) - r->marked_ms >= REDIS_MARK_MS &&
+        rlink_pending(&r->cmd) < REDIS_PENDING_MAX) {
+        char name[160];
+        r->marked_ms = now_ms(r);
+        snprintf(name, sizeof(name), "%smark:%s", r->prefix, r->origin);
+        rlink_command(&r->cmd, on_mark, r, "SET %s %llu NX", name,
+                      (unsigned long long)r->epoch);
     }
     if (r->write_lost && rlink_is_up(&r->cmd) &&
         now_ms(r) - r->write_probed_ms >= REDIS_LEASE_ERR_MS) {

@@ -33,7 +33,10 @@ Redis that answers with errors is not a Redis that works (issue 13, SPEC
 - a message with this daemon's origin but another start's epoch comes
   from another daemon with the same name (redis.origin defaults to the
   host name): it is applied and health says so; before, it was dropped as
-  an echo of our own, and the two daemons never heard each other.
+  an echo of our own, and the two daemons never heard each other;
+- a Redis that loses its data (FLUSHALL; restarted empty) gets the mirror
+  written again within seconds: before, records came back only as keys
+  changed, so a replaced host started without the open breakers.
 """
 import os
 import sys
@@ -335,6 +338,31 @@ def t_origin_clash(tap, server):
     tap.stop_daemon(d, "A6")
 
 
+def t_flushed(tap):
+    server = tap.redis("flush")
+    if not server:
+        return
+    d = tap.start_resild(cfg(server, "mirror"), "M3")
+    if not d:
+        return
+    c = d.connect()
+    ok, _ = ru.poll(lambda: ru.redis_ok(c), 5.0)
+    tap.check(ok, "M3: redis ok")
+    ru.trip(c, "m.k", 3)
+    rk = PREFIX + "key:m.k"
+    ok, _ = ru.poll(lambda: server.call("EXISTS", rk) == 1, 3.0)
+    tap.check(ok, "m.k's record is written")
+    time.sleep(1.2)  # the marker is checked once a second
+    server.call("FLUSHALL")
+    ok, el = ru.poll(lambda: server.call("EXISTS", rk) == 1, 5.0)
+    tap.check(ok, "after FLUSHALL the record is written again (%.1f s)" % el)
+    server.kill()
+    server.start()
+    ok, el = ru.poll(lambda: server.call("EXISTS", rk) == 1, 10.0)
+    tap.check(ok, "after a restart with no data, again (%.1f s)" % el)
+    tap.stop_daemon(d, "M3")
+
+
 def main():
     tap = ru.RTap()
     server = tap.redis()
@@ -347,6 +375,7 @@ def main():
         tap.run("oversized record", t_oversized_record, tap, server)
         tap.run("subscriber gap", t_subscriber_gap, tap, server)
         tap.run("origin clash", t_origin_clash, tap, server)
+    tap.run("flushed", t_flushed, tap)
     tap.finish()
 
 
