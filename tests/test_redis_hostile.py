@@ -36,16 +36,24 @@ Redis that answers with errors is not a Redis that works (issue 13, SPEC
   an echo of our own, and the two daemons never heard each other;
 - a Redis that loses its data (FLUSHALL; restarted empty) gets the mirror
   written again within seconds: before, records came back only as keys
-  changed, so a replaced host started without the open breakers.
+  changed, so a replaced host started without the open breakers;
+- a server that is not Redis (or a broken proxy) sends replies no command
+  asked for, pub/sub replies of the wrong shape, an unsubscribe never
+  asked for: the daemon drops the connection and keeps deciding.  Before,
+  hiredis 0.14 asserted and the daemon aborted on the first of them.
 """
 import os
+import socket
 import sys
+import tempfile
+import threading
 import time
 
 import msgpack
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import redisutil as ru  # noqa: E402
+import rpcutil  # noqa: E402
 
 PREFIX = "thostile%d:" % os.getpid()
 U64 = 2 ** 64 - 1
@@ -363,6 +371,112 @@ def t_flushed(tap):
     tap.stop_daemon(d, "M3")
 
 
+# Each connection to the fake server: its answer to what the daemon sends
+# first (PING), then to what it sends next (SUBSCRIBE on the subscriber).
+BAD = [
+    (b"+PONG\r\n+PONG\r\n+PONG\r\n", b""),          # unsolicited replies
+    (b"+PONG\r\n:1\r\n*2\r\n$1\r\na\r\n:2\r\n", b""),
+    (b"+PONG\r\n", b"*3\r\n$9\r\nsubscribe\r\n$CH\r\n:1\r\n"
+                     b"*1\r\n:1\r\n"),                # array of one
+    (b"+PONG\r\n", b"*3\r\n$9\r\nsubscribe\r\n$CH\r\n:1\r\n"
+                     b"*3\r\n:7\r\n$1\r\nx\r\n$1\r\ny\r\n"),  # not a string
+    (b"+PONG\r\n", b"*3\r\n$9\r\nsubscribe\r\n$CH\r\n:1\r\n"
+                     b"*2\r\n$11\r\nunsubscribe\r\n$CH\r\n"),   # no count
+    (b"+PONG\r\n", b"*3\r\n$9\r\nsubscribe\r\n$CH\r\n:1\r\n"
+                     b"*3\r\n$11\r\nunsubscribe\r\n$CH\r\n:0\r\n"
+                     b"*3\r\n$7\r\nmessage\r\n$CH\r\n$1\r\nz\r\n"),
+    (b"*-5\r\n", b""),                                  # protocol error
+]
+
+
+class FakeRedis:
+    """A Unix socket that answers like BAD, one entry per connection."""
+
+    def __init__(self, channel):
+        self.dir = tempfile.mkdtemp(prefix="resild-fake.")
+        self.path = os.path.join(self.dir, "fake.sock")
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(self.path)
+        self.sock.listen(64)
+        ch = channel.encode()
+        self.bad = [(a, b.replace(b"$CH", b"$%d\r\n%s" % (len(ch), ch)))
+                    for a, b in BAD]
+        self.served = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            a, b = self.bad[self.served % len(self.bad)]
+            self.served += 1
+            threading.Thread(target=self.one, args=(c, a, b),
+                             daemon=True).start()
+
+    @staticmethod
+    def one(c, a, b):
+        try:
+            c.settimeout(1.0)
+            c.recv(65536)
+            c.sendall(a)
+            if b:
+                c.recv(65536)
+                c.sendall(b)
+            time.sleep(0.5)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.sock.close()
+        try:
+            os.unlink(self.path)
+            os.rmdir(self.dir)
+        except OSError:
+            pass
+
+
+def t_bad_resp(tap):
+    fake = FakeRedis("fake:events")
+    conf = {"redis": {"url": "unix://" + fake.path, "mode": "shared",
+                      "prefix": "fake:", "origin": "A7",
+                      "connect_timeout_ms": 300, "command_timeout_ms": 300},
+            "policies": {"g.*": {"scope": "global", "limiter": {
+                "rate": 100, "per": "second", "burst": 100}}}}
+    d = tap.start_resild(conf, "A7")
+    if not d:
+        fake.close()
+        return
+    c = d.connect()
+    t0, n, worst = time.monotonic(), 0, 0.0
+    try:
+        while time.monotonic() - t0 < 15 and fake.served < 4 * len(BAD):
+            s = time.monotonic()
+            r = c.ok("acquire", {"key": "g.x"})
+            worst = max(worst, time.monotonic() - s)
+            if r["allow"]:
+                n += 1
+                c.ok("report", {"key": "g.x", "permit": r["permit"],
+                                "outcome": "success"})
+            time.sleep(0.02)
+    except (OSError, rpcutil.Closed) as e:
+        tap.diag("daemon gone: %r" % e)
+    tap.check(d.alive() and fake.served >= 2 * len(BAD),
+              "%d connections to a server sending bad replies: the daemon "
+              "lives" % fake.served)
+    tap.check(n > 100 and worst < 0.1,
+              "and keeps deciding (%d admitted, slowest answer %.1f ms)"
+              % (n, worst * 1000))
+    comp = ru.redis_component(c) if d.alive() else None
+    tap.check(comp and comp["ok"] is False,
+              "health: redis not ok (%r)" % (comp and comp["detail"]))
+    tap.stop_daemon(d, "A7")
+    fake.close()
+
+
 def main():
     tap = ru.RTap()
     server = tap.redis()
@@ -376,6 +490,7 @@ def main():
         tap.run("subscriber gap", t_subscriber_gap, tap, server)
         tap.run("origin clash", t_origin_clash, tap, server)
     tap.run("flushed", t_flushed, tap)
+    tap.run("bad resp", t_bad_resp, tap)
     tap.finish()
 
 
