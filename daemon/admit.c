@@ -404,9 +404,14 @@ struct key *admit_lease_expired(struct resild *d, uint64_t now_ms,
     l->tokens = 0;
     l->hold_until_ms = 0;
     /* In use during the hold: a fresh lease at once, so a steady user is
-     * not left short after each hold. */
+     * not left short after each hold.  Idle through it: cold again, so the
+     * key's next request decides on its share (and asks for a lease)
+     * instead of being denied for a lease a round trip away -- a key used
+     * every few seconds would otherwise be denied every time. */
     if (d->lease.on && (l->flags & LEASE_USED) && leased(l->key))
         lease_want(d, l, 0);
+    else
+        l->flags |= LEASE_COLD;
     return l->key;
 }
 
@@ -531,11 +536,15 @@ static uint64_t own_wait(const struct resild *d, struct resild *wd,
     if (lease_usable(l, now_ms) >= need)
         return paused;
     /* Off, or on but not yet answered for this key (just made, or Redis
-     * just came back): the share decides, so a key's first request is not
-     * denied for want of a lease that is a round trip away.  The share is
-     * debited by leased use too (own_take), so this adds at most the
-     * share's burst per host, once per cold start. */
-    if (!d->lease.on || (l->flags & LEASE_COLD)) {
+     * just came back, or idle through its last hold), or its hold just
+     * ended (the give-back timer has not collected it yet; a key in use
+     * renews its hold, so only an idle one gets here): the share decides,
+     * so a key's first request is not denied for want of a lease that is
+     * a round trip away.  The share is debited by leased use too
+     * (own_take), so this adds at most what the share holds, per host,
+     * once per idle period. */
+    if (!d->lease.on || (l->flags & LEASE_COLD) ||
+        (l->hold_until_ms && l->hold_until_ms <= now_ms)) {
         if (wd && d->lease.on)
             lease_want(wd, l, need);
         return limiter_wait(&k->lim, &pol->limiter_share, now_ms, cost,

@@ -288,7 +288,9 @@ void core_lease_failed(struct resild *d, struct key *k, uint64_t retry_ms,
 
 /* The next key whose hold ended by now_ms: its unused tokens leave the key
  * into *unused (to give back; may be 0).  NULL when none.  O(1) each.  A
- * key that took tokens during the hold wants a fresh lease at once. */
+ * key that took tokens during the hold wants a fresh lease at once; one
+ * that did not is cold again (its next request decides on its share and
+ * asks for a lease, as a new key's does). */
 struct key *core_lease_expired(struct resild *d, uint64_t now_ms,
                                uint64_t *unused);
 

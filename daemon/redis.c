@@ -41,17 +41,34 @@
 #define REDIS_MSG_MAX 1024      /* a pub/sub message's bytes */
 #define REDIS_ORIGINS 64        /* origins whose sequence is remembered */
 #define REDIS_SCAN_COUNT 256    /* keys per SCAN step of a read-back */
+#define REDIS_READ_KEYS 256     /* keys per read script of a read-back */
+/* The largest record read back: a key record is at most a few hundred
+ * bytes plus its window (10,000 call bytes, or 3,600 buckets x 16 bytes),
+ * under 64 KiB.  A read of REDIS_READ_KEYS then stays far below the link's
+ * limit on one reply (rlink.c: 64 MiB), which would drop the connection
+ * and, read back again at the reconnect, drop it for ever. */
+#define REDIS_RECORD_MAX (128u << 10)
 #define REDIS_TIMER_MS 50       /* lease give-back, health, drain */
 #define REDIS_DRAIN_MS 1000     /* shutdown: the queue's last chance */
 #define REDIS_LEASE_RETRY_MS 50 /* a lease with no answer: ask again */
+#define REDIS_LEASE_ERR_MS 1000 /* an error reply: on the share this long */
+#define REDIS_MARK_MS 1000      /* how often the mirror's marker is checked */
 #define REDIS_RECORD_MAGIC "RSM1"
 #define REDIS_RECORD_HDR 16 /* magic, u64 wall ms, u32 CRC of the rest */
 #define REDIS_MSG_VERSION 1
+/* The longest time a shared change may carry: what an operator may give
+ * here (methods.c: a force's ttl_ms, a 429's retry_after_ms), and well
+ * beyond the longest open period (open_ms <= 7 days, backed off). */
+#define REDIS_MSG_TTL_MAX (86400000ULL * 30)
 
 /*
  * The global limiter's bucket, on the Redis clock: GCRA with the
  * theoretical arrival time (µs) in KEYS[1].  ARGV: rate, per_ms, burst,
- * tokens wanted, tokens given back.  Giving back moves the TAT back, never
+ * tokens wanted, tokens given back.  What KEYS[1] holds is not trusted
+ * (another writer, another version): anything but a number (missing, a
+ * word, nan, another type) is an empty bucket (TAT now), and a TAT beyond
+ * now + burst x T, which no grant can make, is cut to it (the bucket is
+ * empty, not empty for ever).  Giving back moves the TAT back, never
  * before now (the bucket never holds more than burst).  Returns {granted,
  * ms until one token is free when none was granted}.
  */
@@ -64,8 +81,9 @@ static const char lease_script[] =
     "local want = tonumber(ARGV[4])\n"
     "local back = tonumber(ARGV[5])\n"
     "local T = per / rate\n"
-    "local tat = tonumber(redis.call('GET', KEYS[1]) or now)\n"
-    "if tat < now then tat = now end\n"
+    "local tat = tonumber(redis.pcall('GET', KEYS[1]))\n"
+    "if not tat or tat ~= tat or tat < now then tat = now end\n"
+    "if tat > now + burst * T then tat = now + burst * T end\n"
     "if back > 0 then tat = math.max(now, tat - back * T) end\n"
     "local granted = 0\n"
     "local retry = 0\n"
@@ -83,6 +101,22 @@ static const char lease_script[] =
     "local ttl = math.ceil((tat - now) / 1000) + 1000\n"
     "redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', ttl)\n"
     "return {granted, retry}\n";
+
+/*
+ * A read-back's batch: each key's value when it is a string of at most
+ * ARGV[1] bytes, else its length (too long) or 0 (another type), or false
+ * when gone.  Never a reply larger than batch x ARGV[1].
+ */
+static const char read_script[] =
+    "local max = tonumber(ARGV[1])\n"
+    "local out = {}\n"
+    "for i, k in ipairs(KEYS) do\n"
+    "  local n = redis.pcall('STRLEN', k)\n"
+    "  if type(n) ~= 'number' then out[i] = 0\n"
+    "  elseif n > max then out[i] = n\n"
+    "  else out[i] = redis.call('GET', k) end\n"
+    "end\n"
+    "return out\n";
 
 struct origin_seen {
     char name[64];
@@ -116,8 +150,9 @@ struct redis {
     int warm;      /* mirror: read back once, at the first connect */
     int loading;   /* a SCAN walk is in flight */
     int load_warm; /* this walk imports missing keys */
-    int load_last; /* the walk's last MGET is in flight */
-    int load_again; /* a link came back during the walk: walk again */
+    int load_last; /* the walk's last reads are in flight */
+    int load_inflight; /* reads sent, not yet answered */
+    int load_again;    /* a catch-up was due during a walk: walk again */
     struct key_export *ex;
     struct snapbuf buf;
     struct origin_seen origins[REDIS_ORIGINS];
@@ -125,10 +160,24 @@ struct redis {
     struct lease_req *lease_head, *lease_tail; /* in flight, oldest first */
     uint64_t lease_stall_ms; /* the oldest waiting longer: Redis is slow */
     int lease_stalled;
+    /* The lease script answered with an error (Redis out of memory, an
+     * ACL, a script error): leasing is off until lease_err_until, then
+     * tried again; the text stays for health until a lease is answered. */
+    uint64_t lease_err_until;
+    char lease_err[120];
+    /* A write got no OK (text for health); once one does again, every key
+     * is written again, since what failed is lost.  Meanwhile a small
+     * probe write (<prefix>probe:<origin>) every second finds out. */
+    int write_lost;
+    uint64_t write_probed_ms;
+    char write_err[120];
+    uint64_t clash_until; /* another daemon used our origin: health, 60 s */
     uv_check_t check;
     uv_timer_t timer;
     int draining;
     uint64_t pinged_ms; /* last idle PING on the command link */
+    uint64_t marked_ms; /* last check of <prefix>mark:<origin> */
+    int mark_seen;      /* it was there, or set, once in this process */
     uint64_t drain_until;
     int closing, closed_links;
     int closed; /* every handle closed */
@@ -264,8 +313,21 @@ static void on_write(struct rlink *l, void *reply, void *priv)
     redisReply *rep = reply;
 
     (void)l;
-    if (!rep || rep->type == REDIS_REPLY_ERROR)
+    if (!rep || rep->type == REDIS_REPLY_ERROR) {
         r->st.writes_failed++;
+        r->write_lost = 1;
+        if (rep && !r->write_err[0])
+            log_msg(LOG_WARN, "redis: a key record write failed: %.*s",
+                    (int)(rep->len > 100 ? 100 : rep->len), rep->str);
+        if (rep)
+            snprintf(r->write_err, sizeof(r->write_err), "%.*s",
+                     (int)(rep->len > 100 ? 100 : rep->len), rep->str);
+    } else if (r->write_lost) {
+        /* Writes work again: what failed is re-written with every key. */
+        r->write_lost = 0;
+        r->write_err[0] = '\0';
+        r->resync = 1;
+    }
 }
 
 /* Write k's record.  0, or RD_EDOWN / RD_ENOMEM (k stays unwritten). */
@@ -508,6 +570,8 @@ static void redis_sink(void *ctx, const struct event *ev)
         share(r, ev);
 }
 
+static void describe(struct redis *r);
+
 /* 1 if (origin, epoch, seq) is news, recording it. */
 static int fresh(struct redis *r, const char *origin, size_t on,
                  uint64_t epoch, uint64_t seq)
@@ -590,8 +654,21 @@ static void on_message(struct rlink *l, void *ctx, const char *channel,
     origin[a[1].via.str.size] = '\0';
     ok = 1;
     if (!strcmp(origin, r->origin)) {
-        r->st.echoes++;
-        goto out;
+        if (epoch == r->epoch) {
+            r->st.echoes++;
+            goto out;
+        }
+        /* Our name, not our start: another daemon runs with the same
+         * origin (redis.origin defaults to the host name: two hosts both
+         * called "trader").  Its changes are applied -- ignored as echoes
+         * they would be lost without a trace -- and health says so. */
+        if (!r->clash_until || now_ms(r) >= r->clash_until)
+            log_msg(LOG_WARN,
+                    "redis: another daemon publishes as origin \"%s\" "
+                    "(this one's name): give each its own redis.origin",
+                    origin);
+        r->clash_until = now_ms(r) + 60000;
+        describe(r);
     }
     if (!fresh(r, origin, strlen(origin), epoch, seq)) {
         r->st.stale++;
@@ -614,7 +691,13 @@ static void on_message(struct rlink *l, void *ctx, const char *channel,
         if (rc.reason_len > KEY_REASON_MAX)
             rc.reason_len = KEY_REASON_MAX;
     }
-    if ((rc.kind == REMOTE_OPEN && !rc.open_left_ms) || rc.open_left_ms > 86400000ULL * 365) {
+    /* A time beyond what any daemon sends is a bug or an attack: taken as
+     * given it would pause or force the key for ever (a u64 near 2^64). */
+    if ((rc.kind == REMOTE_OPEN && !rc.open_left_ms) ||
+        rc.open_left_ms > REDIS_MSG_TTL_MAX ||
+        rc.open_for_ms > REDIS_MSG_TTL_MAX ||
+        rc.force_left_ms > REDIS_MSG_TTL_MAX ||
+        rc.paused_ms > REDIS_MSG_TTL_MAX) {
         ok = 0;
         goto out;
     }
@@ -628,7 +711,14 @@ static void on_message(struct rlink *l, void *ctx, const char *channel,
             ok = 0;
             goto out;
         }
-        if (core_key(r->d, name, a[5].via.str.size, now_ms(r), &k) < 0) {
+        if (rc.kind == REMOTE_CLOSE || rc.kind == REMOTE_RESET ||
+            (rc.kind == REMOTE_FORCE && rc.force == BREAKER_AUTO)) {
+            /* A no-op on a key this daemon does not have: none is made
+             * for it (a flood of them must not fill max_keys). */
+            if (!(k = keys_find(&r->d->keys, name, a[5].via.str.size)))
+                goto out;
+        } else if (core_key(r->d, name, a[5].via.str.size, now_ms(r),
+                            &k) < 0) {
             ok = 0;
             goto out;
         }
@@ -669,6 +759,12 @@ static void load_record(struct redis *r, const uint8_t *p, size_t n)
     if (r->mode != REDIS_SHARED ||
         !config_match(&r->d->cfg, ex->name)->global)
         return;
+    /* A record with nothing to apply (closed, no force) makes no key: the
+     * mirror holds every host's keys, read back at every reconnect. */
+    if (!k && !(ex->br.force != BREAKER_AUTO &&
+                (!ex->br.force_has_ttl || ex->br.force_left_ms)) &&
+        !(ex->br.state == BREAKER_OPEN && ex->br.open_left_ms))
+        return;
     if (!k && core_key(r->d, ex->name, ex->len, now, &k) < 0)
         return;
     if (ex->br.force != BREAKER_AUTO && ex->br.force != k->br.force &&
@@ -694,25 +790,9 @@ static void load_record(struct redis *r, const uint8_t *p, size_t n)
     }
 }
 
-/* Start a read-back walk when the command link is up; one asked for
- * during a walk runs when it ends (what was written meanwhile may have
- * been behind the walk's cursor). */
-static void load_start(struct redis *r)
-{
-    if (!rlink_is_up(&r->cmd) || r->closing)
-        return;
-    if (r->loading) {
-        r->load_again = 1;
-        return;
-    }
-    r->loading = 1;
-    r->load_again = 0;
-    r->load_warm = r->warm;
-    r->st.readbacks++;
-    load_step(r, "0");
-}
+/* The walk is over (its last read answered, or nothing to read). */
+static void catch_up(struct redis *r);
 
-/* The walk is over (its last MGET answered, or nothing to read). */
 static void load_done(struct redis *r)
 {
     if (r->load_warm && r->st.loaded)
@@ -722,8 +802,10 @@ static void load_done(struct redis *r)
         r->warm = 0; /* read back once */
     r->load_warm = 0;
     r->loading = 0;
-    if (r->load_again)
-        load_start(r);
+    if (r->load_again) {
+        r->load_again = 0;
+        catch_up(r);
+    }
 }
 
 static void on_mget(struct rlink *l, void *reply, void *priv)
@@ -733,6 +815,8 @@ static void on_mget(struct rlink *l, void *reply, void *priv)
     size_t i;
 
     (void)l;
+    if (r->load_inflight)
+        r->load_inflight--;
     if (!rep || rep->type != REDIS_REPLY_ARRAY) {
         r->loading = 0; /* again at the next connect */
         r->load_last = 0;
@@ -742,8 +826,10 @@ static void on_mget(struct rlink *l, void *reply, void *priv)
         if (rep->element[i]->type == REDIS_REPLY_STRING)
             load_record(r, (const uint8_t *)rep->element[i]->str,
                         rep->element[i]->len);
+        else if (rep->element[i]->type == REDIS_REPLY_INTEGER)
+            r->st.rejected++; /* too long, or not a string */
     after_change(r);
-    if (r->load_last) {
+    if (r->load_last && !r->load_inflight) {
         r->load_last = 0;
         load_done(r);
     }
@@ -754,7 +840,8 @@ static void on_scan(struct rlink *l, void *reply, void *priv)
     struct redis *r = priv;
     redisReply *rep = reply, *keys;
     const char **argv;
-    size_t *argvlen, i, n;
+    size_t *argvlen, i, j, n, m;
+    char maxlen[16];
     int more;
 
     (void)l;
@@ -768,34 +855,72 @@ static void on_scan(struct rlink *l, void *reply, void *priv)
     more = strcmp(rep->element[0]->str, "0") != 0;
     n = keys->elements;
     if (n) {
-        argv = calloc(n + 1, sizeof(*argv));
-        argvlen = calloc(n + 1, sizeof(*argvlen));
+        /* EVAL script numkeys key... maxlen, in batches of at most
+         * REDIS_READ_KEYS (SCAN's COUNT is a hint, not a bound). */
+        argv = calloc(REDIS_READ_KEYS + 4, sizeof(*argv));
+        argvlen = calloc(REDIS_READ_KEYS + 4, sizeof(*argvlen));
         if (!argv || !argvlen) {
             free(argv);
             free(argvlen);
             r->loading = 0;
             return;
         }
-        argv[0] = "MGET";
-        argvlen[0] = 4;
-        for (i = 0; i < n; i++) {
-            argv[i + 1] = keys->element[i]->str;
-            argvlen[i + 1] = keys->element[i]->len;
-        }
-        if (rlink_command_argv(&r->cmd, on_mget, r, (int)n + 1, argv,
-                               argvlen) < 0) {
-            more = 0;
-            r->loading = 0; /* the link is down: again at the next connect */
+        snprintf(maxlen, sizeof(maxlen), "%u", REDIS_RECORD_MAX);
+        for (i = 0; i < n && r->loading; i += m) {
+            char num[16];
+            m = n - i < REDIS_READ_KEYS ? n - i : REDIS_READ_KEYS;
+            snprintf(num, sizeof(num), "%zu", m);
+            argv[0] = "EVAL";
+            argv[1] = read_script;
+            argv[2] = num;
+            for (j = 0; j < m; j++) {
+                argv[3 + j] = keys->element[i + j]->str;
+                argvlen[3 + j] = keys->element[i + j]->len;
+            }
+            argv[3 + m] = maxlen;
+            argvlen[0] = 4;
+            argvlen[1] = strlen(read_script);
+            argvlen[2] = strlen(num);
+            argvlen[3 + m] = strlen(maxlen);
+            if (rlink_command_argv(&r->cmd, on_mget, r, (int)m + 4, argv,
+                                   argvlen) < 0)
+                r->loading = 0; /* down: again at the next connect */
+            else
+                r->load_inflight++;
         }
         free(argv);
         free(argvlen);
+        if (!r->loading)
+            return; /* not done: the walk starts over at the next connect */
     }
     if (more)
         load_step(r, rep->element[0]->str);
-    else if (n && r->loading)
-        r->load_last = 1; /* done when that MGET is answered */
+    else if (r->load_inflight)
+        r->load_last = 1; /* done when the last read is answered */
     else
         load_done(r);
+}
+
+/*
+ * Read the mirror back when it is due: a warm start once the command link
+ * is up; in shared mode each time both links are up again (whichever came
+ * back second), since what was published while the subscriber was away
+ * (a reconnect of either link) was missed and is only in the records.  A
+ * walk already under way is walked again once it ends.
+ */
+static void catch_up(struct redis *r)
+{
+    if (!rlink_is_up(&r->cmd) ||
+        !(r->warm || (r->mode == REDIS_SHARED && rlink_is_up(&r->sub))))
+        return;
+    if (r->loading) {
+        r->load_again = 1;
+        return;
+    }
+    r->loading = 1;
+    r->load_warm = r->warm;
+    r->st.readbacks++;
+    load_step(r, "0");
 }
 
 static void load_step(struct redis *r, const char *cursor)
@@ -810,7 +935,6 @@ static void load_step(struct redis *r, const char *cursor)
 
 /* --- leases ---------------------------------------------------------------- */
 
-static void describe(struct redis *r);
 
 /* A lease request in flight.  Replies come in order: the oldest is the
  * FIFO's head, and how long it has waited says whether Redis keeps up. */
@@ -831,7 +955,7 @@ static void lease_health(struct redis *r)
     uint64_t now = now_ms(r);
     int stalled = r->lease_head && now - r->lease_head->sent_ms >
                                        r->lease_stall_ms;
-    int want = rlink_is_up(&r->cmd) && !stalled;
+    int want = rlink_is_up(&r->cmd) && !stalled && now >= r->lease_err_until;
 
     if (stalled != r->lease_stalled) {
         r->lease_stalled = stalled;
@@ -871,12 +995,33 @@ static void on_lease(struct rlink *l, void *reply, void *priv)
         rep->element[0]->type != REDIS_REPLY_INTEGER ||
         rep->element[1]->type != REDIS_REPLY_INTEGER ||
         rep->element[0]->integer < 0 || rep->element[1]->integer < 0) {
-        if (rep && rep->type == REDIS_REPLY_ERROR)
-            log_msg(LOG_WARN, "redis: lease script: %.*s", (int)rep->len,
-                    rep->str);
         r->st.lease_failures++;
         core_lease_failed(r->d, q->k, REDIS_LEASE_RETRY_MS, now);
+        if (rep) {
+            /* Redis answered, but no lease: it will not lease (out of
+             * memory, an ACL, a broken script).  A key that had a lease
+             * must not wait on one that cannot come: leasing goes off (the
+             * share decides) and is tried again after a while. */
+            const char *what = rep->type == REDIS_REPLY_ERROR
+                                   ? rep->str
+                                   : "not {granted, retry}";
+            int n = rep->type == REDIS_REPLY_ERROR
+                        ? (int)(rep->len > 100 ? 100 : rep->len)
+                        : (int)strlen(what);
+            if (!r->lease_err[0])
+                log_msg(LOG_WARN,
+                        "redis: lease script failed: %.*s; global limits on "
+                        "this host's share until it works",
+                        n, what);
+            snprintf(r->lease_err, sizeof(r->lease_err), "%.*s", n, what);
+            r->lease_err_until = now + REDIS_LEASE_ERR_MS;
+            describe(r);
+        }
     } else {
+        if (r->lease_err[0]) {
+            log_msg(LOG_INFO, "redis: lease script works again");
+            r->lease_err[0] = '\0';
+        }
         r->st.lease_tokens += (uint64_t)rep->element[0]->integer;
         core_lease_grant(r->d, q->k, (uint64_t)rep->element[0]->integer,
                          (uint64_t)rep->element[1]->integer, now);
@@ -1018,7 +1163,24 @@ static void describe(struct redis *r)
     int ok = rlink_is_up(&r->cmd) &&
              (r->mode != REDIS_SHARED || rlink_is_up(&r->sub));
 
-    if (ok && r->mode == REDIS_SHARED && r->lease_stalled) {
+    if (ok && r->clash_until && now_ms(r) < r->clash_until) {
+        snprintf(detail, sizeof(detail),
+                 "another daemon publishes as origin \"%.60s\": give each "
+                 "its own redis.origin",
+                 r->origin);
+        ok = 0;
+    } else if (ok && r->mode == REDIS_SHARED && r->lease_err[0]) {
+        snprintf(detail, sizeof(detail),
+                 "lease script failing: %.120s; global limits on this "
+                 "host's share",
+                 r->lease_err);
+        ok = 0;
+    } else if (ok && r->write_err[0]) {
+        snprintf(detail, sizeof(detail),
+                 "key record writes failing: %.120s; the mirror is behind",
+                 r->write_err);
+        ok = 0;
+    } else if (ok && r->mode == REDIS_SHARED && r->lease_stalled) {
         rlink_addr_str(&r->cmd, link, sizeof(link));
         snprintf(detail, sizeof(detail),
                  "lease requests timed out (no answer in %u ms) at %.120s; "
@@ -1080,6 +1242,24 @@ static void close_links(struct redis *r)
         rlink_close(&r->sub, on_link_closed);
 }
 
+static void on_mark(struct rlink *l, void *reply, void *priv)
+{
+    struct redis *r = priv;
+    redisReply *rep = reply;
+
+    (void)l;
+    if (!rep || r->closing || rep->type == REDIS_REPLY_ERROR)
+        return; /* the writes will tell */
+    if (rep->type == REDIS_REPLY_STATUS && r->mark_seen) {
+        log_msg(LOG_WARN, "redis: the mirror was lost (Redis restarted "
+                          "empty or was flushed): writing every key again");
+        r->resync = 1;
+        if (r->mode == REDIS_SHARED)
+            r->reshare = 1;
+    }
+    r->mark_seen = 1;
+}
+
 static void on_timer(uv_timer_t *t)
 {
     struct redis *r = t->data;
@@ -1094,6 +1274,29 @@ static void on_timer(uv_timer_t *t)
         now_ms(r) - r->pinged_ms >= r->d->cfg.redis_command_timeout_ms) {
         r->pinged_ms = now_ms(r);
         rlink_command(&r->cmd, NULL, NULL, "PING");
+    }
+    /* Is what this daemon wrote still there?  <prefix>mark:<origin> is
+     * set (NX) when missing.  Missing after it was seen means Redis lost
+     * its data (restarted empty, FLUSHALL, a failover to a replica that
+     * had none, eviction): every key is written again (and, shared, the
+     * global keys' state is published again), so the mirror does not stay
+     * empty.  Missing at the first check is a first start, or a loss while
+     * this daemon was down: then its state may be older than what others
+     * did meanwhile, and is not pushed over theirs. */
+    if (rlink_is_up(&r->cmd) && now_ms(r) - r->marked_ms >= REDIS_MARK_MS &&
+        rlink_pending(&r->cmd) < REDIS_PENDING_MAX) {
+        char name[160];
+        r->marked_ms = now_ms(r);
+        snprintf(name, sizeof(name), "%smark:%s", r->prefix, r->origin);
+        rlink_command(&r->cmd, on_mark, r, "SET %s %llu NX", name,
+                      (unsigned long long)r->epoch);
+    }
+    if (r->write_lost && rlink_is_up(&r->cmd) &&
+        now_ms(r) - r->write_probed_ms >= REDIS_LEASE_ERR_MS) {
+        char name[160];
+        r->write_probed_ms = now_ms(r);
+        snprintf(name, sizeof(name), "%sprobe:%s", r->prefix, r->origin);
+        rlink_command(&r->cmd, on_write, r, "SET %s 1 PX 10000", name);
     }
     stats_sync(r);
     describe(r);
@@ -1112,13 +1315,7 @@ static void on_up(struct rlink *l, void *ctx)
     log_msg(LOG_INFO, "redis: %s connected to %s", l->conf.name, addr);
     if (l == &r->cmd && r->mode == REDIS_SHARED)
         lease_health(r);
-    /* Read back: at a warm start, and in shared mode whenever either link
-     * comes back, since a change published while our subscriber was away
-     * reached us only as its record (the other daemon writes it with the
-     * publish).  Needs the command link; a subscriber back first waits for
-     * it, one back during a walk makes another walk follow. */
-    if (r->warm || r->mode == REDIS_SHARED)
-        load_start(r);
+    catch_up(r);
     stats_sync(r);
     describe(r);
 }
@@ -1132,6 +1329,8 @@ static void on_down(struct rlink *l, void *ctx, const char *why)
             lease_health(r);
         r->loading = 0;
         r->load_last = 0;
+        r->load_inflight = 0;
+        r->load_again = 0; /* the next up reads back anyway */
     }
     (void)why; /* rlink logs it */
     stats_sync(r);

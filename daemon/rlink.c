@@ -76,6 +76,10 @@
 #include "error.h"
 #include "log.h"
 
+/* Exported by libhiredis 0.14 (and declared by later async.h) but not
+ * declared by 0.14's: what redisAsyncHandleRead runs after reading. */
+void redisProcessCallbacks(redisAsyncContext *ac);
+
 /* Unparsed reply bytes one connection may buffer: a reply bigger than this
  * (the daemon's replies are a few hundred bytes) means a broken or hostile
  * peer, and the connection is dropped rather than grown without end. */
@@ -123,6 +127,7 @@ struct conn {
     int subscriber;           /* SUBSCRIBEd: keepalive, no commands */
     int sub_wait;             /* subscribe confirmations outstanding */
     uint64_t sub_since_ms;    /* ...without one arriving since */
+    redisReader *shadow;      /* checks replies before hiredis sees them */
     struct rcmd *head, *tail; /* data: sent, unanswered, oldest first */
     size_t npending;
     int found; /* query: the sentinel named the primary: master */
@@ -360,6 +365,89 @@ static void conn_kill(struct conn *c, const char *fmt, ...)
     conn_dead_soon(c);
 }
 
+/* 1 if hiredis 0.14 can take reply rep without aborting.  expect: the
+ * regular callbacks still waiting (counted down).  hiredis asserts (abort:
+ * the daemon gone) on a reply no command asked for on a connection that
+ * is not subscribed, and on a pub/sub reply that is not an array of at
+ * least two strings (or an unsubscribe without its count) on one that is;
+ * a broken proxy, a man in the middle or a server that is not Redis can
+ * send either. */
+static int reply_takeable(const redisAsyncContext *ac, const redisReply *rep,
+                          size_t *expect)
+{
+    const redisReply *t;
+
+    if (*expect) {
+        (*expect)--;
+        return 1;
+    }
+    if (!(ac->c.flags & REDIS_SUBSCRIBED))
+        return rep->type == REDIS_REPLY_ERROR; /* hiredis disconnects */
+    if (rep->type != REDIS_REPLY_ARRAY)
+        return 1; /* sub.invalid: ignored */
+    if (rep->elements < 2 || rep->element[0]->type != REDIS_REPLY_STRING ||
+        rep->element[1]->type != REDIS_REPLY_STRING)
+        return 0;
+    t = rep->element[0];
+    /* Never sent: one would make hiredis drop the channel and then abort
+     * on the next message. */
+    return strcasecmp(t->str, "unsubscribe") != 0 &&
+           strcasecmp(t->str, "punsubscribe") != 0;
+}
+
+/* What redisAsyncHandleRead does, but every complete reply is checked by
+ * a second reader (c->shadow, fed the same bytes) before hiredis processes
+ * any: one it would abort on drops the connection instead. */
+static void conn_read(struct conn *c)
+{
+    redisAsyncContext *ac = c->ac;
+    redisReader *rd;
+    const redisCallback *cb;
+    size_t old, expect = 0;
+    void *rep;
+
+    if (!(ac->c.flags & REDIS_CONNECTED)) {
+        redisAsyncHandleWrite(ac); /* completes (or fails) the connect */
+        if (!c->ac || !(c->ac->c.flags & REDIS_CONNECTED))
+            return;
+    }
+    rd = ac->c.reader;
+    old = rd->len; /* redisReaderFeed appends (an empty buffer may move) */
+    if (redisBufferRead(&ac->c) != REDIS_OK) {
+        /* EOF or an error, now in ac->c.err: hiredis disconnects (its
+         * read returns early on an error already seen). */
+        redisAsyncHandleRead(ac);
+        return;
+    }
+    if (rd->len == old)
+        return;
+    if (!c->shadow && !(c->shadow = redisReaderCreate())) {
+        conn_kill(c, "out of memory");
+        return;
+    }
+    if (redisReaderFeed(c->shadow, rd->buf + old, rd->len - old) !=
+        REDIS_OK) {
+        conn_kill(c, "out of memory");
+        return;
+    }
+    for (cb = ac->replies.head; cb; cb = cb->next)
+        expect++;
+    while (redisReaderGetReply(c->shadow, &rep) == REDIS_OK && rep) {
+        int ok = reply_takeable(ac, rep, &expect);
+        freeReplyObject(rep);
+        if (!ok) {
+            conn_kill(c, "a reply no command asked for (not Redis, or a "
+                         "broken proxy)");
+            return;
+        }
+    }
+    if (c->shadow->err) {
+        conn_kill(c, "protocol error: %s", c->shadow->errstr);
+        return;
+    }
+    redisProcessCallbacks(ac);
+}
+
 static void poll_cb(uv_poll_t *h, int status, int events)
 {
     struct conn *c = h->data;
@@ -375,7 +463,7 @@ static void poll_cb(uv_poll_t *h, int status, int events)
         if (c->ac && !(c->ac->c.flags & REDIS_CONNECTED))
             redisAsyncHandleWrite(c->ac);
         else if (c->ac)
-            redisAsyncHandleRead(c->ac);
+            conn_read(c);
         if (c->ac)
             conn_kill(c, "poll: %s", uv_strerror(status));
         return;
@@ -383,7 +471,7 @@ static void poll_cb(uv_poll_t *h, int status, int events)
     /* Each call may free the context (ev_cleanup clears c->ac); c itself
      * lives until its handles are closed, a later loop turn. */
     if (c->ac && (events & UV_READABLE))
-        redisAsyncHandleRead(c->ac);
+        conn_read(c);
     if (c->ac && (events & UV_WRITABLE))
         redisAsyncHandleWrite(c->ac);
     if (c->ac && !c->killed) {
@@ -942,6 +1030,8 @@ static void conn_free(struct conn *c)
 {
     struct link *li = c->li;
 
+    if (c->shadow)
+        redisReaderFree(c->shadow);
     free(c);
     li->live--;
     link_maybe_done(li);
