@@ -31,6 +31,7 @@
 #include "keys.h"
 #include "log.h"
 #include "prom.h"
+#include "proto.h"
 #include "rlink.h"
 #include "server.h"
 #include "snapfile.h"
@@ -621,6 +622,7 @@ static void on_message(struct rlink *l, void *ctx, const char *channel,
 {
     struct redis *r = ctx;
     msgpack_unpacked u;
+    struct proto_scan scan;
     const msgpack_object *a;
     uint64_t ver, epoch, seq, kind, f, v[3];
     struct remote_change rc = {0};
@@ -632,6 +634,17 @@ static void on_message(struct rlink *l, void *ctx, const char *channel,
     (void)channel;
     r->st.received++;
     if (len > REDIS_MSG_MAX) {
+        r->st.rejected++;
+        return;
+    }
+    /* The bounded pre-scan first (proto.h): msgpack-c allocates from a
+     * declared count before the elements arrive, so 5 bytes
+     * "dd ff ff ff ff" published by anyone who can reach Redis would ask
+     * it for 128 GiB (ASan aborts on that; without it, malloc's answer
+     * decides).  Only a whole, bounded object reaches msgpack-c. */
+    proto_scan_init(&scan);
+    if (proto_scan_next(&scan, (const uint8_t *)data, len, REDIS_MSG_MAX, 2) !=
+        (long)len) {
         r->st.rejected++;
         return;
     }
