@@ -242,44 +242,36 @@ static void poll_update(struct conn *c)
     }
 }
 
-static void ev_add_read(void *p)
+/* hiredis's ev hooks: idempotent, as it asks; the poll changes only
+ * when the set of events does. */
+static void ev_want(struct conn *c, int event, int on)
 {
-    struct conn *c = p;
+    int events = on ? c->events | event : c->events & ~event;
 
-    if (!(c->events & UV_READABLE)) {
-        c->events |= UV_READABLE;
+    if (events != c->events) {
+        c->events = events;
         poll_update(c);
     }
+}
+
+static void ev_add_read(void *p)
+{
+    ev_want(p, UV_READABLE, 1);
 }
 
 static void ev_del_read(void *p)
 {
-    struct conn *c = p;
-
-    if (c->events & UV_READABLE) {
-        c->events &= ~UV_READABLE;
-        poll_update(c);
-    }
+    ev_want(p, UV_READABLE, 0);
 }
 
 static void ev_add_write(void *p)
 {
-    struct conn *c = p;
-
-    if (!(c->events & UV_WRITABLE)) {
-        c->events |= UV_WRITABLE;
-        poll_update(c);
-    }
+    ev_want(p, UV_WRITABLE, 1);
 }
 
 static void ev_del_write(void *p)
 {
-    struct conn *c = p;
-
-    if (c->events & UV_WRITABLE) {
-        c->events &= ~UV_WRITABLE;
-        poll_update(c);
-    }
+    ev_want(p, UV_WRITABLE, 0);
 }
 
 static void conn_free(struct conn *c);
