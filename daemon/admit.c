@@ -446,8 +446,9 @@ static struct limiter_conf crit_conf(const struct key *k)
 int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
 {
     char prefix[KEY_MAX + 1];
+    struct key *anc[KEY_MAX_ANCESTORS];
     struct limiter_conf cc;
-    size_t i;
+    size_t i, nanc = 0;
     int rc;
 
     if (k->admit_ready == ADMIT_READY)
@@ -471,8 +472,8 @@ int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
     }
     k->nanc = 0;
     /* Ancestors, nearest first: "a.b.c" -> "a.b", "a".  One more than
-     * anc[] holds is refused, never skipped: the farthest is usually the
-     * account-wide bucket. */
+     * KEY_MAX_ANCESTORS is refused, never skipped: the farthest is
+     * usually the account-wide bucket. */
     for (i = k->len; i-- > 0;) {
         const struct policy *pol;
         struct key *a;
@@ -483,13 +484,21 @@ int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
         pol = config_match(&d->cfg, prefix);
         if (!pol->has_limiter)
             continue;
-        if (k->nanc == KEY_MAX_ANCESTORS)
+        if (nanc == KEY_MAX_ANCESTORS)
             return RD_EDEEP;
         if ((rc = keys_get(&d->keys, prefix, i, &d->cfg, now_ms, &a)) < 0 ||
             (rc = admit_prepare(d, a, now_ms)) < 0)
             return rc;
-        k->anc[k->nanc++] = a;
+        anc[nanc++] = a;
     }
+    /* Most keys have none or one: the array is as long as the list. */
+    free(k->anc);
+    k->anc = NULL;
+    if (nanc && !(k->anc = malloc(nanc * sizeof(*k->anc))))
+        return RD_ENOMEM;
+    if (nanc)
+        memcpy(k->anc, anc, nanc * sizeof(*k->anc));
+    k->nanc = (uint8_t)nanc;
     k->admit_ready = ADMIT_READY;
     return 0;
 }

@@ -684,10 +684,7 @@ static void force(struct resild *d, struct key *k, enum breaker_force f,
     else
         breaker_force(&k->br, &k->policy->breaker, now_ms, f, ttl_ms);
     d->wake_dirty = 1; /* parked requests see the new state */
-    if (rn > KEY_REASON_MAX)
-        rn = KEY_REASON_MAX;
-    memcpy(k->force_reason, reason ? reason : "", reason ? rn : 0);
-    k->force_reason[reason ? rn : 0] = '\0';
+    keys_set_reason(k, reason, rn); /* only the reason can be lost */
     ev.u.force.state = names[f];
     ev.u.force.reason = k->force_reason;
     ev.u.force.ttl_ms = ttl_ms;
@@ -717,7 +714,7 @@ static void reset(struct resild *d, struct key *k, uint32_t uid, int remote,
         breaker_reset(&k->br, now_ms);
     limiter_unpause(&k->lim); /* a mistaken 429 must not block for hours */
     d->wake_dirty = 1;
-    k->force_reason[0] = '\0';
+    keys_set_reason(k, NULL, 0);
     core_emit(d, &ev, now_ms);
     announce(d, k, now_ms);
 }
@@ -952,6 +949,8 @@ int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms)
         if (k->admit_ready)
             k->admit_ready = ADMIT_REBOUND; /* ancestors on the next use */
         k->nanc = 0;
+        free(k->anc);
+        k->anc = NULL;
         if (k->core_ready && pol->critical) {
             k->crit_next = d->critical;
             d->critical = k;
@@ -1063,8 +1062,7 @@ int core_import_key(struct resild *d, const struct key_export *ex,
     limiter_import(&k->lim, export_lim_conf(k), now_ms, &ex->lim);
     limiter_import(&k->crit_lim, &cc, now_ms, &ex->crit);
     heartbeat_import(&k->hb, now_ms, &ex->hb);
-    memcpy(k->force_reason, ex->reason, ex->reason_len);
-    k->force_reason[ex->reason_len] = '\0';
+    keys_set_reason(k, ex->reason, ex->reason_len);
     k->retry_prev_ms = ex->retry_prev_ms;
     track_health(d, k);
     d->wake_dirty = 1;

@@ -57,9 +57,7 @@ void keys_free(struct keys *ks)
         struct key *k = ks->buckets[i], *next;
         for (; k; k = next) {
             next = k->next;
-            free(k->window);
-            free(k->lease);
-            free(k);
+            keys_free_key(k);
         }
     }
     free(ks->buckets);
@@ -350,6 +348,43 @@ static const char *name_z(const char *name, size_t len)
     return buf;
 }
 
+size_t keys_name_end(size_t len)
+{
+    /* The window that follows holds uint64_t (time buckets). */
+    return (offsetof(struct key, name) + len + 1 + 7) & ~(size_t)7;
+}
+
+const char keys_no_reason[] = "";
+
+void keys_free_key(struct key *k)
+{
+    free(k->window);
+    free(k->lease);
+    free(k->lat_ms);
+    free(k->anc);
+    if (k->force_reason != keys_no_reason)
+        free((char *)k->force_reason);
+    free(k);
+}
+
+int keys_set_reason(struct key *k, const char *reason, size_t n)
+{
+    char *r = NULL;
+
+    if (!reason)
+        n = 0;
+    if (n > KEY_REASON_MAX)
+        n = KEY_REASON_MAX;
+    if (n && (r = malloc(n + 1))) {
+        memcpy(r, reason, n);
+        r[n] = '\0';
+    }
+    if (k->force_reason != keys_no_reason)
+        free((char *)k->force_reason);
+    k->force_reason = r ? r : keys_no_reason;
+    return n && !r ? RD_ENOMEM : 0;
+}
+
 int keys_get(struct keys *ks, const char *name, size_t len,
              const struct config *c, uint64_t now_ms, struct key **out)
 {
@@ -366,14 +401,15 @@ int keys_get(struct keys *ks, const char *name, size_t len,
     if (ks->count >= ks->max)
         return RD_EKEYS;
     pol = config_match(c, name_z(name, len));
-    k = calloc(1, sizeof(*k) + breaker_window_bytes(&pol->breaker));
+    k = calloc(1, keys_name_end(len) + breaker_window_bytes(&pol->breaker));
     if (!k)
         return RD_ENOMEM;
     memcpy(k->name, name, len);
     k->len = (uint8_t)len;
     k->policy = pol;
-    breaker_init(&k->br, &pol->breaker, k + 1, hash(name, len) ^ now_ms,
-                 now_ms);
+    k->force_reason = keys_no_reason;
+    breaker_init(&k->br, &pol->breaker, (char *)k + keys_name_end(len),
+                 hash(name, len) ^ now_ms, now_ms);
     b = hash(name, len) & (ks->nbuckets - 1);
     k->next = ks->buckets[b];
     ks->buckets[b] = k;
@@ -390,11 +426,15 @@ void keys_add_latency(struct key *k, uint64_t latency_ms)
 {
     unsigned i = 0;
 
-    k->lat_ms[k->lat_pos] =
-        latency_ms > UINT16_MAX ? UINT16_MAX : (uint16_t)latency_ms;
-    k->lat_pos = (uint16_t)((k->lat_pos + 1) % KEY_LATENCY_SAMPLES);
-    if (k->lat_n < KEY_LATENCY_SAMPLES)
-        k->lat_n++;
+    if (!k->lat_ms)
+        k->lat_ms = malloc(KEY_LATENCY_SAMPLES * sizeof(*k->lat_ms));
+    if (k->lat_ms) {
+        k->lat_ms[k->lat_pos] =
+            latency_ms > UINT16_MAX ? UINT16_MAX : (uint16_t)latency_ms;
+        k->lat_pos = (uint16_t)((k->lat_pos + 1) % KEY_LATENCY_SAMPLES);
+        if (k->lat_n < KEY_LATENCY_SAMPLES)
+            k->lat_n++;
+    }
     while (i < KEY_LATENCY_BUCKETS &&
            (double)latency_ms > keys_latency_bounds[i])
         i++;

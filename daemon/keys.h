@@ -43,8 +43,9 @@ struct key {
                               * limiter; freed with the key */
     struct bulkhead bh;
     uint32_t q_len; /* parked acquires on q_head (here: bh's padding) */
-    struct key *anc[KEY_MAX_ANCESTORS]; /* ancestors with a limiter,
-                                           nearest first (borrowed) */
+    struct key **anc; /* ancestors with a limiter, nearest first
+                       * (borrowed keys; an array of nanc, owned; NULL
+                       * when nanc is 0) */
     uint8_t nanc;
     uint8_t admit_ready; /* ancestors resolved */
     /* Name index (keys.c): AVL tree in byte order of name.  ord_h and
@@ -58,9 +59,11 @@ struct key {
     struct parked *q_head, *q_tail;    /* FIFO of parked acquires */
     struct key *wait_prev, *wait_next; /* on resild.waiting while q_len */
     uint64_t shadow_denied; /* shadow policy: denials turned allows */
-    uint16_t lat_ms[KEY_LATENCY_SAMPLES]; /* last latencies, ms, saturated */
-    uint16_t lat_pos, lat_n;              /* ring position, samples held */
-    char force_reason[KEY_REASON_MAX + 1];
+    uint16_t *lat_ms; /* last KEY_LATENCY_SAMPLES latencies, ms, saturated:
+                       * a ring allocated on the first reported latency */
+    uint16_t lat_pos, lat_n; /* ring position, samples held */
+    const char *force_reason; /* the operator's reason, a string owned by
+                               * the key, or keys_no_reason ("") */
     /* The core's bookkeeping (core.c). */
     struct key *unwell_prev, *unwell_next; /* on resild.unwell */
     uint64_t due_ms;       /* next time-driven change (core.c); 0: none */
@@ -78,9 +81,14 @@ struct key {
     uint32_t lat_hist[KEY_LATENCY_BUCKETS + 1];
     uint64_t lat_sum_ms;
     uint8_t len;
-    char name[KEY_MAX + 1];
-    /* The breaker's window memory follows the struct (same allocation). */
+    /* The name, NUL-terminated, stored once: the allocation is as long
+     * as the name.  The breaker's window memory follows it (same
+     * allocation, aligned; see keys_get). */
+    char name[];
 };
+
+/* The empty force reason every key without one points at. */
+extern const char keys_no_reason[];
 
 struct keys {
     struct key **buckets; /* nbuckets chains */
@@ -132,8 +140,22 @@ int keys_index_check(const struct keys *ks, unsigned *height);
 /* Upper bounds (ms) of the latency histogram's buckets. */
 extern const double keys_latency_bounds[KEY_LATENCY_BUCKETS];
 
-/* Remember one reported latency (ring for p50/p99, histogram). */
+/* Remember one reported latency (ring for p50/p99, histogram).  The ring
+ * is allocated on the first one; when that fails the sample is only in
+ * the histogram. */
 void keys_add_latency(struct key *k, uint64_t latency_ms);
+
+/* Keep reason[0..n) (cut to KEY_REASON_MAX; NULL or n == 0: none) as k's
+ * force reason.  When no memory can be had the reason is cut to nothing:
+ * the force itself never depends on it.  Returns 0 or RD_ENOMEM. */
+int keys_set_reason(struct key *k, const char *reason, size_t n);
+
+/* Bytes from a key's start to the end of a name of len bytes (its NUL
+ * included), rounded up to 8: where its breaker window starts. */
+size_t keys_name_end(size_t len);
+
+/* Free a key and what it owns (lease, window, ring, reason, ancestors). */
+void keys_free_key(struct key *k);
 
 /* The p1-th and p2-th percentiles (0..100, p1 <= p2) of the kept
  * latencies, nearest rank; 0 when none.  O(samples + 256), no sort. */

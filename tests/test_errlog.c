@@ -40,7 +40,7 @@ static char tmp[] = "/tmp/resild-test-errlog.XXXXXX";
 
 static struct key *mkkey(const char *name)
 {
-    struct key *k = calloc(1, sizeof(*k));
+    struct key *k = calloc(1, sizeof(*k) + KEY_MAX + 1);
 
     k->len = (uint8_t)strlen(name);
     memcpy(k->name, name, k->len);

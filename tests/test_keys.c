@@ -437,7 +437,8 @@ static void test_percentiles(void)
     for (run = 0; run < 3000; run++) {
         uint16_t ref[KEY_LATENCY_SAMPLES];
         unsigned n, i, p;
-        memset(k->lat_ms, 0, sizeof(k->lat_ms));
+        if (k->lat_ms)
+            memset(k->lat_ms, 0, KEY_LATENCY_SAMPLES * sizeof(*k->lat_ms));
         k->lat_n = k->lat_pos = 0;
         seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
         n = 1 + (unsigned)(seed % 200); /* past the ring: it wraps */
@@ -466,6 +467,7 @@ static void test_percentiles(void)
        "percentiles equal a sorted reference in 3000 sample sets "
        "(%d off)",
        bad);
+    free(k->lat_ms);
     free(k);
 }
 
