@@ -11,11 +11,23 @@
 
 /* --- sliding window ---------------------------------------------------- */
 
+_Static_assert(BREAKER_MAX_COUNT_WINDOW <= UINT16_MAX &&
+                   BREAKER_MAX_TIME_WINDOW <= UINT16_MAX,
+               "window sizes and counts are kept in uint16_t");
+
+/* 64-bit words in one bitset of a count window of n calls. */
+static size_t bit_words(uint32_t n)
+{
+    return ((size_t)n + 63) / 64;
+}
+
 size_t breaker_window_bytes(const struct breaker_conf *c)
 {
+    uint32_t n = c->window_size ? c->window_size : 1;
+
     if (c->window_time)
-        return (size_t)c->window_size * sizeof(struct breaker_bucket);
-    return c->window_size ? c->window_size : 1;
+        return (size_t)n * sizeof(struct breaker_bucket);
+    return 2 * bit_words(n) * sizeof(uint64_t);
 }
 
 static void window_clear(struct breaker *b)
@@ -24,6 +36,26 @@ static void window_clear(struct breaker *b)
     b->win_calls = b->win_failures = b->win_slow = 0;
     if (b->window_time)
         memset(b->buckets, 0, (size_t)b->window_size * sizeof(*b->buckets));
+    else
+        memset(b->bits, 0, 2 * bit_words(b->window_size) * sizeof(uint64_t));
+}
+
+/* Slot i of a count window: bit 0 failure, bit 1 slow. */
+static unsigned slot_get(const struct breaker *b, uint32_t i)
+{
+    const uint64_t *slow = b->bits + bit_words(b->window_size);
+
+    return (unsigned)((b->bits[i / 64] >> (i % 64)) & 1) |
+           (unsigned)((slow[i / 64] >> (i % 64)) & 1) << 1;
+}
+
+static void slot_set(struct breaker *b, uint32_t i, unsigned v)
+{
+    uint64_t *slow = b->bits + bit_words(b->window_size);
+    uint64_t m = (uint64_t)1 << (i % 64);
+
+    b->bits[i / 64] = (b->bits[i / 64] & ~m) | ((v & 1) ? m : 0);
+    slow[i / 64] = (slow[i / 64] & ~m) | ((v & 2) ? m : 0);
 }
 
 /* Totals of the time window as seen at now_ms. */
@@ -71,18 +103,18 @@ static void window_add(struct breaker *b, uint64_t now_ms, int failed, int slow)
         return;
     }
     if (b->win_fill == b->window_size) {
-        uint8_t old = b->ring[b->win_pos];
+        unsigned old = slot_get(b, b->win_pos);
         b->win_calls--;
-        b->win_failures -= old & 1;
-        b->win_slow -= (old >> 1) & 1;
+        b->win_failures = (uint16_t)(b->win_failures - (old & 1));
+        b->win_slow = (uint16_t)(b->win_slow - ((old >> 1) & 1));
     } else {
         b->win_fill++;
     }
-    b->ring[b->win_pos] = (uint8_t)(failed | slow << 1);
-    b->win_pos = (b->win_pos + 1) % b->window_size;
+    slot_set(b, b->win_pos, (unsigned)(failed | slow << 1));
+    b->win_pos = (uint16_t)((b->win_pos + 1) % b->window_size);
     b->win_calls++;
-    b->win_failures += (uint32_t)failed;
-    b->win_slow += (uint32_t)slow;
+    b->win_failures = (uint16_t)(b->win_failures + failed);
+    b->win_slow = (uint16_t)(b->win_slow + slow);
 }
 
 /* --- transitions -------------------------------------------------------- */
@@ -93,7 +125,7 @@ static void window_add(struct breaker *b, uint64_t now_ms, int failed, int slow)
 static void report(struct breaker *b, enum breaker_visible from,
                    enum breaker_transition_cause cause)
 {
-    struct breaker_transition *t;
+    struct breaker_tq_entry *t;
     enum breaker_visible to = breaker_visible_state(b);
 
     if (from == to)
@@ -104,9 +136,9 @@ static void report(struct breaker *b, enum breaker_visible from,
         b->transitions_dropped++;
     }
     t = &b->tq[(b->tq_head + b->tq_len) % BREAKER_TRANSITIONS_MAX];
-    t->from = from;
-    t->to = to;
-    t->cause = cause;
+    t->from = (uint8_t)from;
+    t->to = (uint8_t)to;
+    t->cause = (uint8_t)cause;
     b->tq_len++;
 }
 
@@ -114,7 +146,9 @@ int breaker_next_transition(struct breaker *b, struct breaker_transition *t)
 {
     if (!b->tq_len)
         return 0;
-    *t = b->tq[b->tq_head];
+    t->from = (enum breaker_visible)b->tq[b->tq_head].from;
+    t->to = (enum breaker_visible)b->tq[b->tq_head].to;
+    t->cause = (enum breaker_transition_cause)b->tq[b->tq_head].cause;
     b->tq_head = (uint8_t)((b->tq_head + 1) % BREAKER_TRANSITIONS_MAX);
     b->tq_len--;
     return 1;
@@ -215,11 +249,11 @@ void breaker_init(struct breaker *b, const struct breaker_conf *c, void *window,
     seed ^= seed >> 31;
     b->rng = seed ? seed : 1;
     b->window_time = c->window_time;
-    b->window_size = c->window_size ? c->window_size : 1;
+    b->window_size = (uint16_t)(c->window_size ? c->window_size : 1);
     if (b->window_time)
         b->buckets = window;
     else
-        b->ring = window;
+        b->bits = window;
     window_clear(b);
 }
 
@@ -238,13 +272,11 @@ void breaker_rewindow(struct breaker *b, const struct breaker_conf *c,
                b->window_size == (c->window_size ? c->window_size : 1);
 
     b->window_time = c->window_time;
-    b->window_size = c->window_size ? c->window_size : 1;
-    b->ring = NULL;
-    b->buckets = NULL;
+    b->window_size = (uint16_t)(c->window_size ? c->window_size : 1);
     if (b->window_time)
         b->buckets = window;
     else
-        b->ring = window;
+        b->bits = window;
     if (!same)
         window_clear(b);
 }
@@ -745,7 +777,7 @@ void breaker_export(const struct breaker *b, uint64_t now_ms,
         uint32_t start =
             (b->win_pos + b->window_size - b->win_fill) % b->window_size;
         for (i = 0; i < b->win_fill; i++)
-            calls[n++] = b->ring[(start + i) % b->window_size];
+            calls[n++] = (uint8_t)slot_get(b, (start + i) % b->window_size);
     } else {
         /* Buckets still inside the window, oldest first. */
         uint64_t cur = now_ms / 1000 + 1;

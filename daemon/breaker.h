@@ -158,39 +158,52 @@ struct breaker_bucket {
     uint32_t calls, failures, slow;
 };
 
+/* A queued transition, packed (breaker_next_transition unpacks it). */
+struct breaker_tq_entry {
+    uint8_t from, to, cause;
+};
+
+/*
+ * Fields are ordered by size so that the struct has no holes: a host may
+ * hold a million of these.  The small enums are kept in uint8_t.
+ */
 struct breaker {
-    enum breaker_state state;      /* automatic state */
-    enum breaker_force force;      /* operator override, BREAKER_AUTO if none */
-    enum breaker_cause cause;      /* why it last opened */
-    uint64_t since_ms;             /* when the visible state last changed */
-    uint64_t open_until_ms;        /* OPEN: first instant half-open may start */
-    uint64_t open_for_ms;          /* OPEN: length of the current open period */
-    uint64_t force_until_ms;       /* force TTL end; 0 = until changed */
-    uint32_t generation;           /* bumped on every visible state change */
-    uint32_t consecutive_failures; /* CLOSED: failures since last success */
-    uint32_t reopens;              /* opens since it was last closed */
-    uint32_t probes_in_flight;     /* HALF_OPEN: admitted, not yet reported */
-    uint32_t probe_successes;      /* HALF_OPEN: successes so far */
-    uint64_t rng;                  /* xorshift64 state for open_jitter */
-    /* Sliding window: fed while closed and while forced, cleared on
-     * entering closed; otherwise frozen while open / half-open so status
-     * shows what tripped it. */
-    uint8_t window_time;  /* layout of the attached memory */
-    uint32_t window_size; /* entries attached */
-    uint32_t win_pos;     /* count: next slot */
-    uint32_t win_fill;    /* count: slots in use */
-    uint32_t win_calls, win_failures, win_slow; /* count: totals */
-    uint8_t *ring;                  /* count: bit0 failure, bit1 slow */
-    struct breaker_bucket *buckets; /* time: window_size buckets */
+    uint64_t since_ms;       /* when the visible state last changed */
+    uint64_t open_until_ms;  /* OPEN: first instant half-open may start */
+    uint64_t open_for_ms;    /* OPEN: length of the current open period */
+    uint64_t force_until_ms; /* force TTL end; 0 = until changed */
+    uint64_t rng;            /* xorshift64 state for open_jitter */
     /* Lifetime figures. */
     uint64_t calls; /* outcomes counted (not ignored) */
     uint64_t failures;
     uint64_t slow_calls;
     uint64_t opens; /* times it went to open */
+    /* Sliding window memory (breaker_window_bytes, owned by the caller):
+     * fed while closed and while forced, cleared on entering closed;
+     * otherwise frozen while open / half-open so status shows what
+     * tripped it. */
+    union {
+        uint64_t *bits; /* count: two bitsets of window_size bits, the
+                         * failures then the slow calls */
+        struct breaker_bucket *buckets; /* time: window_size buckets */
+    };
+    uint32_t generation;           /* bumped on every visible state change */
+    uint32_t consecutive_failures; /* CLOSED: failures since last success */
+    uint32_t reopens;              /* opens since it was last closed */
+    uint32_t probes_in_flight;     /* HALF_OPEN: admitted, not yet reported */
+    uint32_t probe_successes;      /* HALF_OPEN: successes so far */
+    uint32_t transitions_dropped;  /* overwritten undrained (0 if drained) */
+    uint16_t window_size; /* entries attached (<= BREAKER_MAX_COUNT_WINDOW) */
+    uint16_t win_pos;     /* count: next slot */
+    uint16_t win_fill;    /* count: slots in use */
+    uint16_t win_calls, win_failures, win_slow; /* count: totals */
+    uint8_t state;       /* enum breaker_state: automatic state */
+    uint8_t force;       /* enum breaker_force: override, or BREAKER_AUTO */
+    uint8_t cause;       /* enum breaker_cause: why it last opened */
+    uint8_t window_time; /* layout of the attached memory */
     /* Transitions not yet drained: a ring of tq_len entries from tq_head. */
-    struct breaker_transition tq[BREAKER_TRANSITIONS_MAX];
     uint8_t tq_head, tq_len;
-    uint64_t transitions_dropped; /* overwritten undrained (0 if drained) */
+    struct breaker_tq_entry tq[BREAKER_TRANSITIONS_MAX];
 };
 
 struct breaker_verdict {

@@ -422,15 +422,45 @@ int keys_get(struct keys *ks, const char *name, size_t len,
 const double keys_latency_bounds[KEY_LATENCY_BUCKETS] = {
     1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
 
+/*
+ * A latency in one byte: below 32 ms exactly, above as 16 steps per power
+ * of two (an error under 1/32 of the value), up to the 65535 ms the ring
+ * has always saturated at.  The code keeps the order of the values, so a
+ * percentile of codes is the code of the percentile.
+ */
+uint8_t keys_latency_code(uint64_t ms)
+{
+    unsigned e;
+
+    if (ms > UINT16_MAX)
+        ms = UINT16_MAX;
+    if (ms < 32)
+        return (uint8_t)ms;
+    e = 63 - (unsigned)__builtin_clzll(ms); /* 5..15 */
+    return (uint8_t)(32 + (e - 5) * 16 + ((ms >> (e - 4)) & 15));
+}
+
+uint64_t keys_latency_value(uint8_t code)
+{
+    unsigned e, m;
+    uint64_t w;
+
+    if (code < 32)
+        return code;
+    e = (unsigned)(code - 32) / 16 + 5;
+    m = (unsigned)(code - 32) % 16;
+    w = (uint64_t)1 << (e - 4); /* the step's width */
+    return (16 + m) * w + (w - 1) / 2; /* its middle */
+}
+
 void keys_add_latency(struct key *k, uint64_t latency_ms)
 {
     unsigned i = 0;
 
     if (!k->lat_ms)
-        k->lat_ms = malloc(KEY_LATENCY_SAMPLES * sizeof(*k->lat_ms));
+        k->lat_ms = malloc(KEY_LATENCY_SAMPLES);
     if (k->lat_ms) {
-        k->lat_ms[k->lat_pos] =
-            latency_ms > UINT16_MAX ? UINT16_MAX : (uint16_t)latency_ms;
+        k->lat_ms[k->lat_pos] = keys_latency_code(latency_ms);
         k->lat_pos = (uint16_t)((k->lat_pos + 1) % KEY_LATENCY_SAMPLES);
         if (k->lat_n < KEY_LATENCY_SAMPLES)
             k->lat_n++;
@@ -442,63 +472,31 @@ void keys_add_latency(struct key *k, uint64_t latency_ms)
     k->lat_sum_ms += latency_ms;
 }
 
-/*
- * The values of ranks r[0] <= r[1] (0-based) among v[0..n), n <= 255,
- * without sorting: a count of the high bytes finds the bucket holding each
- * rank, a count of the low bytes within it the value.  O(n + 256) whatever
- * the values, and one pass serves both ranks (two qsorts per key once made
- * a status page of 1000 keys cost 12 ms of loop time).
- */
-_Static_assert(KEY_LATENCY_SAMPLES <= 255, "rank2_u16 counts in uint8_t");
-
-static void rank2_u16(const uint16_t *v, size_t n, const size_t r[2],
-                      uint16_t out[2])
-{
-    uint8_t cnt[256];
-    unsigned hi[2], b = 0, j;
-    size_t acc = 0, i, left[2];
-
-    memset(cnt, 0, sizeof(cnt));
-    for (i = 0; i < n; i++)
-        cnt[v[i] >> 8]++;
-    for (j = 0; j < 2; j++) {
-        while (b < 255 && acc + cnt[b] <= r[j])
-            acc += cnt[b++];
-        hi[j] = b;
-        left[j] = r[j] - acc;
-    }
-    for (j = 0; j < 2; j++) {
-        unsigned lo = 0;
-        if (j == 1 && hi[1] == hi[0]) { /* same bucket: counts are reused */
-            acc = 0;
-        } else {
-            memset(cnt, 0, sizeof(cnt));
-            for (i = 0; i < n; i++)
-                if ((unsigned)(v[i] >> 8) == hi[j])
-                    cnt[v[i] & 0xff]++;
-            acc = 0;
-        }
-        while (lo < 255 && acc + cnt[lo] <= left[j])
-            acc += cnt[lo++];
-        out[j] = (uint16_t)(hi[j] << 8 | lo);
-    }
-}
+_Static_assert(KEY_LATENCY_SAMPLES <= 255, "codes are counted in uint8_t");
 
 void keys_latency_percentiles(const struct key *k, unsigned p1, unsigned p2,
                               uint64_t *v1, uint64_t *v2)
 {
-    size_t r[2];
-    uint16_t out[2];
+    uint8_t cnt[256];
+    size_t r[2], acc = 0, i;
+    unsigned c = 0, j;
+    uint64_t *out[2] = {v1, v2};
 
     *v1 = *v2 = 0;
     if (k->lat_n == 0)
         return;
-    /* Nearest rank: the smallest sample >= p% of the samples. */
+    /* Nearest rank: the smallest sample >= p% of the samples.  One count
+     * of the codes serves both ranks: O(samples + 256), no sort (two
+     * qsorts per key once made a status page of 1000 keys cost 12 ms). */
     r[0] = ((size_t)p1 * k->lat_n + 99) / 100;
     r[1] = ((size_t)p2 * k->lat_n + 99) / 100;
-    r[0] = r[0] ? r[0] - 1 : 0;
-    r[1] = r[1] ? r[1] - 1 : 0;
-    rank2_u16(k->lat_ms, k->lat_n, r, out);
-    *v1 = out[0];
-    *v2 = out[1];
+    memset(cnt, 0, sizeof(cnt));
+    for (i = 0; i < k->lat_n; i++)
+        cnt[k->lat_ms[i]]++;
+    for (j = 0; j < 2; j++) {
+        size_t want = r[j] ? r[j] : 1;
+        while (c < 255 && acc + cnt[c] < want)
+            acc += cnt[c++];
+        *out[j] = keys_latency_value((uint8_t)c);
+    }
 }

@@ -59,8 +59,9 @@ struct key {
     struct parked *q_head, *q_tail;    /* FIFO of parked acquires */
     struct key *wait_prev, *wait_next; /* on resild.waiting while q_len */
     uint64_t shadow_denied; /* shadow policy: denials turned allows */
-    uint16_t *lat_ms; /* last KEY_LATENCY_SAMPLES latencies, ms, saturated:
-                       * a ring allocated on the first reported latency */
+    uint8_t *lat_ms; /* last KEY_LATENCY_SAMPLES latencies as one-byte
+                      * codes (keys_latency_code): a ring allocated on the
+                      * first reported latency */
     uint16_t lat_pos, lat_n; /* ring position, samples held */
     const char *force_reason; /* the operator's reason, a string owned by
                                * the key, or keys_no_reason ("") */
@@ -157,8 +158,15 @@ size_t keys_name_end(size_t len);
 /* Free a key and what it owns (lease, window, ring, reason, ancestors). */
 void keys_free_key(struct key *k);
 
+/* A latency in ms as kept in the ring: exact below 32 ms, within 1/32
+ * above, saturated at 65535 ms; order-preserving.  keys_latency_value
+ * gives a code's value back (the middle of its step). */
+uint8_t keys_latency_code(uint64_t ms);
+uint64_t keys_latency_value(uint8_t code);
+
 /* The p1-th and p2-th percentiles (0..100, p1 <= p2) of the kept
- * latencies, nearest rank; 0 when none.  O(samples + 256), no sort. */
+ * latencies (as keys_latency_value gives them back), nearest rank; 0
+ * when none.  O(samples + 256), no sort. */
 void keys_latency_percentiles(const struct key *k, unsigned p1, unsigned p2,
                               uint64_t *v1, uint64_t *v2);
 

@@ -45,7 +45,7 @@ static uint64_t key_cost(const struct policy *p)
 {
     return malloc_cost(keys_name_end(KEY_MAX) +
                        breaker_window_bytes(&p->breaker)) +
-           malloc_cost(KEY_LATENCY_SAMPLES * sizeof(uint16_t)) +
+           malloc_cost(KEY_LATENCY_SAMPLES) +
            malloc_cost(KEY_REASON_MAX + 1) +
            malloc_cost(KEY_MAX_ANCESTORS * sizeof(struct key *)) +
            (admit_policy_leased(p) ? malloc_cost(admit_lease_bytes()) : 0);

@@ -419,9 +419,36 @@ static void test_page_cost(void)
 
 /* ---- latency percentiles against a sort ---- */
 
-static int cmp_u16(const void *a, const void *b)
+static int cmp_u64(const void *a, const void *b)
 {
-    return (int)*(const uint16_t *)a - (int)*(const uint16_t *)b;
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* The one-byte code: exact below 32 ms, within 1/32 above, saturated at
+ * 65535, and in the order of the values (so ranks of codes are ranks of
+ * values). */
+static void test_latency_code(void)
+{
+    uint64_t v, worst = 0, bad = 0;
+    unsigned prev = 0;
+
+    for (v = 0; v <= 70000; v++) {
+        unsigned c = keys_latency_code(v);
+        uint64_t back = keys_latency_value((uint8_t)c);
+        uint64_t want = v > 65535 ? 65535 : v;
+        uint64_t err = back > want ? back - want : want - back;
+        if (c < prev || (want < 32 && err) || err * 32 > want)
+            bad++;
+        if (want >= 32 && err * 1000 / want > worst)
+            worst = err * 1000 / want;
+        prev = c;
+    }
+    OK(bad == 0 && keys_latency_code(UINT64_MAX) == keys_latency_code(65535),
+       "latency codes: exact below 32 ms, ordered, error <= 1/32 "
+       "(worst %.1f%%, %llu off)",
+       (double)worst / 10, (unsigned long long)bad);
 }
 
 static void test_percentiles(void)
@@ -435,10 +462,8 @@ static void test_percentiles(void)
     keys_latency_percentiles(k, 50, 99, &v1, &v2);
     OK(v1 == 0 && v2 == 0, "no samples: percentiles 0");
     for (run = 0; run < 3000; run++) {
-        uint16_t ref[KEY_LATENCY_SAMPLES];
+        uint64_t ref[KEY_LATENCY_SAMPLES], kept[200];
         unsigned n, i, p;
-        if (k->lat_ms)
-            memset(k->lat_ms, 0, KEY_LATENCY_SAMPLES * sizeof(*k->lat_ms));
         k->lat_n = k->lat_pos = 0;
         seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
         n = 1 + (unsigned)(seed % 200); /* past the ring: it wraps */
@@ -451,9 +476,14 @@ static void test_percentiles(void)
                 : run % 4 == 2 ? 250 + seed % 20
                                : seed % 1000;
             keys_add_latency(k, v);
+            kept[i] = v;
         }
-        memcpy(ref, k->lat_ms, sizeof(ref[0]) * k->lat_n);
-        qsort(ref, k->lat_n, sizeof(ref[0]), cmp_u16);
+        /* The reference: the last 128 values given, as the ring gives
+         * them back, sorted. */
+        for (i = 0; i < k->lat_n; i++)
+            ref[i] = keys_latency_value(
+                keys_latency_code(kept[n - k->lat_n + i]));
+        qsort(ref, k->lat_n, sizeof(ref[0]), cmp_u64);
         for (p = 0; p <= 100; p += (run % 2 ? 1 : 7)) {
             unsigned q = p + (unsigned)(seed % (101 - p));
             size_t r1 = ((size_t)p * k->lat_n + 99) / 100;
@@ -474,6 +504,7 @@ static void test_percentiles(void)
 int main(void)
 {
     test_keys();
+    test_latency_code();
     test_percentiles();
     test_page_edges();
     test_page_model();
