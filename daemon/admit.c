@@ -446,9 +446,8 @@ static struct limiter_conf crit_conf(const struct key *k)
 int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
 {
     char prefix[KEY_MAX + 1];
-    struct key *anc[KEY_MAX_ANCESTORS];
     struct limiter_conf cc;
-    size_t i, nanc = 0;
+    size_t i;
     int rc;
 
     if (k->admit_ready == ADMIT_READY)
@@ -471,9 +470,12 @@ int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
             k->rng = 1;
     }
     k->nanc = 0;
-    /* Ancestors, nearest first: "a.b.c" -> "a.b", "a".  One more than
-     * KEY_MAX_ANCESTORS is refused, never skipped: the farthest is
-     * usually the account-wide bucket. */
+    k->up = NULL;
+    /* The nearest ancestor with a limiter: "a.b.c" -> "a.b", "a".  Its
+     * own chain (prepared first) holds the farther ones, so the chain
+     * from k is every ancestor with a limiter, nearest first, and costs
+     * a key one pointer.  One more than KEY_MAX_ANCESTORS is refused,
+     * never skipped: the farthest is usually the account-wide bucket. */
     for (i = k->len; i-- > 0;) {
         const struct policy *pol;
         struct key *a;
@@ -484,21 +486,15 @@ int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
         pol = config_match(&d->cfg, prefix);
         if (!pol->has_limiter)
             continue;
-        if (nanc == KEY_MAX_ANCESTORS)
-            return RD_EDEEP;
         if ((rc = keys_get(&d->keys, prefix, i, &d->cfg, now_ms, &a)) < 0 ||
             (rc = admit_prepare(d, a, now_ms)) < 0)
             return rc;
-        anc[nanc++] = a;
+        if (a->nanc + 1 > KEY_MAX_ANCESTORS)
+            return RD_EDEEP;
+        k->up = a;
+        k->nanc = (uint8_t)(a->nanc + 1);
+        break;
     }
-    /* Most keys have none or one: the array is as long as the list. */
-    free(k->anc);
-    k->anc = NULL;
-    if (nanc && !(k->anc = malloc(nanc * sizeof(*k->anc))))
-        return RD_ENOMEM;
-    if (nanc)
-        memcpy(k->anc, anc, nanc * sizeof(*k->anc));
-    k->nanc = (uint8_t)nanc;
     k->admit_ready = ADMIT_READY;
     return 0;
 }
@@ -615,13 +611,12 @@ static uint64_t limiter_chain_wait(const struct resild *d, struct resild *wd,
                                    uint64_t now_ms, const struct key **culprit)
 {
     uint64_t w, worst;
-    size_t i;
+    struct key *a;
 
     worst = own_wait(d, wd, k, cost, critical, now_ms);
     if (culprit)
         *culprit = k;
-    for (i = 0; i < k->nanc; i++) {
-        struct key *a = k->anc[i];
+    for (a = k->up; a; a = a->up) {
         w = own_wait(d, wd, a, cost, critical, now_ms);
         if (w > worst) {
             worst = w;
@@ -648,7 +643,7 @@ static enum verdict decide(struct resild *d, struct caller *c, struct key *k,
     int crit_pass = 0, shadow = 0;
     enum verdict out = V_ALLOW;
     uint64_t wait;
-    size_t i;
+    struct key *a;
 
     memset(res, 0, sizeof(*res));
     if (k->admit_ready != ADMIT_READY && admit_prepare(d, k, now_ms) < 0) {
@@ -718,8 +713,8 @@ static enum verdict decide(struct resild *d, struct caller *c, struct key *k,
     }
     if (!shadow) {
         own_take(d, k, cost, critical, now_ms);
-        for (i = 0; i < k->nanc; i++)
-            own_take(d, k->anc[i], cost, critical, now_ms);
+        for (a = k->up; a; a = a->up)
+            own_take(d, a, cost, critical, now_ms);
         if (crit_pass) {
             limiter_take(&k->crit_lim, &cc, now_ms, 1);
             d->m.critical_probes++;
@@ -845,7 +840,7 @@ int admit_acquire(struct resild *d, struct caller *c, struct key *k,
                   const struct key **culprit)
 {
     enum verdict vd;
-    size_t i;
+    struct key *a;
 
     /* A cost no limiter in the chain can ever hold is a bad request.  A
      * normal request may not take a limiter's reserve. */
@@ -853,9 +848,9 @@ int admit_acquire(struct resild *d, struct caller *c, struct key *k,
         *culprit = k;
         return RD_E2BIG;
     }
-    for (i = 0; i < k->nanc; i++)
-        if (!fits_ever(k->anc[i], cost, critical)) {
-            *culprit = k->anc[i];
+    for (a = k->up; a; a = a->up)
+        if (!fits_ever(a, cost, critical)) {
+            *culprit = a;
             return RD_E2BIG;
         }
     vd = decide(d, c, k, cost, critical, 0, msgid, now_ms, res);
@@ -983,9 +978,9 @@ void admit_permit_done(struct resild *d, struct permit *p)
  * self (its own pause only). */
 static struct key *nearest_limiter(struct key *k)
 {
-    if (k->policy->has_limiter || k->nanc == 0)
+    if (k->policy->has_limiter || !k->up)
         return k;
-    return k->anc[0];
+    return k->up;
 }
 
 struct key *admit_venue_pause(struct resild *d, struct key *k, uint64_t now_ms,

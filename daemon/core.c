@@ -600,7 +600,7 @@ int core_report(struct resild *d, struct caller *c, struct outcome *o,
         uint64_t wait = breaker_retry_after(&k->br, now_ms);
         uint64_t lw = k->policy->has_limiter || !k->nanc
                           ? limiter_paused_ms(&k->lim, now_ms)
-                          : limiter_paused_ms(&k->anc[0]->lim, now_ms);
+                          : limiter_paused_ms(&k->up->lim, now_ms);
         if (lw > wait)
             wait = lw;
         retry_advise(&k->policy->retry, &d->budget, now_ms, o->attempt,
@@ -949,8 +949,7 @@ int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms)
         if (k->admit_ready)
             k->admit_ready = ADMIT_REBOUND; /* ancestors on the next use */
         k->nanc = 0;
-        free(k->anc);
-        k->anc = NULL;
+        k->up = NULL;
         if (k->core_ready && pol->critical) {
             k->crit_next = d->critical;
             d->critical = k;

@@ -361,7 +361,6 @@ void keys_free_key(struct key *k)
     free(k->window);
     free(k->lease);
     free(k->lat_ms);
-    free(k->anc);
     if (k->force_reason != keys_no_reason)
         free((char *)k->force_reason);
     free(k);

@@ -43,9 +43,8 @@ struct key {
                               * limiter; freed with the key */
     struct bulkhead bh;
     uint32_t q_len; /* parked acquires on q_head (here: bh's padding) */
-    struct key **anc; /* ancestors with a limiter, nearest first
-                       * (borrowed keys; an array of nanc, owned; NULL
-                       * when nanc is 0) */
+    struct key *up; /* the nearest ancestor with a limiter (borrowed);
+                     * its up the next: nanc of them in all */
     uint8_t nanc;
     uint8_t admit_ready; /* ancestors resolved */
     /* Name index (keys.c): AVL tree in byte order of name.  ord_h and
@@ -155,7 +154,7 @@ int keys_set_reason(struct key *k, const char *reason, size_t n);
  * included), rounded up to 8: where its breaker window starts. */
 size_t keys_name_end(size_t len);
 
-/* Free a key and what it owns (lease, window, ring, reason, ancestors). */
+/* Free a key and what it owns (lease, window, ring, reason). */
 void keys_free_key(struct key *k);
 
 /* A latency in ms as kept in the ring: exact below 32 ms, within 1/32

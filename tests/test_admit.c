@@ -126,7 +126,7 @@ static void test_hierarchy_all_or_nothing(void)
     orders = key(&d, "binance.orders", 0);
     ws = key(&d, "binance.ws", 0);
     acct = keys_find(&d.keys, "binance", 7);
-    OK(acct && orders->nanc == 1 && orders->anc[0] == acct,
+    OK(acct && orders->nanc == 1 && orders->up == acct,
        "binance.orders has the account limiter as ancestor");
     /* Account burst 10, reserve 2: 8 normal tokens across endpoints. */
     acquire(&d, &f, orders, 4, 0, 0, 0, &res);
@@ -425,6 +425,65 @@ static void test_lost_probe(void)
     core_free(&d);
 }
 
+/* Ancestor limiters as a chain (each key points at its nearest; the
+ * nearest's chain holds the rest): every limited ancestor is found,
+ * nearest first, up to KEY_MAX_ANCESTORS, and one more is refused rather
+ * than skipped; after a reload that limits fewer prefixes the chain
+ * follows the new config. */
+static void test_ancestor_chain(void)
+{
+    struct resild d;
+    struct fake f;
+    struct admit_result res;
+    struct key *k, *a, *cur;
+    char name[64], err[256];
+    struct config cfg;
+    size_t n;
+    int ok = 1, i;
+
+    load(&d, "{\"policies\": {\"*\": {\"limiter\": {\"rate\": 5}}}}");
+    fake_init(&f);
+    k = key(&d, "a.b.c.d.e.f.g.h.i", 0); /* 8 ancestors, all limited */
+    OK(k && k->nanc == KEY_MAX_ANCESTORS, "8 limited ancestors: nanc %d",
+       k ? k->nanc : -1);
+    /* The chain is the prefixes, nearest first. */
+    snprintf(name, sizeof(name), "a.b.c.d.e.f.g.h.i");
+    n = strlen(name);
+    for (cur = k, i = 0; cur && ok; cur = cur->up, i++) {
+        ok = cur->len == n && !memcmp(cur->name, name, n);
+        while (n > 0 && name[--n] != '.')
+            ;
+    }
+    OK(ok && i == KEY_MAX_ANCESTORS + 1, "chain: each prefix once, nearest "
+                                         "first (%d keys)",
+       i);
+    IS(keys_get(&d.keys, "a.b.c.d.e.f.g.h.i.j", 19, &d.cfg, 0, &a), 0,
+       "a 9-deep key can be made");
+    IS(admit_prepare(&d, a, 0), RD_EDEEP,
+       "but its 9 limited ancestors are refused, not cut");
+    /* Every limiter in the chain takes the cost. */
+    acquire(&d, &f, k, 5, 0, 0, 0, &res);
+    OK(res.allow, "cost 5 allowed through 9 limiters");
+    for (cur = k, ok = 1; cur; cur = cur->up)
+        ok &= limiter_available(&cur->lim, &cur->policy->limiter, 0) == 0;
+    OK(ok, "each of the 9 buckets paid 5");
+    acquire(&d, &f, key(&d, "a.b.x", 0), 1, 0, 0, 0, &res);
+    OK(!res.allow, "a sibling under the same ancestors is limited by them");
+    /* Reload: only "a" has a limiter now. */
+    if (config_load_text("{\"policies\": {\"a\": {\"limiter\": "
+                         "{\"rate\": 5}}}}",
+                         &cfg, err, sizeof(err)) < 0 ||
+        core_rebind(&d, &cfg, 0) < 0) {
+        OK(0, "rebind: %s", err);
+    } else {
+        k = keys_find(&d.keys, "a.b.c.d.e.f.g.h.i", 17);
+        OK(k && k->nanc == 1 && k->up && k->up->len == 1 &&
+               k->up->name[0] == 'a',
+           "after a reload the chain is the one limited ancestor");
+    }
+    core_free(&d);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -439,6 +498,7 @@ int main(void)
     test_shadow();
     test_permit_ttl_expiry();
     test_lost_probe();
+    test_ancestor_chain();
     {
         char path[256];
         snprintf(path, sizeof(path), "%s/c.json", dir);
