@@ -41,6 +41,10 @@ struct req {
     msgpack_packer *pk;
     uint64_t now_ms;
     const char *name; /* method name, NUL-terminated, for messages */
+    /* The top-level arguments, found once by known_args: vals[j] is the
+     * value named allowed[j], or NULL. */
+    const char *const *allowed;
+    const msgpack_object *vals[32];
 };
 
 /* --- argument helpers: each packs bad_request and returns -1 on error --- */
@@ -68,12 +72,17 @@ static int bad(struct req *r, const char *fmt, ...)
  * handlers take the first, a dict-based client the last).  where prefixes
  * the name in the message ("error.").
  */
+/* Every name in map must be one of allowed (at most 32), once.  With
+ * vals, vals[j] is set to the value named allowed[j] (NULL: not given). */
 static int known_args(struct req *r, const msgpack_object *map,
-                      const char *where, const char *const *allowed)
+                      const char *where, const char *const *allowed,
+                      const msgpack_object **vals)
 {
     uint32_t i, seen = 0;
     size_t j;
 
+    for (j = 0; vals && allowed[j]; j++)
+        vals[j] = NULL;
     if (!map || map->type != MSGPACK_OBJECT_MAP)
         return 0;
     for (i = 0; i < map->via.map.size; i++) {
@@ -81,8 +90,9 @@ static int known_args(struct req *r, const msgpack_object *map,
         char esc[48];
         if (k->type != MSGPACK_OBJECT_STR)
             return bad(r, "argument names must be strings");
-        for (j = 0; allowed[j]; j++)
-            if (proto_str_eq(k, allowed[j]))
+        for (j = 0; allowed[j]; j++) /* first byte first: cheap misses */
+            if (k->via.str.size && allowed[j][0] == k->via.str.ptr[0] &&
+                proto_str_eq(k, allowed[j]))
                 break;
         if (!allowed[j])
             return bad(
@@ -91,14 +101,38 @@ static int known_args(struct req *r, const msgpack_object *map,
         if (seen & (1u << j))
             return bad(r, "argument '%s%s' given twice", where, allowed[j]);
         seen |= 1u << j;
+        if (vals)
+            vals[j] = &map->via.map.ptr[i].val;
     }
     return 0;
+}
+
+/* The value of argument name in map, or NULL.  The request's own
+ * arguments come from the index known_args made (a pointer compare
+ * finds the name: the method tables and the callers use the same
+ * literals), anything else from a walk of map. */
+static const msgpack_object *lookup(const struct req *r,
+                                    const msgpack_object *map,
+                                    const char *name)
+{
+    size_t j;
+
+    if (map && map == r->m->params && r->allowed) {
+        for (j = 0; r->allowed[j]; j++)
+            if (r->allowed[j] == name)
+                return r->vals[j];
+        for (j = 0; r->allowed[j]; j++)
+            if (!strcmp(r->allowed[j], name))
+                return r->vals[j];
+        return NULL; /* not an argument of this method: never given */
+    }
+    return proto_map_get(map, name);
 }
 
 static int arg_key(struct req *r, const char *name, int required,
                    const char **s, size_t *n)
 {
-    const msgpack_object *o = proto_map_get(r->m->params, name);
+    const msgpack_object *o = lookup(r, r->m->params, name);
 
     *s = NULL;
     *n = 0;
@@ -119,7 +153,7 @@ static int arg_key(struct req *r, const char *name, int required,
 static int arg_uint(struct req *r, const char *name, uint64_t def, uint64_t min,
                     uint64_t max, uint64_t *out)
 {
-    const msgpack_object *o = proto_map_get(r->m->params, name);
+    const msgpack_object *o = lookup(r, r->m->params, name);
 
     *out = def;
     if (!o || o->type == MSGPACK_OBJECT_NIL)
@@ -136,7 +170,7 @@ static int arg_uint(struct req *r, const char *name, uint64_t def, uint64_t min,
 static int arg_enum(struct req *r, const char *name, int required, int def,
                     const char *const *choices, int *out)
 {
-    const msgpack_object *o = proto_map_get(r->m->params, name);
+    const msgpack_object *o = lookup(r, r->m->params, name);
     int i;
 
     *out = def;
@@ -165,7 +199,7 @@ static int arg_enum_in(struct req *r, const msgpack_object *map,
                        const char *name, const char *label, int def,
                        const char *const *choices, int *out)
 {
-    const msgpack_object *o = proto_map_get(map, name);
+    const msgpack_object *o = lookup(r, map, name);
     int i;
 
     *out = def;
@@ -182,7 +216,7 @@ static int arg_enum_in(struct req *r, const msgpack_object *map,
 static int arg_bool(struct req *r, const msgpack_object *map, const char *name,
                     int def, int *out)
 {
-    const msgpack_object *o = proto_map_get(map, name);
+    const msgpack_object *o = lookup(r, map, name);
 
     *out = def;
     if (!o || o->type == MSGPACK_OBJECT_NIL)
@@ -196,7 +230,7 @@ static int arg_bool(struct req *r, const msgpack_object *map, const char *name,
 static int arg_text(struct req *r, const msgpack_object *map, const char *name,
                     size_t max, const char **s, size_t *n)
 {
-    const msgpack_object *o = proto_map_get(map, name);
+    const msgpack_object *o = lookup(r, map, name);
 
     *s = NULL;
     *n = 0;
@@ -467,10 +501,10 @@ static void m_report(struct req *r)
                                            "unknown", NULL};
     static const char *const sevs[] = {"low", "medium", "high", "critical",
                                        NULL};
-    const msgpack_object *err = proto_map_get(r->m->params, "error");
-    const msgpack_object *limit = proto_map_get(r->m->params, "limit");
-    const msgpack_object *lat = proto_map_get(r->m->params, "latency_ms");
-    const msgpack_object *ctx = proto_map_get(r->m->params, "context");
+    const msgpack_object *err = lookup(r, r->m->params, "error");
+    const msgpack_object *limit = lookup(r, r->m->params, "limit");
+    const msgpack_object *lat = lookup(r, r->m->params, "latency_ms");
+    const msgpack_object *ctx = lookup(r, r->m->params, "context");
     const char *name, *cls = NULL, *msg = NULL, *cid = NULL;
     size_t n, cls_n = 0, msg_n = 0, cid_n = 0;
     uint64_t permit_id, latency, attempt, venue_wait = 0, remaining = 0;
@@ -509,8 +543,8 @@ static void m_report(struct req *r)
         static const char *const err_args[] = {"class",          "message",
                                                "severity",       "transient",
                                                "retry_after_ms", NULL};
-        const msgpack_object *ra = proto_map_get(err, "retry_after_ms");
-        if (known_args(r, err, "error.", err_args) < 0 ||
+        const msgpack_object *ra = lookup(r, err, "retry_after_ms");
+        if (known_args(r, err, "error.", err_args, NULL) < 0 ||
             arg_text(r, err, "class", CLASS_MAX + 1, &cls, &cls_n) < 0 ||
             arg_text(r, err, "message", OUTCOME_MESSAGE_MAX, &msg, &msg_n) < 0)
             return;
@@ -542,14 +576,14 @@ static void m_report(struct req *r)
     }
     if (limit && limit->type != MSGPACK_OBJECT_NIL) {
         static const char *const limit_args[] = {"remaining", "reset_ms", NULL};
-        const msgpack_object *rem = proto_map_get(limit, "remaining");
-        const msgpack_object *reset = proto_map_get(limit, "reset_ms");
+        const msgpack_object *rem = lookup(r, limit, "remaining");
+        const msgpack_object *reset = lookup(r, limit, "reset_ms");
         if (limit->type != MSGPACK_OBJECT_MAP || !rem ||
             rem->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
             bad(r, "'limit' must be a map with an integer 'remaining'");
             return;
         }
-        if (known_args(r, limit, "limit.", limit_args) < 0)
+        if (known_args(r, limit, "limit.", limit_args, NULL) < 0)
             return;
         if (reset && reset->type != MSGPACK_OBJECT_NIL &&
             reset->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
@@ -796,7 +830,7 @@ static void m_cancel(struct req *r)
 
     if (arg_uint(r, "msgid", 0, 0, UINT32_MAX, &msgid) < 0)
         return;
-    if (!proto_map_get(r->m->params, "msgid")) {
+    if (!lookup(r, r->m->params, "msgid")) {
         bad(r, "'msgid' is required");
         return;
     }
@@ -821,7 +855,7 @@ static void m_heartbeat(struct req *r)
         get_key(r, name, n, &k) < 0)
         return;
     core_heartbeat(r->d, k, r->now_ms);
-    if (proto_map_get(r->m->params, "latency_ms"))
+    if (lookup(r, r->m->params, "latency_ms"))
         keys_add_latency(k, latency);
     core_advance(r->d, k, r->now_ms);
     proto_pack_response_head(r->pk, r->m->msgid);
@@ -919,7 +953,7 @@ static const enum event_topic topic_order[] = {
  * *mask = all when allow_absent. */
 static int arg_topics(struct req *r, int allow_absent, uint32_t *mask)
 {
-    const msgpack_object *o = proto_map_get(r->m->params, "topics");
+    const msgpack_object *o = lookup(r, r->m->params, "topics");
     uint32_t i;
     size_t j;
 
@@ -1275,8 +1309,9 @@ void methods_dispatch(struct resild *d, struct rpc_client *rc,
     size_t i;
 
     d->m.requests++;
-    for (i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
-        if (strlen(methods[i].name) == m->method_len &&
+    for (i = 0; !f && i < sizeof(methods) / sizeof(methods[0]); i++)
+        if (m->method_len && methods[i].name[0] == m->method[0] &&
+            strlen(methods[i].name) == m->method_len &&
             memcmp(methods[i].name, m->method, m->method_len) == 0)
             f = &methods[i];
     if (m->type == PROTO_NOTIFY && (!f || !f->notify_ok)) {
@@ -1294,8 +1329,10 @@ void methods_dispatch(struct resild *d, struct rpc_client *rc,
     if (m->params_positional)
         bad(&r, "params must be [] or one map of named arguments, "
                 "[{\"key\": ...}]; positional arguments are not accepted");
-    else if (known_args(&r, m->params, "", f->args) == 0)
+    else if (known_args(&r, m->params, "", f->args, r.vals) == 0) {
+        r.allowed = f->args;
         f->fn(&r);
+    }
 }
 
 /* caller->answer: a parked request was decided; pack its answer into the

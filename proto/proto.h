@@ -47,6 +47,7 @@ struct proto_scan {
     size_t pos;                         /* bytes of the object accepted */
     unsigned depth;                     /* open containers */
     uint64_t left[PROTO_MAX_DEPTH + 1]; /* elements still due per level */
+    uint64_t due;                       /* sum of left[1..depth] */
 };
 
 /* Reset before the first byte of each object. */

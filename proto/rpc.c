@@ -128,20 +128,39 @@ const msgpack_object *proto_map_get(const msgpack_object *map, const char *name)
 {
     uint32_t i;
 
+    size_t n;
+
     if (!map || map->type != MSGPACK_OBJECT_MAP)
         return NULL;
-    for (i = 0; i < map->via.map.size; i++)
-        if (proto_str_eq(&map->via.map.ptr[i].key, name))
+    /* The name's length once, then a size compare per entry: most
+     * entries are rejected without touching their bytes. */
+    n = strlen(name);
+    for (i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+            memcmp(k->via.str.ptr, name, n) == 0)
             return &map->via.map.ptr[i].val;
+    }
     return NULL;
 }
 
 int proto_str_eq(const msgpack_object *o, const char *s)
 {
-    size_t n = strlen(s);
+    const char *p;
+    uint32_t i, n;
 
-    return o && o->type == MSGPACK_OBJECT_STR && o->via.str.size == n &&
-           memcmp(o->via.str.ptr, s, n) == 0;
+    if (!o || o->type != MSGPACK_OBJECT_STR)
+        return 0;
+    /* One pass, stopping at the first difference: no strlen of s per
+     * comparison (argument lookups compare every name of a map, and this
+     * once took a fifth of a decision's instructions).  s is read only up
+     * to its NUL. */
+    p = o->via.str.ptr;
+    n = o->via.str.size;
+    for (i = 0; i < n; i++)
+        if (s[i] != p[i] || s[i] == '\0')
+            return 0;
+    return s[n] == '\0';
 }
 
 long proto_str_copy(const msgpack_object *o, char *dst, size_t cap)

@@ -25,6 +25,8 @@
  *               not been started yet; a map of N pairs holds 2N elements.
  *               An element is "started" when its header is accepted, so
  *               left[d] is decremented then.  left[0] is unused.
+ *   due         sum(left[1..depth]), kept as left[] changes so that an
+ *               element costs O(1), not a sum over the levels.
  *
  * Invariants, after every accepted element:
  *   I1  depth == 0 && pos > 0  <=>  the object is complete (size == pos).
@@ -170,8 +172,10 @@ static uint64_t read_be(const uint8_t *p, unsigned n)
  * element as started at its level. */
 static void start_element(struct proto_scan *s, uint64_t new_pos)
 {
-    if (s->depth > 0)
+    if (s->depth > 0) {
         s->left[s->depth]--;
+        s->due--;
+    }
     s->pos = (size_t)new_pos;
 }
 
@@ -194,19 +198,15 @@ long proto_scan_next(struct proto_scan *s, const uint8_t *buf, size_t len,
         max_depth = PROTO_MAX_DEPTH;
 
     for (;;) {
-        uint64_t pos = s->pos, rest = 0, size, count;
+        uint64_t pos = s->pos, rest, size, count;
         struct scan_head h;
-        unsigned d;
 
         if (s->depth == 0 && pos > 0) /* I1: complete (also on a re-call) */
             return (long)pos;
 
         /* rest: elements due after the one at pos, each >= 1 byte.  The
          * element at pos is one of left[depth] (or the top-level object). */
-        for (d = 1; d <= s->depth; d++)
-            rest += s->left[d];
-        if (s->depth > 0)
-            rest--;
+        rest = s->due - (s->depth > 0);
         /* By I3 this fails only for max_bytes == 0 at the first byte, or a
          * caller that lowered max_bytes between calls. */
         if (pos + 1 + rest > max_bytes)
@@ -235,9 +235,10 @@ long proto_scan_next(struct proto_scan *s, const uint8_t *buf, size_t len,
                 return -PROTO_E2BIG;
             /* The whole header is here: h.fixed == 1 + h.n, checked above. */
             start_element(s, pos + h.fixed);
-            if (count > 0)
+            if (count > 0) {
                 s->left[++s->depth] = count; /* depth < max_depth <= 8 */
-            else
+                s->due += count;
+            } else
                 end_element(s);
             continue;
         }

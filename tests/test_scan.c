@@ -88,6 +88,14 @@ static long scan_chunked(const void *p, size_t n, size_t max_bytes,
         free(b);
         if (s.pos < last_pos || s.pos > have)
             return LONG_MIN;
+        { /* the running sum is the sum of the levels */
+            uint64_t sum = 0;
+            unsigned d;
+            for (d = 1; d <= s.depth; d++)
+                sum += s.left[d];
+            if (sum != s.due)
+                return LONG_MIN;
+        }
         last_pos = s.pos;
         *fed = have;
         if (r != 0)
