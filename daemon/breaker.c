@@ -62,13 +62,15 @@ static void slot_set(struct breaker *b, uint32_t i, unsigned v)
 static void time_totals(const struct breaker *b, uint64_t now_ms,
                         uint32_t *calls, uint32_t *failures, uint32_t *slow)
 {
-    uint64_t sec = now_ms / 1000 + 1; /* +1: sec 0 marks an empty bucket */
+    /* +1: sec 0 marks an empty bucket.  Modulo 2^32: see struct
+     * breaker_bucket. */
+    uint32_t sec = (uint32_t)(now_ms / 1000 + 1);
     uint32_t i;
 
     *calls = *failures = *slow = 0;
     for (i = 0; i < b->window_size; i++) {
         const struct breaker_bucket *k = &b->buckets[i];
-        if (k->sec && k->sec + b->window_size > sec) {
+        if (k->sec && (uint32_t)(sec - k->sec) < b->window_size) {
             *calls += k->calls;
             *failures += k->failures;
             *slow += k->slow;
@@ -93,9 +95,9 @@ static void window_add(struct breaker *b, uint64_t now_ms, int failed, int slow)
     if (b->window_time) {
         uint64_t sec = now_ms / 1000 + 1;
         struct breaker_bucket *k = &b->buckets[sec % b->window_size];
-        if (k->sec != sec) {
+        if (k->sec != (uint32_t)sec) {
             memset(k, 0, sizeof(*k));
-            k->sec = sec;
+            k->sec = (uint32_t)sec;
         }
         k->calls++;
         k->failures += (uint32_t)failed;
@@ -787,7 +789,7 @@ void breaker_export(const struct breaker *b, uint64_t now_ms,
             if (age >= cur)
                 continue; /* before the clock's second 1: cannot exist */
             k = &b->buckets[(cur - age) % b->window_size];
-            if (k->sec != cur - age || !k->calls)
+            if (k->sec != (uint32_t)(cur - age) || !k->calls)
                 continue;
             buckets[n].age_s = age;
             buckets[n].calls = k->calls;
@@ -881,7 +883,7 @@ void breaker_import(struct breaker *b, const struct breaker_conf *c,
             if (e->age_s >= b->window_size || e->age_s >= cur)
                 continue; /* older than this window, or than this clock */
             k = &b->buckets[(cur - e->age_s) % b->window_size];
-            k->sec = cur - e->age_s;
+            k->sec = (uint32_t)(cur - e->age_s);
             k->calls = e->calls;
             k->failures = e->failures;
             k->slow = e->slow;

@@ -154,7 +154,10 @@ struct breaker_conf {
 
 /* One second of a time window. */
 struct breaker_bucket {
-    uint64_t sec; /* now_ms / 1000 this bucket holds; 0 = empty */
+    uint32_t sec; /* now_ms / 1000 + 1 this bucket holds, modulo 2^32;
+                   * 0 = empty.  Ages are taken modulo 2^32 too, which is
+                   * exact for any bucket younger than 136 years: 16
+                   * bytes a bucket, not 24 */
     uint32_t calls, failures, slow;
 };
 

@@ -57,7 +57,7 @@ uint64_t memory_mib(const struct memory_estimate *m);
 /*
  * 0 if the worst case of c fits in c->max_memory_mb; else -1 and one line
  * in err naming the figure, the limit and the biggest contributor, e.g.
- * "worst case 1712 MiB (20000 keys x 85.9 KiB for policy 'binance.*' with a
+ * "worst case 1595 MiB (20000 keys x 57.2 KiB for policy 'binance.*' with a
  * 3600 s time window) exceeds max_memory_mb 1024".  No ": " in it, so the
  * caller may prefix it.
  */
