@@ -142,6 +142,7 @@ $(BUILD)/tests/test_flood: $(call obj,tests/test_flood.c tests/flood_util.c test
 $(BUILD)/tests/bench_analytics: $(call obj,tests/bench_analytics.c daemon/analytics.c)
 $(BUILD)/tests/bench_snapshot: $(call obj,tests/bench_snapshot.c $(PROTO_SRC) $(DAEMON_CORE) daemon/snapshot.c)
 $(BUILD)/tests/bench: $(call obj,tests/bench.c tests/flood_util.c tests/daemon_util.c) $(BUILD)/libresil.a
+$(BUILD)/tests/loadgen: $(call obj,tests/loadgen.c)
 $(BUILD)/tests/%:
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lpthread
