@@ -36,12 +36,14 @@ socket (the binaries from $BUILD, default build/):
   snapshot  tests/bench_snapshot.c: write and restore at 100k and 1M keys.
   callgrind instructions (Ir) per acquire+report pair (libresil, one call
             at a time: `bench pairs`) of a resild under valgrind
-            --tool=callgrind, and per INCR of a redis-server under it:
+            --tool=callgrind, per acquire with its report as a
+            notification (loadgen c=1 P=1), and per INCR and per GCRA
+            EVALSHA of a redis-server under it (loadgen c=1 P=1):
             (Ir after N2 - Ir after N1) / (N2 - N1) between two runs, so
             start-up and exit cancel out.  Deterministic where wall-clock
             figures are not.
 
-Environment: BENCH_ROUNDS (3), BENCH_SCALE (1.0: multiplies every count),
+Environment: BENCH_ROUNDS (5), BENCH_SCALE (1.0: multiplies every count),
 BENCH_SKIP (comma-separated sections to leave out: table, pinned, memory,
 snapshot, callgrind; callgrind is skipped with a note when valgrind is not
 installed: it is not among scripts/deps.sh's packages).  Exit 1 when something broke (a server did not
@@ -62,7 +64,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import redisutil  # noqa: E402
 import rpcutil  # noqa: E402
 
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 SCALE = float(os.environ.get("BENCH_SCALE", "1.0"))
 SKIP = set(filter(None, os.environ.get("BENCH_SKIP", "").split(",")))
 
@@ -182,8 +184,10 @@ class Row:
 
 def section_table(tmp, rsock, redsock, echosock, sha):
     print("One table: %d interleaved rounds per setting; every row but "
-          "redis-benchmark's by tests/loadgen.c; latencies in us"
-          % ROUNDS)
+          "redis-benchmark's by tests/loadgen.c; latencies in us\n"
+          "(redis-benchmark: p50 and p99 of its median round, no p99.9 in "
+          "its --csv); ratios: resild's req/s / the row's, resild's p99 / "
+          "the row's" % ROUNDS)
     hdr = "%-8s %-30s %10s %8s %8s %8s %9s %9s" % (
         "c,P", "row", "req/s", "p50", "p99", "p99.9", "rps ratio",
         "p99 ratio")
@@ -293,8 +297,11 @@ def cg_total(path):
     raise Broke("no totals in " + path)
 
 
-def cg_resild(tmp, n):
-    out = os.path.join(tmp, "cg.resild.%d" % n)
+def cg_resild(tmp, n, libresil):
+    """Ir of a resild run that served n decisions: acquire+report pairs
+    through libresil (`bench pairs`), or loadgen's acquires at c=1 P=1
+    with their reports as notifications."""
+    out = os.path.join(tmp, "cg.resild.%d.%d" % (n, libresil))
     cfg = os.path.join(tmp, "cg.json")
     sock = os.path.join(tmp, "cg.sock")
     with open(cfg, "w") as f:
@@ -308,7 +315,11 @@ def cg_resild(tmp, n):
     try:
         if not redisutil.poll(lambda: sock_ready(p, sock), 60)[0]:
             raise Broke("resild under valgrind did not start")
-        run([build("tests", "bench"), "pairs", sock, str(n)])
+        if libresil:
+            run([build("tests", "bench"), "pairs", sock, str(n)])
+        else:
+            run([build("tests", "loadgen"), "resild", sock, "-n", str(n),
+                 "-w", "0", "-q", "-k", "t.k"])
     finally:
         p.terminate()
         p.wait(60)
@@ -329,8 +340,9 @@ def sock_ready(proc, sock):
         s.close()
 
 
-def cg_redis(tmp, n):
-    out = os.path.join(tmp, "cg.redis.%d" % n)
+def cg_redis(tmp, n, proto):
+    """Ir of a redis-server run that served n INCR or GCRA EVALSHA."""
+    out = os.path.join(tmp, "cg.redis.%d.%s" % (n, proto))
     red = redisutil.Redis("bench-cg")
     argv = red.argv
     red.argv = lambda: ["valgrind", "--tool=callgrind",
@@ -338,8 +350,12 @@ def cg_redis(tmp, n):
     try:
         if not red.start():
             raise Broke("redis-server under valgrind did not start")
-        run([build("tests", "loadgen"), "incr", red.sock, "-n", str(n),
-             "-w", "0", "-q", "-k", "t.k"])
+        extra = []
+        if proto == "gcra":
+            extra = ["-S", redisutil.check(red.sock, "SCRIPT", "LOAD",
+                                           GCRA_LUA).decode()]
+        run([build("tests", "loadgen"), proto, red.sock, "-n", str(n),
+             "-w", "0", "-q", "-k", "t.k"] + extra)
     finally:
         red.proc.terminate()
         red.proc.wait(60)
@@ -349,18 +365,24 @@ def cg_redis(tmp, n):
 
 def section_callgrind(tmp):
     n1, n2 = CG_PAIRS
-    r1, r2 = cg_resild(tmp, n1), cg_resild(tmp, n2)
-    i1, i2 = cg_redis(tmp, n1), cg_redis(tmp, n2)
-    per_pair = (r2 - r1) / (n2 - n1)
-    per_incr = (i2 - i1) / (n2 - n1)
-    print("\nInstructions (valgrind --tool=callgrind, (Ir at %d - Ir at %d) "
-          "/ %d; the kernel's share not counted):" % (n2, n1, n2 - n1))
-    print("  resild acquire+report pair (libresil, one call at a time): "
-          "%.0f Ir" % per_pair)
-    print("  redis-server INCR (loadgen c=1 P=1):                        "
-          "%.0f Ir" % per_incr)
-    print("  ratio: %.2fx" % (per_pair / per_incr))
-    return per_pair, per_incr
+    pair = (cg_resild(tmp, n2, 1) - cg_resild(tmp, n1, 1)) / (n2 - n1)
+    notif = (cg_resild(tmp, n2, 0) - cg_resild(tmp, n1, 0)) / (n2 - n1)
+    incr = (cg_redis(tmp, n2, "incr") - cg_redis(tmp, n1, "incr")) / (n2 - n1)
+    gcra = (cg_redis(tmp, n2, "gcra") - cg_redis(tmp, n1, "gcra")) / (n2 - n1)
+    print("\nInstructions in the server per request, ratio to Redis INCR (valgrind --tool=callgrind, "
+          "(Ir at %d - Ir at %d) / %d; the kernel's share not counted):"
+          % (n2, n1, n2 - n1))
+    print("  %-62s %7.0f Ir  %5.2fx" % (
+        "resild acquire+report pair (libresil: two requests)", pair,
+        pair / incr))
+    print("  %-62s %7.0f Ir  %5.2fx" % (
+        "resild acquire + report notification (loadgen c=1 P=1)", notif,
+        notif / incr))
+    print("  %-62s %7.0f Ir  %5.2fx" % (
+        "redis-server INCR (loadgen c=1 P=1)", incr, 1.0))
+    print("  %-62s %7.0f Ir  %5.2fx" % (
+        "redis-server EVALSHA GCRA (loadgen c=1 P=1)", gcra, gcra / incr))
+    return pair, incr
 
 
 def main():
