@@ -1,5 +1,6 @@
 /*
- * bench.c - `make bench`: what a call to resild costs, printed next to the
+ * bench.c - `make bench-more` (and, pinned to one CPU without the flood,
+ * a section of `make bench`): what a call to resild costs, printed next to the
  * bare Unix-socket round trip measured on the same machine in the same run.
  *
  * What it measures (N operations per row; N is argv[1], else $BENCH_N, else
