@@ -39,9 +39,10 @@
  *   RESULT proto=.. c=.. P=.. n=.. secs=.. rps=.. p50=.. p99=.. p999=..
  *          max=.. failures=..
  * (latencies in us, nearest rank over all n samples); -o FILE also
- * writes the n samples (uint64 ns, native order) for a driver to merge.  Exit 0, or 1 when
- * anything broke (connect, a wrong or failed answer, a denial, a stall of
- * 10 s with requests in flight), 2 on bad usage.  Never asserts a time.
+ * writes the n samples (uint64 ns, native order) for a driver to merge.  Exit
+ * 0, or 1 when anything broke (connect, a wrong or failed answer, a denial, a
+ * stall of 10 s with requests in flight), 2 on bad usage.  Never asserts a
+ * time.
  *
  * Not a test: its name does not start with test_, so tests/run.sh skips it.
  */
@@ -59,7 +60,7 @@
 #include <unistd.h>
 
 #define MAX_CONNS 1024
-#define MAX_DEPTH 1024     /* P: slot numbers fit the msgid's low 10 bits */
+#define MAX_DEPTH 1024 /* P: slot numbers fit the msgid's low 10 bits */
 #define SLOT_BITS 10
 #define MAX_N 50000000     /* 400 MB of samples at most */
 #define MAX_REQ_BYTES 4096 /* one packed request or report */
@@ -92,7 +93,7 @@ struct conn {
     uint32_t keyidx[MAX_DEPTH]; /* -K: the key number per slot */
     uint16_t free_slots[MAX_DEPTH];
     unsigned nfree;
-    uint32_t seq;                /* resild: msgid generation */
+    uint32_t seq;                 /* resild: msgid generation */
     uint64_t fifo_sent, fifo_got; /* RESP and echo: in-order slots */
 };
 
@@ -255,12 +256,11 @@ static int tmpl_resp(struct run *r, int argc, const char **argv)
 static int tmpl_build(struct run *r)
 {
     static const char *incr[] = {"INCR", "\x01"};
-    static const char *hset[] = {"HSET",     "\x01",  "state",      "closed",
-                                 "failures", "0",     "tokens",     "1000",
-                                 "updated_ms", "1700000000000", "opened_ms",
-                                 "0"};
-    const char *gcra[] = {"EVALSHA", r->sha ? r->sha : "", "1", "\x01", "1",
-                          "1000000000"};
+    static const char *hset[] = {
+        "HSET",   "\x01", "state",      "closed",        "failures",  "0",
+        "tokens", "1000", "updated_ms", "1700000000000", "opened_ms", "0"};
+    const char *gcra[] = {"EVALSHA", r->sha ? r->sha : "", "1", "\x01",
+                          "1",       "1000000000"};
     struct run tmp;
     size_t i;
 
@@ -340,32 +340,87 @@ static int mp_head(struct mp *m, char *kind, uint64_t *v)
         return 1;
     }
     switch (b) {
-    case 0xc0: *kind = 'z', *v = 0, w = 0; break;
-    case 0xc2: case 0xc3: *kind = 'b', *v = b & 1, w = 0; break;
-    case 0xc4: *kind = 'r', w = 1; break;
-    case 0xc5: *kind = 'r', w = 2; break;
-    case 0xc6: *kind = 'r', w = 4; break;
-    case 0xc7: *kind = 'e', w = 1; break;
-    case 0xc8: *kind = 'e', w = 2; break;
-    case 0xc9: *kind = 'e', w = 4; break;
-    case 0xca: *kind = 'f', w = 4; break;
-    case 0xcb: *kind = 'f', w = 8; break;
-    case 0xcc: *kind = 'i', w = 1; break;
-    case 0xcd: *kind = 'i', w = 2; break;
-    case 0xce: *kind = 'i', w = 4; break;
-    case 0xcf: *kind = 'i', w = 8; break;
-    case 0xd0: *kind = 'n', w = 1; break;
-    case 0xd1: *kind = 'n', w = 2; break;
-    case 0xd2: *kind = 'n', w = 4; break;
-    case 0xd3: *kind = 'n', w = 8; break;
-    case 0xd9: *kind = 's', w = 1; break;
-    case 0xda: *kind = 's', w = 2; break;
-    case 0xdb: *kind = 's', w = 4; break;
-    case 0xdc: *kind = 'a', w = 2; break;
-    case 0xdd: *kind = 'a', w = 4; break;
-    case 0xde: *kind = 'm', w = 2; break;
-    case 0xdf: *kind = 'm', w = 4; break;
-    case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8:
+    case 0xc0:
+        *kind = 'z', *v = 0, w = 0;
+        break;
+    case 0xc2:
+    case 0xc3:
+        *kind = 'b', *v = b & 1, w = 0;
+        break;
+    case 0xc4:
+        *kind = 'r', w = 1;
+        break;
+    case 0xc5:
+        *kind = 'r', w = 2;
+        break;
+    case 0xc6:
+        *kind = 'r', w = 4;
+        break;
+    case 0xc7:
+        *kind = 'e', w = 1;
+        break;
+    case 0xc8:
+        *kind = 'e', w = 2;
+        break;
+    case 0xc9:
+        *kind = 'e', w = 4;
+        break;
+    case 0xca:
+        *kind = 'f', w = 4;
+        break;
+    case 0xcb:
+        *kind = 'f', w = 8;
+        break;
+    case 0xcc:
+        *kind = 'i', w = 1;
+        break;
+    case 0xcd:
+        *kind = 'i', w = 2;
+        break;
+    case 0xce:
+        *kind = 'i', w = 4;
+        break;
+    case 0xcf:
+        *kind = 'i', w = 8;
+        break;
+    case 0xd0:
+        *kind = 'n', w = 1;
+        break;
+    case 0xd1:
+        *kind = 'n', w = 2;
+        break;
+    case 0xd2:
+        *kind = 'n', w = 4;
+        break;
+    case 0xd3:
+        *kind = 'n', w = 8;
+        break;
+    case 0xd9:
+        *kind = 's', w = 1;
+        break;
+    case 0xda:
+        *kind = 's', w = 2;
+        break;
+    case 0xdb:
+        *kind = 's', w = 4;
+        break;
+    case 0xdc:
+        *kind = 'a', w = 2;
+        break;
+    case 0xdd:
+        *kind = 'a', w = 4;
+        break;
+    case 0xde:
+        *kind = 'm', w = 2;
+        break;
+    case 0xdf:
+        *kind = 'm', w = 4;
+        break;
+    case 0xd4:
+    case 0xd5:
+    case 0xd6:
+    case 0xd7:
+    case 0xd8:
         /* fixext 1..16: type byte plus 1 << (b - 0xd4) data bytes */
         *kind = 'e', *v = ((uint64_t)1 << (b - 0xd4)) + 1, w = 0;
         break;
@@ -398,12 +453,16 @@ static int mp_skip(struct mp *m, int depth)
     if ((rc = mp_head(m, &kind, &v)) <= 0)
         return rc;
     switch (kind) {
-    case 's': case 'r': case 'e': case 'f':
+    case 's':
+    case 'r':
+    case 'e':
+    case 'f':
         if (!mp_need(m, v))
             return 0;
         m->off += v;
         return 1;
-    case 'a': case 'm':
+    case 'a':
+    case 'm':
         n = kind == 'm' ? 2 * v : v;
         for (i = 0; i < n; i++)
             if ((rc = mp_skip(m, depth + 1)) <= 0)
@@ -492,7 +551,8 @@ static int resp_reply(const unsigned char *p, size_t len, size_t *used,
     *type = (char)p[0];
     *ival = 0;
     switch (p[0]) {
-    case '+': case '-':
+    case '+':
+    case '-':
         break;
     case ':':
         *ival = strtoll((const char *)p + 1, NULL, 10);
@@ -731,8 +791,7 @@ static uint64_t phase(struct run *r, uint64_t n, int timed)
         for (j = 0; j < k; j++) {
             struct conn *c = evs[j].data.ptr;
             if (evs[j].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-                got = read(c->fd, c->in + c->in_len,
-                           sizeof(c->in) - c->in_len);
+                got = read(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len);
                 if (got < 0 && (errno == EAGAIN || errno == EINTR))
                     got = -2;
                 if (got == 0 || got == -1) {
@@ -1019,8 +1078,8 @@ int main(int argc, char **argv)
     if (!r.quiet)
         printf("%s c=%u P=%u: %llu requests in %.3f s, %.0f/s, p50 %.1f us, "
                "p99 %.1f us, p99.9 %.1f us, max %.1f us, %llu failures\n",
-               proto_name(r.proto), r.c, r.depth, (unsigned long long)r.n,
-               secs, (double)r.n / secs, pct_us(r.samples, r.nsamples, 500),
+               proto_name(r.proto), r.c, r.depth, (unsigned long long)r.n, secs,
+               (double)r.n / secs, pct_us(r.samples, r.nsamples, 500),
                pct_us(r.samples, r.nsamples, 990),
                pct_us(r.samples, r.nsamples, 999),
                r.nsamples ? (double)r.samples[r.nsamples - 1] / 1000.0 : 0.0,
