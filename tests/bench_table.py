@@ -357,8 +357,9 @@ def cg_redis(tmp, n, proto):
         run([build("tests", "loadgen"), proto, red.sock, "-n", str(n),
              "-w", "0", "-q", "-k", "t.k"] + extra)
     finally:
-        red.proc.terminate()
-        red.proc.wait(60)
+        if red.proc:
+            red.proc.terminate()
+            red.proc.wait(60)
         red.cleanup()
     return cg_total(out)
 
