@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""bench_redis.py - `make bench`, last part: decision latency with Redis
+"""bench_redis.py - `make bench-more`, last part: decision latency with Redis
 healthy, slow and stopped, side by side in one run (issue 13).
 
 A real redis-server on a temporary Unix socket and a real resild in shared

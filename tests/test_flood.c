@@ -7,8 +7,8 @@
  * in a loop.  Before the fix, libuv's accept loop ran until EAGAIN, so the
  * ping waited for the whole flood (seconds), and every refused connection
  * cost a 69 KB input buffer (RSS over 1 GB).  The bounds asserted here are
- * generous (a loaded 2-core machine must never flake them); `make bench`
- * prints the precise figures of a 10 s flood.
+ * generous (a loaded 2-core machine must never flake them); `make
+ * bench-more` prints the precise figures of a 10 s flood.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -6,7 +6,7 @@ Starts build/resild (tests/rpcutil.Daemon) and prints, never asserts:
     acquire+report (report as a notification) per second;
   - AsyncClient: decisions per second on one connection, CONCURRENCY
     coroutines at a time (pipelined), on one core.
-Compare with `make bench` (libresil's "acquire" row).  BENCH_N sets the
+Compare with `make bench-more` (libresil's "acquire" row).  BENCH_N sets the
 count (default 20000).
 
     /usr/bin/python3 client/python/bench.py
