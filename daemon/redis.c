@@ -982,6 +982,8 @@ static void lease_health(struct redis *r)
     if (want != r->st.leasing) {
         core_lease_mode(r->d, want, now);
         r->st.leasing = want;
+        if (!want)
+            r->st.share_switches++;
         if (want)
             after_change(r);
     }
@@ -1556,6 +1558,8 @@ void redis_metrics(const struct redis_stats *st, struct prom_buf *b)
         C(lease_tokens, "Global limiter tokens leased."),
         C(lease_returned, "Leased tokens given back unused."),
         C(lease_failures, "Lease requests that got no answer."),
+        C(share_switches, "Times global limits fell back to this host's "
+                          "share (Redis slow, away or failing)."),
         C(connects, "Redis connections made."),
         C(disconnects, "Redis connections lost."),
         C(connect_failures, "Redis connection attempts that failed."),

@@ -66,6 +66,8 @@ struct redis_stats {
     uint64_t lease_tokens;    /* tokens leased */
     uint64_t lease_returned;  /* unused tokens given back */
     uint64_t lease_failures;  /* lease requests with no answer */
+    uint64_t share_switches;  /* leasing went off: global limits on this
+                               * host's share (Redis slow, away, failing) */
     uint64_t connects, disconnects, connect_failures, timeouts, failovers;
 };
 
