@@ -65,7 +65,7 @@ CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS) \
                 $(CLIENT_TESTS))
 
-.PHONY: all deps run test check bench bench-analytics bench-snapshot fuzz \
+.PHONY: all deps run test check bench bench-analytics bench-snapshot bench-scale fuzz \
         fuzz-merge asan install uninstall format clean
 all: $(BUILD)/resild $(BUILD)/resilctl $(BUILD)/libresil.a $(BUILD)/libresil.so
 
@@ -141,6 +141,7 @@ $(BUILD)/tests/test_rlink: $(call obj,tests/test_rlink.c daemon/rlink.c daemon/l
 $(BUILD)/tests/test_flood: $(call obj,tests/test_flood.c tests/flood_util.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/bench_analytics: $(call obj,tests/bench_analytics.c daemon/analytics.c)
 $(BUILD)/tests/bench_snapshot: $(call obj,tests/bench_snapshot.c $(PROTO_SRC) $(DAEMON_CORE) daemon/snapshot.c)
+$(BUILD)/tests/bench_scale: $(call obj,tests/bench_scale.c $(PROTO_SRC) $(DAEMON_CORE) daemon/snapshot.c)
 $(BUILD)/tests/bench: $(call obj,tests/bench.c tests/flood_util.c tests/daemon_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/%:
 	@mkdir -p $(dir $@)
@@ -171,6 +172,11 @@ bench-analytics: $(BUILD)/tests/bench_analytics
 # keys (tests/bench_snapshot.c), printed, never asserted.
 bench-snapshot: $(BUILD)/tests/bench_snapshot
 	@$(BUILD)/tests/bench_snapshot
+# bench-scale: the core's cost per operation against 10k, 100k and 1M keys,
+# callers and parked requests (tests/bench_scale.c, issue 14), printed,
+# never asserted.
+bench-scale: $(BUILD)/tests/bench_scale
+	@$(BUILD)/tests/bench_scale
 
 # fuzz: libFuzzer (clang) over scanner, decoder and every method with ASan
 # and UBSan, seeded from tests/corpus; FUZZ_SECONDS=N (default 60).  New
