@@ -776,9 +776,12 @@ static void unpark(struct resild *d, struct parked *p)
     d->parked_used--;
 }
 
+static uint64_t key_next_wake(const struct resild *d, const struct key *k,
+                              uint64_t now_ms, uint64_t best);
+
 static int park(struct resild *d, struct caller *c, struct key *k,
                 uint64_t cost, int critical, uint64_t deadline_ms,
-                uint32_t msgid)
+                uint32_t msgid, uint64_t now_ms)
 {
     uint32_t bound = k->policy->has_bulkhead ? k->policy->bulkhead.queue
                                              : ADMIT_DEFAULT_QUEUE;
@@ -817,7 +820,10 @@ static int park(struct resild *d, struct caller *c, struct key *k,
     c->nparked++;
     msgidx_add(&d->parked_ix, &p->by_msgid, c, msgid);
     d->m.parked++;
-    d->wake_dirty = 1; /* arm the timer for its deadline */
+    /* Arm the timer for its deadline (and, at the head or critical, its
+     * refill): nothing else changed, so no walk of the others. */
+    d->wake_next_ms = key_next_wake(d, k, now_ms, d->wake_next_ms);
+    d->wake_rearm = 1;
     return 0;
 }
 
@@ -853,7 +859,7 @@ int admit_acquire(struct resild *d, struct caller *c, struct key *k,
     if (vd == V_NOPERMIT)
         return res->err;
     if (vd == V_WAITABLE && wait_ms > 0 && !d->stopping &&
-        park(d, c, k, cost, critical, now_ms + wait_ms, msgid) == 0) {
+        park(d, c, k, cost, critical, now_ms + wait_ms, msgid, now_ms) == 0) {
         res->parked = 1;
     }
     return 0;
@@ -900,6 +906,8 @@ static void wake_key(struct resild *d, struct key *k, uint64_t now_ms)
                     &res);
         if ((vd == V_WAITABLE || vd == V_NOPERMIT) && now_ms < p->deadline_ms) {
             blocked = 1;
+            if (vd == V_NOPERMIT)
+                d->wake_nopermit = 1; /* any release may serve it */
             continue;
         }
         answer_parked(d, p, vd, &res);
@@ -911,9 +919,48 @@ void admit_wake(struct resild *d, uint64_t now_ms)
 {
     struct key *k, *next;
 
+    d->nwake_keys = 0; /* all of them now */
+    d->wake_nopermit = 0; /* set again by whoever still waits for one */
     for (k = d->waiting; k; k = next) {
         next = k->wait_next; /* k may leave the list */
         wake_key(d, k, now_ms);
+    }
+    d->wake_next_ms = admit_next_wake(d, now_ms);
+}
+
+void admit_wake_later(struct resild *d, struct key *k)
+{
+    uint32_t i;
+
+    if (d->wake_nopermit) {
+        d->wake_dirty = 1; /* a permit of the pool is free again */
+        return;
+    }
+    if (!k->q_len || d->wake_dirty)
+        return;
+    for (i = 0; i < d->nwake_keys; i++)
+        if (d->wake_keys[i] == k)
+            return;
+    if (d->nwake_keys == CORE_WAKE_KEYS) {
+        d->wake_dirty = 1;
+        return;
+    }
+    d->wake_keys[d->nwake_keys++] = k;
+}
+
+void admit_wake_keys(struct resild *d, uint64_t now_ms)
+{
+    /* wake_key answers and decides; nothing in it ends a permit, so
+     * nothing joins the list meanwhile.  Popped first all the same. */
+    while (d->nwake_keys) {
+        struct key *k = d->wake_keys[--d->nwake_keys];
+        if (!k->q_len)
+            continue;
+        wake_key(d, k, now_ms);
+        /* Its new head may pass sooner than anything the timer is set
+         * for; the other keys' queues did not move. */
+        if (k->q_len)
+            d->wake_next_ms = key_next_wake(d, k, now_ms, d->wake_next_ms);
     }
 }
 
@@ -928,28 +975,38 @@ void admit_wake_all_now(struct resild *d, uint64_t now_ms)
     admit_wake(d, now_ms);
 }
 
+/* The earlier of best (0: none) and when k's queue may next move: an
+ * entry's deadline, or the refill its head or a critical entry waits
+ * for.  O(k's parked requests). */
+static uint64_t key_next_wake(const struct resild *d, const struct key *k,
+                              uint64_t now_ms, uint64_t best)
+{
+    const struct parked *p;
+    uint64_t w;
+
+    for (p = k->q_head; p; p = p->qnext)
+        if (!best || p->deadline_ms < best)
+            best = p->deadline_ms;
+    /* The head, and critical entries, may pass once the limiters
+     * refill. */
+    for (p = k->q_head; p; p = p->qnext) {
+        if (p != k->q_head && !p->critical)
+            continue;
+        w = limiter_chain_wait(d, NULL, (struct key *)k, p->cost, p->critical,
+                               now_ms, NULL);
+        if (w && w != LIMITER_NEVER && now_ms + w < best)
+            best = now_ms + w;
+    }
+    return best;
+}
+
 uint64_t admit_next_wake(const struct resild *d, uint64_t now_ms)
 {
     uint64_t best = 0;
     const struct key *k;
 
-    for (k = d->waiting; k; k = k->wait_next) {
-        const struct parked *p;
-        uint64_t w;
-        for (p = k->q_head; p; p = p->qnext)
-            if (!best || p->deadline_ms < best)
-                best = p->deadline_ms;
-        /* The head, and critical entries, may pass once the limiters
-         * refill. */
-        for (p = k->q_head; p; p = p->qnext) {
-            if (p != k->q_head && !p->critical)
-                continue;
-            w = limiter_chain_wait(d, NULL, (struct key *)k, p->cost,
-                                   p->critical, now_ms, NULL);
-            if (w && w != LIMITER_NEVER && now_ms + w < best)
-                best = now_ms + w;
-        }
-    }
+    for (k = d->waiting; k; k = k->wait_next)
+        best = key_next_wake(d, k, now_ms, best);
     return best;
 }
 
@@ -967,7 +1024,7 @@ void admit_permit_done(struct resild *d, struct permit *p)
         bulkhead_give(&k->bh);
     k->outstanding--;
     permits_release(&d->permits, p);
-    d->wake_dirty = 1;
+    admit_wake_later(d, k); /* a slot, a probe: k's queue only */
 }
 
 /* Self if it has a limiter, else the nearest ancestor with one, else

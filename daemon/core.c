@@ -116,7 +116,7 @@ void core_set_connections(struct resild *d, uint32_t n)
 
 int core_wake_due(const struct resild *d)
 {
-    return d->wake_dirty;
+    return d->wake_dirty || d->nwake_keys || d->wake_rearm;
 }
 
 /* The latest now_ms seen, for core_lease_wanted (which takes none). */
@@ -126,14 +126,29 @@ static void lease_clock(struct resild *d, uint64_t now_ms)
         d->lease.clock_ms = now_ms;
 }
 
+/* Every parked request is looked at only when something they all may wait
+ * for changed (wake_dirty) or when the time one was waiting for came
+ * (wake_next_ms); a release serves its own key's queue alone.  So a report
+ * costs O(that key's parked requests), never O(parked). */
 uint64_t core_wake(struct resild *d, uint64_t now_ms)
 {
     lease_clock(d, now_ms);
-    d->wake_dirty = 0;
-    if (!d->waiting)
+    d->wake_rearm = 0;
+    if (!d->waiting) {
+        d->wake_dirty = 0;
+        d->nwake_keys = 0;
+        d->wake_next_ms = 0;
         return 0;
-    admit_wake(d, now_ms);
-    return admit_next_wake(d, now_ms);
+    }
+    if (d->wake_dirty || !d->wake_next_ms || now_ms >= d->wake_next_ms) {
+        d->wake_dirty = 0;
+        admit_wake(d, now_ms); /* sets wake_next_ms */
+    } else {
+        admit_wake_keys(d, now_ms);
+    }
+    if (!d->waiting)
+        d->wake_next_ms = 0;
+    return d->wake_next_ms;
 }
 
 void core_stop(struct resild *d, uint64_t now_ms)
@@ -544,6 +559,7 @@ static void outcome(struct resild *d, struct outcome *o, struct permit *p,
     ev.u.outcome = o;
     core_emit(d, &ev, now_ms);
     announce(d, k, now_ms);
+    admit_wake_later(d, k); /* its breaker may have changed */
     /* Venue feedback reaches every client of the limiter at once. */
     if (failed && is_rate_limited(o->cls))
         venue_pause(d, k, o->venue_wait_ms, now_ms);
@@ -665,7 +681,9 @@ void core_caller_gone(struct resild *d, struct caller *c, uint64_t now_ms)
             d->m.probes_lost++;
         end_permit(d, p, p->probe ? SRC_PROBE_LOST : SRC_DISCONNECT, now_ms);
     }
-    admit_wake(d, now_ms);
+    /* The keys whose permits ended; the server re-arms its timer. */
+    core_wake(d, now_ms);
+    d->wake_rearm = 1;
 }
 
 /* --- operators --- */
@@ -842,11 +860,15 @@ void core_tick(struct resild *d, uint64_t now_ms)
         core_advance(d, k, now_ms);
         if (core_beat_lost(d, k, now_ms))
             d->wake_dirty = 1;
+        admit_wake_later(d, k); /* its parked see the new state */
         schedule(d, k);
         if (k->due_pos && k->due_ms <= now_ms)
             due_set(d, k, now_ms + 1); /* no progress: the next tick */
     }
-    admit_wake(d, now_ms);
+    /* Parked requests: all of them only when one's time came or something
+     * they all wait for changed (core_wake); nothing when none can move. */
+    core_wake(d, now_ms);
+    d->wake_rearm = 1; /* the caller (cron) re-arms the wake timer */
 }
 
 /* --- rebinding to a new configuration --- */
