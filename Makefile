@@ -57,7 +57,7 @@ UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
               test_retry test_admit test_config test_keys test_permit \
               test_alloc test_corpus test_core test_prom test_http \
               test_sdnotify test_errlog test_analytics test_snapshot \
-              test_shared
+              test_shared test_totals
 INTEG_TESTS := test_integ test_integ_breaker test_integ_admit test_flood \
               test_abuse test_integ_errlog test_integ_snapshot test_rlink
 CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
@@ -106,6 +106,7 @@ $(BUILD)/tests/test_config: $(call obj,tests/test_config.c $(PROTO_SRC) $(DAEMON
 $(BUILD)/tests/test_keys: $(call obj,tests/test_keys.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_core: $(call obj,tests/test_core.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_shared: $(call obj,tests/test_shared.c $(PROTO_SRC) $(DAEMON_CORE))
+$(BUILD)/tests/test_totals: $(call obj,tests/test_totals.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_snapshot: $(call obj,tests/test_snapshot.c $(PROTO_SRC) $(DAEMON_CORE) daemon/snapshot.c)
 $(BUILD)/tests/test_permit: $(call obj,tests/test_permit.c daemon/permit.c daemon/msgidx.c)
 $(BUILD)/tests/test_analytics: $(call obj,tests/test_analytics.c $(PROTO_SRC) $(DAEMON_CORE))

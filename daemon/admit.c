@@ -476,6 +476,7 @@ int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
     for (i = k->len; i-- > 0;) {
         const struct policy *pol;
         struct key *a;
+        size_t had = d->keys.count;
         if (k->name[i] != '.')
             continue;
         memcpy(prefix, k->name, i);
@@ -485,8 +486,11 @@ int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
             continue;
         if (k->nanc == KEY_MAX_ANCESTORS)
             return RD_EDEEP;
-        if ((rc = keys_get(&d->keys, prefix, i, &d->cfg, now_ms, &a)) < 0 ||
-            (rc = admit_prepare(d, a, now_ms)) < 0)
+        if ((rc = keys_get(&d->keys, prefix, i, &d->cfg, now_ms, &a)) < 0)
+            return rc;
+        if (d->keys.count != had)
+            core_key_created(d, a);
+        if ((rc = admit_prepare(d, a, now_ms)) < 0)
             return rc;
         k->anc[k->nanc++] = a;
     }
@@ -718,6 +722,7 @@ static enum verdict decide(struct resild *d, struct caller *c, struct key *k,
     }
     if (pol->has_bulkhead) {
         bulkhead_take(&k->bh);
+        d->tot.bh_in_use++;
         p->holds_slot = 1;
     } else {
         p->holds_slot = 0;
@@ -745,6 +750,8 @@ static void key_queue_unlink(struct resild *d, struct parked *p)
         p->qnext->qprev = p->qprev;
     else
         k->q_tail = p->qprev;
+    if (k->policy->has_bulkhead)
+        d->tot.bh_queued--;
     if (--k->q_len == 0) {
         if (k->wait_prev)
             k->wait_prev->wait_next = k->wait_next;
@@ -806,6 +813,8 @@ static int park(struct resild *d, struct caller *c, struct key *k,
     else
         k->q_head = p;
     k->q_tail = p;
+    if (k->policy->has_bulkhead)
+        d->tot.bh_queued++;
     if (k->q_len++ == 0) {
         k->wait_prev = NULL;
         k->wait_next = d->waiting;
@@ -881,6 +890,7 @@ static void answer_parked(struct resild *d, struct parked *p, enum verdict vd,
         c->answer(c, msgid, k, NULL, res->err);
     } else {
         k->decisions[res->reason]++;
+        d->tot.dec[res->reason]++;
         c->answer(c, msgid, k, res, 0);
     }
 }
@@ -1020,8 +1030,11 @@ void admit_permit_done(struct resild *d, struct permit *p)
 {
     struct key *k = p->key;
 
-    if (p->holds_slot)
+    if (p->holds_slot && k->bh.in_use) {
         bulkhead_give(&k->bh);
+        if (k->policy->has_bulkhead) /* counted (core.c policy_count) */
+            d->tot.bh_in_use--;
+    }
     k->outstanding--;
     permits_release(&d->permits, p);
     admit_wake_later(d, k); /* a slot, a probe: k's queue only */

@@ -44,6 +44,32 @@ struct durable_ops;
 #define CORE_COMPONENTS 8 /* parts that report to health (snapshot, ...) */
 #define CORE_WAKE_KEYS 64 /* keys core_wake serves alone; more: all of them */
 
+/*
+ * Host-wide running totals of per-key figures, kept where the per-key
+ * figure changes, so that `health` and the metrics page's _other rows cost
+ * O(1) and O(metrics.max_keys), never a walk of every key (issue 14).
+ * core.c keeps them; the sums are over every key in the registry.
+ */
+struct core_totals {
+    /* Keys by what struct key's `tally` holds them as (core.c
+     * track_health): by visible breaker state (enum breaker_visible; [0]
+     * closed is not kept: keys.count minus the others), by health (enum
+     * key_health; [0] operational not kept), open breakers, and critical
+     * keys (on resild.critical) operational and unavailable. */
+    uint32_t vis[6];
+    uint32_t health[3];
+    uint32_t open;
+    uint32_t crit_up, crit_down;
+    uint64_t dec[8];                   /* Σ key.decisions */
+    uint64_t opens;                    /* Σ key.br.opens */
+    uint64_t lat_hist[KEY_LATENCY_BUCKETS + 1]; /* Σ key.lat_hist */
+    uint64_t lat_sum_ms;                        /* Σ key.lat_sum_ms */
+    /* Over the keys whose policy has a limiter / a bulkhead: how many,
+     * and Σ bh.in_use and Σ q_len of the latter. */
+    uint32_t nlim, nbh;
+    uint64_t bh_in_use, bh_queued;
+};
+
 /* Counters shown by `metrics` (issue: metrics method) and in logs. */
 struct metrics {
     uint64_t requests;
@@ -87,6 +113,7 @@ struct resild {
     struct msgidx parked_ix; /* parked requests by (caller, msgid) */
     struct key *waiting;     /* keys with parked requests */
     struct metrics m;
+    struct core_totals tot;
     int stopping;   /* SIGTERM: nothing parks any more */
     int wake_dirty; /* something any parked request waits for may have
                      * changed (a force, venue news, a reload, a lease):
