@@ -497,6 +497,13 @@ static void test_wake_targeted(void)
     core_wake(&d, 3003);
     OK(kb->q_len == 0 && fake_answer(&b, 2, &allow, reason, &msgid) && allow,
        "and it is served");
+    acquire(&d, &b, kb, 1, 0, 100, 3004, &res);
+    OK(res.parked, "parked on b again (its slot is taken)");
+    core_wake(&d, 3004);
+    admit_venue_pause(&d, ka, 3004, 500);
+    OK(!core_wake_due(&d), "a venue pause wakes nobody: it lets none through");
+    core_tick(&d, 3104);
+    IS(kb->q_len, 0, "the parked request still ends at its deadline");
     (void)pw;
     fake_free(&a);
     fake_free(&b);
