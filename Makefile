@@ -57,7 +57,7 @@ UNIT_TESTS := test_scan test_rpc test_breaker test_breaker_model test_limiter \
               test_retry test_admit test_config test_keys test_permit \
               test_alloc test_corpus test_core test_prom test_http \
               test_sdnotify test_errlog test_analytics test_snapshot \
-              test_shared
+              test_shared test_totals
 INTEG_TESTS := test_integ test_integ_breaker test_integ_admit test_flood \
               test_abuse test_integ_errlog test_integ_snapshot test_rlink
 CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
@@ -65,7 +65,7 @@ CLIENT_TESTS := test_client_matrix test_client_args test_client_timeout \
 TEST_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS) $(INTEG_TESTS) \
                 $(CLIENT_TESTS))
 
-.PHONY: all deps run test check bench bench-more bench-analytics bench-snapshot fuzz \
+.PHONY: all deps run test check bench bench-more bench-analytics bench-snapshot bench-scale fuzz \
         fuzz-merge asan install uninstall format clean
 all: $(BUILD)/resild $(BUILD)/resilctl $(BUILD)/libresil.a $(BUILD)/libresil.so
 
@@ -106,6 +106,7 @@ $(BUILD)/tests/test_config: $(call obj,tests/test_config.c $(PROTO_SRC) $(DAEMON
 $(BUILD)/tests/test_keys: $(call obj,tests/test_keys.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_core: $(call obj,tests/test_core.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_shared: $(call obj,tests/test_shared.c $(PROTO_SRC) $(DAEMON_CORE))
+$(BUILD)/tests/test_totals: $(call obj,tests/test_totals.c $(PROTO_SRC) $(DAEMON_CORE))
 $(BUILD)/tests/test_snapshot: $(call obj,tests/test_snapshot.c $(PROTO_SRC) $(DAEMON_CORE) daemon/snapshot.c)
 $(BUILD)/tests/test_permit: $(call obj,tests/test_permit.c daemon/permit.c daemon/msgidx.c)
 $(BUILD)/tests/test_analytics: $(call obj,tests/test_analytics.c $(PROTO_SRC) $(DAEMON_CORE))
@@ -141,6 +142,7 @@ $(BUILD)/tests/test_rlink: $(call obj,tests/test_rlink.c daemon/rlink.c daemon/l
 $(BUILD)/tests/test_flood: $(call obj,tests/test_flood.c tests/flood_util.c tests/daemon_util.c tests/integ_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/bench_analytics: $(call obj,tests/bench_analytics.c daemon/analytics.c)
 $(BUILD)/tests/bench_snapshot: $(call obj,tests/bench_snapshot.c $(PROTO_SRC) $(DAEMON_CORE) daemon/snapshot.c)
+$(BUILD)/tests/bench_scale: $(call obj,tests/bench_scale.c $(PROTO_SRC) $(DAEMON_CORE) daemon/snapshot.c)
 $(BUILD)/tests/bench: $(call obj,tests/bench.c tests/flood_util.c tests/daemon_util.c) $(BUILD)/libresil.a
 $(BUILD)/tests/loadgen: $(call obj,tests/loadgen.c)
 $(BUILD)/tests/%:
@@ -183,6 +185,11 @@ bench-analytics: $(BUILD)/tests/bench_analytics
 # keys (tests/bench_snapshot.c), printed, never asserted.
 bench-snapshot: $(BUILD)/tests/bench_snapshot
 	@$(BUILD)/tests/bench_snapshot
+# bench-scale: the core's cost per operation against 10k, 100k and 1M keys,
+# callers and parked requests (tests/bench_scale.c, issue 14), printed,
+# never asserted.
+bench-scale: $(BUILD)/tests/bench_scale
+	@$(BUILD)/tests/bench_scale
 
 # fuzz: libFuzzer (clang) over scanner, decoder and every method with ASan
 # and UBSan, seeded from tests/corpus; FUZZ_SECONDS=N (default 60).  New

@@ -479,6 +479,7 @@ int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
     for (i = k->len; i-- > 0;) {
         const struct policy *pol;
         struct key *a;
+        size_t had = d->keys.count;
         if (k->name[i] != '.')
             continue;
         memcpy(prefix, k->name, i);
@@ -486,8 +487,11 @@ int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
         pol = config_match(&d->cfg, prefix);
         if (!pol->has_limiter)
             continue;
-        if ((rc = keys_get(&d->keys, prefix, i, &d->cfg, now_ms, &a)) < 0 ||
-            (rc = admit_prepare(d, a, now_ms)) < 0)
+        if ((rc = keys_get(&d->keys, prefix, i, &d->cfg, now_ms, &a)) < 0)
+            return rc;
+        if (d->keys.count != had)
+            core_key_created(d, a);
+        if ((rc = admit_prepare(d, a, now_ms)) < 0)
             return rc;
         if (a->nanc + 1 > KEY_MAX_ANCESTORS)
             return RD_EDEEP;
@@ -722,6 +726,7 @@ static enum verdict decide(struct resild *d, struct caller *c, struct key *k,
     }
     if (pol->has_bulkhead) {
         bulkhead_take(&k->bh);
+        d->tot.bh_in_use++;
         p->holds_slot = 1;
     } else {
         p->holds_slot = 0;
@@ -749,6 +754,8 @@ static void key_queue_unlink(struct resild *d, struct parked *p)
         p->qnext->qprev = p->qprev;
     else
         k->q_tail = p->qprev;
+    if (k->policy->has_bulkhead)
+        d->tot.bh_queued--;
     if (--k->q_len == 0) {
         if (k->wait_prev)
             k->wait_prev->wait_next = k->wait_next;
@@ -780,9 +787,12 @@ static void unpark(struct resild *d, struct parked *p)
     d->parked_used--;
 }
 
+static uint64_t key_next_wake(const struct resild *d, const struct key *k,
+                              uint64_t now_ms, uint64_t best);
+
 static int park(struct resild *d, struct caller *c, struct key *k,
                 uint64_t cost, int critical, uint64_t deadline_ms,
-                uint32_t msgid)
+                uint32_t msgid, uint64_t now_ms)
 {
     uint32_t bound = k->policy->has_bulkhead ? k->policy->bulkhead.queue
                                              : ADMIT_DEFAULT_QUEUE;
@@ -807,6 +817,8 @@ static int park(struct resild *d, struct caller *c, struct key *k,
     else
         k->q_head = p;
     k->q_tail = p;
+    if (k->policy->has_bulkhead)
+        d->tot.bh_queued++;
     if (k->q_len++ == 0) {
         k->wait_prev = NULL;
         k->wait_next = d->waiting;
@@ -821,7 +833,10 @@ static int park(struct resild *d, struct caller *c, struct key *k,
     c->nparked++;
     msgidx_add(&d->parked_ix, &p->by_msgid, c, msgid);
     d->m.parked++;
-    d->wake_dirty = 1; /* arm the timer for its deadline */
+    /* Arm the timer for its deadline (and, at the head or critical, its
+     * refill): nothing else changed, so no walk of the others. */
+    d->wake_next_ms = key_next_wake(d, k, now_ms, d->wake_next_ms);
+    d->wake_rearm = 1;
     return 0;
 }
 
@@ -857,7 +872,7 @@ int admit_acquire(struct resild *d, struct caller *c, struct key *k,
     if (vd == V_NOPERMIT)
         return res->err;
     if (vd == V_WAITABLE && wait_ms > 0 && !d->stopping &&
-        park(d, c, k, cost, critical, now_ms + wait_ms, msgid) == 0) {
+        park(d, c, k, cost, critical, now_ms + wait_ms, msgid, now_ms) == 0) {
         res->parked = 1;
     }
     return 0;
@@ -879,6 +894,7 @@ static void answer_parked(struct resild *d, struct parked *p, enum verdict vd,
         c->answer(c, msgid, k, NULL, res->err);
     } else {
         k->decisions[res->reason]++;
+        d->tot.dec[res->reason]++;
         c->answer(c, msgid, k, res, 0);
     }
 }
@@ -904,6 +920,8 @@ static void wake_key(struct resild *d, struct key *k, uint64_t now_ms)
                     &res);
         if ((vd == V_WAITABLE || vd == V_NOPERMIT) && now_ms < p->deadline_ms) {
             blocked = 1;
+            if (vd == V_NOPERMIT)
+                d->wake_nopermit = 1; /* any release may serve it */
             continue;
         }
         answer_parked(d, p, vd, &res);
@@ -915,9 +933,48 @@ void admit_wake(struct resild *d, uint64_t now_ms)
 {
     struct key *k, *next;
 
+    d->nwake_keys = 0; /* all of them now */
+    d->wake_nopermit = 0; /* set again by whoever still waits for one */
     for (k = d->waiting; k; k = next) {
         next = k->wait_next; /* k may leave the list */
         wake_key(d, k, now_ms);
+    }
+    d->wake_next_ms = admit_next_wake(d, now_ms);
+}
+
+void admit_wake_later(struct resild *d, struct key *k)
+{
+    uint32_t i;
+
+    if (d->wake_nopermit) {
+        d->wake_dirty = 1; /* a permit of the pool is free again */
+        return;
+    }
+    if (!k->q_len || d->wake_dirty)
+        return;
+    for (i = 0; i < d->nwake_keys; i++)
+        if (d->wake_keys[i] == k)
+            return;
+    if (d->nwake_keys == CORE_WAKE_KEYS) {
+        d->wake_dirty = 1;
+        return;
+    }
+    d->wake_keys[d->nwake_keys++] = k;
+}
+
+void admit_wake_keys(struct resild *d, uint64_t now_ms)
+{
+    /* wake_key answers and decides; nothing in it ends a permit, so
+     * nothing joins the list meanwhile.  Popped first all the same. */
+    while (d->nwake_keys) {
+        struct key *k = d->wake_keys[--d->nwake_keys];
+        if (!k->q_len)
+            continue;
+        wake_key(d, k, now_ms);
+        /* Its new head may pass sooner than anything the timer is set
+         * for; the other keys' queues did not move. */
+        if (k->q_len)
+            d->wake_next_ms = key_next_wake(d, k, now_ms, d->wake_next_ms);
     }
 }
 
@@ -932,28 +989,38 @@ void admit_wake_all_now(struct resild *d, uint64_t now_ms)
     admit_wake(d, now_ms);
 }
 
+/* The earlier of best (0: none) and when k's queue may next move: an
+ * entry's deadline, or the refill its head or a critical entry waits
+ * for.  O(k's parked requests). */
+static uint64_t key_next_wake(const struct resild *d, const struct key *k,
+                              uint64_t now_ms, uint64_t best)
+{
+    const struct parked *p;
+    uint64_t w;
+
+    for (p = k->q_head; p; p = p->qnext)
+        if (!best || p->deadline_ms < best)
+            best = p->deadline_ms;
+    /* The head, and critical entries, may pass once the limiters
+     * refill. */
+    for (p = k->q_head; p; p = p->qnext) {
+        if (p != k->q_head && !p->critical)
+            continue;
+        w = limiter_chain_wait(d, NULL, (struct key *)k, p->cost, p->critical,
+                               now_ms, NULL);
+        if (w && w != LIMITER_NEVER && now_ms + w < best)
+            best = now_ms + w;
+    }
+    return best;
+}
+
 uint64_t admit_next_wake(const struct resild *d, uint64_t now_ms)
 {
     uint64_t best = 0;
     const struct key *k;
 
-    for (k = d->waiting; k; k = k->wait_next) {
-        const struct parked *p;
-        uint64_t w;
-        for (p = k->q_head; p; p = p->qnext)
-            if (!best || p->deadline_ms < best)
-                best = p->deadline_ms;
-        /* The head, and critical entries, may pass once the limiters
-         * refill. */
-        for (p = k->q_head; p; p = p->qnext) {
-            if (p != k->q_head && !p->critical)
-                continue;
-            w = limiter_chain_wait(d, NULL, (struct key *)k, p->cost,
-                                   p->critical, now_ms, NULL);
-            if (w && w != LIMITER_NEVER && now_ms + w < best)
-                best = now_ms + w;
-        }
-    }
+    for (k = d->waiting; k; k = k->wait_next)
+        best = key_next_wake(d, k, now_ms, best);
     return best;
 }
 
@@ -967,11 +1034,14 @@ void admit_permit_done(struct resild *d, struct permit *p)
 {
     struct key *k = p->key;
 
-    if (p->holds_slot)
+    if (p->holds_slot && k->bh.in_use) {
         bulkhead_give(&k->bh);
+        if (k->policy->has_bulkhead) /* counted (core.c policy_count) */
+            d->tot.bh_in_use--;
+    }
     k->outstanding--;
     permits_release(&d->permits, p);
-    d->wake_dirty = 1;
+    admit_wake_later(d, k); /* a slot, a probe: k's queue only */
 }
 
 /* Self if it has a limiter, else the nearest ancestor with one, else
@@ -989,7 +1059,9 @@ struct key *admit_venue_pause(struct resild *d, struct key *k, uint64_t now_ms,
     struct key *t = nearest_limiter(k);
 
     d->m.venue_pauses++;
-    d->wake_dirty = 1;
+    /* No wake: a pause lets no parked request through sooner (a walk of
+     * every one per rate_limited report was O(parked) per request); the
+     * timer set for an earlier refill finds them still waiting. */
     limiter_pause(&t->lim, lim_conf(t), now_ms, ms);
     return t;
 }
@@ -999,7 +1071,7 @@ struct key *admit_venue_sync(struct resild *d, struct key *k, uint64_t now_ms,
 {
     struct key *t = nearest_limiter(k);
 
-    d->wake_dirty = 1;
+    (void)d; /* no wake: fewer tokens let no parked request through sooner */
     if (!t->policy->has_limiter)
         return NULL;
     limiter_sync(&t->lim, lim_conf(t), now_ms, remaining);

@@ -80,8 +80,19 @@ const char *admit_reason_name(enum admit_reason r);
  * and the permit go back. */
 void admit_permit_done(struct resild *d, struct permit *p);
 
-/* Serve or expire parked requests that can be answered now. */
+/* Serve or expire parked requests that can be answered now: every
+ * parked request, O(parked); sets d->wake_next_ms (admit_next_wake). */
 void admit_wake(struct resild *d, uint64_t now_ms);
+
+/* Something k's own parked requests wait for changed (a slot, a probe,
+ * its breaker): k goes on d->wake_keys for the next core_wake (every key,
+ * wake_dirty, when a request waits for the permit pool or the list is
+ * full).  Nothing when k has none parked.  O(CORE_WAKE_KEYS). */
+void admit_wake_later(struct resild *d, struct key *k);
+
+/* Serve the keys on d->wake_keys (emptied) and lower d->wake_next_ms by
+ * when their queues may next move: O(their parked requests). */
+void admit_wake_keys(struct resild *d, uint64_t now_ms);
 
 /* Shutdown: answer every parked request now, as if its wait had run out. */
 void admit_wake_all_now(struct resild *d, uint64_t now_ms);

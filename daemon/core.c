@@ -116,7 +116,7 @@ void core_set_connections(struct resild *d, uint32_t n)
 
 int core_wake_due(const struct resild *d)
 {
-    return d->wake_dirty;
+    return d->wake_dirty || d->nwake_keys || d->wake_rearm;
 }
 
 /* The latest now_ms seen, for core_lease_wanted (which takes none). */
@@ -126,14 +126,29 @@ static void lease_clock(struct resild *d, uint64_t now_ms)
         d->lease.clock_ms = now_ms;
 }
 
+/* Every parked request is looked at only when something they all may wait
+ * for changed (wake_dirty) or when the time one was waiting for came
+ * (wake_next_ms); a release serves its own key's queue alone.  So a report
+ * costs O(that key's parked requests), never O(parked). */
 uint64_t core_wake(struct resild *d, uint64_t now_ms)
 {
     lease_clock(d, now_ms);
-    d->wake_dirty = 0;
-    if (!d->waiting)
+    d->wake_rearm = 0;
+    if (!d->waiting) {
+        d->wake_dirty = 0;
+        d->nwake_keys = 0;
+        d->wake_next_ms = 0;
         return 0;
-    admit_wake(d, now_ms);
-    return admit_next_wake(d, now_ms);
+    }
+    if (d->wake_dirty || !d->wake_next_ms || now_ms >= d->wake_next_ms) {
+        d->wake_dirty = 0;
+        admit_wake(d, now_ms); /* sets wake_next_ms */
+    } else {
+        admit_wake_keys(d, now_ms);
+    }
+    if (!d->waiting)
+        d->wake_next_ms = 0;
+    return d->wake_next_ms;
 }
 
 void core_stop(struct resild *d, uint64_t now_ms)
@@ -260,6 +275,84 @@ static void schedule(struct resild *d, struct key *k)
     due_set(d, k, key_due(k));
 }
 
+/* --- host-wide totals (state.h struct core_totals) --- */
+
+_Static_assert(ADMIT_NREASONS == sizeof(((struct core_totals *)0)->dec) /
+                                     sizeof(uint64_t),
+               "one total per admit_reason");
+
+/* What k counts as: visible state (bits 0-2), health (3-4), open (5),
+ * critical, i.e. on d->critical (6).  A key never looked at is 0: closed,
+ * operational, none of the lists. */
+static uint8_t tally_of(const struct key *k)
+{
+    unsigned t = (unsigned)breaker_visible_state(&k->br);
+
+    t |= (unsigned)core_key_health(k) << 3;
+    t |= (unsigned)breaker_is_open(&k->br) << 5;
+    t |= (unsigned)(k->core_ready && k->policy->critical) << 6;
+    return (uint8_t)t;
+}
+
+/* Add (one = 1) or take out (one = (uint32_t)-1) a key counted as t. */
+static void tally_count(struct core_totals *tot, unsigned t, uint32_t one)
+{
+    unsigned h = (t >> 3) & 3;
+
+    if (t & 7)
+        tot->vis[t & 7] += one;
+    if (h)
+        tot->health[h] += one;
+    if (t & 32)
+        tot->open += one;
+    if ((t & 64) && h == HEALTH_OPERATIONAL)
+        tot->crit_up += one;
+    if ((t & 64) && h == HEALTH_UNAVAILABLE)
+        tot->crit_down += one;
+}
+
+static void tally(struct resild *d, struct key *k)
+{
+    uint8_t t = tally_of(k);
+
+    if (t == k->tally)
+        return;
+    tally_count(&d->tot, k->tally, (uint32_t)-1);
+    tally_count(&d->tot, t, 1);
+    k->tally = t;
+}
+
+/* k's policy counted in (one = 1) or out ((uint64_t)-1) of the limiter
+ * and bulkhead totals, with what its bulkhead holds. */
+static void policy_count(struct resild *d, const struct key *k, uint64_t one)
+{
+    if (k->policy->has_limiter)
+        d->tot.nlim += (uint32_t)one;
+    if (k->policy->has_bulkhead) {
+        d->tot.nbh += (uint32_t)one;
+        d->tot.bh_in_use += one * k->bh.in_use;
+        d->tot.bh_queued += one * k->q_len;
+    }
+}
+
+void core_key_created(struct resild *d, const struct key *k)
+{
+    policy_count(d, k, 1);
+}
+
+void core_add_latency(struct resild *d, struct key *k, uint64_t latency_ms)
+{
+    unsigned i = 0;
+
+    /* The bucket keys_add_latency picks. */
+    while (i < KEY_LATENCY_BUCKETS &&
+           (double)latency_ms > keys_latency_bounds[i])
+        i++;
+    keys_add_latency(k, latency_ms);
+    d->tot.lat_hist[i]++;
+    d->tot.lat_sum_ms += latency_ms;
+}
+
 /* Keep k on d->unwell exactly while it is not closed and automatic with
  * a live heartbeat: every key that is not operational, and every key that
  * time can change (an open breaker, a force with or without a TTL).  Health
@@ -269,6 +362,7 @@ static void track_health(struct resild *d, struct key *k)
     int unwell;
 
     schedule(d, k); /* every state change passes here */
+    tally(d, k);
     unwell = k->br.force != BREAKER_AUTO || k->br.state != BREAKER_CLOSED ||
              k->hb.lost;
 
@@ -330,8 +424,11 @@ int core_key(struct resild *d, const char *name, size_t n, uint64_t now_ms,
              struct key **out)
 {
     struct key *k;
+    size_t had = d->keys.count;
     int rc = keys_get(&d->keys, name, n, &d->cfg, now_ms, &k);
 
+    if (rc == 0 && d->keys.count != had)
+        core_key_created(d, k);
     if (rc == 0)
         rc = admit_prepare(d, k, now_ms);
     if (rc < 0)
@@ -340,11 +437,11 @@ int core_key(struct resild *d, const char *name, size_t n, uint64_t now_ms,
         /* First use: join the lists the tick and health walk. */
         k->core_ready = 1;
         heartbeat_init(&k->hb, now_ms);
-        schedule(d, k); /* a heartbeat is due from now */
         if (k->policy->critical) {
             k->crit_next = d->critical;
             d->critical = k;
         }
+        track_health(d, k); /* a heartbeat is due from now; counted */
     }
     *out = k;
     return 0;
@@ -417,8 +514,10 @@ int core_acquire(struct resild *d, struct caller *c, struct key *k,
                        culprit);
 
     core_sync(d, k, now_ms);
-    if (rc == 0 && !res->parked)
+    if (rc == 0 && !res->parked) {
         k->decisions[res->reason]++;
+        d->tot.dec[res->reason]++;
+    }
     return rc;
 }
 
@@ -500,6 +599,7 @@ static void outcome(struct resild *d, struct outcome *o, struct permit *p,
     int failed = o->kind == OUT_FAILURE || o->kind == OUT_UNKNOWN;
     enum breaker_outcome bo;
     struct event ev = {.type = EV_OUTCOME, .key = k};
+    uint64_t opens = k->br.opens;
 
     if (o->severity < 0 || o->transient < 0) {
         int sev, tr;
@@ -514,7 +614,7 @@ static void outcome(struct resild *d, struct outcome *o, struct permit *p,
     else /* failure or unknown: the policy's record/ignore lists decide */
         bo = config_failure_kind(k->policy, o->cls[0] ? o->cls : NULL);
     if (o->latency_ms >= 0)
-        keys_add_latency(k, (uint64_t)o->latency_ms);
+        core_add_latency(d, k, (uint64_t)o->latency_ms);
     if (p && o->source != SRC_REPORT && bo == BREAKER_IGNORE) {
         /* Ended without an outcome that counts (a disconnect, a cancel):
          * give back a probe slot, count nothing. */
@@ -533,6 +633,7 @@ static void outcome(struct resild *d, struct outcome *o, struct permit *p,
          * the first time; this report drives nothing. */
         o->stale = 1;
     }
+    d->tot.opens += k->br.opens - opens; /* a trip counts one */
     if (p)
         admit_permit_done(d, p);
     d->m.outcomes[o->kind]++;
@@ -544,6 +645,7 @@ static void outcome(struct resild *d, struct outcome *o, struct permit *p,
     ev.u.outcome = o;
     core_emit(d, &ev, now_ms);
     announce(d, k, now_ms);
+    admit_wake_later(d, k); /* its breaker may have changed */
     /* Venue feedback reaches every client of the limiter at once. */
     if (failed && is_rate_limited(o->cls))
         venue_pause(d, k, o->venue_wait_ms, now_ms);
@@ -665,7 +767,9 @@ void core_caller_gone(struct resild *d, struct caller *c, uint64_t now_ms)
             d->m.probes_lost++;
         end_permit(d, p, p->probe ? SRC_PROBE_LOST : SRC_DISCONNECT, now_ms);
     }
-    admit_wake(d, now_ms);
+    /* The keys whose permits ended; the server re-arms its timer. */
+    core_wake(d, now_ms);
+    d->wake_rearm = 1;
 }
 
 /* --- operators --- */
@@ -742,6 +846,7 @@ void core_remote(struct resild *d, struct key *k,
                  const struct remote_change *rc, uint64_t now_ms)
 {
     size_t rn;
+    uint64_t opens = k->br.opens;
 
     /* What time changed first is local news: announced without origin. */
     core_advance(d, k, now_ms);
@@ -771,6 +876,7 @@ void core_remote(struct resild *d, struct key *k,
         break;
     }
     d->emit_origin = NULL;
+    d->tot.opens += k->br.opens - opens; /* a remote open counts one */
     d->wake_dirty = 1; /* parked requests see the new state */
 }
 
@@ -820,10 +926,27 @@ uint64_t core_lease_size(const struct resild *d, const struct key *k)
 
 /* --- time --- */
 
+void core_advance_due(struct resild *d, uint64_t now_ms)
+{
+    struct key *k;
+
+    /* What time alone changes is announced when it happens, not when
+     * somebody next looks: open time over, force expiry, a heartbeat lost.
+     * Only the keys that are due: the heap's top, O(log n) each. */
+    while (d->ndue && (k = d->due[0])->due_ms <= now_ms) {
+        core_advance(d, k, now_ms);
+        if (core_beat_lost(d, k, now_ms))
+            d->wake_dirty = 1;
+        admit_wake_later(d, k); /* its parked see the new state */
+        schedule(d, k);
+        if (k->due_pos && k->due_ms <= now_ms)
+            due_set(d, k, now_ms + 1); /* no progress: the next tick */
+    }
+}
+
 void core_tick(struct resild *d, uint64_t now_ms)
 {
     struct permit *p;
-    struct key *k;
 
     lease_clock(d, now_ms);
     /* Earliest expiry first: O(log n) per expired permit, nothing for the
@@ -832,18 +955,11 @@ void core_tick(struct resild *d, uint64_t now_ms)
         d->m.permits_expired++;
         end_permit(d, p, SRC_PERMIT_EXPIRED, now_ms);
     }
-    /* What time alone changes is announced when it happens, not when
-     * somebody next looks: open time over, force expiry, a heartbeat lost.
-     * Only the keys that are due: the heap's top, O(log n) each. */
-    while (d->ndue && (k = d->due[0])->due_ms <= now_ms) {
-        core_advance(d, k, now_ms);
-        if (core_beat_lost(d, k, now_ms))
-            d->wake_dirty = 1;
-        schedule(d, k);
-        if (k->due_pos && k->due_ms <= now_ms)
-            due_set(d, k, now_ms + 1); /* no progress: the next tick */
-    }
-    admit_wake(d, now_ms);
+    core_advance_due(d, now_ms);
+    /* Parked requests: all of them only when one's time came or something
+     * they all wait for changed (core_wake); nothing when none can move. */
+    core_wake(d, now_ms);
+    d->wake_rearm = 1; /* the caller (cron) re-arms the wake timer */
 }
 
 /* --- rebinding to a new configuration --- */
@@ -919,6 +1035,7 @@ int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms)
         const struct policy *was = k->policy;
         const struct policy *pol = config_match(&d->cfg, k->name);
 
+        policy_count(d, k, (uint64_t)-1); /* counted again under pol */
         breaker_advance(&k->br, &was->breaker, now_ms);
         if (!breaker_same_window(&pol->breaker, &was->breaker)) {
             free(k->window);
@@ -945,6 +1062,7 @@ int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms)
                 limiter_pause(&k->lim, nc, now_ms, paused);
         }
         k->policy = pol;
+        policy_count(d, k, 1);
         admit_lease_rebound(d, k);
         if (k->admit_ready)
             k->admit_ready = ADMIT_REBOUND; /* ancestors on the next use */
@@ -1056,8 +1174,10 @@ int core_import_key(struct resild *d, const struct key_export *ex,
     if ((rc = core_key(d, ex->name, ex->len, now_ms, &k)) < 0)
         return rc;
     cc = export_crit_conf(k);
+    d->tot.opens -= k->br.opens; /* the lifetime figure is the file's */
     breaker_import(&k->br, &k->policy->breaker, now_ms, &ex->br, ex->win_calls,
                    ex->win_buckets);
+    d->tot.opens += k->br.opens;
     limiter_import(&k->lim, export_lim_conf(k), now_ms, &ex->lim);
     limiter_import(&k->crit_lim, &cc, now_ms, &ex->crit);
     heartbeat_import(&k->hb, now_ms, &ex->hb);

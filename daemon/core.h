@@ -165,6 +165,18 @@ void core_caller_gone(struct resild *d, struct caller *c, uint64_t now_ms);
  * heartbeats), serve or expire parked requests. */
 void core_tick(struct resild *d, uint64_t now_ms);
 
+/* What core_tick does for the keys time changed (open time over, force
+ * expiry, heartbeats lost), alone: O(keys due), for `health`. */
+void core_advance_due(struct resild *d, uint64_t now_ms);
+
+/* A report's or heartbeat's latency for k (keys_add_latency), counted in
+ * d->tot as well. */
+void core_add_latency(struct resild *d, struct key *k, uint64_t latency_ms);
+
+/* k was just created (keys_get): counted in d->tot's per-policy totals.
+ * Every creator calls it (core_key, admit_prepare's ancestors). */
+void core_key_created(struct resild *d, const struct key *k);
+
 /* Key health (SPEC §3 health). */
 enum key_health { HEALTH_OPERATIONAL, HEALTH_DEGRADED, HEALTH_UNAVAILABLE };
 enum key_health core_key_health(const struct key *k);

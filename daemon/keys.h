@@ -72,6 +72,7 @@ struct key {
     struct heartbeat hb;   /* policy with a heartbeat */
     uint8_t unwell;        /* on resild.unwell */
     uint8_t core_ready;    /* lists joined */
+    uint8_t tally;         /* what resild.tot counts k as (core.c) */
     void *window;          /* breaker window memory allocated on a rebind
                             * whose layout differed (NULL: it follows the
                             * struct, as allocated at creation) */

@@ -23,21 +23,31 @@ static uint64_t max_keys_of(const struct resild *d)
     return d->cfg.metrics_max_keys;
 }
 
-/* Walk every key in name order, calling fn for each (chunks of PAGE from
- * the name index, so no list of all keys is ever built). */
-static void each_key(struct resild *d, void (*fn)(void *ctx, struct key *k),
-                     void *ctx)
+/*
+ * Call fn for each key with its own series: the first max_keys keys in
+ * name order, but a key named "_other" (folded, so that it cannot make a
+ * second series with that label; see prom.h).  Chunks of PAGE from the
+ * name index: O(max_keys + log n), no list of keys is built.
+ */
+static void each_own_key(struct resild *d, void (*fn)(void *ctx, struct key *k),
+                         void *ctx)
 {
     struct key *page[PAGE];
     const char *after = NULL;
     size_t alen = 0, n, i, total;
+    uint64_t left = max_keys_of(d);
     int more = 1;
 
-    while (more) {
-        n = keys_page(&d->keys, NULL, 0, after, alen, page, PAGE, &total,
-                      &more);
-        for (i = 0; i < n; i++)
+    while (more && left) {
+        n = keys_page(&d->keys, NULL, 0, after, alen, page,
+                      left < PAGE ? (size_t)left + 1 : PAGE, &total, &more);
+        for (i = 0; i < n && left; i++) {
+            if (page[i]->len == sizeof(PROM_OTHER_KEY) - 1 &&
+                !memcmp(page[i]->name, PROM_OTHER_KEY, page[i]->len))
+                continue;
             fn(ctx, page[i]);
+            left--;
+        }
         if (n == 0)
             break;
         after = page[n - 1]->name;
@@ -45,18 +55,30 @@ static void each_key(struct resild *d, void (*fn)(void *ctx, struct key *k),
     }
 }
 
-/* --- per-key families: own series for the first max_keys, _other --- */
+/* --- per-key families: own series for the first max_keys, _other ---
+ *
+ * The _other row is the host-wide total the core keeps (d->tot, updated
+ * where the per-key figure changes) minus what the keys with their own
+ * series hold, so a page costs O(max_keys), whatever the number of keys
+ * (issue 14: a walk of every key took 35 ms at 100k keys).  Every family
+ * gives its own series to the same keys (those of the first max_keys a
+ * family describes: resild_limiter_available only keys with a limiter,
+ * the bulkhead gauges only keys with a bulkhead).  _other is written when
+ * the family describes more keys than those.  resild_limiter_available has
+ * no _other row: the tokens of a bucket refill with time, so their sum
+ * over every other key cannot be kept without visiting each.
+ */
 
 struct walk {
     struct resild *d;
     struct prom_buf *b;
-    struct prom_keycap cap;
     uint64_t now_ms;
-    int which; /* the family being written */
-    /* _other aggregates */
+    int which;   /* the family being written */
+    uint64_t nown; /* keys given their own series that the family describes */
+    /* What those keys hold, to take from the totals */
     uint64_t dec[ADMIT_NREASONS];
     uint64_t states[6];
-    uint64_t u1, u2;
+    uint64_t u1;
     uint64_t hist[KEY_LATENCY_BUCKETS + 1];
     uint64_t hist_sum;
 };
@@ -74,16 +96,10 @@ enum {
 static const char *const state_names[6] = {
     "closed", "open", "half_open", "forced_open", "forced_closed", "disabled"};
 
-static unsigned state_index(const struct key *k)
-{
-    const char *s = breaker_state_name(&k->br);
-    unsigned i;
-
-    for (i = 0; i < 6; i++)
-        if (!strcmp(s, state_names[i]))
-            return i;
-    return 0;
-}
+_Static_assert(BREAKER_VIS_CLOSED == 0 && BREAKER_VIS_OPEN == 1 &&
+                   BREAKER_VIS_HALF_OPEN == 2 && BREAKER_VIS_FORCED_OPEN == 3 &&
+                   BREAKER_VIS_FORCED_CLOSED == 4 && BREAKER_VIS_DISABLED == 5,
+               "state_names follow enum breaker_visible");
 
 static void write_decisions(struct prom_buf *b, const char *key,
                             const uint64_t *dec)
@@ -127,39 +143,31 @@ static void key_sample(void *ctx, struct key *k)
     struct prom_label l[1] = {{"key", k->name}};
     uint64_t v = 0, c[KEY_LATENCY_BUCKETS + 1], one[6] = {0};
     unsigned i;
-    int own;
 
-    /* Keys a family does not describe take no place under the cap. */
+    /* Keys a family does not describe have no series in it. */
     if ((w->which == F_LIMITER && !k->policy->has_limiter) ||
         ((w->which == F_IN_USE || w->which == F_QUEUED) &&
          !k->policy->has_bulkhead))
         return;
-    own = prom_keycap_take(&w->cap, k->name);
+    w->nown++;
     switch (w->which) {
     case F_DECISIONS:
-        if (own)
-            write_decisions(w->b, k->name, k->decisions);
-        else
-            for (i = 0; i < ADMIT_NREASONS; i++)
-                w->dec[i] += k->decisions[i];
+        write_decisions(w->b, k->name, k->decisions);
+        for (i = 0; i < ADMIT_NREASONS; i++)
+            w->dec[i] += k->decisions[i];
         return;
     case F_STATE:
-        one[state_index(k)] = 1;
-        if (own)
-            write_states(w->b, k->name, one);
-        else
-            w->states[state_index(k)]++;
+        one[breaker_visible_state(&k->br)] = 1;
+        write_states(w->b, k->name, one);
+        w->states[k->tally & 7]++; /* as the totals count it */
         return;
     case F_LATENCY:
-        for (i = 0; i <= KEY_LATENCY_BUCKETS; i++)
+        for (i = 0; i <= KEY_LATENCY_BUCKETS; i++) {
             c[i] = k->lat_hist[i];
-        if (own) {
-            write_hist(w->b, k->name, c, k->lat_sum_ms);
-        } else {
-            for (i = 0; i <= KEY_LATENCY_BUCKETS; i++)
-                w->hist[i] += c[i];
-            w->hist_sum += k->lat_sum_ms;
+            w->hist[i] += c[i];
         }
+        w->hist_sum += k->lat_sum_ms;
+        write_hist(w->b, k->name, c, k->lat_sum_ms);
         return;
     case F_OPENS:
         v = k->br.opens;
@@ -174,39 +182,67 @@ static void key_sample(void *ctx, struct key *k)
         v = k->q_len;
         break;
     }
-    if (own)
-        prom_sample_u64(w->b, l, 1, v);
-    else
-        w->u1 += v;
+    w->u1 += v;
+    prom_sample_u64(w->b, l, 1, v);
+}
+
+/* total - own, never below 0 (the totals hold every key's figure). */
+static uint64_t rest(uint64_t total, uint64_t own)
+{
+    return total > own ? total - own : 0;
 }
 
 static void per_key(struct walk *w, int which, const char *name,
                     enum prom_type type, const char *help)
 {
+    const struct core_totals *t = &w->d->tot;
     struct prom_label other[1] = {{"key", PROM_OTHER_KEY}};
+    uint64_t described, v[ADMIT_NREASONS], h[KEY_LATENCY_BUCKETS + 1];
+    unsigned i;
 
     prom_family(w->b, name, type, help);
     w->which = which;
+    w->nown = 0;
     memset(w->dec, 0, sizeof(w->dec));
     memset(w->states, 0, sizeof(w->states));
     memset(w->hist, 0, sizeof(w->hist));
-    w->u1 = w->u2 = w->hist_sum = 0;
-    prom_keycap_init(&w->cap, max_keys_of(w->d));
-    each_key(w->d, key_sample, w);
-    if (!prom_keycap_other(&w->cap))
+    w->u1 = w->hist_sum = 0;
+    each_own_key(w->d, key_sample, w);
+    described = which == F_LIMITER                      ? t->nlim
+                : which == F_IN_USE || which == F_QUEUED ? t->nbh
+                                                         : w->d->keys.count;
+    if (described <= w->nown || which == F_LIMITER)
         return;
     switch (which) {
     case F_DECISIONS:
-        write_decisions(w->b, PROM_OTHER_KEY, w->dec);
+        for (i = 0; i < ADMIT_NREASONS; i++)
+            v[i] = rest(t->dec[i], w->dec[i]);
+        write_decisions(w->b, PROM_OTHER_KEY, v);
         break;
-    case F_STATE:
-        write_states(w->b, PROM_OTHER_KEY, w->states);
+    case F_STATE: {
+        uint64_t s[6], sum = 0;
+        for (i = 1; i < 6; i++) {
+            s[i] = rest(t->vis[i], w->states[i]);
+            sum += t->vis[i];
+        }
+        /* closed is what the other states leave */
+        s[0] = rest(rest(w->d->keys.count, sum), w->states[0]);
+        write_states(w->b, PROM_OTHER_KEY, s);
         break;
+    }
     case F_LATENCY:
-        write_hist(w->b, PROM_OTHER_KEY, w->hist, w->hist_sum);
+        for (i = 0; i <= KEY_LATENCY_BUCKETS; i++)
+            h[i] = rest(t->lat_hist[i], w->hist[i]);
+        write_hist(w->b, PROM_OTHER_KEY, h, rest(t->lat_sum_ms, w->hist_sum));
         break;
-    default:
-        prom_sample_u64(w->b, other, 1, w->u1);
+    case F_OPENS:
+        prom_sample_u64(w->b, other, 1, rest(t->opens, w->u1));
+        break;
+    case F_IN_USE:
+        prom_sample_u64(w->b, other, 1, rest(t->bh_in_use, w->u1));
+        break;
+    case F_QUEUED:
+        prom_sample_u64(w->b, other, 1, rest(t->bh_queued, w->u1));
         break;
     }
 }

@@ -5,8 +5,11 @@
  *
  * Counters are read on demand: nothing here runs on the decision path.
  * Per-key series are capped at metrics.max_keys keys (the first in name
- * order); the rest are summed under key="_other".  A page walks every key
- * once per per-key family: O(keys), on a scrape, never per request.
+ * order; a family shows those of them it describes); the rest are summed
+ * under key="_other", from the host-wide totals the core keeps (state.h
+ * struct core_totals) minus the keys shown, so a page costs
+ * O(metrics.max_keys + families), whatever the number of keys.  The
+ * limiter gauge has no _other row (see metrics.c).
  */
 #ifndef RESIL_METRICS_H
 #define RESIL_METRICS_H
@@ -24,9 +27,9 @@
  * 0, or a PROM_E* error (the page is then incomplete: do not serve it). */
 int metrics_render(struct resild *d, uint64_t now_ms, struct prom_buf *b);
 
-/* The page, rendered at most once per METRICS_CACHE_MS (a walk of every
- * key costs ~35 ms at 100k keys: a client asking in a loop must not turn
- * that into a stall per request).  Borrowed until the next call; NULL
+/* The page, rendered at most once per METRICS_CACHE_MS (a page of the
+ * default 1000 keys costs ~1 ms: a client asking in a loop must not turn
+ * that into a cost per request).  Borrowed until the next call; NULL
  * with *err (PROM_E*) when it could not be rendered. */
 const char *metrics_page(struct resild *d, uint64_t now_ms, size_t *len,
                          int *err);

@@ -42,6 +42,33 @@ struct durable_ops;
 #define CORE_ERROR_SECONDS 60 /* recent_errors: this many 1 s buckets */
 #define CORE_CLASSES 64   /* error classes counted by name; the rest "_other" */
 #define CORE_COMPONENTS 8 /* parts that report to health (snapshot, ...) */
+#define CORE_WAKE_KEYS 64 /* keys core_wake serves alone; more: all of them */
+
+/*
+ * Host-wide running totals of per-key figures, kept where the per-key
+ * figure changes, so that `health` and the metrics page's _other rows cost
+ * O(1) and O(metrics.max_keys), never a walk of every key (issue 14).
+ * core.c keeps them; the sums are over every key in the registry.
+ */
+struct core_totals {
+    /* Keys by what struct key's `tally` holds them as (core.c
+     * track_health): by visible breaker state (enum breaker_visible; [0]
+     * closed is not kept: keys.count minus the others), by health (enum
+     * key_health; [0] operational not kept), open breakers, and critical
+     * keys (on resild.critical) operational and unavailable. */
+    uint32_t vis[6];
+    uint32_t health[3];
+    uint32_t open;
+    uint32_t crit_up, crit_down;
+    uint64_t dec[8];                   /* Σ key.decisions */
+    uint64_t opens;                    /* Σ key.br.opens */
+    uint64_t lat_hist[KEY_LATENCY_BUCKETS + 1]; /* Σ key.lat_hist */
+    uint64_t lat_sum_ms;                        /* Σ key.lat_sum_ms */
+    /* Over the keys whose policy has a limiter / a bulkhead: how many,
+     * and Σ bh.in_use and Σ q_len of the latter. */
+    uint32_t nlim, nbh;
+    uint64_t bh_in_use, bh_queued;
+};
 
 /* Counters shown by `metrics` (issue: metrics method) and in logs. */
 struct metrics {
@@ -86,10 +113,26 @@ struct resild {
     struct msgidx parked_ix; /* parked requests by (caller, msgid) */
     struct key *waiting;     /* keys with parked requests */
     struct metrics m;
+    struct core_totals tot;
     int stopping;   /* SIGTERM: nothing parks any more */
-    int wake_dirty; /* something a parked request waits for may have
-                     * changed (a release, a park, a force, venue news):
-                     * the server runs admit_wake after this batch */
+    int wake_dirty; /* something any parked request waits for may have
+                     * changed (a force, venue news, a reload, a lease):
+                     * core_wake walks every parked request after this
+                     * batch */
+    /* Keys whose own queue may move (a permit of theirs ended, an outcome
+     * or the tick changed their breaker): core_wake serves only these,
+     * O(their parked requests), unless wake_dirty.  Past CORE_WAKE_KEYS
+     * keys in one batch, wake_dirty instead.  Keys are never freed, so
+     * the pointers stay good. */
+    struct key *wake_keys[CORE_WAKE_KEYS];
+    uint32_t nwake_keys;
+    int wake_rearm;     /* a park lowered wake_next_ms: re-arm the timer */
+    int wake_nopermit;  /* a parked request waits for the permit pool: a
+                         * release anywhere may serve it (wake_dirty) */
+    uint64_t wake_next_ms; /* when a parked request may next be served or
+                            * must be answered: admit_next_wake at the last
+                            * walk of all, lowered by each park and each
+                            * key served since; 0: nothing parked */
     /* Set only while core_remote applies another daemon's change: the
      * events it emits carry it as ev.origin (core_emit). */
     const char *emit_origin;

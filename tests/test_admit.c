@@ -484,6 +484,91 @@ static void test_ancestor_chain(void)
     core_free(&d);
 }
 
+/* Issue 14: a release serves its own key's queue, not every parked
+ * request (core_wake was O(parked) per report); the others wait for their
+ * time (the tick) or for news they all wait for.  A request that waits
+ * for the permit pool is served by a release on any key. */
+static void test_wake_targeted(void)
+{
+    static const char *pool =
+        "{\"max_permits\": 16, \"policies\": {"
+        " \"*\": {\"bulkhead\": {\"max_concurrent\": 1, \"queue\": 2}},"
+        " \"wide\": {\"bulkhead\": {\"max_concurrent\": 100}}}}";
+    struct resild d;
+    struct fake a, b;
+    struct admit_result res;
+    struct key *ka, *kb, *kw;
+    uint64_t pa, pb, pw[16];
+    int allow, i, n;
+    char reason[24];
+    uint32_t msgid;
+
+    load(&d, pool);
+    fake_init(&a);
+    fake_init(&b);
+    ka = key(&d, "a", 0);
+    kb = key(&d, "b", 0);
+    acquire(&d, &a, ka, 1, 0, 0, 0, &res);
+    pa = res.permit;
+    acquire(&d, &a, kb, 1, 0, 0, 0, &res);
+    pb = res.permit;
+    acquire(&d, &b, ka, 1, 0, 5000, 0, &res);
+    OK(res.parked, "parked on a");
+    acquire(&d, &b, kb, 1, 0, 3000, 0, &res);
+    OK(res.parked, "parked on b");
+    OK(core_wake_due(&d), "a park re-arms the wake timer");
+    IS(core_wake(&d, 0), 3000, "the timer is for the earliest deadline");
+    OK(!core_wake_due(&d), "nothing due after the wake");
+    admit_permit_done(&d, permits_find(&d.permits, pa));
+    OK(core_wake_due(&d) && !d.wake_dirty && d.nwake_keys == 1 &&
+           d.wake_keys[0] == ka,
+       "a release marks its own key, not every parked request");
+    IS(core_wake(&d, 10), 3000, "served a: the timer stays");
+    OK(fake_answer(&b, 0, &allow, reason, &msgid) && allow,
+       "a's parked request is served by the release");
+    IS(kb->q_len, 1, "b's stays parked");
+    core_tick(&d, 2999);
+    IS(kb->q_len, 1, "the tick before its deadline leaves it");
+    core_tick(&d, 3000);
+    OK(kb->q_len == 0 && fake_answer(&b, 1, &allow, reason, &msgid) &&
+           !allow && !strcmp(reason, "bulkhead_full"),
+       "the tick answers it at its deadline");
+    IS(core_wake(&d, 3001), 0, "nothing parked: no timer");
+
+    /* The pool: b's slot frees, but every permit is taken. */
+    kw = key(&d, "wide", 0);
+    acquire(&d, &b, kb, 1, 0, 5000, 3001, &res);
+    OK(res.parked, "parked on b again");
+    for (i = n = 0; i < 16; i++) {
+        acquire(&d, &a, kw, 1, 0, 0, 3001, &res);
+        pw[i] = res.permit;
+        n += res.allow;
+    }
+    IS(n, 14, "the pool fills up (a's permit is b's and one is a's)");
+    admit_permit_done(&d, permits_find(&d.permits, pb));
+    acquire(&d, &a, kw, 1, 0, 0, 3002, &res);
+    OK(res.allow, "another key takes the permit b's release freed");
+    core_wake(&d, 3002);
+    OK(kb->q_len == 1 && d.wake_nopermit,
+       "b's slot is free but no permit is: it waits for the pool");
+    admit_permit_done(&d, permits_find(&d.permits, pw[0]));
+    OK(d.wake_dirty, "a release of another key's permit wakes it");
+    core_wake(&d, 3003);
+    OK(kb->q_len == 0 && fake_answer(&b, 2, &allow, reason, &msgid) && allow,
+       "and it is served");
+    acquire(&d, &b, kb, 1, 0, 100, 3004, &res);
+    OK(res.parked, "parked on b again (its slot is taken)");
+    core_wake(&d, 3004);
+    admit_venue_pause(&d, ka, 3004, 500);
+    OK(!core_wake_due(&d), "a venue pause wakes nobody: it lets none through");
+    core_tick(&d, 3104);
+    IS(kb->q_len, 0, "the parked request still ends at its deadline");
+    (void)pw;
+    fake_free(&a);
+    fake_free(&b);
+    core_free(&d);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -499,6 +584,7 @@ int main(void)
     test_permit_ttl_expiry();
     test_lost_probe();
     test_ancestor_chain();
+    test_wake_targeted();
     {
         char path[256];
         snprintf(path, sizeof(path), "%s/c.json", dir);
