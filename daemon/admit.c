@@ -893,7 +893,8 @@ static void answer_parked(struct resild *d, struct parked *p, enum verdict vd,
         d->m.bounds[BOUND_MAX_PERMITS]++;
         c->answer(c, msgid, k, NULL, res->err);
     } else {
-        k->decisions[res->reason]++;
+        if (k->stats)
+            k->stats->decisions[res->reason]++;
         d->tot.dec[res->reason]++;
         c->answer(c, msgid, k, res, 0);
     }

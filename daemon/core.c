@@ -515,7 +515,8 @@ int core_acquire(struct resild *d, struct caller *c, struct key *k,
 
     core_sync(d, k, now_ms);
     if (rc == 0 && !res->parked) {
-        k->decisions[res->reason]++;
+        if (k->stats)
+            k->stats->decisions[res->reason]++;
         d->tot.dec[res->reason]++;
     }
     return rc;

@@ -361,9 +361,52 @@ void keys_free_key(struct key *k)
     free(k->window);
     free(k->lease);
     free(k->lat_ms);
+    free(k->stats);
     if (k->force_reason != keys_no_reason)
         free((char *)k->force_reason);
     free(k);
+}
+
+struct key_stats *keys_stats(struct key *k)
+{
+    if (!k->stats)
+        k->stats = calloc(1, sizeof(*k->stats));
+    return k->stats;
+}
+
+/* The key at 0-based position r in name order, or NULL.  O(height). */
+static struct key *index_select(struct key *t, size_t r)
+{
+    while (t) {
+        size_t l = ord_size(t->ord_l);
+        if (r < l) {
+            t = t->ord_l;
+        } else if (r == l) {
+            return t;
+        } else {
+            r -= l + 1;
+            t = t->ord_r;
+        }
+    }
+    return NULL;
+}
+
+/* k was just inserted: keep stats blocks on the first `cap` + 1 keys in
+ * name order only (one more than metrics.max_keys: a key named "_other"
+ * among them has no series).  If k is among them it gets a block (none
+ * when malloc fails: its figures then only reach the totals), and the
+ * key it pushed past them gives its block up.  O(height). */
+static void stats_on_insert(struct keys *ks, struct key *k, size_t cap)
+{
+    struct key *out;
+
+    if (index_rank(ks->root, k->name, k->len) > cap)
+        return;
+    k->stats = calloc(1, sizeof(*k->stats));
+    if ((out = index_select(ks->root, cap + 1)) && out->stats) {
+        free(out->stats);
+        out->stats = NULL;
+    }
 }
 
 int keys_set_reason(struct key *k, const char *reason, size_t n)
@@ -414,6 +457,7 @@ int keys_get(struct keys *ks, const char *name, size_t len,
     ks->buckets[b] = k;
     ks->root = index_insert(ks->root, k);
     ks->count++;
+    stats_on_insert(ks, k, c->metrics_max_keys);
     *out = k;
     return 0;
 }
@@ -464,11 +508,13 @@ void keys_add_latency(struct key *k, uint64_t latency_ms)
         if (k->lat_n < KEY_LATENCY_SAMPLES)
             k->lat_n++;
     }
+    if (!k->stats)
+        return;
     while (i < KEY_LATENCY_BUCKETS &&
            (double)latency_ms > keys_latency_bounds[i])
         i++;
-    k->lat_hist[i]++;
-    k->lat_sum_ms += latency_ms;
+    k->stats->lat_hist[i]++;
+    k->stats->lat_sum_ms += latency_ms;
 }
 
 _Static_assert(KEY_LATENCY_SAMPLES <= 255, "codes are counted in uint8_t");

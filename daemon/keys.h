@@ -76,11 +76,7 @@ struct key {
     void *window;          /* breaker window memory allocated on a rebind
                             * whose layout differed (NULL: it follows the
                             * struct, as allocated at creation) */
-    uint64_t decisions[8]; /* acquire answers by enum admit_reason */
-    /* Reported latencies for the metrics histogram: counts per bucket of
-     * KEY_LATENCY_BOUNDS (the last: above every bound), and their sum. */
-    uint32_t lat_hist[KEY_LATENCY_BUCKETS + 1];
-    uint64_t lat_sum_ms;
+    struct key_stats *stats; /* per-key metrics series, or NULL (below) */
     uint8_t len;
     /* The name, NUL-terminated, stored once: the allocation is as long
      * as the name.  The breaker's window memory follows it (same
@@ -90,6 +86,25 @@ struct key {
 
 /* The empty force reason every key without one points at. */
 extern const char keys_no_reason[];
+
+/*
+ * What a key's own metrics series count.  Only keys that can have their
+ * own series -- the first metrics.max_keys in name order -- keep one (the
+ * metrics page shows every other key in one "_other" row, from the core's
+ * running totals): a key gets it when it is made among the first ones
+ * (keys_get), and gives it up when a new key pushes it past them.  Keys
+ * are never removed, so a key past them never comes back; one that gains
+ * a series on a reload that raised metrics.max_keys gets its block then
+ * (keys_stats), counting from then.  A million keys keep a thousand of
+ * these, not a million.
+ */
+struct key_stats {
+    uint64_t decisions[8]; /* acquire answers by enum admit_reason */
+    /* Reported latencies for the metrics histogram: counts per bucket of
+     * KEY_LATENCY_BOUNDS (the last: above every bound), and their sum. */
+    uint32_t lat_hist[KEY_LATENCY_BUCKETS + 1];
+    uint64_t lat_sum_ms;
+};
 
 struct keys {
     struct key **buckets; /* nbuckets chains */
@@ -155,7 +170,11 @@ int keys_set_reason(struct key *k, const char *reason, size_t n);
  * included), rounded up to 8: where its breaker window starts. */
 size_t keys_name_end(size_t len);
 
-/* Free a key and what it owns (lease, window, ring, reason). */
+/* k's stats block, allocated now if it has none (a key that gained its
+ * own metrics series); NULL when no memory can be had. */
+struct key_stats *keys_stats(struct key *k);
+
+/* Free a key and what it owns (lease, window, ring, reason, stats). */
 void keys_free_key(struct key *k);
 
 /* A latency in ms as kept in the ring: exact below 32 ms, within 1/32

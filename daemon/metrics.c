@@ -142,6 +142,8 @@ static void key_sample(void *ctx, struct key *k)
     struct walk *w = ctx;
     struct prom_label l[1] = {{"key", k->name}};
     uint64_t v = 0, c[KEY_LATENCY_BUCKETS + 1], one[6] = {0};
+    static const struct key_stats none; /* no memory for a block */
+    const struct key_stats *st;
     unsigned i;
 
     /* Keys a family does not describe have no series in it. */
@@ -152,9 +154,14 @@ static void key_sample(void *ctx, struct key *k)
     w->nown++;
     switch (w->which) {
     case F_DECISIONS:
-        write_decisions(w->b, k->name, k->decisions);
+        /* A key that gained its series on a reload (a bigger max_keys)
+         * starts counting now (keys.h, struct key_stats). */
+        st = k->stats ? k->stats : keys_stats(k);
+        if (!st)
+            st = &none;
+        write_decisions(w->b, k->name, st->decisions);
         for (i = 0; i < ADMIT_NREASONS; i++)
-            w->dec[i] += k->decisions[i];
+            w->dec[i] += st->decisions[i];
         return;
     case F_STATE:
         one[breaker_visible_state(&k->br)] = 1;
@@ -162,12 +169,15 @@ static void key_sample(void *ctx, struct key *k)
         w->states[k->tally & 7]++; /* as the totals count it */
         return;
     case F_LATENCY:
+        st = k->stats ? k->stats : keys_stats(k);
+        if (!st)
+            st = &none;
         for (i = 0; i <= KEY_LATENCY_BUCKETS; i++) {
-            c[i] = k->lat_hist[i];
+            c[i] = st->lat_hist[i];
             w->hist[i] += c[i];
         }
-        w->hist_sum += k->lat_sum_ms;
-        write_hist(w->b, k->name, c, k->lat_sum_ms);
+        w->hist_sum += st->lat_sum_ms;
+        write_hist(w->b, k->name, c, st->lat_sum_ms);
         return;
     case F_OPENS:
         v = k->br.opens;

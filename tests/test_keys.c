@@ -501,6 +501,56 @@ static void test_percentiles(void)
     free(k);
 }
 
+/* Stats blocks (struct key_stats) sit on the first metrics.max_keys + 1
+ * keys in name order and nowhere else, whatever order keys are made in:
+ * ascending (each new key past the cap), descending (each new key first,
+ * pushing one out) and random. */
+static void test_stats_blocks(void)
+{
+    static const char *const how[3] = {"ascending", "descending", "random"};
+    uint64_t seed = 7;
+    int order;
+
+    for (order = 0; order < 3; order++) {
+        struct keys ks;
+        struct config c;
+        struct key *k, *page[64];
+        char nm[16];
+        size_t total, n, i, with = 0, wrong = 0;
+        int more, j;
+
+        config_defaults(&c);
+        c.metrics_max_keys = 3;
+        keys_init(&ks, 1000);
+        for (j = 0; j < 200; j++) {
+            int v = order == 0 ? j : order == 1 ? 199 - j : 0;
+            if (order == 2) {
+                seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+                v = (int)(seed % 1000);
+            }
+            snprintf(nm, sizeof(nm), "k%03d", v);
+            keys_get(&ks, nm, strlen(nm), &c, 0, &k);
+        }
+        n = keys_page(&ks, NULL, 0, NULL, 0, page, 64, &total, &more);
+        for (i = 0; i < n; i++) {
+            with += page[i]->stats != NULL;
+            wrong += (i <= 3) != (page[i]->stats != NULL);
+        }
+        while (more) { /* the rest: none may keep a block */
+            const struct key *last = page[n - 1];
+            n = keys_page(&ks, NULL, 0, last->name, last->len, page, 64,
+                          &total, &more);
+            for (i = 0; i < n; i++)
+                wrong += page[i]->stats != NULL;
+        }
+        OK(wrong == 0 && with == 4,
+           "%s: stats on exactly the first 4 of %zu keys (%zu off)",
+           how[order], total, wrong);
+        keys_free(&ks);
+        config_free(&c);
+    }
+}
+
 int main(void)
 {
     test_keys();
@@ -510,5 +560,6 @@ int main(void)
     test_page_model();
     test_balance();
     test_page_cost();
+    test_stats_blocks();
     return tap_done();
 }

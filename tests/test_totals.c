@@ -86,12 +86,12 @@ static void walk_totals(const struct resild *d, struct core_totals *t)
             t->crit_up += h == HEALTH_OPERATIONAL;
             t->crit_down += h == HEALTH_UNAVAILABLE;
         }
-        for (i = 0; i < ADMIT_NREASONS; i++)
-            t->dec[i] += k->decisions[i];
+        for (i = 0; k->stats && i < ADMIT_NREASONS; i++)
+            t->dec[i] += k->stats->decisions[i];
         t->opens += k->br.opens;
-        for (i = 0; i <= KEY_LATENCY_BUCKETS; i++)
-            t->lat_hist[i] += k->lat_hist[i];
-        t->lat_sum_ms += k->lat_sum_ms;
+        for (i = 0; k->stats && i <= KEY_LATENCY_BUCKETS; i++)
+            t->lat_hist[i] += k->stats->lat_hist[i];
+        t->lat_sum_ms += k->stats ? k->stats->lat_sum_ms : 0;
         if (k->policy->has_limiter)
             t->nlim++;
         if (k->policy->has_bulkhead) {
@@ -102,12 +102,36 @@ static void walk_totals(const struct resild *d, struct core_totals *t)
     }
 }
 
+/* 1 when every key keeps a stats block (metrics.max_keys covers them
+ * all): only then can a walk sum decisions and latencies. */
+static int all_stats(const struct resild *d)
+{
+    const struct key *k;
+    size_t b = 0;
+
+    for (k = core_key_next(d, NULL, &b); k; k = core_key_next(d, k, &b))
+        if (!k->stats)
+            return 0;
+    return 1;
+}
+
+static void no_series_sums(struct core_totals *t)
+{
+    memset(t->dec, 0, sizeof(t->dec));
+    memset(t->lat_hist, 0, sizeof(t->lat_hist));
+    t->lat_sum_ms = 0;
+}
+
 static int same_totals(const struct resild *d, const char *when)
 {
-    struct core_totals t;
+    struct core_totals t, dt = d->tot;
 
     walk_totals(d, &t);
-    if (!memcmp(&t, &d->tot, sizeof(t)))
+    if (!all_stats(d)) { /* keys past the series cap keep no stats */
+        no_series_sums(&t);
+        no_series_sums(&dt);
+    }
+    if (!memcmp(&t, &dt, sizeof(t)))
         return 1;
     DIAG("%s: totals differ from a walk: open %u/%u, crit %u,%u/%u,%u, "
          "health %u,%u/%u,%u, vis1 %u/%u, opens %llu/%llu, in_use %llu/%llu, "
@@ -223,6 +247,7 @@ static void check_page(struct resild *d, uint64_t now)
     size_t total, n, i;
     int more;
     uint64_t ok = 0, closed = 0, open = 0, opens = 0, in_use = 0, lat = 0;
+    uint64_t own_ok = 0, own_lat = 0;
     unsigned own = 0, own_bh = 0, nbh = 0;
     struct prom_buf b;
     char want[160];
@@ -235,19 +260,24 @@ static void check_page(struct resild *d, uint64_t now)
         if (mine) {
             own++;
             own_bh += k->policy->has_bulkhead;
+            own_ok += k->stats ? k->stats->decisions[ADMIT_OK] : 0;
+            own_lat += k->stats ? k->stats->lat_sum_ms : 0;
             continue;
         }
-        ok += k->decisions[ADMIT_OK];
         closed += v == BREAKER_VIS_CLOSED;
         open += v == BREAKER_VIS_OPEN;
         opens += k->br.opens;
-        lat += k->lat_sum_ms;
         if (k->policy->has_bulkhead) {
             nbh++;
             in_use += k->bh.in_use;
         }
     }
     (void)own_bh;
+    /* The other keys keep no per-key figures (struct key_stats): their
+     * decisions and latencies are the totals (checked against a walk by
+     * the run where every key has its series) less the own keys'. */
+    ok = d->tot.dec[ADMIT_OK] - own_ok;
+    lat = d->tot.lat_sum_ms - own_lat;
     prom_init(&b, 1 << 20);
     IS(metrics_render(d, now, &b), 0, "the page renders");
     snprintf(want, sizeof(want), "%llu", (unsigned long long)ok);
@@ -338,6 +368,57 @@ static void check_health(struct resild *d, struct rpc_client *rc,
     msgpack_sbuffer_destroy(&req);
 }
 
+/* 6000 random operations from *now with reloads between configs ca and
+ * cb (and back) and a disconnect; the totals are checked after each.
+ * Returns how many checks failed. */
+static int random_run(struct resild *d, struct caller *c, uint64_t *nowp,
+                      const char *ca, const char *cb)
+{
+    struct config cfg;
+    uint64_t now = *nowp, seed = 12345;
+    int i, bad = 0;
+
+    for (i = 0; i < 6000; i++) {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        step(d, c, (unsigned)(seed >> 20), now);
+        now += seed % 7;
+        if (i % 50 == 0) {
+            core_tick(d, now);
+            core_wake(d, now);
+        }
+        if (i == 2000) {
+            load(&cfg, cb);
+            IS(core_rebind(d, &cfg, now), 0, "reload to other policies");
+        }
+        if (i == 4000) {
+            load(&cfg, ca);
+            IS(core_rebind(d, &cfg, now), 0, "and back");
+        }
+        if (i == 5000)
+            core_caller_gone(d, c, now);
+        if (!same_totals(d, "step") && bad++ > 3)
+            break;
+    }
+    *nowp = now;
+    return bad;
+}
+
+/* cfg with metrics.max_keys 100 instead of 5: every key has its series. */
+static const char *wide(const char *cfg)
+{
+    static char buf[2][2048];
+    static int n;
+    char *o = buf[n++ % 2];
+    const char *p = strstr(cfg, "\"max_keys\": 5");
+    size_t at = p ? (size_t)(p - cfg) : 0;
+
+    snprintf(o, sizeof(buf[0]), "%.*s\"max_keys\": 100%s", (int)at, cfg,
+             p ? p + strlen("\"max_keys\": 5") : "");
+    return o;
+}
+
 int main(void)
 {
     struct resild d, d2;
@@ -346,10 +427,10 @@ int main(void)
     msgpack_packer pk;
     struct rpc_client rc;
     struct key_export *ex = malloc(sizeof(*ex));
-    uint64_t now = 1000, seed = 12345;
+    uint64_t now = 1000;
     const struct key *k;
     size_t b = 0;
-    int i, bad = 0;
+    int bad = 0;
 
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -358,31 +439,44 @@ int main(void)
     load(&cfg, cfg_a);
     core_init(&d, &cfg, now, 42);
     OK(same_totals(&d, "start"), "no keys: all totals 0");
-    for (i = 0; i < 6000; i++) {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        step(&d, &rc.caller, (unsigned)(seed >> 20), now);
-        now += seed % 7;
-        if (i % 50 == 0) {
-            core_tick(&d, now);
-            core_wake(&d, now);
-        }
-        if (i == 2000) {
-            load(&cfg, cfg_b);
-            IS(core_rebind(&d, &cfg, now), 0, "reload to other policies");
-        }
-        if (i == 4000) {
-            load(&cfg, cfg_a);
-            IS(core_rebind(&d, &cfg, now), 0, "and back");
-        }
-        if (i == 5000)
-            core_caller_gone(&d, &rc.caller, now);
-        if (!same_totals(&d, "step") && bad++ > 3)
-            break;
+    {
+        /* With every key's series (max_keys 100 > 11 names): decisions
+         * and latencies are checked key by key too. */
+        struct resild df;
+        uint64_t t = now;
+        load(&cfg, wide(cfg_a));
+        core_init(&df, &cfg, t, 42);
+        IS(random_run(&df, &rc.caller, &t, wide(cfg_a), wide(cfg_b)), 0,
+           "every key with its series: the totals, decisions and latencies "
+           "included, equal a walk after each of 6000 random operations");
+        OK(all_stats(&df) && df.tot.dec[ADMIT_OK] > 0 &&
+               df.tot.lat_sum_ms > 0,
+           "(every key kept its stats; %llu allowed, %llu ms reported)",
+           (unsigned long long)df.tot.dec[ADMIT_OK],
+           (unsigned long long)df.tot.lat_sum_ms);
+        core_caller_gone(&df, &rc.caller, t);
+        core_free(&df);
     }
+    bad = random_run(&d, &rc.caller, &now, cfg_a, cfg_b);
     IS(bad, 0, "the totals equal a walk of every key after each of 6000 "
                "random operations");
+    {
+        /* Only the first max_keys (5) + 1 keys in name order keep stats,
+         * and each of the first 5 has them. */
+        struct key *pg[16];
+        size_t tot, n, j, with = 0, firsts = 0;
+        int more;
+        for (k = core_key_next(&d, NULL, &b); k; k = core_key_next(&d, k, &b))
+            with += k->stats != NULL;
+        b = 0;
+        n = keys_page(&d.keys, NULL, 0, NULL, 0, pg, 5, &tot, &more);
+        for (j = 0; j < n; j++)
+            firsts += pg[j]->stats != NULL;
+        OK(with <= 6 && firsts == n && n == 5,
+           "stats blocks: %zu of %zu keys, the first %zu in name order "
+           "among them",
+           with, (size_t)d.keys.count, firsts);
+    }
     check_page(&d, now);
     check_health(&d, &rc, &sb, now);
     core_tick(&d, now + 5000); /* forces and opens run out */
