@@ -73,8 +73,12 @@ void memory_estimate(const struct config *c, struct memory_estimate *m)
             m->key_policy = &c->policies[i];
         }
     }
+    /* The keys, their hash buckets, and the metrics series of the first
+     * metrics.max_keys + 1 (struct key_stats, keys.c). */
     m->keys_bytes = (uint64_t)c->max_keys * m->key_bytes +
-                    malloc_cost(hash_buckets(c->max_keys) * sizeof(void *));
+                    malloc_cost(hash_buckets(c->max_keys) * sizeof(void *)) +
+                    ((uint64_t)c->metrics_max_keys + 1) *
+                        malloc_cost(sizeof(struct key_stats));
     /* A permit, its expiry-heap entry, and a share of the msgid index's
      * buckets (one per four permits, see msgidx_init). */
     m->permits_bytes =
