@@ -463,11 +463,19 @@ int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
             admit_lease_attach(d, k, l);
         }
         limiter_init(&k->lim, lim_conf(k), now_ms);
-        cc = crit_conf(k);
-        limiter_init(&k->crit_lim, &cc, now_ms);
         k->rng = ((uint64_t)(uintptr_t)k * 0x9e3779b97f4a7c15ULL) ^ now_ms;
         if (!k->rng)
             k->rng = 1;
+    }
+    if (k->policy->critical_probe_per_s && !(k->x && k->x->crit_ready)) {
+        /* Critical probes through an open breaker have their own
+         * limiter: on the keys of such policies only (first use, or a
+         * reload that gave the key one). */
+        if (!keys_ext(k))
+            return RD_ENOMEM;
+        cc = crit_conf(k);
+        limiter_init(&k->x->crit_lim, &cc, now_ms);
+        k->x->crit_ready = 1;
     }
     k->nanc = 0;
     k->up = NULL;
@@ -667,7 +675,8 @@ static enum verdict decide(struct resild *d, struct caller *c, struct key *k,
     } else if (!v.allow) {
         if (critical && pol->critical_probe_per_s &&
             v.reason != BREAKER_FORCED_OPEN &&
-            limiter_wait(&k->crit_lim, &cc, now_ms, 1, 0, 1) == 0) {
+            k->x && k->x->crit_ready &&
+            limiter_wait(&k->x->crit_lim, &cc, now_ms, 1, 0, 1) == 0) {
             crit_pass = 1; /* risk-reducing call through an open breaker */
         } else {
             res->reason = from_breaker(v.reason);
@@ -678,7 +687,7 @@ static enum verdict decide(struct resild *d, struct caller *c, struct key *k,
     if (out == V_ALLOW && !from_queue && !critical && k->q_len) {
         /* Others are already waiting: do not overtake them. */
         res->reason =
-            k->q_head && pol->has_bulkhead &&
+            k->x->q_head && pol->has_bulkhead &&
                     !bulkhead_fits(&k->bh, &pol->bulkhead, pol->reserve, 0)
                 ? ADMIT_BULKHEAD_FULL
                 : ADMIT_RATE_LIMITED;
@@ -701,7 +710,8 @@ static enum verdict decide(struct resild *d, struct caller *c, struct key *k,
         shadow = 1;
         res->shadow = 1;
         res->shadow_reason = res->reason;
-        k->shadow_denied++;
+        if (keys_ext(k)) /* else only the host-wide count */
+            k->x->shadow_denied++;
         d->m.shadow_denied++;
     } else if (out != V_ALLOW) {
         if (v.allow)
@@ -720,7 +730,7 @@ static enum verdict decide(struct resild *d, struct caller *c, struct key *k,
         for (a = k->up; a; a = a->up)
             own_take(d, a, cost, critical, now_ms);
         if (crit_pass) {
-            limiter_take(&k->crit_lim, &cc, now_ms, 1);
+            limiter_take(&k->x->crit_lim, &cc, now_ms, 1);
             d->m.critical_probes++;
         }
     }
@@ -749,21 +759,21 @@ static void key_queue_unlink(struct resild *d, struct parked *p)
     if (p->qprev)
         p->qprev->qnext = p->qnext;
     else
-        k->q_head = p->qnext;
+        k->x->q_head = p->qnext;
     if (p->qnext)
         p->qnext->qprev = p->qprev;
     else
-        k->q_tail = p->qprev;
+        k->x->q_tail = p->qprev;
     if (k->policy->has_bulkhead)
         d->tot.bh_queued--;
     if (--k->q_len == 0) {
-        if (k->wait_prev)
-            k->wait_prev->wait_next = k->wait_next;
+        if (k->x->wait_prev)
+            k->x->wait_prev->x->wait_next = k->x->wait_next;
         else
-            d->waiting = k->wait_next;
-        if (k->wait_next)
-            k->wait_next->wait_prev = k->wait_prev;
-        k->wait_prev = k->wait_next = NULL;
+            d->waiting = k->x->wait_next;
+        if (k->x->wait_next)
+            k->x->wait_next->x->wait_prev = k->x->wait_prev;
+        k->x->wait_prev = k->x->wait_next = NULL;
     }
 }
 
@@ -802,6 +812,8 @@ static int park(struct resild *d, struct caller *c, struct key *k,
         d->m.bounds[BOUND_MAX_PARKED]++;
         return -1;
     }
+    if (!keys_ext(k))
+        return -1; /* no memory for the queue: answered now, not parked */
     d->parked_free = p->qnext;
     d->parked_used++;
     memset(p, 0, sizeof(*p));
@@ -811,19 +823,19 @@ static int park(struct resild *d, struct caller *c, struct key *k,
     p->critical = (uint8_t)critical;
     p->deadline_ms = deadline_ms;
     p->msgid = msgid;
-    p->qprev = k->q_tail;
-    if (k->q_tail)
-        k->q_tail->qnext = p;
+    p->qprev = k->x->q_tail;
+    if (k->x->q_tail)
+        k->x->q_tail->qnext = p;
     else
-        k->q_head = p;
-    k->q_tail = p;
+        k->x->q_head = p;
+    k->x->q_tail = p;
     if (k->policy->has_bulkhead)
         d->tot.bh_queued++;
     if (k->q_len++ == 0) {
-        k->wait_prev = NULL;
-        k->wait_next = d->waiting;
+        k->x->wait_prev = NULL;
+        k->x->wait_next = d->waiting;
         if (d->waiting)
-            d->waiting->wait_prev = k;
+            d->waiting->x->wait_prev = k;
         d->waiting = k;
     }
     p->cnext = c->parked;
@@ -912,7 +924,7 @@ static void wake_key(struct resild *d, struct key *k, uint64_t now_ms)
     struct parked *p, *next;
     int blocked = 0; /* an earlier entry is still waiting */
 
-    for (p = k->q_head; p; p = next) {
+    for (p = k->x->q_head; p; p = next) {
         enum verdict vd;
         next = p->qnext; /* answer_parked frees p and nothing else */
         if (blocked && !p->critical && now_ms < p->deadline_ms)
@@ -937,7 +949,7 @@ void admit_wake(struct resild *d, uint64_t now_ms)
     d->nwake_keys = 0; /* all of them now */
     d->wake_nopermit = 0; /* set again by whoever still waits for one */
     for (k = d->waiting; k; k = next) {
-        next = k->wait_next; /* k may leave the list */
+        next = k->x->wait_next; /* k may leave the list */
         wake_key(d, k, now_ms);
     }
     d->wake_next_ms = admit_next_wake(d, now_ms);
@@ -984,8 +996,8 @@ void admit_wake_all_now(struct resild *d, uint64_t now_ms)
     struct key *k;
     struct parked *p;
 
-    for (k = d->waiting; k; k = k->wait_next)
-        for (p = k->q_head; p; p = p->qnext)
+    for (k = d->waiting; k; k = k->x->wait_next)
+        for (p = k->x->q_head; p; p = p->qnext)
             p->deadline_ms = now_ms;
     admit_wake(d, now_ms);
 }
@@ -999,13 +1011,13 @@ static uint64_t key_next_wake(const struct resild *d, const struct key *k,
     const struct parked *p;
     uint64_t w;
 
-    for (p = k->q_head; p; p = p->qnext)
+    for (p = k->x->q_head; p; p = p->qnext)
         if (!best || p->deadline_ms < best)
             best = p->deadline_ms;
     /* The head, and critical entries, may pass once the limiters
      * refill. */
-    for (p = k->q_head; p; p = p->qnext) {
-        if (p != k->q_head && !p->critical)
+    for (p = k->x->q_head; p; p = p->qnext) {
+        if (p != k->x->q_head && !p->critical)
             continue;
         w = limiter_chain_wait(d, NULL, (struct key *)k, p->cost, p->critical,
                                now_ms, NULL);
@@ -1020,7 +1032,7 @@ uint64_t admit_next_wake(const struct resild *d, uint64_t now_ms)
     uint64_t best = 0;
     const struct key *k;
 
-    for (k = d->waiting; k; k = k->wait_next)
+    for (k = d->waiting; k; k = k->x->wait_next)
         best = key_next_wake(d, k, now_ms, best);
     return best;
 }

@@ -791,7 +791,7 @@ static void force(struct resild *d, struct key *k, enum breaker_force f,
     d->wake_dirty = 1; /* parked requests see the new state */
     keys_set_reason(k, reason, rn); /* only the reason can be lost */
     ev.u.force.state = names[f];
-    ev.u.force.reason = k->force_reason;
+    ev.u.force.reason = key_force_reason(k);
     ev.u.force.ttl_ms = ttl_ms;
     ev.u.force.uid = uid;
     core_emit(d, &ev, now_ms);
@@ -1039,9 +1039,10 @@ int core_rebind(struct resild *d, struct config *cfg, uint64_t now_ms)
         policy_count(d, k, (uint64_t)-1); /* counted again under pol */
         breaker_advance(&k->br, &was->breaker, now_ms);
         if (!breaker_same_window(&pol->breaker, &was->breaker)) {
-            free(k->window);
-            k->window = wins[w++];
-            breaker_rewindow(&k->br, &pol->breaker, k->window);
+            if (k->window_own)
+                free(k->br.bits); /* either member of the union */
+            k->window_own = 1;
+            breaker_rewindow(&k->br, &pol->breaker, wins[w++]);
         }
         if (needs_lease(k, pol))
             admit_lease_attach(d, k, leases[ln++]);
@@ -1133,23 +1134,26 @@ void core_export_key(const struct key *k, uint64_t now_ms,
                      struct key_export *ex)
 {
     struct limiter_conf cc = export_crit_conf(k);
-    size_t rn = strlen(k->force_reason);
+    size_t rn = strlen(key_force_reason(k));
 
     ex->len = k->len;
     memcpy(ex->name, k->name, k->len);
     ex->name[k->len] = '\0';
     ex->reason_len = (uint8_t)rn;
-    memcpy(ex->reason, k->force_reason, rn + 1);
+    memcpy(ex->reason, key_force_reason(k), rn + 1);
     breaker_export(&k->br, now_ms, &ex->br, ex->win_calls, ex->win_buckets);
     memset(&ex->lim, 0, sizeof(ex->lim));
     memset(&ex->crit, 0, sizeof(ex->crit));
     memset(&ex->hb, 0, sizeof(ex->hb));
+    ex->crit.per_ms = 1;
+    ex->crit.level = UINT64_MAX; /* full: no critical probes taken */
     if (k->admit_ready) { /* limiters set up (admit_prepare) */
         limiter_export(&k->lim, export_lim_conf(k), now_ms, &ex->lim);
-        limiter_export(&k->crit_lim, &cc, now_ms, &ex->crit);
+        if (k->x && k->x->crit_ready)
+            limiter_export(&k->x->crit_lim, &cc, now_ms, &ex->crit);
     } else {
-        ex->lim.per_ms = ex->crit.per_ms = 1;
-        ex->lim.level = ex->crit.level = UINT64_MAX; /* full */
+        ex->lim.per_ms = 1;
+        ex->lim.level = UINT64_MAX; /* full */
     }
     if (k->core_ready) /* heartbeat started (core_key) */
         heartbeat_export(&k->hb, now_ms, &ex->hb);
@@ -1180,7 +1184,8 @@ int core_import_key(struct resild *d, const struct key_export *ex,
                    ex->win_buckets);
     d->tot.opens += k->br.opens;
     limiter_import(&k->lim, export_lim_conf(k), now_ms, &ex->lim);
-    limiter_import(&k->crit_lim, &cc, now_ms, &ex->crit);
+    if (k->x && k->x->crit_ready) /* core_key set it up for this policy */
+        limiter_import(&k->x->crit_lim, &cc, now_ms, &ex->crit);
     heartbeat_import(&k->hb, now_ms, &ex->hb);
     keys_set_reason(k, ex->reason, ex->reason_len);
     k->retry_prev_ms = ex->retry_prev_ms;

@@ -354,16 +354,14 @@ size_t keys_name_end(size_t len)
     return (offsetof(struct key, name) + len + 1 + 7) & ~(size_t)7;
 }
 
-const char keys_no_reason[] = "";
-
 void keys_free_key(struct key *k)
 {
-    free(k->window);
+    if (k->window_own)
+        free(k->br.bits); /* either member of the union */
     free(k->lease);
     free(k->lat_ms);
     free(k->stats);
-    if (k->force_reason != keys_no_reason)
-        free((char *)k->force_reason);
+    free(k->x);
     free(k);
 }
 
@@ -409,22 +407,26 @@ static void stats_on_insert(struct keys *ks, struct key *k, size_t cap)
     }
 }
 
+struct key_ext *keys_ext(struct key *k)
+{
+    if (!k->x)
+        k->x = calloc(1, sizeof(*k->x));
+    return k->x;
+}
+
 int keys_set_reason(struct key *k, const char *reason, size_t n)
 {
-    char *r = NULL;
-
     if (!reason)
         n = 0;
     if (n > KEY_REASON_MAX)
         n = KEY_REASON_MAX;
-    if (n && (r = malloc(n + 1))) {
-        memcpy(r, reason, n);
-        r[n] = '\0';
-    }
-    if (k->force_reason != keys_no_reason)
-        free((char *)k->force_reason);
-    k->force_reason = r ? r : keys_no_reason;
-    return n && !r ? RD_ENOMEM : 0;
+    if (!n && !k->x)
+        return 0; /* none, and none kept */
+    if (!keys_ext(k))
+        return RD_ENOMEM;
+    memcpy(k->x->force_reason, reason ? reason : "", n);
+    k->x->force_reason[n] = '\0';
+    return 0;
 }
 
 int keys_get(struct keys *ks, const char *name, size_t len,
@@ -449,7 +451,6 @@ int keys_get(struct keys *ks, const char *name, size_t len,
     memcpy(k->name, name, len);
     k->len = (uint8_t)len;
     k->policy = pol;
-    k->force_reason = keys_no_reason;
     breaker_init(&k->br, &pol->breaker, (char *)k + keys_name_end(len),
                  hash(name, len) ^ now_ms, now_ms);
     b = hash(name, len) & (ks->nbuckets - 1);

@@ -29,54 +29,66 @@
 struct parked;
 struct lease;
 
+/*
+ * The parts of a key few keys use, allocated on first use (keys_ext) and
+ * freed with the key: the queue of a key that parks requests, an
+ * operator's force reason, the limiter of critical probes through an open
+ * breaker (policies with critical_probe_per_s), a shadow policy's count.
+ */
+struct key_ext {
+    struct parked *q_head, *q_tail;    /* FIFO of parked acquires */
+    struct key *wait_prev, *wait_next; /* on resild.waiting while q_len */
+    struct limiter crit_lim;           /* critical_probe_per_s through open */
+    uint64_t shadow_denied; /* shadow policy: denials turned allows */
+    uint8_t crit_ready;     /* crit_lim set up (admit_prepare) */
+    char force_reason[KEY_REASON_MAX + 1]; /* "" when none */
+};
+
+/*
+ * A key: what every key needs for every decision, ordered by size so the
+ * struct has no holes (a host may hold a million: see README, "Memory").
+ */
 struct key {
     struct key *next;            /* hash chain */
     const struct policy *policy; /* borrowed from the live config */
-    struct breaker br;
-    uint32_t outstanding; /* permits granted, not yet released */
-    /* Admission (admit.c).  lim is used when the policy has a limiter;
-     * otherwise only its pause (a 429 on a key with no limiter). */
-    struct limiter lim;
-    struct limiter crit_lim; /* critical_probe_per_s through open */
-    struct lease *lease;     /* a global limiter's tokens (admit.c); NULL
-                              * unless its policy was ever global with a
-                              * limiter; freed with the key */
-    struct bulkhead bh;
-    uint32_t q_len; /* parked acquires on q_head (here: bh's padding) */
+    struct lease *lease; /* a global limiter's tokens (admit.c); NULL unless
+                          * its policy was ever global with a limiter;
+                          * freed with the key */
     struct key *up; /* the nearest ancestor with a limiter (borrowed);
                      * its up the next: nanc of them in all */
-    uint8_t nanc;
-    uint8_t admit_ready; /* ancestors resolved */
-    /* Name index (keys.c): AVL tree in byte order of name.  ord_h and
-     * ord_size sit in what would otherwise be padding before the next
-     * uint64_t. */
-    uint8_t ord_h;                     /* height of this subtree, leaf = 1 */
-    uint32_t ord_size;                 /* keys in this subtree, self included */
-    struct key *ord_l, *ord_r;         /* smaller / larger names */
-    uint64_t retry_prev_ms;            /* last advised delay (decorrelated) */
-    uint64_t rng;                      /* xorshift state for retry jitter */
-    struct parked *q_head, *q_tail;    /* FIFO of parked acquires */
-    struct key *wait_prev, *wait_next; /* on resild.waiting while q_len */
-    uint64_t shadow_denied; /* shadow policy: denials turned allows */
+    /* Name index (keys.c): AVL tree in byte order of name. */
+    struct key *ord_l, *ord_r; /* smaller / larger names */
+    uint64_t retry_prev_ms;    /* last advised delay (decorrelated) */
+    uint64_t rng;              /* xorshift state for retry jitter */
     uint8_t *lat_ms; /* last KEY_LATENCY_SAMPLES latencies as one-byte
                       * codes (keys_latency_code): a ring allocated on the
                       * first reported latency */
-    uint16_t lat_pos, lat_n; /* ring position, samples held */
-    const char *force_reason; /* the operator's reason, a string owned by
-                               * the key, or keys_no_reason ("") */
     /* The core's bookkeeping (core.c). */
     struct key *unwell_prev, *unwell_next; /* on resild.unwell */
-    uint64_t due_ms;       /* next time-driven change (core.c); 0: none */
-    uint32_t due_pos;      /* index + 1 in resild.due, 0: not there */
-    struct key *crit_next; /* on resild.critical */
-    struct heartbeat hb;   /* policy with a heartbeat */
-    uint8_t unwell;        /* on resild.unwell */
-    uint8_t core_ready;    /* lists joined */
-    uint8_t tally;         /* what resild.tot counts k as (core.c) */
-    void *window;          /* breaker window memory allocated on a rebind
-                            * whose layout differed (NULL: it follows the
-                            * struct, as allocated at creation) */
+    uint64_t due_ms;         /* next time-driven change (core.c); 0: none */
+    struct key *crit_next;   /* on resild.critical */
+    struct key_ext *x;       /* the rare parts, or NULL (above) */
     struct key_stats *stats; /* per-key metrics series, or NULL (below) */
+    struct breaker br;
+    /* Admission (admit.c).  lim is used when the policy has a limiter;
+     * otherwise only its pause (a 429 on a key with no limiter). */
+    struct limiter lim;
+    struct heartbeat hb;  /* policy with a heartbeat */
+    uint32_t outstanding; /* permits granted, not yet released */
+    struct bulkhead bh;
+    uint32_t q_len;          /* parked acquires on x->q_head */
+    uint32_t ord_size;       /* keys in this subtree, self included */
+    uint32_t due_pos;        /* index + 1 in resild.due, 0: not there */
+    uint16_t lat_pos, lat_n; /* ring position, samples held */
+    uint8_t nanc;
+    uint8_t admit_ready; /* ancestors resolved */
+    uint8_t ord_h;       /* height of this subtree, leaf = 1 */
+    uint8_t unwell;      /* on resild.unwell */
+    uint8_t core_ready;  /* lists joined */
+    uint8_t tally;       /* what resild.tot counts k as (core.c) */
+    uint8_t window_own;  /* the breaker's window memory was allocated on
+                          * its own by a rebind whose layout differed (0:
+                          * it follows the name, as allocated at creation) */
     uint8_t len;
     /* The name, NUL-terminated, stored once: the allocation is as long
      * as the name.  The breaker's window memory follows it (same
@@ -84,8 +96,15 @@ struct key {
     char name[];
 };
 
-/* The empty force reason every key without one points at. */
-extern const char keys_no_reason[];
+/* k's force reason ("" when none). */
+static inline const char *key_force_reason(const struct key *k)
+{
+    return k->x ? k->x->force_reason : "";
+}
+
+/* k's rare parts, allocated (zeroed) now if it has none; NULL when no
+ * memory can be had. */
+struct key_ext *keys_ext(struct key *k);
 
 /*
  * What a key's own metrics series count.  Only keys that can have their
@@ -162,7 +181,7 @@ extern const double keys_latency_bounds[KEY_LATENCY_BUCKETS];
 void keys_add_latency(struct key *k, uint64_t latency_ms);
 
 /* Keep reason[0..n) (cut to KEY_REASON_MAX; NULL or n == 0: none) as k's
- * force reason.  When no memory can be had the reason is cut to nothing:
+ * force reason (in k->x).  When no memory can be had the reason is lost:
  * the force itself never depends on it.  Returns 0 or RD_ENOMEM. */
 int keys_set_reason(struct key *k, const char *reason, size_t n);
 
@@ -174,7 +193,7 @@ size_t keys_name_end(size_t len);
  * own metrics series); NULL when no memory can be had. */
 struct key_stats *keys_stats(struct key *k);
 
-/* Free a key and what it owns (lease, window, ring, reason, stats). */
+/* Free a key and what it owns (lease, window, ring, rare parts, stats). */
 void keys_free_key(struct key *k);
 
 /* A latency in ms as kept in the ring: exact below 32 ms, within 1/32

@@ -38,15 +38,15 @@ static uint64_t malloc_cost(uint64_t bytes)
 }
 
 /* One key of policy p at its largest: the struct, a name of KEY_MAX bytes
- * and its window, one allocation (keys_get); its latency ring and force
- * reason (keys.c) and a global limiter's lease record (admit_prepare),
+ * and its window, one allocation (keys_get); its latency ring and rare
+ * parts (keys.c) and a global limiter's lease record (admit_prepare),
  * each allocated on first use. */
 static uint64_t key_cost(const struct policy *p)
 {
     return malloc_cost(keys_name_end(KEY_MAX) +
                        breaker_window_bytes(&p->breaker)) +
            malloc_cost(KEY_LATENCY_SAMPLES) +
-           malloc_cost(KEY_REASON_MAX + 1) +
+           malloc_cost(sizeof(struct key_ext)) +
            (admit_policy_leased(p) ? malloc_cost(admit_lease_bytes()) : 0);
 }
 

@@ -424,7 +424,7 @@ static void pack_key_status(msgpack_packer *pk, struct key *k, uint64_t now)
     proto_kv_u64(pk, "probes_in_flight",
                  b->state == BREAKER_HALF_OPEN ? b->probes_in_flight : 0);
     if (k->policy->shadow)
-        proto_kv_u64(pk, "shadow_denied", k->shadow_denied);
+        proto_kv_u64(pk, "shadow_denied", k->x ? k->x->shadow_denied : 0);
     pack_admission(pk, k, now);
     if (hb) {
         proto_pack_cstr(pk, "heartbeat");
@@ -434,7 +434,7 @@ static void pack_key_status(msgpack_packer *pk, struct key *k, uint64_t now)
         proto_kv_u64(pk, "timeout_ms", k->policy->heartbeat_timeout_ms);
     }
     if (forced) {
-        proto_kv_str(pk, "force_reason", k->force_reason);
+        proto_kv_str(pk, "force_reason", key_force_reason(k));
         proto_kv_u64(pk, "force_ttl_ms",
                      b->force_until_ms > now ? b->force_until_ms - now : 0);
     }

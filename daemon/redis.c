@@ -532,8 +532,8 @@ static void publish_state(struct redis *r, struct key *k, uint64_t now)
                                : 0;
         if (k->br.force_until_ms && !rc.force_left_ms)
             return; /* ends now */
-        rc.reason = k->force_reason;
-        rc.reason_len = strlen(k->force_reason);
+        rc.reason = key_force_reason(k);
+        rc.reason_len = strlen(rc.reason);
         publish(r, k, &rc);
     }
     if (k->br.state == BREAKER_OPEN && k->br.open_until_ms > now) {

@@ -239,7 +239,7 @@ static void test_force_events(void)
     OK(t && t->from == BREAKER_VIS_CLOSED && t->to == BREAKER_VIS_FORCED_OPEN &&
            t->cause == BREAKER_TC_FORCE,
        "closed -> forced_open (force)");
-    OK(!strcmp(k->force_reason, "maint"), "the reason is kept as given");
+    OK(!strcmp(key_force_reason(k), "maint"), "the reason is kept as given");
     mark = nev;
     core_tick(&d, 250);
     t = first_transition(mark);

@@ -424,7 +424,7 @@ static void test_remote_force_reset(void)
     rc.reason = longr;
     rc.reason_len = sizeof(longr);
     core_remote(&d, k, &rc, 600);
-    IS(strlen(k->force_reason), KEY_REASON_MAX - 1,
+    IS(strlen(key_force_reason(k)), KEY_REASON_MAX - 1,
        "a long reason is cut before a split character");
     rc.force = (enum breaker_force)9;
     mark = nev;

@@ -164,7 +164,7 @@ static void test_remaining_time(void)
         IS(kb->br.opens, 1, "opens kept");
         kb = keys_find(&b.keys, "svc.b", 5);
         IS(kb->br.force, BREAKER_FORCE_OPEN, "force kept");
-        OK(!strcmp(kb->force_reason, "maint"), "force reason kept");
+        OK(!strcmp(key_force_reason(kb), "maint"), "force reason kept");
         IS(breaker_retry_after(&kb->br, B), 120000 - 31000,
            "force: the same TTL left");
         core_advance(&b, kb, B + 89000 - 1);
@@ -371,7 +371,7 @@ static void test_round_trip(void)
     k = keys_find(&d.keys, "svc.a", 5);
     OK(k && k->br.state == BREAKER_OPEN, "svc.a open");
     k = keys_find(&d.keys, "svc.b", 5);
-    OK(k && k->br.force == BREAKER_FORCE_OPEN && !strcmp(k->force_reason, "m"),
+    OK(k && k->br.force == BREAKER_FORCE_OPEN && !strcmp(key_force_reason(k), "m"),
        "svc.b forced with its reason");
     IS(count_aside(), 0, "nothing set aside");
     snapshot_stop(&s, 0);
