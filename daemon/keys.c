@@ -45,6 +45,8 @@ int keys_init(struct keys *ks, size_t max_keys)
     ks->nbuckets = n;
     ks->root = NULL;
     ks->count = 0;
+    ks->stats_edge = NULL;
+    ks->stats_cap = 0;
     ks->max = max_keys;
     return 0;
 }
@@ -65,20 +67,26 @@ void keys_free(struct keys *ks)
     ks->root = NULL;
 }
 
+/* The bytes a key name may hold: [A-Za-z0-9._:-]. */
+#define R6(c) [c] = 1, [c + 1] = 1, [c + 2] = 1, [c + 3] = 1, [c + 4] = 1, \
+              [c + 5] = 1
+#define R10(c) R6(c), [c + 6] = 1, [c + 7] = 1, [c + 8] = 1, [c + 9] = 1
+static const uint8_t key_byte[256] = {
+    R10('0'), R10('A'), R10('K'), R6('U'), R10('a'), R10('k'), R6('u'),
+    ['.'] = 1, ['_'] = 1, [':'] = 1, ['-'] = 1};
+#undef R10
+#undef R6
+
 int keys_valid(const char *name, size_t len)
 {
     size_t i;
+    unsigned ok = 1;
 
     if (len == 0 || len > KEY_MAX)
         return 0;
-    for (i = 0; i < len; i++) {
-        char ch = name[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-              (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == ':' ||
-              ch == '-'))
-            return 0;
-    }
-    return 1;
+    for (i = 0; i < len; i++) /* no branch a byte: names are short */
+        ok &= key_byte[(uint8_t)name[i]];
+    return (int)ok;
 }
 
 struct key *keys_find(const struct keys *ks, const char *name, size_t len)
@@ -393,18 +401,33 @@ static struct key *index_select(struct key *t, size_t r)
  * name order only (one more than metrics.max_keys: a key named "_other"
  * among them has no series).  If k is among them it gets a block (none
  * when malloc fails: its figures then only reach the totals), and the
- * key it pushed past them gives its block up.  O(height). */
+ * key it pushed past them gives its block up.  ks->stats_edge, the last
+ * of them, makes the common case -- a new key past them -- one compare;
+ * otherwise O(height). */
 static void stats_on_insert(struct keys *ks, struct key *k, size_t cap)
 {
-    struct key *out;
+    struct key *out = NULL, *e;
 
-    if (index_rank(ks->root, k->name, k->len) > cap)
-        return;
+    if (cap != ks->stats_cap) { /* a reload changed metrics.max_keys */
+        ks->stats_cap = cap;
+        ks->stats_edge = NULL;
+    }
+    e = ks->stats_edge;
+    if (ks->count > cap + 1) {
+        if (e ? name_cmp(k->name, k->len, e->name, e->len) > 0
+              : index_rank(ks->root, k->name, k->len) > cap) {
+            if (!e)
+                ks->stats_edge = index_select(ks->root, cap);
+            return; /* past them */
+        }
+        out = index_select(ks->root, cap + 1); /* pushed past them */
+    }
     k->stats = calloc(1, sizeof(*k->stats));
-    if ((out = index_select(ks->root, cap + 1)) && out->stats) {
+    if (out) {
         free(out->stats);
         out->stats = NULL;
     }
+    ks->stats_edge = ks->count > cap ? index_select(ks->root, cap) : NULL;
 }
 
 struct key_ext *keys_ext(struct key *k)

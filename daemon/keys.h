@@ -131,6 +131,11 @@ struct keys {
     struct key *root;     /* name index (see struct key's ord_*) */
     size_t count;
     size_t max; /* max_keys */
+    /* The last key that keeps a stats block (position stats_cap in name
+     * order; NULL while fewer keys exist), and metrics.max_keys it was
+     * found for (keys.c stats_on_insert). */
+    struct key *stats_edge;
+    size_t stats_cap;
 };
 
 int keys_init(struct keys *ks, size_t max_keys);

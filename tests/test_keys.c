@@ -29,6 +29,18 @@ static void test_keys(void)
     OK(keys_valid("a-b_c:d.E9", 10), "all allowed characters");
     OK(!keys_valid("bad key", 7), "space refused");
     OK(!keys_valid("", 0), "empty refused");
+    { /* every byte, alone and after a valid one: [A-Za-z0-9._:-] only */
+        int b, bad = 0;
+        for (b = 0; b < 256; b++) {
+            char two[2] = {'a', (char)b};
+            int want = (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') ||
+                       (b >= '0' && b <= '9') || b == '.' || b == '_' ||
+                       b == ':' || b == '-';
+            bad += keys_valid(two + 1, 1) != want || keys_valid(two, 2) != want;
+        }
+        OK(bad == 0, "each of the 256 bytes judged as [A-Za-z0-9._:-] (%d off)",
+           bad);
+    }
     memset(long_key, 'a', sizeof(long_key));
     OK(keys_valid(long_key, 128), "128 bytes allowed");
     OK(!keys_valid(long_key, 129), "129 bytes refused");
@@ -546,6 +558,23 @@ static void test_stats_blocks(void)
         OK(wrong == 0 && with == 4,
            "%s: stats on exactly the first 4 of %zu keys (%zu off)",
            how[order], total, wrong);
+        /* A reload lowers metrics.max_keys to 1: new keys keep blocks on
+         * the first 2 only; blocks made before stay where they were. */
+        c.metrics_max_keys = 1;
+        for (j = 0; j < 100; j++) {
+            seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+            snprintf(nm, sizeof(nm), "j%03d", (int)(seed % 1000));
+            keys_get(&ks, nm, strlen(nm), &c, 0, &k);
+            snprintf(nm, sizeof(nm), "a%03d", (int)(seed % 1000));
+            keys_get(&ks, nm, strlen(nm), &c, 0, &k);
+        }
+        n = keys_page(&ks, NULL, 0, NULL, 0, page, 2, &total, &more);
+        with = 0;
+        for (i = 0; i < n; i++)
+            with += page[i]->stats != NULL;
+        OK(n == 2 && with == 2,
+           "%s, then max_keys 1: the first 2 of %zu keys keep blocks",
+           how[order], total);
         keys_free(&ks);
         config_free(&c);
     }
