@@ -570,6 +570,33 @@ static void test_journal(void)
     snapbuf_free(&b);
 }
 
+/* A buffer past SNAPBUF_MAP_BYTES becomes a mapping and keeps growing
+ * with its bytes intact. */
+static void test_snapbuf_growth(void)
+{
+    struct snapbuf b;
+    uint8_t chunk[1000];
+    size_t i, j, bad = 0, n = 0;
+
+    snapbuf_init(&b);
+    for (i = 0; n < 3 * SNAPBUF_MAP_BYTES + 7; i++) {
+        for (j = 0; j < sizeof(chunk); j++)
+            chunk[j] = (uint8_t)((n + j) * 31 >> 3);
+        if (snapbuf_reserve(&b, sizeof(chunk)) < 0)
+            break;
+        memcpy(b.p + b.len, chunk, sizeof(chunk));
+        b.len += sizeof(chunk);
+        n += sizeof(chunk);
+    }
+    IS(b.len, n, "3 MB appended");
+    OK(b.mapped && b.cap >= n, "the buffer is a mapping now");
+    for (j = 0; j < b.len; j++)
+        bad += b.p[j] != (uint8_t)(j * 31 >> 3);
+    IS(bad, 0, "every byte kept across the growths");
+    snapbuf_free(&b);
+    OK(!b.p && !b.cap && !b.mapped, "freed");
+}
+
 /* --- the walk in steps (snapshot.h: consistency) ------------------------- */
 
 static void noop_idle(uv_idle_t *h)
@@ -851,6 +878,7 @@ int main(void)
     test_corruption();
     test_hostile_records();
     test_journal();
+    test_snapbuf_growth();
     test_steps_same_bytes();
     test_steps_on_the_loop();
     test_force_during_walk();
