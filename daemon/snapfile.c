@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "error.h"
 
@@ -29,8 +30,38 @@ void snapbuf_init(struct snapbuf *b)
 
 void snapbuf_free(struct snapbuf *b)
 {
-    free(b->p);
+    if (b->mapped)
+        munmap(b->p, b->cap);
+    else
+        free(b->p);
     snapbuf_init(b);
+}
+
+/* A buffer of SNAPBUF_MAP_BYTES or more is its own anonymous mapping and
+ * grows with mremap, which moves page tables, never bytes: a snapshot
+ * buffer of hundreds of MB grows in a step of the loop's walk without a
+ * copy (realloc copies a heap block, and glibc keeps blocks of up to
+ * 32 MB on the heap once it has raised its mmap threshold).  The one
+ * copy is the move from the heap, of less than SNAPBUF_MAP_BYTES. */
+static uint8_t *grow(struct snapbuf *b, size_t cap)
+{
+    void *p;
+
+    if (cap < SNAPBUF_MAP_BYTES)
+        return realloc(b->p, cap);
+    if (b->mapped) {
+        p = mremap(b->p, b->cap, cap, MREMAP_MAYMOVE);
+        return p == MAP_FAILED ? NULL : p;
+    }
+    p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+             0);
+    if (p == MAP_FAILED)
+        return NULL;
+    if (b->len)
+        memcpy(p, b->p, b->len);
+    free(b->p);
+    b->mapped = 1;
+    return p;
 }
 
 int snapbuf_reserve(struct snapbuf *b, size_t n)
@@ -50,7 +81,7 @@ int snapbuf_reserve(struct snapbuf *b, size_t n)
         }
         cap *= 2;
     }
-    if (!(p = realloc(b->p, cap))) {
+    if (!(p = grow(b, cap))) {
         b->oom = 1;
         return -1;
     }

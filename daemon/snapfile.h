@@ -54,11 +54,15 @@ extern const char snapfile_journal_magic[8]; /* "RESILDJ1" */
 #define SNAPFILE_EFUTURE (-2)  /* a version this daemon does not know */
 
 /* A growable byte buffer.  oom is sticky: once an append failed, every
- * later one does nothing and the buffer must not be used. */
+ * later one does nothing and the buffer must not be used.  From
+ * SNAPBUF_MAP_BYTES on it is an anonymous mapping grown without copying
+ * (snapfile.c); free it with snapbuf_free only. */
+#define SNAPBUF_MAP_BYTES (1u << 20)
 struct snapbuf {
     uint8_t *p;
     size_t len, cap;
     int oom;
+    int mapped; /* p is an mmap of cap bytes, not a malloc */
 };
 
 void snapbuf_init(struct snapbuf *b);

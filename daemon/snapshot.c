@@ -96,8 +96,12 @@ static void report_health(struct snapshot *s)
     fmt_wall(when, sizeof(when), s->last_ok_wall_ms);
     snprintf(
         detail, sizeof(detail),
-        "last success %s: %llu keys, %llu bytes, %llu ms; %llu skipped", when,
-        (unsigned long long)s->last_keys, (unsigned long long)s->last_bytes,
+        "last success %s: %llu keys, %llu bytes, serialized in %llu "
+        "steps (longest %llu.%llu ms), written in %llu ms; %llu skipped",
+        when, (unsigned long long)s->last_keys,
+        (unsigned long long)s->last_bytes, (unsigned long long)s->last_steps,
+        (unsigned long long)(s->last_max_step_us / 1000),
+        (unsigned long long)(s->last_max_step_us % 1000 / 100),
         (unsigned long long)s->last_write_ms, (unsigned long long)s->skipped);
     core_component(s->d, "snapshot", 1, detail);
 }
@@ -126,53 +130,75 @@ static void failure(struct snapshot *s, const char *what, const char *step,
 /* --- serializing ---------------------------------------------------------- */
 
 /*
- * Serializing runs in steps of SNAPSHOT_CHUNK_KEYS keys, one step per loop
- * turn, so the loop never stalls for more than one step (about a
- * millisecond) whatever the number of keys.  The cut is therefore not one
- * instant: each key is exported at its own now_ms, in remaining-time form,
- * which is all a key needs (keys do not refer to each other's timers).
- * The walk is safe across turns because the hash table never rehashes and
- * keys are never freed (keys.h); a key created behind the cursor waits for
- * the next snapshot.  The journal sequence covered is the one at the
- * start: a record made during the walk may be replayed over a newer
- * export of its key, never lost.
+ * Serializing runs in steps, one per loop turn, each bounded by loop time
+ * (s->step_us) and keys (s->step_keys), so the loop never stalls for more
+ * than one step whatever the number of keys or the size of their windows.
+ * The cursor is the last serialized key's name: each step asks the name
+ * index for the keys after it (keys_page, O(log n + page)), so a key
+ * created behind the cursor waits for the next snapshot, one created ahead
+ * of it is in this one, one gone is simply not met, and no pointer to a
+ * key outlives the step that got it.  The journal sequence covered is S0,
+ * the one at the walk's start (snapshot.h says why that keeps every
+ * operator action).
  */
-static int ser_begin(struct snapshot *s, uint64_t now_ms)
+int snapshot_begin(struct snapshot *s, uint64_t now_ms)
 {
     struct budget_export be;
 
     s->buf.len = 0;
     s->buf.oom = 0;
-    if (snapbuf_reserve(&s->buf, SNAPFILE_HEADER_BYTES) < 0)
+    if (snapbuf_reserve(&s->buf, SNAPFILE_HEADER_BYTES) < 0) {
+        s->buf.oom = 0;
         return RD_ENOMEM;
+    }
     s->buf.len = SNAPFILE_HEADER_BYTES;
     core_export_budget(s->d, now_ms, &be);
     snapfile_put_budget(&s->buf, &be);
-    s->ser_key = NULL;
-    s->ser_bucket = 0;
+    s->ser_alen = 0;
     s->ser_nkeys = 0;
-    s->ser_seq = s->seq;
+    s->ser_seq = s->seq; /* S0: before any key is exported */
+    s->ser_us = 0;
+    s->ser_steps = 0;
+    s->ser_max_us = 0;
     return 0;
 }
 
-/* Up to max keys more; 1 when every key is in, 0 when more remain. */
-static int ser_step(struct snapshot *s, uint64_t now_ms, uint64_t max)
+int snapshot_step(struct snapshot *s, uint64_t now_ms, uint64_t max_keys,
+                  uint64_t budget_us)
 {
-    struct key *k = s->ser_key;
-    uint64_t n = 0;
+    struct key *page[SNAPSHOT_PAGE_KEYS];
+    uint64_t t0 = mono_us(), n = 0, took;
+    size_t got = 0, i = 0, total;
+    int more = 1, done = 0;
 
-    while (n < max && (k = core_key_next(s->d, k, &s->ser_bucket))) {
-        core_export_key(k, now_ms, s->ex);
-        snapfile_put_key(&s->buf, s->ex);
-        s->ser_nkeys++;
-        n++;
-        s->ser_key = k;
+    while (!done && !s->buf.oom) {
+        got = keys_page(&s->d->keys, NULL, 0, s->ser_alen ? s->ser_after : NULL,
+                        s->ser_alen, page, SNAPSHOT_PAGE_KEYS, &total, &more);
+        for (i = 0; i < got; i++) {
+            const struct key *k = page[i];
+            core_export_key(k, now_ms, s->ex);
+            snapfile_put_key(&s->buf, s->ex);
+            s->ser_nkeys++;
+            memcpy(s->ser_after, k->name, k->len);
+            s->ser_alen = k->len;
+            if (++n >= max_keys ||
+                (budget_us != UINT64_MAX && mono_us() - t0 >= budget_us))
+                break;
+        }
+        if (i < got) /* stopped by a bound: done only if that was the last */
+            break;
+        done = !more;
     }
-    return k == NULL || s->buf.oom;
+    done = done || (i + 1 == got && !more) || s->buf.oom;
+    took = mono_us() - t0;
+    s->ser_us += took;
+    s->ser_steps++;
+    if (took > s->ser_max_us)
+        s->ser_max_us = took;
+    return done;
 }
 
-/* The header (without its CRCs, which seal() adds off the loop). */
-static int ser_finish(struct snapshot *s)
+int snapshot_finish(struct snapshot *s)
 {
     struct snapfile_header h = {SNAPFILE_VERSION, s->ser_nkeys, s->ser_seq, 0,
                                 0};
@@ -186,17 +212,20 @@ static int ser_finish(struct snapshot *s)
     snapfile_header_encode(&h, s->buf.p);
     s->buf_seq = s->ser_seq;
     s->last_keys = s->ser_nkeys;
+    s->last_serialize_us = s->ser_us;
+    s->last_steps = s->ser_steps;
+    s->last_max_step_us = s->ser_max_us;
     return 0;
 }
 
 int snapshot_serialize(struct snapshot *s, uint64_t now_ms)
 {
-    int rc = ser_begin(s, now_ms);
+    int rc = snapshot_begin(s, now_ms);
 
     if (rc < 0)
         return rc;
-    (void)ser_step(s, now_ms, UINT64_MAX);
-    return ser_finish(s);
+    (void)snapshot_step(s, now_ms, UINT64_MAX, UINT64_MAX);
+    return snapshot_finish(s);
 }
 
 /* Payload CRC into the header, then the header's own CRC. */
@@ -335,23 +364,26 @@ static void ser_failed(struct snapshot *s)
     report_health(s);
 }
 
-/* One step of the walk per loop turn; the write is queued after the last. */
-static void on_chunk(uv_timer_t *t)
+/*
+ * One step of the walk per loop turn, on an idle handle: libuv runs it
+ * once per iteration, before the poll, which does not wait while it is
+ * active, so the I/O that came in meanwhile is served between two steps.
+ * (Not a 0 ms timer: libuv 1.44 runs a timer re-armed from its own
+ * callback again in the same turn, as its due time is not after the
+ * loop's cached now, and the whole walk would be one turn.)  The write is
+ * queued after the last step.
+ */
+static void on_step(uv_idle_t *h)
 {
-    struct snapshot *s = t->data;
-    uint64_t t0 = mono_us();
+    struct snapshot *s = h->data;
 
-    if (!ser_step(s, uv_now(s->loop), SNAPSHOT_CHUNK_KEYS)) {
-        s->ser_us += mono_us() - t0;
-        uv_timer_start(&s->chunk, on_chunk, 0, 0); /* the next turn */
-        return;
-    }
-    s->ser_us += mono_us() - t0;
-    if (ser_finish(s) < 0) {
+    if (!snapshot_step(s, uv_now(s->loop), s->step_keys, s->step_us))
+        return; /* the next turn */
+    uv_idle_stop(&s->step);
+    if (snapshot_finish(s) < 0) {
         ser_failed(s);
         return;
     }
-    s->last_serialize_us = s->ser_us;
     s->w_start_ms = uv_now(s->loop);
     s->work.data = s;
     s->wbusy = 1;
@@ -364,22 +396,28 @@ static void on_chunk(uv_timer_t *t)
     }
 }
 
-static void on_timer(uv_timer_t *t)
+int snapshot_now(struct snapshot *s)
 {
-    struct snapshot *s = t->data;
-
+    if (!s->on || !s->timer_on)
+        return -1;
     if (s->busy) {
         s->skipped++; /* the last one is still being made or written */
         report_health(s);
-        return;
+        return -1;
     }
     s->busy = 1; /* from the first step until the write is done */
-    s->ser_us = 0;
-    if (ser_begin(s, uv_now(s->loop)) < 0) {
+    if (snapshot_begin(s, uv_now(s->loop)) < 0) {
         ser_failed(s);
-        return;
+        return 0;
     }
-    on_chunk(&s->chunk);
+    uv_idle_start(&s->step, on_step);
+    on_step(&s->step); /* the first step now */
+    return 0;
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    (void)snapshot_now(t->data);
 }
 
 /* --- the journal ---------------------------------------------------------- */
@@ -927,6 +965,8 @@ int snapshot_start(struct snapshot *s, uv_loop_t *loop, struct resild *d)
         log_msg(LOG_WARN, "snapshot: TEST HOOKS ON (fail %#x, delay %llu ms)",
                 s->fail, (unsigned long long)s->delay_ms);
     s->interval_ms = (uint64_t)d->cfg.snapshot_interval_s * 1000;
+    s->step_us = SNAPSHOT_STEP_US;
+    s->step_keys = SNAPSHOT_STEP_KEYS;
     if (!(s->ex = malloc(sizeof(*s->ex)))) {
         log_msg(LOG_ERR, "snapshot: out of memory");
         return -1;
@@ -975,9 +1015,9 @@ void snapshot_run(struct snapshot *s)
     s->timer.data = s;
     uv_timer_start(&s->timer, on_timer, s->interval_ms, s->interval_ms);
     uv_unref((uv_handle_t *)&s->timer);
-    uv_timer_init(s->loop, &s->chunk);
-    s->chunk.data = s;
-    uv_unref((uv_handle_t *)&s->chunk); /* a stop need not wait for it */
+    uv_idle_init(s->loop, &s->step);
+    s->step.data = s;
+    uv_unref((uv_handle_t *)&s->step); /* a stop need not wait for it */
     s->timer_on = 1;
 }
 
@@ -987,7 +1027,7 @@ int snapshot_stop(struct snapshot *s, int final)
 
     if (s->timer_on) {
         uv_close((uv_handle_t *)&s->timer, NULL);
-        uv_close((uv_handle_t *)&s->chunk, NULL);
+        uv_close((uv_handle_t *)&s->step, NULL);
         uv_run(s->loop, UV_RUN_NOWAIT);
         s->timer_on = 0;
     }

@@ -570,6 +570,253 @@ static void test_journal(void)
     snapbuf_free(&b);
 }
 
+/* A buffer past SNAPBUF_MAP_BYTES becomes a mapping and keeps growing
+ * with its bytes intact. */
+static void test_snapbuf_growth(void)
+{
+    struct snapbuf b;
+    uint8_t chunk[1000];
+    size_t i, j, bad = 0, n = 0;
+
+    snapbuf_init(&b);
+    for (i = 0; n < 3 * SNAPBUF_MAP_BYTES + 7; i++) {
+        for (j = 0; j < sizeof(chunk); j++)
+            chunk[j] = (uint8_t)((n + j) * 31 >> 3);
+        if (snapbuf_reserve(&b, sizeof(chunk)) < 0)
+            break;
+        memcpy(b.p + b.len, chunk, sizeof(chunk));
+        b.len += sizeof(chunk);
+        n += sizeof(chunk);
+    }
+    IS(b.len, n, "3 MB appended");
+    OK(b.mapped && b.cap >= n, "the buffer is a mapping now");
+    for (j = 0; j < b.len; j++)
+        bad += b.p[j] != (uint8_t)(j * 31 >> 3);
+    IS(bad, 0, "every byte kept across the growths");
+    snapbuf_free(&b);
+    OK(!b.p && !b.cap && !b.mapped, "freed");
+}
+
+/* --- the walk in steps (snapshot.h: consistency) ------------------------- */
+
+static void noop_idle(uv_idle_t *h)
+{
+    (void)h;
+}
+
+/* The loop until the snapshot (walk and write) and the journal are idle,
+ * 30 s at most (a disk busy with fsyncs is slow, not broken).  While a
+ * walk is under way an idle handle of ours keeps the loop alive (the
+ * module's handles are unreferenced); a write or journal append on the
+ * thread pool keeps it alive by itself, and uv_run waits for it. */
+static void settle(struct snapshot *s)
+{
+    uv_idle_t h;
+    uint64_t end = uv_hrtime() + 30000000000ULL;
+
+    uv_idle_init(uv_default_loop(), &h);
+    while ((s->busy || s->jbusy) && uv_hrtime() < end) {
+        if (s->busy && !s->wbusy)
+            uv_idle_start(&h, noop_idle);
+        else
+            uv_idle_stop(&h);
+        uv_run(uv_default_loop(), UV_RUN_ONCE);
+    }
+    if (s->busy || s->jbusy)
+        DIAG("the snapshot did not settle in 30 s");
+    uv_close((uv_handle_t *)&h, NULL);
+    uv_run(uv_default_loop(), UV_RUN_NOWAIT);
+}
+
+static void make_keys(struct resild *d, unsigned n, uint64_t now)
+{
+    char name[32];
+    unsigned i;
+
+    for (i = 0; i < n; i++) {
+        snprintf(name, sizeof(name), "svc.k%03u", i);
+        key(d, name, now);
+    }
+}
+
+/* The u64 little-endian at p. */
+static uint64_t u64_at(const uint8_t *p)
+{
+    return (uint64_t)snapfile_u32(p) | (uint64_t)snapfile_u32(p + 4) << 32;
+}
+
+/* Steps of any size, ended by the key count or by the time budget, make
+ * exactly the bytes one go makes (name order, pages of SNAPSHOT_PAGE_KEYS
+ * crossed anywhere), and a step ends right after the last key. */
+static void test_steps_same_bytes(void)
+{
+    static const uint64_t sizes[] = {1, 2, 3, 63, 64, 65, 127, 128, 150, 10000};
+    struct resild d;
+    struct snapshot s;
+    uint8_t *one;
+    size_t n1, i, bad = 0, badsteps = 0;
+    const uint64_t T = 5000000;
+
+    clean_dir();
+    restore_keys(&d, &s, T);
+    make_keys(&d, 150, T);
+    core_force(&d, key(&d, "svc.k100", T), BREAKER_FORCE_OPEN, "r", 1, 0, 0, T);
+    snapshot_serialize(&s, T + 10);
+    n1 = s.buf.len;
+    one = malloc(n1);
+    memcpy(one, s.buf.p, n1);
+    IS(s.last_keys, 150, "one go: 150 keys");
+    for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        uint64_t steps = 0, want = (150 + sizes[i] - 1) / sizes[i];
+        snapshot_begin(&s, T + 10);
+        while (!snapshot_step(&s, T + 10, sizes[i], UINT64_MAX) && steps < 1000)
+            steps++;
+        steps++;
+        snapshot_finish(&s);
+        if (s.buf.len != n1 || memcmp(s.buf.p, one, n1))
+            bad++;
+        if (steps != want)
+            badsteps++,
+                DIAG("%llu keys a step: %llu steps, want %llu",
+                     (unsigned long long)sizes[i], (unsigned long long)steps,
+                     (unsigned long long)want);
+    }
+    IS(bad, 0, "steps of 1..10000 keys: the same bytes as one go");
+    IS(badsteps, 0, "and the walk ends with the step that takes the last key");
+    /* A budget of 0 us: every step ends after its first key. */
+    {
+        uint64_t steps = 0;
+        snapshot_begin(&s, T + 10);
+        while (!snapshot_step(&s, T + 10, UINT64_MAX, 0) && steps < 1000)
+            steps++;
+        snapshot_finish(&s);
+        IS(steps + 1, 150, "time budget spent: one key a step");
+        OK(s.buf.len == n1 && !memcmp(s.buf.p, one, n1), "same bytes");
+    }
+    free(one);
+    snapshot_stop(&s, 0);
+    core_free(&d);
+}
+
+/* The daemon's path (snapshot_now, then the loop): one step per loop turn;
+ * keys created behind the cursor wait for the next snapshot, those ahead
+ * are in this one. */
+static void test_steps_on_the_loop(void)
+{
+    struct resild d, d2;
+    struct snapshot s, s2;
+    uv_idle_t h;
+    const uint64_t T = 7000;
+
+    clean_dir();
+    restore_keys(&d, &s, T);
+    make_keys(&d, 20, T);
+    snapshot_run(&s);
+    uv_timer_stop(&s.timer); /* only the snapshots asked for here */
+    s.step_keys = 3;
+    s.step_us = UINT64_MAX;
+    IS(snapshot_now(&s), 0, "snapshot started");
+    IS(s.ser_steps, 1, "its first step at once");
+    IS(s.ser_nkeys, 3, "3 keys in it");
+    IS(snapshot_now(&s), -1, "a second one while it runs: refused");
+    IS(s.skipped, 1, "and counted as skipped");
+    key(&d, "svc.a", T); /* behind the cursor (svc.k002) */
+    key(&d, "svc.z", T); /* ahead of it */
+    uv_idle_init(uv_default_loop(), &h);
+    uv_idle_start(&h, noop_idle);
+    uv_run(uv_default_loop(), UV_RUN_ONCE);
+    IS(s.ser_steps, 2, "one loop turn: exactly one more step");
+    uv_run(uv_default_loop(), UV_RUN_ONCE);
+    IS(s.ser_steps, 3, "and one more the next turn");
+    uv_close((uv_handle_t *)&h, NULL);
+    settle(&s);
+    IS(s.written, 1, "written");
+    IS(s.last_keys, 21, "21 keys: the 20, and svc.z created ahead");
+    IS(s.last_steps, 7, "in 7 steps of 3");
+    snapshot_stop(&s, 0); /* as a kill -9: no final snapshot */
+    core_free(&d);
+    IS(restore_keys(&d2, &s2, T), 21, "21 keys restored");
+    OK(keys_find(&d2.keys, "svc.z", 5) && !keys_find(&d2.keys, "svc.a", 5),
+       "svc.z in it, svc.a (created behind the cursor) waits for the next");
+    snapshot_stop(&s2, 0);
+    core_free(&d2);
+}
+
+/*
+ * The consistency rule (snapshot.h): a force on a key the walk has already
+ * exported, acknowledged, then kill -9 after that snapshot is on disk: the
+ * force survives, as its journal record is newer than the snapshot's S0
+ * and so neither emptied by it nor skipped at restore.  The next snapshot
+ * (begun after the force) covers it and empties the journal.
+ */
+static void test_force_during_walk(void)
+{
+    struct resild d, d2, d3;
+    struct snapshot s, s2, s3;
+    char jpath[320];
+    struct key *k;
+    uint8_t *p;
+    size_t n = 0;
+    uint64_t seq_at_start;
+    const uint64_t T = 9000;
+    struct stat st;
+
+    snprintf(jpath, sizeof(jpath), "%s.journal", snap_path);
+    clean_dir();
+    restore_keys(&d, &s, T);
+    make_keys(&d, 20, T);
+    /* An earlier force, journalled and then covered: the walk's S0. */
+    core_force(&d, key(&d, "svc.k015", T), BREAKER_FORCE_OPEN, "old", 3, 0, 0,
+               T);
+    settle(&s);
+    seq_at_start = s.seq;
+    snapshot_run(&s);
+    uv_timer_stop(&s.timer);
+    s.step_keys = 3;
+    s.step_us = UINT64_MAX;
+    snapshot_now(&s); /* svc.k000..k002 exported */
+    k = keys_find(&d.keys, "svc.k001", 8);
+    core_force(&d, k, BREAKER_FORCE_OPEN, "late", 4, 0, 0, T);
+    core_reset(&d, keys_find(&d.keys, "svc.k015", 8), 0, T); /* ahead */
+    settle(&s); /* the walk, the write, the journal, any emptying */
+    IS(s.written, 1, "the snapshot is on disk");
+    IS(s.covered_seq, seq_at_start, "it covers S0, the walk's start");
+    OK(s.seq > seq_at_start, "the force's record is newer than S0");
+    p = read_file(snap_path, &n);
+    OK(p && n > 32 && u64_at(p + 24) == seq_at_start,
+       "the file's header says S0");
+    free(p);
+    OK(stat(jpath, &st) == 0 && st.st_size > 8,
+       "the journal still holds the force made mid-walk");
+    snapshot_stop(&s, 0); /* kill -9: no final snapshot */
+    core_free(&d);
+
+    restore_keys(&d2, &s2, T + 5);
+    k = keys_find(&d2.keys, "svc.k001", 8);
+    OK(k && k->br.force == BREAKER_FORCE_OPEN &&
+           !strcmp(key_force_reason(k), "late"),
+       "after a kill -9: the force on a key exported before it survives");
+    k = keys_find(&d2.keys, "svc.k015", 8);
+    OK(k && k->br.force == BREAKER_AUTO, "and the reset after it");
+    /* The next snapshot begins after them: it covers and empties. */
+    snapshot_run(&s2);
+    uv_timer_stop(&s2.timer);
+    snapshot_now(&s2);
+    settle(&s2);
+    IS(s2.written, 1, "the next snapshot is on disk");
+    IS(s2.covered_seq, s2.seq, "it covers every record");
+    OK(stat(jpath, &st) == 0 && st.st_size <= 8, "the journal is emptied");
+    snapshot_stop(&s2, 0);
+    core_free(&d2);
+    restore_keys(&d3, &s3, T + 9);
+    k = keys_find(&d3.keys, "svc.k001", 8);
+    OK(k && k->br.force == BREAKER_FORCE_OPEN &&
+           !strcmp(key_force_reason(k), "late"),
+       "still forced, now from the snapshot alone");
+    snapshot_stop(&s3, 0);
+    core_free(&d3);
+}
+
 static void test_config(void)
 {
     struct config cfg;
@@ -631,6 +878,10 @@ int main(void)
     test_corruption();
     test_hostile_records();
     test_journal();
+    test_snapbuf_growth();
+    test_steps_same_bytes();
+    test_steps_on_the_loop();
+    test_force_during_walk();
     clean_dir();
     unlink(conf_with_path[0] ? "" : "");
     {
