@@ -11,6 +11,7 @@
  */
 #include "snapfile.h"
 
+#include <endian.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,15 +126,22 @@ static void poke32(struct snapbuf *b, size_t at, uint32_t v)
     b->p[at + 3] = (uint8_t)(v >> 24);
 }
 
+/* Little-endian fields: one unaligned load each (restore reads tens of
+ * them a key). */
 uint32_t snapfile_u32(const uint8_t *p)
 {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
+    uint32_t v;
+
+    memcpy(&v, p, sizeof(v));
+    return le32toh(v);
 }
 
 static uint64_t u64_at(const uint8_t *p)
 {
-    return (uint64_t)snapfile_u32(p) | (uint64_t)snapfile_u32(p + 4) << 32;
+    uint64_t v;
+
+    memcpy(&v, p, sizeof(v));
+    return le64toh(v);
 }
 
 /* --- CRC-32, slice by 8 -------------------------------------------------- */
