@@ -54,6 +54,7 @@ struct lease {
 #define LEASE_USED 8     /* took tokens since it last asked for some */
 #define LEASE_COLD 16    /* no answer from Redis since the key was made or
                           * leasing came on: it decides from its share */
+#define LEASE_ON_SHARE 32 /* its last take was from its share */
 
 /* Too-early keys core_lease_wanted moves to the tail in one call before
  * it answers NULL: bounded work per call, never a walk of the FIFO. */
@@ -589,6 +590,7 @@ static void own_take(struct resild *d, struct key *k, uint64_t cost,
     l->flags |= LEASE_USED;
     if (lease_usable(l, now_ms) >= lease_need(k, cost, critical)) {
         const struct limiter_conf *sc = &k->policy->limiter_share;
+        l->flags &= (uint8_t)~LEASE_ON_SHARE;
         l->tokens -= cost;
         if (d->lease.on && l->tokens * 2 < admit_lease_size(d, k))
             lease_want(d, l, 0); /* below half: ask ahead of need */
@@ -612,6 +614,13 @@ static void own_take(struct resild *d, struct key *k, uint64_t cost,
         else
             limiter_sync(&k->lim, sc, now_ms, 0);
         return;
+    }
+    /* On the share (Redis away or slow, the key cold or its hold over):
+     * each spell adds at most what the share holds to the global bound
+     * (README), so the spells are counted. */
+    if (!(l->flags & LEASE_ON_SHARE)) {
+        l->flags |= LEASE_ON_SHARE;
+        d->m.share_spells++;
     }
     limiter_take(&k->lim, &k->policy->limiter_share, now_ms, cost);
 }

@@ -316,6 +316,10 @@ int metrics_render(struct resild *d, uint64_t now_ms, struct prom_buf *b)
             "rate_limited reports that paused a limiter.", m->venue_pauses);
     counter(b, "resild_shadow_denied_total",
             "Denials a shadow policy turned into allows.", m->shadow_denied);
+    counter(b, "resild_global_share_spells_total",
+            "Spells of a global limiter deciding from this host's share "
+            "instead of leased tokens.",
+            m->share_spells);
     counter(b, "resild_heartbeats_lost_total",
             "Keys whose heartbeats stopped (lost edges).", m->heartbeats_lost);
 

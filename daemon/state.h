@@ -88,6 +88,8 @@ struct metrics {
     uint64_t parked;                /* acquire requests that had to wait */
     uint64_t parked_full;           /* could not wait: queue or pool full */
     uint64_t critical_probes;       /* critical calls through an open breaker */
+    uint64_t share_spells; /* a global key's takes from its local share
+                            * after leased ones (or its first) */
     uint64_t venue_pauses;          /* rate_limited reports that paused */
     uint64_t notifications_ignored; /* unknown or refused notifications */
     uint64_t cancels;               /* cancel that found its request */

@@ -828,6 +828,19 @@ static void test_lease_off_share(void)
     OK(r.allow && core_lease_tokens(k) == 0 &&
            limiter_available(&k->lim, &k->policy->limiter_share, 0) == 15,
        "held tokens serve first; the share is debited by their use");
+    IS(d.m.share_spells, 0, "no spell on the share yet: all leased");
+    r = acq(&d, &f, k, 1, 0, 0, (uint32_t)msgid++, 0);
+    r = acq(&d, &f, k, 1, 0, 0, (uint32_t)msgid++, 0);
+    IS(d.m.share_spells, 1, "two takes from the share: one spell");
+    core_lease_mode(&d, 1, 0);
+    core_lease_grant(&d, k, 2, 0, 0);
+    r = acq(&d, &f, k, 1, 0, 0, (uint32_t)msgid++, 0);
+    IS(d.m.share_spells, 1, "a leased take ends the spell");
+    core_lease_mode(&d, 0, 0);
+    r = acq(&d, &f, k, 1, 0, 0, (uint32_t)msgid++, 0); /* the held one */
+    r = acq(&d, &f, k, 1, 0, 0, (uint32_t)msgid++, 0);
+    IS(d.m.share_spells, 2, "the next take from the share: a second");
+    /* The share's 15: 3 taken by the spells, 2 debited by leased takes. */
     /* Five simulated minutes, as many as pass every ms. */
     for (t = 0; t <= 300000; t++) {
         for (i = 0; i < 100; i++) { /* 100: a runaway bucket, not a hang */
@@ -841,9 +854,9 @@ static void test_lease_off_share(void)
             ok = 0;
     }
     OK(ok, "never above 20 + 100 x t / 2000 at each minute");
-    IS(admitted, 15 + 300000 / 20,
-       "exactly 15 + 15000 in 300 s: the rate over 2 hosts (the share "
-       "starts 5 down: the leased use)");
+    IS(admitted, 10 + 300000 / 20,
+       "exactly 10 + 15000 in 300 s: the rate over 2 hosts (the share "
+       "starts 10 down: 7 leased takes debit it, 3 took from it)");
     core_free(&d);
 }
 
