@@ -283,9 +283,12 @@ def section_snapshot():
     print("\nSnapshot (tests/bench_snapshot.c, in process):")
     for line in out.splitlines():
         print("  " + line)
-    m = re.findall(r"(\d+) keys:.*write on the pool\s+([0-9.]+) ms.*"
-                   r"restore\s+([0-9.]+) ms", out)
-    return {int(k): (float(w), float(r)) for k, w, r in m}
+    # One block a state: "N small keys: ..." (or "window"), then lines
+    # with the write and the restore.
+    m = re.findall(r"(\d+) (small|window)\s+keys:.*?write on the pool\s+"
+                   r"([0-9.]+) ms.*?restore\s+([0-9.]+) ms", out, re.S)
+    return {int(k): (float(w), float(r)) for k, kind, w, r in m
+            if kind == "small"}
 
 
 def cg_total(path):
