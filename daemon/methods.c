@@ -350,15 +350,55 @@ static int fixbuf_write(void *data, const char *buf, size_t len)
 
 /* An acquire answer: allow, permit, state, reason, retry_after_ms, and
  * shadow_denied when only the shadow setting allowed it. */
+/* The constant parts of the acquire and report answers, packed by
+ * msgpack-c once (proto_pack_pre): the same bytes, a third of the writes.
+ * Built on first use; the daemon has one thread. */
+static struct {
+    int ready;
+    struct proto_pre allow[2], permit, state[6], reason[ADMIT_NREASONS],
+        retry_after, stale[2];
+} pre;
+
+static void pre_init(void)
+{
+    int i, bad = 0;
+
+    for (i = 0; i < 2; i++) {
+        bad |= proto_pre_kv_bool(&pre.allow[i], "allow", i);
+        bad |= proto_pre_kv_bool(&pre.stale[i], "stale", i);
+    }
+    for (i = 0; i < 6; i++)
+        bad |= proto_pre_kv_str(&pre.state[i], "state",
+                                breaker_visible_name((enum breaker_visible)i));
+    for (i = 0; i < ADMIT_NREASONS; i++)
+        bad |= proto_pre_kv_str(&pre.reason[i], "reason",
+                                admit_reason_name((enum admit_reason)i));
+    bad |= proto_pre_str(&pre.permit, "permit");
+    bad |= proto_pre_str(&pre.retry_after, "retry_after_ms");
+    pre.ready = bad ? -1 : 1; /* -1: never (a name grew past the room) */
+}
+
 static void pack_result(msgpack_packer *pk, const struct key *k,
                         const struct admit_result *res)
 {
+    if (!pre.ready)
+        pre_init();
     msgpack_pack_map(pk, res->shadow ? 6 : 5);
-    proto_kv_bool(pk, "allow", res->allow);
-    proto_kv_u64(pk, "permit", res->permit);
-    proto_kv_str(pk, "state", breaker_state_name(&k->br));
-    proto_kv_str(pk, "reason", admit_reason_name(res->reason));
-    proto_kv_u64(pk, "retry_after_ms", res->retry_after_ms);
+    if (pre.ready > 0) {
+        proto_pack_pre(pk, &pre.allow[res->allow ? 1 : 0]);
+        proto_pack_pre(pk, &pre.permit);
+        msgpack_pack_uint64(pk, res->permit);
+        proto_pack_pre(pk, &pre.state[breaker_visible_state(&k->br)]);
+        proto_pack_pre(pk, &pre.reason[res->reason]);
+        proto_pack_pre(pk, &pre.retry_after);
+        msgpack_pack_uint64(pk, res->retry_after_ms);
+    } else {
+        proto_kv_bool(pk, "allow", res->allow);
+        proto_kv_u64(pk, "permit", res->permit);
+        proto_kv_str(pk, "state", breaker_state_name(&k->br));
+        proto_kv_str(pk, "reason", admit_reason_name(res->reason));
+        proto_kv_u64(pk, "retry_after_ms", res->retry_after_ms);
+    }
     if (res->shadow)
         proto_kv_str(pk, "shadow_denied",
                      admit_reason_name(res->shadow_reason));
@@ -655,8 +695,16 @@ static void m_report(struct req *r)
             return;
         }
         msgpack_pack_map(r->pk, rr.advised ? 4 : 2);
-        proto_kv_str(r->pk, "state", breaker_state_name(&rr.key->br));
-        proto_kv_bool(r->pk, "stale", rr.stale);
+        if (!pre.ready)
+            pre_init();
+        if (pre.ready > 0) {
+            proto_pack_pre(r->pk,
+                           &pre.state[breaker_visible_state(&rr.key->br)]);
+            proto_pack_pre(r->pk, &pre.stale[rr.stale ? 1 : 0]);
+        } else {
+            proto_kv_str(r->pk, "state", breaker_state_name(&rr.key->br));
+            proto_kv_bool(r->pk, "stale", rr.stale);
+        }
         if (!rr.advised)
             return;
         proto_pack_cstr(r->pk, "classification");

@@ -260,3 +260,54 @@ void proto_kv_bool(msgpack_packer *pk, const char *k, int v)
     else
         msgpack_pack_false(pk);
 }
+
+/* --- pre-packed pieces --- */
+
+static int pre_write(void *data, const char *buf, size_t len)
+{
+    struct proto_pre *p = data;
+
+    if (len > PROTO_PRE_MAX - (size_t)p->len)
+        return -1;
+    memcpy(p->bytes + p->len, buf, len);
+    p->len = (uint8_t)(p->len + len);
+    return 0;
+}
+
+static int pre_done(struct proto_pre *p, const char *a, const char *b)
+{
+    /* Whether everything fit: the writer drops what does not. */
+    size_t want = (a ? strlen(a) + 1 : 0) + (b ? strlen(b) + 1 : 0);
+
+    return p->len >= want ? 0 : -1;
+}
+
+int proto_pre_kv_str(struct proto_pre *p, const char *k, const char *v)
+{
+    msgpack_packer pk;
+
+    p->len = 0;
+    msgpack_packer_init(&pk, p, pre_write);
+    proto_kv_str(&pk, k, v);
+    return pre_done(p, k, v);
+}
+
+int proto_pre_kv_bool(struct proto_pre *p, const char *k, int v)
+{
+    msgpack_packer pk;
+
+    p->len = 0;
+    msgpack_packer_init(&pk, p, pre_write);
+    proto_kv_bool(&pk, k, v);
+    return p->len >= strlen(k) + 2 ? pre_done(p, k, NULL) : -1;
+}
+
+int proto_pre_str(struct proto_pre *p, const char *s)
+{
+    msgpack_packer pk;
+
+    p->len = 0;
+    msgpack_packer_init(&pk, p, pre_write);
+    proto_pack_cstr(&pk, s);
+    return pre_done(p, s, NULL);
+}

@@ -744,12 +744,56 @@ static void test_decode_errors(msgpack_zone *zone)
     }
 }
 
+/* Pre-packed pieces: the very bytes msgpack-c packs for the same key and
+ * value, and a refusal (not a cut) past PROTO_PRE_MAX. */
+static void test_pre(void)
+{
+    static const char *const vals[] = {"closed", "forced_open", "ok",
+                                       "bulkhead_full", ""};
+    struct proto_pre p;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    char big[64];
+    size_t i;
+    int same = 1;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    for (i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        msgpack_sbuffer_clear(&sb);
+        proto_kv_str(&pk, "state", vals[i]);
+        same &= proto_pre_kv_str(&p, "state", vals[i]) == 0 &&
+                p.len == sb.size && !memcmp(p.bytes, sb.data, sb.size);
+    }
+    for (i = 0; i < 2; i++) {
+        msgpack_sbuffer_clear(&sb);
+        proto_kv_bool(&pk, "allow", (int)i);
+        same &= proto_pre_kv_bool(&p, "allow", (int)i) == 0 &&
+                p.len == sb.size && !memcmp(p.bytes, sb.data, sb.size);
+    }
+    msgpack_sbuffer_clear(&sb);
+    proto_pack_cstr(&pk, "retry_after_ms");
+    same &= proto_pre_str(&p, "retry_after_ms") == 0 && p.len == sb.size &&
+            !memcmp(p.bytes, sb.data, sb.size);
+    OK(same, "pre-packed key/value pieces are msgpack-c's own bytes");
+    msgpack_sbuffer_clear(&sb);
+    proto_pack_pre(&pk, &p);
+    OK(sb.size == p.len && !memcmp(sb.data, p.bytes, p.len),
+       "proto_pack_pre writes them whole");
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    OK(proto_pre_str(&p, big) < 0 && proto_pre_kv_str(&p, "k", big) < 0,
+       "a piece past %d bytes is refused", PROTO_PRE_MAX);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 int main(void)
 {
     msgpack_zone zone;
 
     msgpack_zone_init(&zone, 4096);
     test_request(&zone);
+    test_pre();
     test_response(&zone);
     test_notify(&zone);
     test_bin_names(&zone);
