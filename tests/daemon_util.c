@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +120,12 @@ static int spawn(struct test_daemon *d)
     if (pid < 0)
         return -1;
     if (pid == 0) {
+        /* Die with the test: a test killed by its time-out must not leave
+         * a daemon behind (a hung one spins on a CPU the next tests need;
+         * seven were once found still running an hour later). */
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() == 1)
+            _exit(127); /* the test is already gone */
         fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (fd >= 0)
             dup2(fd, 2);

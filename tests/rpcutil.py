@@ -18,6 +18,7 @@ The binary is $BUILD/resild, BUILD defaulting to "build" (relative to the
 current directory, else to the repository root).
 """
 
+import ctypes
 import json
 import os
 import select
@@ -60,6 +61,15 @@ class Closed(Exception):
     """The daemon closed the connection (EOF or reset)."""
 
 
+def die_with_parent():
+    """In a child: die with the test (PR_SET_PDEATHSIG = 1), so a test
+    killed by its time-out leaves no daemon spinning behind it."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except Exception:
+        pass
+
+
 class Daemon:
     """A resild in a temporary directory.  Use start() then stop()."""
 
@@ -88,7 +98,7 @@ class Daemon:
             self.proc = subprocess.Popen(
                 [self.binary, "-s", self.sock, "-c", self.config_path],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                close_fds=True)
+                close_fds=True, preexec_fn=die_with_parent)
         return self.wait_ready()
 
     def wait_ready(self):
