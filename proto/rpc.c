@@ -192,12 +192,21 @@ void proto_pack_cstr(msgpack_packer *pk, const char *s)
     proto_pack_strn(pk, s, strlen(s));
 }
 
+static int pre_write(void *data, const char *buf, size_t len);
+
 void proto_pack_response_head(msgpack_packer *pk, uint32_t msgid)
 {
-    msgpack_pack_array(pk, 4);
-    msgpack_pack_uint8(pk, PROTO_RESPONSE);
-    msgpack_pack_uint32(pk, msgid);
-    msgpack_pack_nil(pk);
+    struct proto_pre h = {0};
+    msgpack_packer hp;
+
+    /* Gathered on the stack (at most 8 bytes), then one write through pk:
+     * a head per answer, once four writes. */
+    msgpack_packer_init(&hp, &h, pre_write);
+    msgpack_pack_array(&hp, 4);
+    msgpack_pack_uint8(&hp, PROTO_RESPONSE);
+    msgpack_pack_uint32(&hp, msgid);
+    msgpack_pack_nil(&hp);
+    (*pk->callback)(pk->data, h.bytes, h.len);
 }
 
 void proto_pack_error(msgpack_packer *pk, uint32_t msgid, const char *code,
