@@ -954,7 +954,7 @@ int main(int argc, char **argv)
     uint64_t v, ns;
     int opt, warm_set = 0, ok = 0;
     unsigned i, p;
-    double secs;
+    double secs, p50, p99, p999, max;
 
     if (argc >= 3 && strcmp(argv[1], "serve-echo") == 0)
         return serve_echo(argv[2]);
@@ -1075,22 +1075,20 @@ int main(int argc, char **argv)
     }
     secs = (double)ns / 1e9;
     qsort(r.samples, r.nsamples, sizeof(uint64_t), cmp_u64);
+    p50 = pct_us(r.samples, r.nsamples, 500);
+    p99 = pct_us(r.samples, r.nsamples, 990);
+    p999 = pct_us(r.samples, r.nsamples, 999);
+    max = r.nsamples ? (double)r.samples[r.nsamples - 1] / 1000.0 : 0.0;
     if (!r.quiet)
         printf("%s c=%u P=%u: %llu requests in %.3f s, %.0f/s, p50 %.1f us, "
                "p99 %.1f us, p99.9 %.1f us, max %.1f us, %llu failures\n",
                proto_name(r.proto), r.c, r.depth, (unsigned long long)r.n, secs,
-               (double)r.n / secs, pct_us(r.samples, r.nsamples, 500),
-               pct_us(r.samples, r.nsamples, 990),
-               pct_us(r.samples, r.nsamples, 999),
-               r.nsamples ? (double)r.samples[r.nsamples - 1] / 1000.0 : 0.0,
+               (double)r.n / secs, p50, p99, p999, max,
                (unsigned long long)r.failures);
     printf("RESULT proto=%s c=%u P=%u n=%llu secs=%.6f rps=%.1f p50=%.2f "
            "p99=%.2f p999=%.2f max=%.2f failures=%llu\n",
            proto_name(r.proto), r.c, r.depth, (unsigned long long)r.n, secs,
-           (double)r.n / secs, pct_us(r.samples, r.nsamples, 500),
-           pct_us(r.samples, r.nsamples, 990),
-           pct_us(r.samples, r.nsamples, 999),
-           r.nsamples ? (double)r.samples[r.nsamples - 1] / 1000.0 : 0.0,
+           (double)r.n / secs, p50, p99, p999, max,
            (unsigned long long)r.failures);
 out:
     if (r.failures)
