@@ -61,7 +61,7 @@ static uint64_t hash_buckets(uint64_t max_keys)
 
 void memory_estimate(const struct config *c, struct memory_estimate *m)
 {
-    uint64_t part[5];
+    uint64_t part[5], nstats;
     size_t i;
 
     m->key_policy = &c->policies[0];
@@ -74,11 +74,15 @@ void memory_estimate(const struct config *c, struct memory_estimate *m)
         }
     }
     /* The keys, their hash buckets, and the metrics series of the first
-     * metrics.max_keys + 1 (struct key_stats, keys.c). */
+     * metrics.max_keys + 1 (struct key_stats, keys.c) -- of at most
+     * max_keys keys: a metrics.max_keys above max_keys ("every key")
+     * costs no more than max_keys blocks. */
+    nstats = (uint64_t)c->metrics_max_keys + 1;
+    if (nstats > c->max_keys)
+        nstats = c->max_keys;
     m->keys_bytes = (uint64_t)c->max_keys * m->key_bytes +
                     malloc_cost(hash_buckets(c->max_keys) * sizeof(void *)) +
-                    ((uint64_t)c->metrics_max_keys + 1) *
-                        malloc_cost(sizeof(struct key_stats));
+                    nstats * malloc_cost(sizeof(struct key_stats));
     /* A permit, its expiry-heap entry, and a share of the msgid index's
      * buckets (one per four permits, see msgidx_init). */
     m->permits_bytes =

@@ -916,6 +916,25 @@ static void test_memory(void)
        "described: %s", line);
     config_free(&c);
 
+    /* Stats blocks sit on at most max_keys keys: a metrics.max_keys far
+     * above max_keys (all keys) costs nothing more (it once added 10M
+     * blocks, 1.4 GB, and refused this 1000-key configuration). */
+    path = write_cfg("{\"max_keys\": 1000, \"max_memory_mb\": 1000, "
+                     "\"metrics\": {\"max_keys\": 10000000}}");
+    if (!OK(config_load(path, &c, err, sizeof(err)) == 0,
+            "metrics.max_keys above max_keys: loads under 1000 MiB"))
+        DIAG("%s", err);
+    else {
+        uint64_t with = 0;
+        memory_estimate(&c, &m);
+        with = m.keys_bytes;
+        c.metrics_max_keys = 999;
+        memory_estimate(&c, &m);
+        IS(with, m.keys_bytes,
+           "metrics.max_keys 10M costs what max_keys blocks cost");
+        config_free(&c);
+    }
+
     path = write_cfg(
         "{\"max_keys\": 20000, \"max_memory_mb\": 1024, " BIG_WINDOW "}");
     snprintf(want, sizeof(want), "worst case %llu MiB (20000 keys x",
