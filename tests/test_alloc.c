@@ -71,11 +71,15 @@ static const char *config_text =
     " \"*\": {\"breaker\": {\"window\": {\"type\": \"time\", \"size\": 30}}},"
     " \"a\": {\"limiter\": {\"rate\": 100000, \"per\": \"second\"}},"
     " \"a.*\": {\"bulkhead\": {\"max_concurrent\": 1000}},"
-    " \"b.*.c\": {\"breaker\": {\"record\": [\"network.*\"]}}"
+    " \"b.*.c\": {\"breaker\": {\"record\": [\"network.*\"]}},"
+    " \"p.*\": {\"bulkhead\": {\"max_concurrent\": 1, \"queue\": 4}},"
+    " \"c.*\": {\"breaker\": {\"critical_probe_per_s\": 5, \"failure_threshold\": 2}},"
+    " \"s.*\": {\"shadow\": true, \"bulkhead\": {\"max_concurrent\": 1}}"
     "}}";
 
 struct tally {
     long answers, oom, wrong, rebind_fail;
+    uint64_t parked, probes, shadow; /* what the run reached */
     char wrong_text[160];
 };
 
@@ -104,10 +108,26 @@ static void check_answers(msgpack_sbuffer *sb, struct tally *t)
     msgpack_unpacked_destroy(&u);
 }
 
+/* extra: NULL, or name/value pairs ending in NULL; a value "#N" is the
+ * unsigned integer N. */
+static void dispatch_x(struct resild *d, struct rpc_client *c,
+                       msgpack_packer *pk, uint32_t msgid, const char *method,
+                       const char *key, uint64_t permit,
+                       const char *const *extra);
+
 static void dispatch(struct resild *d, struct rpc_client *c, msgpack_packer *pk,
                      uint32_t msgid, const char *method, const char *key,
                      uint64_t permit)
 {
+    dispatch_x(d, c, pk, msgid, method, key, permit, NULL);
+}
+
+static void dispatch_x(struct resild *d, struct rpc_client *c,
+                       msgpack_packer *pk, uint32_t msgid, const char *method,
+                       const char *key, uint64_t permit,
+                       const char *const *extra)
+{
+    size_t nx = 0, i;
     msgpack_sbuffer req;
     msgpack_packer rp;
     msgpack_zone zone;
@@ -119,8 +139,18 @@ static void dispatch(struct resild *d, struct rpc_client *c, msgpack_packer *pk,
     msgpack_packer_init(&rp, &req, msgpack_sbuffer_write);
     proto_pack_request_head(&rp, msgid, method);
     msgpack_pack_array(&rp, 1);
-    msgpack_pack_map(&rp, permit || !strcmp(method, "force") ? 3 : 1);
+    while (extra && extra[2 * nx])
+        nx++;
+    msgpack_pack_map(&rp,
+                     (permit || !strcmp(method, "force") ? 3 : 1) + nx);
     proto_kv_str(&rp, "key", key);
+    for (i = 0; i < nx; i++) {
+        const char *v = extra[2 * i + 1];
+        if (v[0] == '#')
+            proto_kv_u64(&rp, extra[2 * i], strtoull(v + 1, NULL, 10));
+        else
+            proto_kv_str(&rp, extra[2 * i], v);
+    }
     if (permit) {
         proto_kv_u64(&rp, "permit", permit);
         proto_kv_str(&rp, "outcome", "success");
@@ -185,6 +215,36 @@ static void run(const char *path, struct tally *t, int *config_err,
         snprintf(key, sizeof(key), "a.k%d", i % 7);
         dispatch(&d, &c, &pk, (uint32_t)(10 + i), "acquire", key, 0);
     }
+    /* The parts of a key made on first use (keys_ext, the latency ring):
+     * requests that park, critical probes through an open breaker, a
+     * shadow denial, reported latencies; then a release serves the parked
+     * ones. */
+    {
+        static const char *const wait[] = {"wait_ms", "#1000", NULL};
+        static const char *const crit[] = {"priority", "critical", NULL};
+        static const char *const lat[] = {"outcome", "failure",
+                                          "latency_ms", "#7", NULL};
+        struct permit *pp;
+        dispatch(&d, &c, &pk, 5000, "acquire", "p.q", 0);
+        dispatch_x(&d, &c, &pk, 5001, "acquire", "p.q", 0, wait);
+        dispatch_x(&d, &c, &pk, 5002, "acquire", "p.q", 0, wait);
+        dispatch(&d, &c, &pk, 5003, "acquire", "s.k", 0);
+        dispatch(&d, &c, &pk, 5004, "acquire", "s.k", 0);
+        dispatch_x(&d, &c, &pk, 5005, "acquire", "c.k", 0, crit);
+        for (i = 0; i < 6; i++) /* failures: open c.k */
+            dispatch_x(&d, &c, &pk, (uint32_t)(5010 + i), "report", "c.k", 0,
+                       lat);
+        dispatch_x(&d, &c, &pk, 5020, "acquire", "c.k", 0, crit);
+        dispatch_x(&d, &c, &pk, 5021, "acquire", "c.k", 0, crit);
+        /* Release p.q's permit: its parked requests are served. */
+        for (pp = c.caller.permits; pp; pp = pp->next)
+            if (!strcmp(pp->key->name, "p.q"))
+                break;
+        if (pp) {
+            dispatch(&d, &c, &pk, 5030, "report", "p.q", pp->id);
+            core_wake(&d, 1000);
+        }
+    }
     /* Report one: the state must still be coherent. */
     if (c.caller.permits)
         dispatch(&d, &c, &pk, 9999, "report", c.caller.permits->key->name,
@@ -219,6 +279,9 @@ static void run(const char *path, struct tally *t, int *config_err,
     harness++;
     check_answers(&out, t);
     harness--;
+    t->parked = d.m.parked;
+    t->probes = d.m.critical_probes;
+    t->shadow = d.m.shadow_denied;
     methods_client_gone(&d, &c, 2000);
     msgpack_sbuffer_destroy(&out);
     core_free(&d);
@@ -247,8 +310,13 @@ int main(void)
         fail_at = n;
         failed_once = 0;
         run(path, &t, &config_err, &init_err);
-        if (!failed_once)
-            break; /* every allocation has failed once */
+        if (!failed_once) { /* every allocation has failed once */
+            OK(t.parked == 2 && t.probes >= 1 && t.shadow == 1,
+               "a run without failures parks 2, passes critical probes "
+               "(%llu) and a shadow denial",
+               (unsigned long long)t.probes);
+            break;
+        }
         runs++;
         config_fail += config_err == 1;
         init_fail += init_err == 1;
