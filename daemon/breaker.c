@@ -62,15 +62,17 @@ static void slot_set(struct breaker *b, uint32_t i, unsigned v)
 static void time_totals(const struct breaker *b, uint64_t now_ms,
                         uint32_t *calls, uint32_t *failures, uint32_t *slow)
 {
-    /* +1: sec 0 marks an empty bucket.  Modulo 2^32: see struct
-     * breaker_bucket. */
+    /* Modulo 2^32: see struct breaker_bucket. */
     uint32_t sec = (uint32_t)(now_ms / 1000 + 1);
     uint32_t i;
 
     *calls = *failures = *slow = 0;
     for (i = 0; i < b->window_size; i++) {
         const struct breaker_bucket *k = &b->buckets[i];
-        if (k->sec && (uint32_t)(sec - k->sec) < b->window_size) {
+        /* No test of k->sec against 0: a cleared bucket counts nothing
+         * anyway, and the second that wraps to 0 holds calls like any
+         * other. */
+        if ((uint32_t)(sec - k->sec) < b->window_size) {
             *calls += k->calls;
             *failures += k->failures;
             *slow += k->slow;

@@ -154,8 +154,9 @@ struct breaker_conf {
 
 /* One second of a time window. */
 struct breaker_bucket {
-    uint32_t sec; /* now_ms / 1000 + 1 this bucket holds, modulo 2^32;
-                   * 0 = empty.  Ages are taken modulo 2^32 too, which is
+    uint32_t sec; /* now_ms / 1000 + 1 this bucket holds, modulo 2^32
+                   * (a cleared bucket: 0, with no calls; a second that
+                   * wraps to 0 is no different).  Ages are taken modulo 2^32 too, which is
                    * exact for any bucket younger than 136 years: 16
                    * bytes a bucket, not 24 */
     uint32_t calls, failures, slow;

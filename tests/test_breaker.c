@@ -265,6 +265,34 @@ static void test_time_window_expires(void)
     IS(b.state, BREAKER_OPEN, "50%% within 10 s opens");
 }
 
+/* Buckets keep their second modulo 2^32 (struct breaker_bucket): the
+ * second that wraps to 0 -- 0 also marks an empty bucket -- counts like any
+ * other, and a window that spans the wrap sums across it. */
+static void test_time_window_wrap(void)
+{
+    struct breaker_conf c = conf;
+    struct breaker b;
+    const uint64_t wrap = 4294967295ull * 1000; /* now / 1000 + 1 = 2^32 */
+
+    c.failure_threshold = 0;
+    c.window_time = 1;
+    c.window_size = 10;
+    c.minimum_calls = 4;
+    c.failure_rate_threshold = 50;
+    init(&b, &c, wrap - 5000);
+    feed(&b, &c, wrap, 4, 4, -1);
+    IS(b.state, BREAKER_OPEN, "4 failures in the second that wraps to 0 open");
+    init(&b, &c, wrap - 5000);
+    feed(&b, &c, wrap - 1000, 2, 2, -1);
+    feed(&b, &c, wrap + 1000, 2, 2, -1);
+    IS(b.state, BREAKER_OPEN, "failures on both sides of the wrap add up");
+    init(&b, &c, wrap - 5000);
+    feed(&b, &c, wrap - 1000, 2, 2, -1);
+    feed(&b, &c, wrap, 1, 1, -1);
+    feed(&b, &c, wrap + 1000, 1, 1, -1);
+    IS(b.state, BREAKER_OPEN, "and with the wrapped second between them");
+}
+
 static void test_slow_call_rate(void)
 {
     struct breaker_conf c = conf;
@@ -884,6 +912,7 @@ int main(void)
     test_failure_rate_count_window();
     test_count_window_slides();
     test_time_window_expires();
+    test_time_window_wrap();
     test_slow_call_rate();
     test_slow_probe_reopens();
     test_backoff_and_cap();
