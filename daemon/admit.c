@@ -1048,8 +1048,14 @@ uint64_t admit_next_wake(const struct resild *d, uint64_t now_ms)
 
 void admit_caller_gone(struct resild *d, struct caller *c)
 {
-    while (c->parked)
+    while (c->parked) {
+        struct key *k = c->parked->key;
         unpark(d, c->parked);
+        /* Those behind it on k may pass now (it may have been the head
+         * the FIFO kept them behind): k's queue is served at the next
+         * core_wake, not at the timer the old head set. */
+        admit_wake_later(d, k);
+    }
 }
 
 void admit_permit_done(struct resild *d, struct permit *p)

@@ -569,6 +569,45 @@ static void test_wake_targeted(void)
     core_free(&d);
 }
 
+/* A closed connection's parked request leaves its queue: the requests of
+ * others behind it may pass now (it was the head the FIFO kept them
+ * behind), so its key is served at once, not at the timer the old head
+ * set (issue 14's targeted wake once forgot these keys). */
+static void test_caller_gone_serves_followers(void)
+{
+    static const char *lim =
+        "{\"policies\": {\"lim\": {\"limiter\": {\"rate\": 10,"
+        " \"per\": \"second\", \"burst\": 10}}}}";
+    struct resild d;
+    struct fake a, b, c;
+    struct admit_result res;
+    struct key *k;
+    int allow;
+    char reason[24];
+    uint32_t msgid;
+
+    load(&d, lim);
+    fake_init(&a);
+    fake_init(&b);
+    fake_init(&c);
+    k = key(&d, "lim", 0);
+    acquire(&d, &a, k, 10, 0, 0, 0, &res);
+    OK(res.allow, "the bucket is emptied");
+    acquire(&d, &b, k, 10, 0, 5000, 0, &res);
+    OK(res.parked, "cost 10 parks (a second of refill)");
+    acquire(&d, &c, k, 1, 0, 5000, 0, &res);
+    OK(res.parked, "cost 1 parks behind it");
+    IS(core_wake(&d, 0), 1000, "the timer is for the head's refill");
+    core_caller_gone(&d, &b.rc.caller, 200);
+    core_wake(&d, 200);
+    OK(k->q_len == 0 && fake_answer(&c, 0, &allow, reason, &msgid) && allow,
+       "the head's caller gone: the one behind passes at once (2 tokens)");
+    fake_free(&a);
+    fake_free(&b);
+    fake_free(&c);
+    core_free(&d);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -585,6 +624,7 @@ int main(void)
     test_lost_probe();
     test_ancestor_chain();
     test_wake_targeted();
+    test_caller_gone_serves_followers();
     {
         char path[256];
         snprintf(path, sizeof(path), "%s/c.json", dir);
