@@ -483,7 +483,12 @@ void core_heartbeat(struct resild *d, struct key *k, uint64_t now_ms)
 
     d->m.heartbeats++;
     if (!k->policy->has_heartbeat) {
-        heartbeat_beat(&k->hb, now_ms, UINT64_MAX, &silent);
+        /* A loss marked under an earlier policy (kept by a reload) ends
+         * here: the key's health changes, so its counts must too (d->tot:
+         * health answers from them). */
+        if (heartbeat_beat(&k->hb, now_ms, UINT64_MAX, &silent) &
+            HEARTBEAT_RESTORED)
+            track_health(d, k);
         return;
     }
     edges = heartbeat_beat(&k->hb, now_ms, k->policy->heartbeat_timeout_ms,

@@ -419,6 +419,41 @@ static const char *wide(const char *cfg)
     return o;
 }
 
+/* A key whose heartbeats were lost keeps that mark through a reload to a
+ * policy without heartbeats (it stays unavailable until a beat comes):
+ * the beat that clears it must reach the totals, or `health` goes on
+ * calling the key unavailable -- the host "unhealthy" for a critical one
+ * -- until something else touches the key. */
+static void test_beat_after_reload(void)
+{
+    static const char *beats =
+        "{\"policies\": {\"feed.*\": {\"critical\": true,"
+        " \"heartbeat\": {\"timeout_ms\": 200}}}}";
+    static const char *none = "{\"policies\": {\"feed.*\": {\"critical\": true}}}";
+    struct resild d;
+    struct config cfg;
+    struct key *k = NULL;
+    uint64_t now = 1000;
+
+    load(&cfg, beats);
+    core_init(&d, &cfg, now, 42);
+    core_key(&d, "feed.x", 6, now, &k);
+    core_heartbeat(&d, k, now);
+    core_tick(&d, now + 300);
+    OK(k->hb.lost && d.tot.crit_down == 1, "silent for 300 ms: lost");
+    load(&cfg, none);
+    IS(core_rebind(&d, &cfg, now + 300), 0, "reload: no heartbeat policy");
+    OK(k->hb.lost && core_key_health(k) == HEALTH_UNAVAILABLE,
+       "the loss is kept (unavailable)");
+    core_heartbeat(&d, k, now + 400);
+    OK(!k->hb.lost && core_key_health(k) == HEALTH_OPERATIONAL,
+       "a beat ends it");
+    OK(same_totals(&d, "beat after reload") && d.tot.crit_down == 0 &&
+           d.tot.health[HEALTH_UNAVAILABLE] == 0,
+       "and the totals (health's counts) see it: no critical key down");
+    core_free(&d);
+}
+
 int main(void)
 {
     struct resild d, d2;
@@ -439,6 +474,7 @@ int main(void)
     load(&cfg, cfg_a);
     core_init(&d, &cfg, now, 42);
     OK(same_totals(&d, "start"), "no keys: all totals 0");
+    test_beat_after_reload();
     {
         /* With every key's series (max_keys 100 > 11 names): decisions
          * and latencies are checked key by key too. */
