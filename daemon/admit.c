@@ -447,7 +447,6 @@ static struct limiter_conf crit_conf(const struct key *k)
 int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
 {
     char prefix[KEY_MAX + 1];
-    struct limiter_conf cc;
     size_t i;
     int rc;
 
@@ -467,16 +466,6 @@ int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
         k->rng = ((uint64_t)(uintptr_t)k * 0x9e3779b97f4a7c15ULL) ^ now_ms;
         if (!k->rng)
             k->rng = 1;
-    }
-    if (k->policy->critical_probe_per_s && !(k->x && k->x->crit_ready)) {
-        /* Critical probes through an open breaker have their own
-         * limiter: on the keys of such policies only (first use, or a
-         * reload that gave the key one). */
-        if (!keys_ext(k))
-            return RD_ENOMEM;
-        cc = crit_conf(k);
-        limiter_init(&k->x->crit_lim, &cc, now_ms);
-        k->x->crit_ready = 1;
     }
     k->nanc = 0;
     k->up = NULL;
@@ -510,6 +499,22 @@ int admit_prepare(struct resild *d, struct key *k, uint64_t now_ms)
     }
     k->admit_ready = ADMIT_READY;
     return 0;
+}
+
+/* k's critical-probe limiter, set up (full) on the first probe that needs
+ * it: 1, or 0 when its block cannot be had -- then the breaker's answer
+ * stands, as if no probe were left (never a deny a closed breaker would
+ * not give). */
+static int crit_ready(struct key *k, const struct limiter_conf *cc,
+                      uint64_t now_ms)
+{
+    if (k->x && k->x->crit_ready)
+        return 1;
+    if (!keys_ext(k))
+        return 0;
+    limiter_init(&k->x->crit_lim, cc, now_ms);
+    k->x->crit_ready = 1;
+    return 1;
 }
 
 static enum admit_reason from_breaker(enum breaker_reason r)
@@ -683,8 +688,7 @@ static enum verdict decide(struct resild *d, struct caller *c, struct key *k,
         out = V_DENY;
     } else if (!v.allow) {
         if (critical && pol->critical_probe_per_s &&
-            v.reason != BREAKER_FORCED_OPEN &&
-            k->x && k->x->crit_ready &&
+            v.reason != BREAKER_FORCED_OPEN && crit_ready(k, &cc, now_ms) &&
             limiter_wait(&k->x->crit_lim, &cc, now_ms, 1, 0, 1) == 0) {
             crit_pass = 1; /* risk-reducing call through an open breaker */
         } else {

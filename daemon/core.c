@@ -1189,8 +1189,11 @@ int core_import_key(struct resild *d, const struct key_export *ex,
                    ex->win_buckets);
     d->tot.opens += k->br.opens;
     limiter_import(&k->lim, export_lim_conf(k), now_ms, &ex->lim);
-    if (k->x && k->x->crit_ready) /* core_key set it up for this policy */
+    if (k->policy->critical_probe_per_s && keys_ext(k)) {
+        /* The probes the file says were taken (a failed block: full) */
         limiter_import(&k->x->crit_lim, &cc, now_ms, &ex->crit);
+        k->x->crit_ready = 1;
+    }
     heartbeat_import(&k->hb, now_ms, &ex->hb);
     keys_set_reason(k, ex->reason, ex->reason_len);
     k->retry_prev_ms = ex->retry_prev_ms;
