@@ -21,7 +21,6 @@
 Redis children get PR_SET_PDEATHSIG so a test killed hard leaves none.
 """
 import atexit
-import ctypes
 import os
 import shutil
 import signal
@@ -41,12 +40,8 @@ REDIS_READY_S = 10.0     # how long redis-server may take to answer PING
 REDIS_STOP_S = 5.0       # SIGTERM grace before SIGKILL
 
 
-def _pdeathsig():
-    """In the child: die with the test (PR_SET_PDEATHSIG = 1)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-    except Exception:
-        pass
+# In a child: die with the test (PR_SET_PDEATHSIG), as rpcutil's daemons do.
+_pdeathsig = rpcutil.die_with_parent
 
 
 def free_port():
