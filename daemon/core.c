@@ -342,14 +342,8 @@ void core_key_created(struct resild *d, const struct key *k)
 
 void core_add_latency(struct resild *d, struct key *k, uint64_t latency_ms)
 {
-    unsigned i = 0;
-
-    /* The bucket keys_add_latency picks. */
-    while (i < KEY_LATENCY_BUCKETS &&
-           (double)latency_ms > keys_latency_bounds[i])
-        i++;
     keys_add_latency(k, latency_ms);
-    d->tot.lat_hist[i]++;
+    d->tot.lat_hist[keys_latency_bucket(latency_ms)]++;
     d->tot.lat_sum_ms += latency_ms;
 }
 

@@ -520,10 +520,18 @@ uint64_t keys_latency_value(uint8_t code)
     return (16 + m) * w + (w - 1) / 2; /* its middle */
 }
 
-void keys_add_latency(struct key *k, uint64_t latency_ms)
+unsigned keys_latency_bucket(uint64_t latency_ms)
 {
     unsigned i = 0;
 
+    while (i < KEY_LATENCY_BUCKETS &&
+           (double)latency_ms > keys_latency_bounds[i])
+        i++;
+    return i;
+}
+
+void keys_add_latency(struct key *k, uint64_t latency_ms)
+{
     if (!k->lat_ms)
         k->lat_ms = malloc(KEY_LATENCY_SAMPLES);
     if (k->lat_ms) {
@@ -534,10 +542,7 @@ void keys_add_latency(struct key *k, uint64_t latency_ms)
     }
     if (!k->stats)
         return;
-    while (i < KEY_LATENCY_BUCKETS &&
-           (double)latency_ms > keys_latency_bounds[i])
-        i++;
-    k->stats->lat_hist[i]++;
+    k->stats->lat_hist[keys_latency_bucket(latency_ms)]++;
     k->stats->lat_sum_ms += latency_ms;
 }
 

@@ -5,7 +5,9 @@
  * Every key is also in an ordered index by name (an AVL tree with subtree
  * sizes, intrusive in struct key), so that status can page through keys
  * and count a prefix in O(log n + page), never O(keys).
- * No I/O; memory is allocated only when a key is created.
+ * No I/O; memory is allocated when a key is created, and for the parts
+ * few keys use (latency ring, struct key_ext, struct key_stats) on their
+ * first use.
  */
 #ifndef RESIL_KEYS_H
 #define RESIL_KEYS_H
@@ -179,6 +181,10 @@ int keys_index_check(const struct keys *ks, unsigned *height);
 
 /* Upper bounds (ms) of the latency histogram's buckets. */
 extern const double keys_latency_bounds[KEY_LATENCY_BUCKETS];
+
+/* The metrics histogram bucket of a latency: the first of
+ * keys_latency_bounds it does not exceed (KEY_LATENCY_BUCKETS: above all). */
+unsigned keys_latency_bucket(uint64_t latency_ms);
 
 /* Remember one reported latency (ring for p50/p99, histogram).  The ring
  * is allocated on the first one; when that fails the sample is only in

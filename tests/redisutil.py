@@ -337,11 +337,7 @@ class Redis:
             c.close()
 
     def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return rpcutil.read_log(self.log_path)
 
     def cleanup(self):
         if self.proc is not None and self.proc.poll() is None:

@@ -61,6 +61,15 @@ class Closed(Exception):
     """The daemon closed the connection (EOF or reset)."""
 
 
+def read_log(path):
+    """A server's log as text ("" when there is none)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 def die_with_parent():
     """In a child: die with the test (PR_SET_PDEATHSIG = 1), so a test
     killed by its time-out leaves no daemon spinning behind it."""
@@ -143,11 +152,7 @@ class Daemon:
         raise RuntimeError("no VmRSS for pid %d" % self.pid)
 
     def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return read_log(self.log_path)
 
     def cleanup(self):
         if self.alive():
